@@ -1,0 +1,18 @@
+// One file per subcommand; each registers itself on the CLI11 app and returns the exit code
+// through the callback it installs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lathe::cli {
+
+using Runner = std::function<int()>;
+
+// Each add_* creates its subcommand on `app` and returns the function main() calls when that
+// subcommand was chosen.
+Runner add_inspect(CLI::App& app);
+Runner add_convert(CLI::App& app);
+Runner add_devices(CLI::App& app);
+
+}  // namespace lathe::cli

@@ -1,0 +1,57 @@
+// Shared helpers for lathe's tests: paths into the source/build tree, the default model, running
+// Python oracles and the CLI, and temporary directories.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lathe::test {
+
+std::filesystem::path source_dir();
+std::filesystem::path binary_dir();
+// Shared test data: <source>/../shared/data if present, else <source>/data (what the project ships).
+std::filesystem::path shared_data_dir();
+// The default model file; tests that need it call LATHE_REQUIRE_MODEL() first.
+std::filesystem::path default_model();
+std::string oracle_python();  // "" when not configured
+std::filesystem::path cli_path();
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs argv (no shell), capturing stdout and stderr.
+CommandResult run_command(const std::vector<std::string>& argv);
+// Runs the configured oracle Python on a script under tests/oracle/ with arguments.
+CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args);
+
+// A fresh directory under the build tree, removed when the object goes away.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "tmp");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& path, const std::string& bytes);
+std::string read_file(const std::filesystem::path& path);
+
+}  // namespace lathe::test
+
+// Fails (not skips) when the default model is missing: the README's test command fetches it.
+#define LATHE_REQUIRE_MODEL()                                                                      \
+  do {                                                                                             \
+    if (!std::filesystem::exists(::lathe::test::default_model()))                                  \
+      FAIL() << "default model missing at " << ::lathe::test::default_model()                    \
+             << "; run scripts/fetch-model.sh";                                                    \
+  } while (0)
