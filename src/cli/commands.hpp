@@ -14,5 +14,8 @@ using Runner = std::function<int()>;
 Runner add_inspect(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_devices(CLI::App& app);
+Runner add_template(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_detokenize(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_inspect);
   add(lathe::cli::add_convert);
   add(lathe::cli::add_devices);
+  add(lathe::cli::add_template);
+  add(lathe::cli::add_tokenize);
+  add(lathe::cli::add_detokenize);
 
   try {
     app.parse(argc, argv);

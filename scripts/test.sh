@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs, then
+#   1. Release build + every ctest test (unit, model, oracle; gpu tests skip without a device),
+#   2. ASan+UBSan build + the unit and model tests under the sanitizers,
+#   3. libFuzzer targets, each run for FUZZ_SECONDS (default 45) on its seed corpus.
+# Ends with one summary line "tests: N passed, M failed". Exit status is non-zero on any failure.
+source "$(dirname "$0")/lib.sh"
+FUZZ_SECONDS="${FUZZ_SECONDS:-45}"
+
+apt_ensure "${LATHE_BUILD_DEPS[@]}" "${LATHE_TEST_DEPS[@]}"
+"$LATHE_ROOT/scripts/fetch-model.sh"
+ensure_venv
+
+passed=0; failed=0
+# run_ctest DIR LABEL-ARGS...: runs ctest and adds its counts to the totals.
+run_ctest() {
+  local dir="$1"; shift
+  local log="$dir/ctest.log" rc=0
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" "$@" 2>&1 | tee "$log" || rc=1
+  local line; line="$(grep -E 'tests passed, [0-9]+ tests failed out of' "$log" | tail -n1 || true)"
+  if [ -n "$line" ]; then
+    local total bad
+    total="$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")"
+    bad="$(sed -E 's/.* ([0-9]+) tests failed.*/\1/' <<<"$line")"
+    passed=$((passed + total - bad)); failed=$((failed + bad))
+  elif [ $rc -ne 0 ]; then
+    failed=$((failed + 1))
+  fi
+}
+
+log "1/3 release build and tests"
+configure_build "$LATHE_BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python"
+run_ctest "$LATHE_BUILD"
+
+log "2/3 sanitizer build (ASan+UBSan) and tests"
+configure_build "$LATHE_ROOT/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATHE_SANITIZE=ON -DLATHE_CUDA=OFF \
+  -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_ctest "$LATHE_ROOT/build-asan" -LE 'slow|gpu'
+
+log "3/3 fuzzing, ${FUZZ_SECONDS}s per target"
+CC=clang CXX=clang++ configure_build "$LATHE_ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATHE_FUZZ=ON \
+  -DLATHE_SANITIZE=ON -DLATHE_CUDA=OFF -DLATHE_BUILD_TESTS=OFF
+for fuzzer in "$LATHE_ROOT"/build-fuzz/fuzz/lathe_fuzz_*; do
+  [ -x "$fuzzer" ] || continue
+  name="${fuzzer##*/lathe_fuzz_}"
+  work="$LATHE_ROOT/build-fuzz/corpus-$name"
+  mkdir -p "$work" "$LATHE_ROOT/build-fuzz/artifacts-$name"
+  seeds=(); [ -d "$LATHE_ROOT/fuzz/corpus/$name" ] && seeds=("$LATHE_ROOT/fuzz/corpus/$name")
+  log "fuzzing $name for ${FUZZ_SECONDS}s"
+  # New inputs go to the scratch corpus (first directory); the committed seeds stay untouched.
+  if "$fuzzer" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+       -artifact_prefix="$LATHE_ROOT/build-fuzz/artifacts-$name/" "$work" "${seeds[@]}" \
+       >"$LATHE_ROOT/build-fuzz/fuzz-$name.log" 2>&1; then
+    echo "fuzz $name: no findings ($(grep -E 'stat::number_of_executed_units' "$LATHE_ROOT/build-fuzz/fuzz-$name.log" | awk '{print $2}') runs)"
+    passed=$((passed + 1))
+  else
+    tail -n 40 "$LATHE_ROOT/build-fuzz/fuzz-$name.log"
+    echo "fuzz $name: FAILED (artifacts in build-fuzz/artifacts-$name)"
+    failed=$((failed + 1))
+  fi
+done
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
