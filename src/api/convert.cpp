@@ -13,6 +13,8 @@
 #include "io/mapped_file.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
+#include "tokenizer/export_hf.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace lathe {
 namespace {
@@ -76,28 +78,6 @@ std::vector<uint8_t> export_tensor(const gguf::File& file, const PlannedTensor& 
 std::string shard_name(size_t index, size_t count) {
   return count == 1 ? std::string("model.safetensors")
                     : fmt::format("model-{:05d}-of-{:05d}.safetensors", index + 1, count);
-}
-
-nlohmann::json tokenizer_config(const gguf::File& file) {
-  nlohmann::json c = nlohmann::json::object();
-  const auto* tokens = file.find("tokenizer.ggml.tokens");
-  const auto token = [&](const char* key) -> std::optional<std::string> {
-    const auto* id = file.find(key);
-    if (!id || !tokens || tokens->type != gguf::ValueType::ARRAY) return std::nullopt;
-    const auto& items = std::get<gguf::Array>(tokens->data).items;
-    const uint64_t i = id->as_u64(file.display_name() + ": " + key);
-    if (i >= items.size() || items[i].type != gguf::ValueType::STRING) return std::nullopt;
-    return std::get<std::string>(items[i].data);
-  };
-  if (auto t = token("tokenizer.ggml.bos_token_id")) c["bos_token"] = *t;
-  if (auto t = token("tokenizer.ggml.eos_token_id")) c["eos_token"] = *t;
-  if (auto t = token("tokenizer.ggml.unknown_token_id")) c["unk_token"] = *t;
-  if (auto t = token("tokenizer.ggml.padding_token_id")) c["pad_token"] = *t;
-  if (const auto* v = file.find("tokenizer.ggml.add_bos_token")) c["add_bos_token"] = v->as_bool("add_bos_token");
-  if (const auto* v = file.find("tokenizer.ggml.add_eos_token")) c["add_eos_token"] = v->as_bool("add_eos_token");
-  if (const auto* v = file.find("tokenizer.chat_template")) c["chat_template"] = v->as_string("tokenizer.chat_template");
-  if (tokens) c["model_max_length"] = 1000000000000000019884624838656.0;  // transformers' "no limit"
-  return c;
 }
 
 std::optional<uint32_t> optional_id(const gguf::File& file, const char* key) {
@@ -182,8 +162,14 @@ ConvertResult convert_gguf_to_hf(const std::string& gguf_path, const ConvertOpti
   write_text(dir / "generation_config.json", gen.dump(2) + "\n");
   result.files_written.insert(result.files_written.end(), {"config.json", "generation_config.json"});
   if (file.find("tokenizer.ggml.model")) {
-    write_text(dir / "tokenizer_config.json", tokenizer_config(file).dump(2) + "\n");
-    result.files_written.push_back("tokenizer_config.json");
+    // The vocabulary as tokenizer.json, so the export tokenizes like the GGUF (tested against HF
+    // tokenizers in tests/tokenizer/export_hf_test.cpp).
+    const auto tok = tokenizer::Tokenizer::from_gguf(file);
+    const auto options = tokenizer::hf_export_options_from_gguf(file);
+    write_text(dir / "tokenizer.json", tokenizer::tokenizer_json_from_vocabulary(tok.vocab(), options).dump(2) + "\n");
+    write_text(dir / "tokenizer_config.json",
+               tokenizer::tokenizer_config_from_vocabulary(tok.vocab(), options).dump(2) + "\n");
+    result.files_written.insert(result.files_written.end(), {"tokenizer.json", "tokenizer_config.json"});
   }
   return result;
 }

@@ -169,12 +169,15 @@ struct Segment {
   TokenId added = -1;  // >= 0: this segment is the added token with that id
 };
 
-// Rust's char::is_alphanumeric (Alphabetic or a Number category), as HF's single_word uses.
+// A word character for single_word added tokens: HF tests `\w` (Rust regex, Unicode): Alphabetic,
+// marks, decimal digits, connector punctuation ("_") and join controls (ZWJ/ZWNJ), but not other
+// numbers such as "²" (checked against tokenizers in tokenizer_oracle_test's AddedTokens test).
 bool is_word_char(char32_t cp) {
   const auto c = static_cast<UChar32>(cp);
-  if (u_isUAlphabetic(c)) return true;
+  if (u_isUAlphabetic(c) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL)) return true;
   const int8_t type = u_charType(c);
-  return type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER || type == U_OTHER_NUMBER;
+  return type == U_DECIMAL_DIGIT_NUMBER || type == U_CONNECTOR_PUNCTUATION || type == U_NON_SPACING_MARK ||
+         type == U_COMBINING_SPACING_MARK || type == U_ENCLOSING_MARK;
 }
 
 char32_t code_point_before(std::string_view text, size_t pos) {

@@ -32,7 +32,8 @@ CommandResult* CliConvert::result_ = nullptr;
 TEST_F(CliConvert, WritesAHuggingFaceDirectory) {
   LATHE_REQUIRE_MODEL();
   ASSERT_EQ(result_->exit_code, 0) << result_->err;
-  for (const char* f : {"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json"})
+  for (const char* f : {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                        "tokenizer_config.json"})
     EXPECT_TRUE(std::filesystem::exists(out() / f)) << f;
   const auto config = nlohmann::json::parse(read_file(out() / "config.json"));
   EXPECT_EQ(config["model_type"], "llama");
@@ -68,9 +69,26 @@ TEST_F(CliConvert, InspectOfTheExportMatchesTheGguf) {
   EXPECT_EQ(a["totals"]["parameters"], b["totals"]["parameters"]);
   EXPECT_EQ(b["tensors"].size(), 272u);
   EXPECT_EQ(b["totals"]["by_type"]["F32"]["count"], 272);
+  EXPECT_EQ(b["tokenizer"]["n_tokens"], a["tokenizer"]["n_tokens"]);
+  EXPECT_EQ(b["tokenizer"]["n_merges"], a["tokenizer"]["n_merges"]);
+  EXPECT_EQ(b["tokenizer"]["bos_id"], a["tokenizer"]["bos_id"]);
+  EXPECT_EQ(b["tokenizer"]["eos_id"], a["tokenizer"]["eos_id"]);
+  EXPECT_EQ(b["tokenizer"]["has_chat_template"], true);
   const auto text = run_command({cli_path().string(), "inspect", out().string()});
   EXPECT_NE(text.out.find("layers:          30\n"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("vocab:           49152\n"), std::string::npos);
+}
+
+TEST_F(CliConvert, ExportTokenizesLikeTheGguf) {
+  LATHE_REQUIRE_MODEL();
+  ASSERT_EQ(result_->exit_code, 0) << result_->err;
+  const std::string text = "<|im_start|>user\nHow many r's in 'strawberry'? 12345 \xF0\x9F\x8D\x93<|im_end|>";
+  const auto a = run_command({cli_path().string(), "tokenize", "-m", default_model().string(), "--ids", text});
+  const auto b = run_command({cli_path().string(), "tokenize", "-m", out().string(), "--ids", text});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);
 }
 
 TEST_F(CliConvert, ShardedExportHasAnIndex) {

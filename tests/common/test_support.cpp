@@ -14,11 +14,7 @@ namespace lathe::test {
 
 std::filesystem::path source_dir() { return LATHE_TEST_SOURCE_DIR; }
 std::filesystem::path binary_dir() { return LATHE_TEST_BINARY_DIR; }
-std::filesystem::path shared_data_dir() {
-  const auto shared = source_dir().parent_path() / "shared" / "data";
-  if (std::filesystem::exists(shared)) return shared;
-  return source_dir() / "data";
-}
+std::filesystem::path shared_data_dir() { return source_dir() / "data"; }
 std::filesystem::path default_model() { return LATHE_TEST_MODEL; }
 std::string oracle_python() { return LATHE_TEST_PYTHON; }
 std::filesystem::path cli_path() { return LATHE_TEST_CLI; }

@@ -12,7 +12,7 @@ namespace lathe::test {
 
 std::filesystem::path source_dir();
 std::filesystem::path binary_dir();
-// Shared test data: <source>/../shared/data if present, else <source>/data (what the project ships).
+// Test data the project ships: <source>/data (tokenizers with their license notes; see data/README.md).
 std::filesystem::path shared_data_dir();
 // The default model file; tests that need it call LATHE_REQUIRE_MODEL() first.
 std::filesystem::path default_model();
