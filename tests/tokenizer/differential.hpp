@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,17 @@ inline std::vector<std::string> hard_case_corpus(const std::vector<std::string>&
 }
 
 // Seeded random strings drawn from mixed Unicode blocks.
+// Every prompt of data/prompts/*_train.jsonl (natural English text, ~2,260 lines).
+inline std::vector<std::string> natural_prompt_corpus() {
+  std::vector<std::string> out;
+  for (const char* file : {"harmful_train.jsonl", "harmless_train.jsonl"}) {
+    std::istringstream lines(read_file(shared_data_dir() / "prompts" / file));
+    for (std::string line; std::getline(lines, line);)
+      if (!line.empty()) out.push_back(nlohmann::json::parse(line).at("prompt").get<std::string>());
+  }
+  return out;
+}
+
 inline std::vector<std::string> random_corpus(size_t count, uint32_t seed, const std::vector<std::string>& special_strings) {
   struct Block {
     char32_t first, last;

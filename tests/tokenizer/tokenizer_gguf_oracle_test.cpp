@@ -35,5 +35,11 @@ TEST(GgufVocab, RandomStringsMatchHuggingFace) {
   expect_same_as_oracle(tok, oracle_args(), random_corpus(10000, 777u, special_strings_of(tok)), false);
 }
 
+TEST(GgufVocab, NaturalPromptsMatchHuggingFace) {
+  LATHE_REQUIRE_MODEL();
+  const auto tok = tokenizer::Tokenizer::from_path(default_model());
+  expect_same_as_oracle(tok, oracle_args(), natural_prompt_corpus(), false);
+}
+
 }  // namespace
 }  // namespace lathe::test

@@ -27,6 +27,15 @@ TEST_P(SharedVocab, RandomStringsMatchHuggingFace) {
   expect_same_as_oracle(tok, oracle_args(), random_corpus(10000, 20240611u, special_strings_of(tok)), uses_nfc());
 }
 
+// Natural English prompts: real words exercise long merge chains, where a wrong merge order shows
+// (random strings and hard cases are mostly short pre-tokens with one merge path).
+TEST_P(SharedVocab, NaturalPromptsMatchHuggingFace) {
+  const auto tok = load();
+  const auto prompts = natural_prompt_corpus();
+  ASSERT_GT(prompts.size(), 2000u);
+  expect_same_as_oracle(tok, oracle_args(), prompts, uses_nfc());
+}
+
 TEST_P(SharedVocab, StreamingDecoderMatchesWholeDecode) {
   const auto tok = load();
   for (const std::string& text : hard_case_corpus(special_strings_of(tok))) {
