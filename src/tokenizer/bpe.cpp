@@ -79,15 +79,10 @@ void BpeModel::add_score_merges(const Vocabulary& vocab) {
     // merges normal pieces only; HF's converted tokenizer.json has no merge making them).
     const TokenType type = vocab.types[id];
     if (type != TokenType::Normal && type != TokenType::UserDefined) continue;
-    const std::string_view text = vocab.tokens[id];
     // Splits at character boundaries only: the symbols being merged are whole characters.
-    for (size_t split = 0; split < text.size();) {
-      const size_t len = utf8_sequence_length(text, split);
-      split += len == 0 ? 1 : len;
-      if (split >= text.size()) break;
-      const auto left = vocab.find(text.substr(0, split)), right = vocab.find(text.substr(split));
-      if (left && right) merges_.try_emplace(pair_key(*left, *right), MergeTarget{ranks[id], static_cast<TokenId>(id)});
-    }
+    for_each_two_token_split(vocab, id, [&](TokenId left, TokenId right) {
+      merges_.try_emplace(pair_key(left, right), MergeTarget{ranks[id], static_cast<TokenId>(id)});
+    });
   }
 }
 

@@ -94,14 +94,9 @@ std::vector<std::pair<std::string, std::string>> merges_from_scores(const Vocabu
     if (vocab.find(vocab.tokens[id]) != static_cast<TokenId>(id)) continue;  // a repeated text
     float score = id < vocab.scores.size() ? vocab.scores[id] : 0.0f;
     if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
-    const std::string_view text = vocab.tokens[id];
-    for (size_t split = 0; split < text.size();) {
-      const size_t len = utf8_sequence_length(text, split);
-      split += len == 0 ? 1 : len;
-      if (split >= text.size()) break;
-      const auto left = vocab.find(text.substr(0, split)), right = vocab.find(text.substr(split));
-      if (left && right) candidates.push_back({score, static_cast<TokenId>(id), *left, *right});
-    }
+    for_each_two_token_split(vocab, id, [&](TokenId left, TokenId right) {
+      candidates.push_back({score, static_cast<TokenId>(id), left, right});
+    });
   }
   std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
     if (a.score != b.score) return a.score > b.score;

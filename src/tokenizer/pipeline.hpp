@@ -136,4 +136,19 @@ class Pipeline {
   void pre_tokenize(std::string_view text, std::vector<std::pair<uint32_t, uint32_t>>& pieces) const;
 };
 
+// Calls fn(left_id, right_id) for every split of token `id`'s text, at character boundaries,
+// into two tokens that are both in the vocabulary: the merges that can make this token. Used to
+// derive SentencePiece merges from scores (bpe.cpp) and to export them (export_hf.cpp).
+template <typename Fn>
+void for_each_two_token_split(const Vocabulary& vocab, size_t id, Fn&& fn) {
+  const std::string_view text = vocab.tokens[id];
+  for (size_t split = 0; split < text.size();) {
+    const size_t len = utf8_sequence_length(text, split);
+    split += len == 0 ? 1 : len;
+    if (split >= text.size()) break;
+    const auto left = vocab.find(text.substr(0, split)), right = vocab.find(text.substr(split));
+    if (left && right) fn(*left, *right);
+  }
+}
+
 }  // namespace lathe::tokenizer
