@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands.hpp"
+#include "io/json_text.hpp"
 #include "lathe/error.hpp"
 #include "tokenizer/chat_template.hpp"
 
@@ -32,11 +33,7 @@ std::string read_file_text(const std::string& path, const char* what) {
 }
 
 nlohmann::json parse_json(const std::string& text, const std::string& origin) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(origin, "JSON", e.byte, e.what(), "fix the JSON");
-  }
+  return parse_json_text(text, origin, "fix the JSON");
 }
 
 int run_template(const TemplateArgs& args) {

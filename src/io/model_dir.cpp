@@ -1,4 +1,5 @@
 #include "io/model_dir.hpp"
+#include "io/json_text.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -31,12 +32,8 @@ bool is_file(const fs::path& p) {
 json read_json_file(const fs::path& path) {
   MappedFile file(path);
   const auto bytes = file.bytes();
-  try {
-    return json::parse(bytes.begin(), bytes.end());
-  } catch (const json::parse_error& e) {
-    throw FormatError(path.string(), "JSON", e.byte > 0 ? e.byte - 1 : 0, fmt::format("not valid JSON ({})", e.what()),
-                      "fix or re-download the file");
-  }
+  return parse_json_text(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string(),
+                         "fix or re-download the file");
 }
 
 std::optional<fs::path> optional_file(const fs::path& path) {

@@ -97,12 +97,21 @@ class HeaderParser {
       }
       return true;
     };
+    // nlohmann's parser stops at a NUL byte and accepts what came before it; JSON allows no raw
+    // NUL anywhere (the reference rejects "{}\0..." as trailing characters), so reject it here.
+    if (const size_t nul = text_.find('\0'); nul != std::string_view::npos)
+      throw FormatError(std::string(file_), "header JSON", kLengthBytes + nul, "contains a NUL byte, which JSON does not allow",
+                        "the header is corrupt or truncated; re-download or re-export the file");
     try {
       return json::parse(text_.begin(), text_.end(), callback);
     } catch (const json::parse_error& e) {
       const uint64_t pos = e.byte > 0 ? e.byte - 1 : 0;
       throw FormatError(std::string(file_), "header JSON", kLengthBytes + pos, fmt::format("not valid JSON ({})", e.what()),
                         "the header is corrupt or truncated; re-download or re-export the file");
+    } catch (const json::exception& e) {
+      // Not a syntax error but a value nlohmann cannot hold (e.g. a number beyond double's range).
+      throw FormatError(std::string(file_), "header JSON", kLengthBytes, fmt::format("has an unrepresentable value ({})", e.what()),
+                        "the header is corrupt; re-download or re-export the file");
     }
   }
 
@@ -140,8 +149,13 @@ std::vector<std::pair<std::string, uint64_t>> top_level_key_offsets(std::string_
       size_t j = i;
       while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) ++j;
       if (depth == 1 && j < text.size() && text[j] == ':') {
-        std::string key = quoted.find('\\') == std::string_view::npos ? std::string(quoted.substr(1, quoted.size() - 2))
-                                                                      : json::parse(quoted).get<std::string>();
+        std::string key(quoted.substr(1, quoted.size() - 2));
+        if (quoted.find('\\') != std::string_view::npos) {
+          // Unescape through the JSON parser; the text was accepted already, so this cannot fail,
+          // but a defensive fallback keeps the raw spelling rather than throwing.
+          const json decoded = json::parse(quoted, nullptr, /*allow_exceptions=*/false);
+          if (decoded.is_string()) key = decoded.get<std::string>();
+        }
         keys.emplace_back(std::move(key), start);
       }
     } else {

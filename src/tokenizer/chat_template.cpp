@@ -1,4 +1,5 @@
 #include "tokenizer/chat_template.hpp"
+#include "io/json_text.hpp"
 
 #include <fmt/format.h>
 
@@ -40,11 +41,7 @@ std::string read_text(const std::filesystem::path& path) {
 
 nlohmann::json read_json(const std::filesystem::path& path) {
   const std::string text = read_text(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(path.string(), "JSON", e.byte, e.what(), "fix or re-download the file");
-  }
+  return parse_json_text(text, path.string(), "fix or re-download the file");
 }
 
 // bos_token/eos_token in tokenizer_config.json: a string, {"content": "..."} (AddedToken), or null.

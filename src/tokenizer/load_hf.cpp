@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "io/gguf.hpp"
+#include "io/json_text.hpp"
 #include "lathe/error.hpp"
 #include "tokenizer/pipeline.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -47,11 +48,7 @@ struct Context {
 };
 
 json parse_json(std::string_view text, const std::string& file) {
-  try {
-    return json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    throw FormatError(file, "json", e.byte, std::string("not valid JSON: ") + e.what(), "re-download the file");
-  }
+  return parse_json_text(text, file, "re-download the file");
 }
 
 std::string read_text_file(const std::filesystem::path& path) {

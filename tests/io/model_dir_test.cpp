@@ -200,6 +200,18 @@ TEST(ModelDirErrors, ConfigJsonInvalid) {
   expect_error<FormatError>([&] { ModelDir::open(dir.path()); }, {(dir / "config.json").string(), "offset 15", "not valid JSON"});
 }
 
+TEST(ModelDirErrors, ConfigJsonNumberOutOfRange) {
+  TempDir dir("md-hugenum");
+  test::write_file(dir / "config.json", "{\"model_type\": \"llama\", \"rope_theta\": 1e999}");
+  expect_error<FormatError>([&] { ModelDir::open(dir.path()); }, {(dir / "config.json").string(), "cannot represent"});
+}
+
+TEST(ModelDirErrors, ConfigJsonWithNulIsNotTruncatedSilently) {
+  TempDir dir("md-nul");
+  test::write_file(dir / "config.json", std::string("{\"model_type\": \"llama\"}\0garbage", 31));
+  expect_error<FormatError>([&] { ModelDir::open(dir.path()); }, {(dir / "config.json").string(), "offset 23", "NUL"});
+}
+
 TEST(ModelDirErrors, MissingShardNamedInIndex) {
   TempDir dir("md-noshard");
   test::write_file(dir / "config.json", kConfig);

@@ -58,6 +58,15 @@ inline std::vector<MalformedCase> malformed_cases() {
       // Parse fails at the '1' where ':' is expected: header index 5, file offset 13.
       {"invalid_json", st_bytes(R"({"a" 1})", ""), ErrorCode::Format, {"header JSON", "offset 13", "not valid JSON"}},
       {"header_not_object", st_bytes("[1]", ""), ErrorCode::Format, {"header JSON", "offset 8", "array"}},
+      // nlohmann stops at a NUL and would accept "{}"; JSON has no raw NUL (the reference rejects it).
+      {"nul_after_json", st_bytes(std::string("{}\0\0", 4), ""), ErrorCode::Format, {"header JSON", "offset 10", "NUL byte"}},
+      // Found by the fuzzer: a number beyond double's range makes nlohmann throw out_of_range.
+      {"number_out_of_range", st_bytes(R"({"x":{"dtype":7e777777}})", ""), ErrorCode::Format,
+       {"header JSON", "offset 8", "unrepresentable"}},
+      // Found by the fuzzer: a NUL, then text that looks like an escaped top-level key.
+      {"nul_then_escaped_key",
+       st_bytes(std::string("{}\0ata\"a\":{\"d9\\\\\\99pe\":\"BOOL\"}", 30), ""), ErrorCode::Format,
+       {"header JSON", "offset 10", "NUL byte"}},
       {"dtype_shape_mismatch", st_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", z8), ErrorCode::Format,
        {"tensor 'w'", "offset 9", "needs 12 bytes", "hold 8"}},
       {"offsets_gap", st_bytes(gap_header, std::string(12, '\0')), ErrorCode::Format,

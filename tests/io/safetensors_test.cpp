@@ -197,6 +197,9 @@ TEST(SafetensorsMalformed, HeaderLengthAbsurd) { expect_rejected("header_length_
 TEST(SafetensorsMalformed, FileShorterThanLength) { expect_rejected("file_shorter_than_length"); }
 TEST(SafetensorsMalformed, InvalidJson) { expect_rejected("invalid_json"); }
 TEST(SafetensorsMalformed, HeaderNotObject) { expect_rejected("header_not_object"); }
+TEST(SafetensorsMalformed, NulAfterJson) { expect_rejected("nul_after_json"); }
+TEST(SafetensorsMalformed, NulThenEscapedKey) { expect_rejected("nul_then_escaped_key"); }
+TEST(SafetensorsMalformed, NumberOutOfRange) { expect_rejected("number_out_of_range"); }
 TEST(SafetensorsMalformed, DtypeShapeMismatch) { expect_rejected("dtype_shape_mismatch"); }
 TEST(SafetensorsMalformed, OffsetsGap) { expect_rejected("offsets_gap"); }
 TEST(SafetensorsMalformed, OffsetsTrailingBytes) { expect_rejected("offsets_trailing_bytes"); }
@@ -214,7 +217,7 @@ TEST(SafetensorsMalformed, NestedTooDeep) { expect_rejected("nested_too_deep"); 
 
 TEST(SafetensorsMalformed, EveryCaseHasANamedTest) {
   // Guards against a case added to the list without its own test above.
-  EXPECT_EQ(test::malformed_cases().size(), 19u);
+  EXPECT_EQ(test::malformed_cases().size(), 22u);
 }
 
 TEST(SafetensorsMalformed, DuplicateFieldInsideEntry) {
