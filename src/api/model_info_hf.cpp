@@ -1,10 +1,11 @@
 // inspect_model() for Hugging Face model directories (and hub cache ids).
 #include <fmt/format.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "api/model_info_detail.hpp"
+#include "io/json_text.hpp"
+#include "io/mapped_file.hpp"
 #include "io/model_dir.hpp"
 #include "lathe/error.hpp"
 
@@ -28,10 +29,11 @@ TokenizerSummary hf_tokenizer_summary(const ModelDir& dir) {
   TokenizerSummary t;
   std::unordered_map<std::string, int64_t> ids;  // token text -> id, for the special tokens
   if (const auto& path = dir.tokenizer_json_path()) {
-    std::ifstream in(*path, std::ios::binary);
-    nlohmann::json tok = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (tok.is_discarded() || !tok.is_object())
-      throw FormatError(fmt::format("{}: not valid JSON; re-download tokenizer.json", path->string()));
+    const MappedFile file(*path);
+    const nlohmann::json tok = parse_json_text(
+        std::string_view(reinterpret_cast<const char*>(file.data()), file.size()), path->string(), "re-download tokenizer.json");
+    if (!tok.is_object())
+      throw FormatError(fmt::format("{}: is a JSON {}, not an object; re-download tokenizer.json", path->string(), tok.type_name()));
     t.present = true;
     t.source = path->string();
     const auto& model = tok.value("model", nlohmann::json::object());
