@@ -44,16 +44,63 @@ python_for_venv() {
   die "no python3 with the venv module; install python3-venv"
 }
 
-# Creates .venv with the oracle packages pinned in requirements-test.txt (idempotent: a stamp
-# holds the requirements' hash; pip's own cache makes reinstalls cheap).
+# llama.cpp as a test peer: llama-cpp-python, built from its PyPI sdist for this CPU and cached.
+LLAMA_CPP_PYTHON_VERSION="0.3.36"
+# LLAVA_BUILD=OFF skips the multimodal library (mtmd), which the binding only loads on demand.
+LLAMA_CPP_CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF"
+LATHE_WHEEL_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/lathe/wheels"
+
+# llama_cpp_wheel_dir: the cache folder for this llama-cpp-python version and CPU. GGML_NATIVE
+# compiles for the build machine's instruction set, so the folder name carries a hash of
+# /proc/cpuinfo's flags line: another CPU gets (and builds) its own wheel. The wheel itself is
+# tagged py3-none (the binding loads llama.cpp through ctypes), so any Python 3 can use it.
+llama_cpp_wheel_dir() {
+  local cpu; cpu="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-16)"
+  echo "$LATHE_WHEEL_CACHE/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION-cpu$cpu"
+}
+
+# ensure_llama_cpp_wheel PYTHON: makes sure the cache folder holds the wheel, building it once
+# from the PyPI sdist (the only long step of the test setup); prints the folder.
+ensure_llama_cpp_wheel() {
+  local py="$1" dir; dir="$(llama_cpp_wheel_dir)"
+  if ls "$dir"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl >/dev/null 2>&1; then echo "$dir"; return 0; fi
+  local work; work="$(mktemp -d "${TMPDIR:-/tmp}/lathe-llama-cpp.XXXXXX")"
+  # Measured: 34 min on 2 cores shared with other builds (docs/PERFORMANCE.md); it scales with cores.
+  local minutes=$(( 68 / $(nproc) )); [ "$minutes" -ge 3 ] || minutes=3
+  log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION for this CPU, once: takes ~$minutes minutes on $(nproc) cores; the wheel is cached in $dir"
+  "$py" -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check -d "$work/sdist" \
+    "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2 \
+    || die "could not download the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist from PyPI"
+  local start=$SECONDS
+  CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$py" -m pip wheel -q --no-deps --disable-pip-version-check -w "$work/wheel" "$work"/sdist/*.tar.gz \
+    >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "llama-cpp-python build failed (log: $work/build.log)"; }
+  log "llama-cpp-python built in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+  mkdir -p "$dir"
+  # Move in under a temporary name, then rename: a build killed midway leaves no wheel behind.
+  local wheel; wheel="$(ls "$work"/wheel/*.whl | head -n1)"
+  cp "$wheel" "$dir/.$(basename "$wheel").part" && mv "$dir/.$(basename "$wheel").part" "$dir/$(basename "$wheel")"
+  rm -rf "$work"
+  echo "$dir"
+}
+
+# Creates .venv with the oracle packages pinned in requirements-test.txt and llama-cpp-python
+# installed from the wheel cache (idempotent: a stamp holds the requirements' hash, the
+# llama-cpp-python version and the wheel folder; pip's own cache makes reinstalls cheap).
 ensure_venv() {
   local req="$LATHE_ROOT/requirements-test.txt" stamp="$LATHE_VENV/.lathe-requirements"
-  local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ -x "$LATHE_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  log "creating Python venv for test oracles at $LATHE_VENV"
-  "$(python_for_venv)" -m venv "$LATHE_VENV"
-  "$LATHE_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  if [ ! -x "$LATHE_VENV/bin/python" ]; then
+    log "creating Python venv for test oracles at $LATHE_VENV"
+    "$(python_for_venv)" -m venv "$LATHE_VENV"
+    "$LATHE_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  fi
+  local want; want="$(cat "$req" <(echo "$LLAMA_CPP_PYTHON_VERSION") <(llama_cpp_wheel_dir) | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   "$LATHE_VENV/bin/python" -m pip install -q -r "$req"
+  local wheels; wheels="$(ensure_llama_cpp_wheel "$LATHE_VENV/bin/python")"
+  # Its dependencies (numpy, Jinja2, diskcache, typing_extensions) are pinned in requirements-test.txt.
+  "$LATHE_VENV/bin/python" -m pip install -q --no-index --no-deps --find-links "$wheels" \
+    "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
   echo "$want" >"$stamp"
 }
 

@@ -30,6 +30,7 @@ run_ctest() {
 
 log "1/3 release build and tests"
 configure_build "$LATHE_BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python"
+"$LATHE_ROOT/scripts/make-variants.sh" "$LATHE_BUILD/lathe"  # Q8_0/F16 copies of the default model
 run_ctest "$LATHE_BUILD"
 
 log "2/3 sanitizer build (ASan+UBSan) and tests"

@@ -151,6 +151,17 @@ HParams hparams_from_hf_config(const nlohmann::json& config, const std::string& 
   hp.n_ctx_train = optional_u32("max_position_embeddings", 0);
   hp.rms_eps = optional_f32("rms_norm_eps", 1e-6f);
   hp.rope_freq_base = optional_f32("rope_theta", 10000.0f);
+  // transformers >= 5 writes RoPE settings as one "rope_parameters" object (rope_theta, rope_type
+  // and the scaling fields); earlier versions use top-level rope_theta and a "rope_scaling" object.
+  const nlohmann::json* rope_parameters = nullptr;
+  if (auto it = config.find("rope_parameters"); it != config.end() && it->is_object()) rope_parameters = &*it;
+  if (rope_parameters != nullptr) {
+    if (auto theta = rope_parameters->find("rope_theta"); theta != rope_parameters->end()) {
+      if (!theta->is_number())
+        throw FormatError(fmt::format("{}: field 'rope_parameters.rope_theta' must be a number; fix config.json", source));
+      hp.rope_freq_base = theta->get<float>();
+    }
+  }
   if (auto it = config.find("tie_word_embeddings"); it != config.end() && it->is_boolean())
     hp.tied_embeddings = it->get<bool>();
   if (hp.arch == Arch::Phi3) {
@@ -158,9 +169,11 @@ HParams hparams_from_hf_config(const nlohmann::json& config, const std::string& 
     const uint32_t head_dim = hp.head_dim ? hp.head_dim : (hp.n_head ? hp.n_embd / hp.n_head : 0);
     hp.rope_dim = static_cast<uint32_t>(static_cast<float>(head_dim) * partial);
   }
-  if (auto it = config.find("rope_scaling"); it != config.end() && it->is_object()) {
+  const nlohmann::json* scaling = rope_parameters;
+  if (auto it = config.find("rope_scaling"); it != config.end() && it->is_object()) scaling = &*it;
+  if (scaling != nullptr) {
     RopeScaling rs;
-    const auto& s = *it;
+    const auto& s = *scaling;
     rs.type = s.value("rope_type", s.value("type", std::string("unknown")));
     rs.factor = s.value("factor", 1.0f);
     rs.low_freq_factor = s.value("low_freq_factor", 1.0f);

@@ -17,5 +17,9 @@ Runner add_devices(CLI::App& app);
 Runner add_template(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_detokenize(CLI::App& app);
+Runner add_quantize(CLI::App& app);
+Runner add_run(CLI::App& app);
+Runner add_chat(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <string>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -27,11 +28,23 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_template);
   add(lathe::cli::add_tokenize);
   add(lathe::cli::add_detokenize);
+  add(lathe::cli::add_quantize);
+  add(lathe::cli::add_run);
+  add(lathe::cli::add_chat);
+  add(lathe::cli::add_bench);
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Bad command lines get the same "error: ..." form as every other failure, and exit 1.
+    fmt::print(stderr, "error: {}; see `{} --help`\n", e.what(), argc > 1 ? "lathe " + std::string(argv[1]) : "lathe");
+    return 1;
   }
   try {
     for (auto& [sub, run] : commands)

@@ -59,7 +59,7 @@ TEST(HParams, Llama3RopeScalingRoundTripsThroughConfig) {
   auto c = qwen_config();
   c["model_type"] = "llama";
   c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192u}};
   const auto hp = hparams_from_hf_config(c, "config.json");
   ASSERT_TRUE(hp.rope_scaling.has_value());
   EXPECT_EQ(hp.rope_scaling->type, "llama3");
@@ -70,4 +70,28 @@ TEST(HParams, Llama3RopeScalingRoundTripsThroughConfig) {
 }
 
 }  // namespace
+}  // namespace lathe
+
+namespace lathe {
+// transformers >= 5 writes rope_theta and the scaling fields into one rope_parameters object.
+TEST(HParamsHf, ReadsTransformers5RopeParameters) {
+  nlohmann::json c = {{"model_type", "llama"}, {"num_hidden_layers", 2u}, {"hidden_size", 128u},
+                      {"intermediate_size", 256u}, {"num_attention_heads", 4u}, {"num_key_value_heads", 2u},
+                      {"vocab_size", 1000u},
+                      {"rope_parameters", {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
+                                           {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                           {"original_max_position_embeddings", 8192u}}}};
+  auto hp = hparams_from_hf_config(c, "config.json");
+  EXPECT_FLOAT_EQ(hp.rope_freq_base, 500000.0f);
+  ASSERT_TRUE(hp.rope_scaling.has_value());
+  EXPECT_EQ(hp.rope_scaling->type, "llama3");
+  EXPECT_FLOAT_EQ(hp.rope_scaling->factor, 8.0f);
+  EXPECT_EQ(hp.rope_scaling->original_context, 8192u);
+  c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1000000.0}};
+  hp = hparams_from_hf_config(c, "config.json");
+  EXPECT_FLOAT_EQ(hp.rope_freq_base, 1000000.0f);
+  EXPECT_FALSE(hp.rope_scaling.has_value());
+  c["rope_parameters"]["rope_theta"] = "big";
+  EXPECT_THROW(hparams_from_hf_config(c, "config.json"), FormatError);
+}
 }  // namespace lathe

@@ -1,0 +1,113 @@
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+
+#include "api/model_impl.hpp"
+#include "io/json_text.hpp"
+#include "io/model_dir.hpp"
+
+namespace lathe {
+namespace {
+
+// Token texts that end a turn in the chat formats of the supported families.
+constexpr std::string_view kEndOfTurnTexts[] = {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>",
+                                                "<|endoftext|>", "<end_of_turn>", "</s>"};
+
+void add_generation_config_eos(const std::filesystem::path& dir, std::unordered_set<TokenId>& ids) {
+  const auto path = dir / "generation_config.json";
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto config = parse_json_text(text.str(), path.string(), "fix or delete generation_config.json");
+  const auto it = config.find("eos_token_id");
+  if (it == config.end()) return;
+  if (it->is_number_integer()) ids.insert(it->get<TokenId>());
+  if (it->is_array())
+    for (const auto& id : *it)
+      if (id.is_number_integer()) ids.insert(id.get<TokenId>());
+}
+
+std::unordered_set<TokenId> end_of_generation_ids(const tokenizer::Vocabulary& vocab, const std::filesystem::path& path) {
+  std::unordered_set<TokenId> ids;
+  if (vocab.eos) ids.insert(*vocab.eos);
+  for (auto text : kEndOfTurnTexts)
+    if (auto id = vocab.find(text)) ids.insert(*id);
+  if (std::filesystem::is_directory(path)) add_generation_config_eos(path, ids);
+  return ids;
+}
+
+ModelSummary summarize(const ModelWeights& w, const std::filesystem::path& path) {
+  ModelSummary s;
+  s.path = path.string();
+  s.format = w.format;
+  s.architecture = std::string(arch_name(w.hp.arch));
+  s.weight_type = w.weight_type;
+  s.n_layer = w.hp.n_layer;
+  s.n_embd = w.hp.n_embd;
+  s.n_ff = w.hp.n_ff;
+  s.n_head = w.hp.n_head;
+  s.n_head_kv = w.hp.n_head_kv;
+  s.head_dim = w.hp.head_dim;
+  s.n_vocab = w.hp.n_vocab;
+  s.n_ctx_train = w.hp.n_ctx_train;
+  s.n_params = w.n_params;
+  s.weight_bytes = w.weight_bytes;
+  return s;
+}
+
+}  // namespace
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, const LoadOptions& options) {
+  const auto path = resolve_model_path(spec.string());
+  auto weights = load_model_weights(path, WeightLoadOptions{.check_tensors = options.check_tensors});
+  auto tok = tokenizer::Tokenizer::from_path(path);
+  if (tok.vocab().size() > weights.hp.n_vocab) {
+    throw FormatError(fmt::format("{}: the tokenizer has {} tokens but the embedding matrix only {} rows; the "
+                                  "tokenizer does not belong to these weights",
+                                  path.string(), tok.vocab().size(), weights.hp.n_vocab));
+  }
+  auto eog = end_of_generation_ids(tok.vocab(), path);
+  auto summary = summarize(weights, path);
+  auto impl = std::unique_ptr<Impl>(new Impl{std::move(weights), std::move(tok), load_chat_template(path),
+                                             std::move(eog), std::move(summary)});
+  return std::shared_ptr<const Model>(new Model(std::move(impl)));
+}
+
+const ModelSummary& Model::summary() const noexcept { return impl_->summary; }
+
+std::vector<TokenId> Model::tokenize(std::string_view text, bool add_special, bool parse_special) const {
+  return impl_->tokenizer.encode(text, {.add_special = add_special, .parse_special = parse_special});
+}
+
+std::string Model::detokenize(std::span<const TokenId> ids, bool skip_special) const {
+  return impl_->tokenizer.decode(std::vector<TokenId>(ids.begin(), ids.end()), {.skip_special = skip_special});
+}
+
+uint32_t Model::n_vocab() const noexcept { return impl_->weights.hp.n_vocab; }
+
+bool Model::is_end_of_generation(TokenId id) const noexcept { return impl_->end_of_generation.contains(id); }
+
+TokenId Model::bos() const noexcept {
+  const auto& bos = impl_->tokenizer.vocab().bos;
+  return bos ? *bos : -1;
+}
+
+bool Model::has_chat_template() const noexcept { return !impl_->chat_template.source.empty(); }
+
+std::string Model::apply_chat_template(const nlohmann::json& messages, bool add_generation_prompt) const {
+  const auto& tmpl = impl_->chat_template;
+  if (tmpl.source.empty()) {
+    throw NotFoundError(fmt::format("{} has no chat template (tokenizer.chat_template in GGUF, chat_template in "
+                                    "tokenizer_config.json); use `lathe run` with a plain prompt instead",
+                                    impl_->summary.path));
+  }
+  return render_chat(tmpl.source, messages, add_generation_prompt, tmpl.bos_token, tmpl.eos_token,
+                     nlohmann::json::object(), tmpl.origin);
+}
+
+}  // namespace lathe

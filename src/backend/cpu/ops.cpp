@@ -1,0 +1,124 @@
+#include "backend/cpu/ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+#include "backend/cpu/vec_kernels.hpp"
+
+namespace lathe::cpu {
+
+void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  // Accumulate in double: rows of a few thousand floats lose digits in float sums.
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const float inv_rms = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv_rms * weight[i];
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void softmax_inplace(float* x, int64_t n) {
+  float max_value = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) max_value = std::max(max_value, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = (x[i] == -std::numeric_limits<float>::infinity()) ? 0.0f : std::exp(x[i] - max_value);
+    sum += x[i];
+  }
+  const float inv_sum = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv_sum;
+}
+
+RopeTable make_rope_table(RopeOrder order, int32_t rope_dim, float base, std::span<const float> freq_factors,
+                          float position_scale) {
+  RopeTable table;
+  table.order = order;
+  table.rope_dim = rope_dim;
+  table.position_scale = position_scale;
+  table.inv_freq.resize(static_cast<size_t>(rope_dim / 2));
+  for (int32_t i = 0; i < rope_dim / 2; ++i) {
+    double inv = std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
+    if (!freq_factors.empty()) inv /= freq_factors[static_cast<size_t>(i)];
+    table.inv_freq[static_cast<size_t>(i)] = static_cast<float>(inv);
+  }
+  return table;
+}
+
+std::vector<float> llama3_freq_factors(int32_t rope_dim, float base, float factor, float low_freq_factor,
+                                       float high_freq_factor, uint32_t original_context) {
+  std::vector<float> factors(static_cast<size_t>(rope_dim / 2), 1.0f);
+  const double low_freq_wavelen = original_context / static_cast<double>(low_freq_factor);
+  const double high_freq_wavelen = original_context / static_cast<double>(high_freq_factor);
+  for (int32_t i = 0; i < rope_dim / 2; ++i) {
+    const double inv_freq = std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
+    const double wavelen = 2.0 * std::numbers::pi / inv_freq;
+    double scaled = inv_freq;
+    if (wavelen > low_freq_wavelen) {
+      scaled = inv_freq / factor;
+    } else if (wavelen >= high_freq_wavelen) {
+      const double smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      scaled = (1.0 - smooth) * inv_freq / factor + smooth * inv_freq;
+    }
+    factors[static_cast<size_t>(i)] = static_cast<float>(inv_freq / scaled);
+  }
+  return factors;
+}
+
+void apply_rope(float* heads, int32_t n_heads, int32_t head_dim, int64_t pos, const RopeTable& table) {
+  const int32_t half = table.rope_dim / 2;
+  const double position = static_cast<double>(pos) * table.position_scale;
+  // Angles in double: positions reach 10^5 and float angles would drift by whole radians' digits.
+  thread_local std::vector<float> cos_table, sin_table;
+  cos_table.resize(static_cast<size_t>(half));
+  sin_table.resize(static_cast<size_t>(half));
+  for (int32_t i = 0; i < half; ++i) {
+    const double theta = position * table.inv_freq[static_cast<size_t>(i)];
+    cos_table[static_cast<size_t>(i)] = static_cast<float>(std::cos(theta));
+    sin_table[static_cast<size_t>(i)] = static_cast<float>(std::sin(theta));
+  }
+  for (int32_t h = 0; h < n_heads; ++h) {
+    float* v = heads + static_cast<int64_t>(h) * head_dim;
+    for (int32_t i = 0; i < half; ++i) {
+      const int32_t a = table.order == RopeOrder::Normal ? 2 * i : i;
+      const int32_t b = table.order == RopeOrder::Normal ? 2 * i + 1 : i + half;
+      const float x0 = v[a], x1 = v[b];
+      const float c = cos_table[static_cast<size_t>(i)], s = sin_table[static_cast<size_t>(i)];
+      v[a] = x0 * c - x1 * s;
+      v[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void attend_one(const float* q, const void* keys, const void* values, bool kv_f16, int64_t n_keys, int64_t row_stride,
+                int64_t kv_head_offset, int32_t head_dim, float scale, float* scores, float* out) {
+  const auto& vk = kernels::active_vec_kernels();
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const int64_t at = j * row_stride + kv_head_offset;
+    scores[j] = scale * (kv_f16 ? vk.dot_f16(q, static_cast<const uint16_t*>(keys) + at, head_dim)
+                                : vk.dot_f32(q, static_cast<const float*>(keys) + at, head_dim));
+  }
+  softmax_inplace(scores, n_keys);
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const int64_t at = j * row_stride + kv_head_offset;
+    if (kv_f16) vk.axpy_f16(scores[j], static_cast<const uint16_t*>(values) + at, out, head_dim);
+    else vk.axpy_f32(scores[j], static_cast<const float*>(values) + at, out, head_dim);
+  }
+}
+
+void f32_to_f16_row(const float* x, uint16_t* out, int64_t n) { kernels::active_vec_kernels().f32_to_f16(x, out, n); }
+
+void f16_to_f32_row(const uint16_t* x, float* out, int64_t n) { kernels::active_vec_kernels().f16_to_f32(x, out, n); }
+
+}  // namespace lathe::cpu

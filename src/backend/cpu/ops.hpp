@@ -1,0 +1,60 @@
+// The element-wise and per-row operations of a transformer block, on float32 rows: RMSNorm,
+// SwiGLU, RoPE (normal and NeoX pair orderings, frequency factors for llama3 scaling), softmax
+// and single-query attention over a KV cache. Each is checked against a float64 reference in
+// tests/backend/test_ops.cpp.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace lathe::cpu {
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]; out may alias x.
+void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out);
+
+// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g); out may alias gate or up.
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i]
+void add_inplace(float* y, const float* x, int64_t n);
+
+// x[i] = e^(x[i] - max) / sum, over n values (n >= 1). -inf entries give 0.
+void softmax_inplace(float* x, int64_t n);
+
+// How rotary embeddings pair the dimensions of a head: Normal rotates (2i, 2i+1) (GGUF Llama,
+// whose converter permuted Q/K rows), NeoX rotates (i, i + rope_dim/2) (Hugging Face layout,
+// Qwen, Phi-3).
+enum class RopeOrder { Normal, NeoX };
+
+// Per pair i in [0, rope_dim/2): the angle per position, base^(-2i/rope_dim) / factor_i, with
+// llama3-style scaling or a GGUF rope_freqs tensor folded into factor_i.
+struct RopeTable {
+  RopeOrder order = RopeOrder::Normal;
+  int32_t rope_dim = 0;             // rotated dimensions per head (<= head_dim)
+  float position_scale = 1.0f;      // linear scaling: positions are multiplied by this
+  std::vector<float> inv_freq;      // rope_dim / 2 entries
+};
+
+// inv_freq_i = base^(-2i/rope_dim); `freq_factors` (empty or rope_dim/2 values) divide them.
+RopeTable make_rope_table(RopeOrder order, int32_t rope_dim, float base, std::span<const float> freq_factors = {},
+                          float position_scale = 1.0f);
+// The llama3 frequency factors (Hugging Face's _compute_llama3_parameters), as divisors of inv_freq.
+std::vector<float> llama3_freq_factors(int32_t rope_dim, float base, float factor, float low_freq_factor,
+                                       float high_freq_factor, uint32_t original_context);
+
+// Rotates n_heads consecutive heads of head_dim floats at position `pos`, in place.
+void apply_rope(float* heads, int32_t n_heads, int32_t head_dim, int64_t pos, const RopeTable& table);
+
+// One query head against keys/values 0..n_keys-1 of a cache. Keys and values are rows of
+// `row_stride` elements (row j of head g starts at j * row_stride + g * head_dim) in float32
+// (kv_f16 = false) or IEEE half (kv_f16 = true). `scores` is scratch of n_keys floats.
+// out[d] = sum_j softmax(q.k_j * scale)_j * v_j[d].
+void attend_one(const float* q, const void* keys, const void* values, bool kv_f16, int64_t n_keys, int64_t row_stride,
+                int64_t kv_head_offset, int32_t head_dim, float scale, float* scores, float* out);
+
+// Converts n floats to IEEE half / back (round to nearest even; F16C when available).
+void f32_to_f16_row(const float* x, uint16_t* out, int64_t n);
+void f16_to_f32_row(const uint16_t* x, float* out, int64_t n);
+
+}  // namespace lathe::cpu

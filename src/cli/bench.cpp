@@ -1,0 +1,162 @@
+// `lathe bench`: prompt-processing and generation throughput, measured like llama-bench.
+//   ppP: P random token ids evaluated in one eval() call on an empty session.
+//   tgN: after BOS, N single-token eval() calls (only those N are timed).
+// Each test runs once as a warm-up, then -r times; the table shows mean ± sample sd of tok/s.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "cli/generation.hpp"
+#include "lathe/lathe.hpp"
+
+namespace lathe::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  int64_t n_prompt = 512, n_gen = 128, reps = 5;
+  SessionArgs session;
+  bool json = false;
+};
+
+struct TestResult {
+  std::string name;
+  uint64_t n_prompt = 0, n_gen = 0;
+  std::vector<double> samples_ts;
+  double mean = 0, stddev = 0;
+};
+
+double seconds_of(const auto& work) {
+  const auto start = std::chrono::steady_clock::now();
+  work();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Mean and sample standard deviation (n - 1), as llama-bench reports them.
+void summarize(TestResult& t) {
+  double sum = 0;
+  for (double v : t.samples_ts) sum += v;
+  t.mean = sum / static_cast<double>(t.samples_ts.size());
+  double squares = 0;
+  for (double v : t.samples_ts) squares += (v - t.mean) * (v - t.mean);
+  t.stddev = t.samples_ts.size() > 1 ? std::sqrt(squares / static_cast<double>(t.samples_ts.size() - 1)) : 0.0;
+}
+
+// Token ids drawn uniformly from the vocabulary with a fixed seed, so every run sees the same input.
+std::vector<TokenId> random_tokens(uint32_t n_vocab, uint64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<TokenId> ids(count);
+  for (TokenId& id : ids) id = static_cast<TokenId>(rng() % n_vocab);
+  return ids;
+}
+
+TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps) {
+  TestResult t;
+  t.name = fmt::format("pp{}", n_prompt);
+  t.n_prompt = n_prompt;
+  const auto ids = random_tokens(session.model().n_vocab(), n_prompt, 1234);
+  for (int64_t rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
+    session.reset();
+    const double seconds = seconds_of([&] { session.eval(ids); });
+    if (rep >= 0) t.samples_ts.push_back(static_cast<double>(n_prompt) / seconds);
+  }
+  summarize(t);
+  return t;
+}
+
+TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps) {
+  TestResult t;
+  t.name = fmt::format("tg{}", n_gen);
+  t.n_gen = n_gen;
+  const Model& model = session.model();
+  const auto ids = random_tokens(model.n_vocab(), n_gen, 5678);
+  const TokenId first = model.bos() >= 0 ? model.bos() : ids.front();
+  for (int64_t rep = -1; rep < reps; ++rep) {
+    session.reset();
+    session.eval(std::span<const TokenId>(&first, 1));
+    const double seconds = seconds_of([&] {
+      for (const TokenId& id : ids) session.eval(std::span<const TokenId>(&id, 1));
+    });
+    if (rep >= 0) t.samples_ts.push_back(static_cast<double>(n_gen) / seconds);
+  }
+  summarize(t);
+  return t;
+}
+
+int bench(const BenchArgs& args) {
+  require_non_negative("-p/--n-prompt", args.n_prompt);
+  require_non_negative("-n/--n-gen", args.n_gen);
+  if (args.reps < 1) throw InvalidArgumentError(fmt::format("-r/--repetitions is {}; it must be >= 1", args.reps));
+  if (args.n_prompt > 1'000'000 || args.n_gen > 1'000'000)
+    throw InvalidArgumentError("-p and -n must be at most 1000000 tokens");
+  SessionOptions session_options = resolve_session(args.session);
+  const auto needed = static_cast<uint32_t>(std::max<int64_t>({args.n_prompt, args.n_gen + 1, 1}));
+  if (session_options.n_ctx == 0) session_options.n_ctx = needed;
+  if (session_options.n_ctx < needed)
+    throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too small for the tests: they need {} tokens",
+                                           session_options.n_ctx, needed));
+  const int threads =
+      session_options.n_threads > 0 ? session_options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+
+  const auto model = Model::load(args.model);
+  Session session(model, session_options);
+  std::vector<TestResult> results;
+  if (args.n_prompt > 0) results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps));
+  if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps));
+
+  const ModelSummary& s = model->summary();
+  if (args.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const TestResult& t : results)
+      out.push_back({{"model", s.path},
+                     {"architecture", s.architecture},
+                     {"format", s.format},
+                     {"weight_type", s.weight_type},
+                     {"n_params", s.n_params},
+                     {"model_bytes", s.weight_bytes},
+                     {"backend", "cpu"},
+                     {"threads", threads},
+                     {"test", t.name},
+                     {"n_prompt", t.n_prompt},
+                     {"n_gen", t.n_gen},
+                     {"reps", args.reps},
+                     {"samples_ts", t.samples_ts},
+                     {"avg_ts", t.mean},
+                     {"stddev_ts", t.stddev}});
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  const std::string name = fmt::format("{} {} {}", s.architecture, human_count(s.n_params), s.weight_type);
+  fmt::print("| model | size | params | backend | threads | test | t/s |\n");
+  fmt::print("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+  for (const TestResult& t : results)
+    fmt::print("| {} | {} | {} | CPU | {} | {} | {:.2f} ± {:.2f} |\n", name, human_bytes(s.weight_bytes),
+               human_count(s.n_params), threads, t.name, t.mean, t.stddev);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "Measure prompt processing (pp) and generation (tg) speed, like llama-bench");
+  cmd->add_option("-m,--model", args->model, "GGUF file, model directory, or Hugging Face org/name")->required();
+  cmd->add_option("-p,--n-prompt", args->n_prompt, "prompt tokens for the pp test; 0 skips it")->capture_default_str();
+  cmd->add_option("-n,--n-gen", args->n_gen, "tokens for the tg test; 0 skips it")->capture_default_str();
+  cmd->add_option("-r,--repetitions", args->reps, "timed repetitions of each test (after one warm-up)")
+      ->capture_default_str();
+  add_session_flags(*cmd, args->session, /*with_kv_type=*/false);
+  cmd->add_flag("--json", args->json, "print a JSON array, one object per test");
+  return [args]() -> int { return bench(*args); };
+}
+
+}  // namespace lathe::cli

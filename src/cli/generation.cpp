@@ -1,0 +1,92 @@
+#include "cli/generation.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <random>
+
+namespace lathe::cli {
+
+void add_sampling_flags(CLI::App& cmd, SamplingArgs& args) {
+  SamplingOptions& o = args.options;
+  cmd.add_option("--temp", o.temperature, "temperature; 0 = greedy (argmax)")->capture_default_str();
+  cmd.add_option("--top-k", o.top_k, "keep the K most likely tokens; <= 0 = off")->capture_default_str();
+  cmd.add_option("--top-p", o.top_p, "keep the smallest set with this probability mass, (0, 1]; 1 = off")
+      ->capture_default_str();
+  cmd.add_option("--min-p", o.min_p, "drop tokens less likely than this times the best one, [0, 1]; 0 = off")
+      ->capture_default_str();
+  cmd.add_option("--repeat-penalty", o.repeat_penalty, "penalize repeated tokens (> 0; 1 = off)")
+      ->capture_default_str();
+  cmd.add_option("--frequency-penalty", o.frequency_penalty, "subtract count * value from repeated tokens")
+      ->capture_default_str();
+  cmd.add_option("--presence-penalty", o.presence_penalty, "subtract value from tokens already present")
+      ->capture_default_str();
+  cmd.add_option("--repeat-last-n", o.penalty_last_n, "tokens the penalties look back over; 0 = off, -1 = all")
+      ->capture_default_str();
+  args.seed_option = cmd.add_option("--seed", o.seed, "random seed (default: random, printed to stderr)");
+}
+
+SamplingOptions resolve_sampling(const SamplingArgs& args) {
+  SamplingOptions options = args.options;
+  validate(options);
+  if (!seed_given(args)) {
+    std::random_device device;
+    options.seed = (static_cast<uint64_t>(device()) << 32) | device();
+  }
+  return options;
+}
+
+bool seed_given(const SamplingArgs& args) { return args.seed_option != nullptr && args.seed_option->count() > 0; }
+
+void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved) {
+  // Greedy decoding draws no random numbers, so its seed does not matter.
+  if (!seed_given(args) && resolved.temperature > 0.0f)
+    fmt::print(stderr, "seed: {} (repeat this run with --seed {})\n", resolved.seed, resolved.seed);
+}
+
+void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type) {
+  cmd.add_option("-c,--ctx-size", args.n_ctx, "context length in tokens; 0 = the model's, at most 4096")
+      ->capture_default_str();
+  cmd.add_option("-t,--threads", args.n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
+  if (with_kv_type)
+    cmd.add_option("--kv-type", args.kv_type, "KV cache element type: f16 or f32")->capture_default_str();
+}
+
+void require_non_negative(const char* flag, int64_t value) {
+  if (value < 0) throw InvalidArgumentError(fmt::format("{} is {}; it must be >= 0", flag, value));
+}
+
+SessionOptions resolve_session(const SessionArgs& args) {
+  require_non_negative("-c/--ctx-size", args.n_ctx);
+  require_non_negative("-t/--threads", args.n_threads);
+  if (args.n_ctx > UINT32_MAX) throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too large", args.n_ctx));
+  if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
+  if (args.kv_type != "f16" && args.kv_type != "f32")
+    throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16 or f32", args.kv_type));
+  SessionOptions options;
+  options.n_ctx = static_cast<uint32_t>(args.n_ctx);
+  options.n_threads = static_cast<int>(args.n_threads);
+  options.kv_type = args.kv_type == "f32" ? KvType::F32 : KvType::F16;
+  return options;
+}
+
+std::vector<TokenId> tokenize_chat(const Model& model, const std::string& rendered) {
+  std::vector<TokenId> ids = model.tokenize(rendered, /*add_special=*/false, /*parse_special=*/true);
+  const TokenId bos = model.bos();
+  if (bos >= 0 && (ids.empty() || ids.front() != bos)) {
+    // Whether the vocabulary adds a BOS is not part of the API; a probe tokenization tells.
+    const auto probe = model.tokenize("a", /*add_special=*/true, /*parse_special=*/false);
+    if (!probe.empty() && probe.front() == bos) ids.insert(ids.begin(), bos);
+  }
+  return ids;
+}
+
+std::string render_chat(const Model& model, const nlohmann::json& messages) {
+  if (!model.has_chat_template())
+    throw NotFoundError(fmt::format("{} has no chat template, so it cannot format a conversation; use `lathe run` "
+                                    "without --chat for plain text completion",
+                                    model.summary().path));
+  return model.apply_chat_template(messages, /*add_generation_prompt=*/true);
+}
+
+}  // namespace lathe::cli

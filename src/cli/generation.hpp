@@ -1,0 +1,56 @@
+// Options and helpers shared by the generating subcommands (`run`, `chat`, `bench`): sampling
+// flags, session flags, the seed, and turning a chat-template rendering into token ids.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lathe/lathe.hpp"
+#include "lathe/sampling.hpp"
+
+namespace lathe::cli {
+
+struct SamplingArgs {
+  SamplingOptions options;
+  CLI::Option* seed_option = nullptr;  // to tell "--seed 0" from no --seed
+};
+
+// --temp --top-k --top-p --min-p --repeat-penalty --frequency-penalty --presence-penalty
+// --repeat-last-n --seed, bound to `args` (defaults: SamplingOptions' defaults).
+void add_sampling_flags(CLI::App& cmd, SamplingArgs& args);
+
+// The validated options; without --seed, a random seed (from std::random_device).
+SamplingOptions resolve_sampling(const SamplingArgs& args);
+bool seed_given(const SamplingArgs& args);
+// Prints a random seed to stderr so that the run can be repeated with --seed (nothing when the
+// seed was given or decoding is greedy). Call it once the work is about to start.
+void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved);
+
+struct SessionArgs {
+  int64_t n_ctx = 0;
+  int64_t n_threads = 0;
+  std::string kv_type = "f16";
+};
+
+// -c/--ctx-size and -t/--threads (and --kv-type when with_kv_type).
+void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type);
+
+// Validated SessionOptions (negative sizes are InvalidArgumentError naming the flag).
+SessionOptions resolve_session(const SessionArgs& args);
+
+// Throws InvalidArgumentError("<flag> must be >= 0 ...") when value < 0.
+void require_non_negative(const char* flag, int64_t value);
+
+// Token ids of a chat-template rendering. Templates write special tokens as text, so they are
+// parsed as specials and no BOS/EOS is added on top; a BOS is prepended only when the vocabulary
+// asks for one and the template did not write it (so it is never doubled).
+std::vector<TokenId> tokenize_chat(const Model& model, const std::string& rendered);
+
+// The model's chat template over `messages` with the assistant prompt appended; a model without a
+// template is a NotFoundError that says to use plain `lathe run`.
+std::string render_chat(const Model& model, const nlohmann::json& messages);
+
+}  // namespace lathe::cli

@@ -1,0 +1,126 @@
+// `lathe run`: complete a prompt, streaming the generated text to stdout as it comes; timings go
+// to stderr so that stdout holds only text.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "cli/generation.hpp"
+#include "lathe/lathe.hpp"
+
+namespace lathe::cli {
+namespace {
+
+struct RunArgs {
+  std::string model, prompt, prompt_file, system;
+  int64_t n_predict = 128;
+  SamplingArgs sampling;
+  SessionArgs session;
+  bool truncate = false, chat = false, check_tensors = false, no_display_prompt = false, verbose = false;
+};
+
+std::string read_prompt(const RunArgs& args) {
+  std::string prompt = args.prompt;
+  if (!args.prompt_file.empty()) {
+    std::FILE* file = std::fopen(args.prompt_file.c_str(), "rb");
+    if (file == nullptr) throw IoError(fmt::format("{}: cannot open the prompt file", args.prompt_file));
+    char buffer[65536];
+    size_t n = 0;
+    while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) prompt.append(buffer, n);
+    const bool failed = std::ferror(file) != 0;
+    std::fclose(file);
+    if (failed) throw IoError(fmt::format("{}: cannot read the prompt file", args.prompt_file));
+  }
+  if (prompt.empty())
+    throw InvalidArgumentError(args.prompt_file.empty() ? "the prompt is empty; give text with -p or a file with -f"
+                                                        : fmt::format("the prompt file {} is empty", args.prompt_file));
+  return prompt;
+}
+
+double per_second(uint64_t count, double seconds) { return seconds > 0 ? static_cast<double>(count) / seconds : 0.0; }
+
+const char* stop_name(StopReason stop) {
+  switch (stop) {
+    case StopReason::MaxTokens: return "max tokens";
+    case StopReason::EndOfGeneration: return "end of generation";
+    case StopReason::Callback: return "stopped";
+  }
+  return "?";
+}
+
+int run(const RunArgs& args) {
+  require_non_negative("-n/--n-predict", args.n_predict);
+  if (args.n_predict > INT32_MAX) throw InvalidArgumentError(fmt::format("-n/--n-predict {} is too large", args.n_predict));
+  if (!args.system.empty() && !args.chat)
+    throw InvalidArgumentError("--system needs --chat (it is the system message of the chat template)");
+  const std::string prompt = read_prompt(args);
+  const SessionOptions session_options = resolve_session(args.session);
+  GenerateOptions generate_options;
+  generate_options.max_tokens = static_cast<int32_t>(args.n_predict);
+  generate_options.truncate_prompt = args.truncate;
+  generate_options.sampling = resolve_sampling(args.sampling);
+
+  const auto model = Model::load(args.model, LoadOptions{.check_tensors = args.check_tensors});
+  std::string text = prompt;
+  std::vector<TokenId> ids;
+  if (args.chat) {
+    nlohmann::json messages = nlohmann::json::array();
+    if (!args.system.empty()) messages.push_back({{"role", "system"}, {"content", args.system}});
+    messages.push_back({{"role", "user"}, {"content", prompt}});
+    text = render_chat(*model, messages);
+    ids = tokenize_chat(*model, text);
+  } else {
+    ids = model->tokenize(prompt, /*add_special=*/true, /*parse_special=*/true);
+  }
+  Session session(model, session_options);
+  if (args.verbose) {
+    const ModelSummary& s = model->summary();
+    fmt::print(stderr, "model: {} ({} {}, {} params, {}), context {} tokens, KV cache {}\n", s.path, s.architecture,
+               s.weight_type, human_count(s.n_params), human_bytes(s.weight_bytes), session.n_ctx(),
+               human_bytes(session.kv_bytes()));
+    fmt::print(stderr, "prompt: {} tokens\n", ids.size());
+  }
+  announce_seed(args.sampling, generate_options.sampling);
+  if (!args.no_display_prompt) {
+    fmt::print("{}", text);
+    std::fflush(stdout);
+  }
+  const GenerateResult result = generate(session, ids, generate_options, [](std::string_view piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  fmt::print("\n");
+  std::fflush(stdout);
+  fmt::print(stderr, "prompt: {} tokens, {:.2f} tok/s | generated: {} tokens, {:.2f} tok/s\n", result.n_prompt,
+             per_second(result.n_prompt, result.prompt_seconds), result.tokens.size(),
+             per_second(result.tokens.size(), result.generate_seconds));
+  if (args.verbose) fmt::print(stderr, "stop: {}\n", stop_name(result.stop));
+  return 0;
+}
+
+}  // namespace
+
+Runner add_run(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  auto* cmd = app.add_subcommand("run", "Complete a prompt, streaming the generated text to stdout");
+  cmd->add_option("-m,--model", args->model, "GGUF file, model directory, or Hugging Face org/name")->required();
+  auto* prompt = cmd->add_option("-p,--prompt", args->prompt, "prompt text");
+  cmd->add_option("-f,--file", args->prompt_file, "read the prompt from this file")->excludes(prompt);
+  cmd->add_option("-n,--n-predict", args->n_predict, "tokens to generate at most")->capture_default_str();
+  add_sampling_flags(*cmd, args->sampling);
+  add_session_flags(*cmd, args->session, /*with_kv_type=*/true);
+  cmd->add_flag("--truncate", args->truncate,
+                "when prompt + -n exceed the context, keep the end of the prompt instead of failing");
+  cmd->add_flag("--chat", args->chat, "wrap the prompt in the model's chat template as one user message");
+  cmd->add_option("--system", args->system, "system message for --chat");
+  cmd->add_flag("--check-tensors", args->check_tensors, "scan every weight for NaN/Inf while loading");
+  cmd->add_flag("--no-display-prompt", args->no_display_prompt, "print only the generated text");
+  cmd->add_flag("--verbose", args->verbose, "print model, context and stop details to stderr");
+  return [args]() -> int { return run(*args); };
+}
+
+}  // namespace lathe::cli

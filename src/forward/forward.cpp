@@ -1,0 +1,164 @@
+#include "forward/forward.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/matmul.hpp"
+#include "backend/cpu/ops.hpp"
+#include "core/fp16.hpp"
+#include "core/quant.hpp"
+
+namespace lathe {
+namespace {
+
+void add_bias_rows(float* rows, const std::vector<float>& bias, int64_t n_rows, int64_t width) {
+  if (bias.empty()) return;
+  for (int64_t t = 0; t < n_rows; ++t) cpu::add_inplace(rows + t * width, bias.data(), width);
+}
+
+// Splits row-major [n x (a + b + c)] into three [n x a], [n x b], [n x c] arrays.
+void split_columns(const float* src, int64_t n, int64_t a, int64_t b, int64_t c, float* out_a, float* out_b,
+                   float* out_c) {
+  const int64_t width = a + b + c;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* row = src + t * width;
+    std::memcpy(out_a + t * a, row, sizeof(float) * a);
+    std::memcpy(out_b + t * b, row + a, sizeof(float) * b);
+    if (out_c != nullptr) std::memcpy(out_c + t * c, row + a + b, sizeof(float) * c);
+  }
+}
+
+}  // namespace
+
+Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx)
+    : w_(weights), max_batch_(max_batch), n_ctx_(n_ctx) {
+  const auto& hp = w_.hp;
+  const size_t n = max_batch;
+  const size_t q_width = size_t{hp.n_head} * hp.head_dim, kv_width = size_t{hp.n_head_kv} * hp.head_dim;
+  x_.resize(n * hp.n_embd);
+  xn_.resize(n * hp.n_embd);
+  q_.resize(n * q_width);
+  k_.resize(n * kv_width);
+  v_.resize(n * kv_width);
+  if (!w_.layers.empty() && w_.layers[0].fused_qkv()) qkv_.resize(n * (q_width + 2 * kv_width));
+  attn_.resize(n * q_width);
+  gate_.resize(n * 2 * size_t{hp.n_ff});
+  up_.resize(n * hp.n_ff);
+  proj_.resize(n * hp.n_embd);
+}
+
+void Forward::run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits,
+                  float* logits, cpu::ThreadPool& pool) {
+  const auto& hp = w_.hp;
+  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
+  const int64_t n_embd = hp.n_embd;
+
+  // 1. Token embeddings: row `id` of the embedding matrix, decoded from its stored type.
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const uint8_t* row = w_.token_embd.data + static_cast<size_t>(tokens[t]) * w_.token_embd.row_bytes;
+    dequantize_row(w_.token_embd.type, row, x_.data() + t * n_embd, n_embd);
+  }
+
+  // 2. The blocks, each adding to the residual stream x_.
+  for (uint32_t il = 0; il < hp.n_layer; ++il) {
+    const LayerWeights& lw = w_.layers[il];
+    attention_block(lw, il, n_tokens, first_pos, kv, pool);
+    mlp_block(lw, n_tokens, pool);
+  }
+
+  // 3. Final norm and the output projection, for every token or only the last.
+  const int64_t first_out = all_logits ? 0 : n_tokens - 1;
+  const int64_t n_out = n_tokens - first_out;
+  for (int64_t t = 0; t < n_out; ++t)
+    cpu::rms_norm(x_.data() + (first_out + t) * n_embd, w_.output_norm.data(), n_embd, hp.rms_eps,
+                  xn_.data() + t * n_embd);
+  cpu::matmul(w_.output, xn_.data(), n_out, logits, pool);
+}
+
+void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, uint32_t first_pos,
+                              KvCacheView& kv, cpu::ThreadPool& pool) {
+  const auto& hp = w_.hp;
+  const int64_t n_embd = hp.n_embd, head_dim = hp.head_dim;
+  const int64_t n_head = hp.n_head, n_head_kv = hp.n_head_kv;
+  const int64_t q_width = n_head * head_dim, kv_width = n_head_kv * head_dim;
+
+  for (int64_t t = 0; t < n_tokens; ++t)
+    cpu::rms_norm(x_.data() + t * n_embd, lw.attn_norm.data(), n_embd, hp.rms_eps, xn_.data() + t * n_embd);
+
+  // Q, K, V projections (one fused matrix on Phi-3), biases on Qwen2.
+  if (lw.fused_qkv()) {
+    cpu::matmul(lw.wqkv, xn_.data(), n_tokens, qkv_.data(), pool);
+    split_columns(qkv_.data(), n_tokens, q_width, kv_width, kv_width, q_.data(), k_.data(), v_.data());
+  } else {
+    cpu::matmul(lw.wq, xn_.data(), n_tokens, q_.data(), pool);
+    cpu::matmul(lw.wk, xn_.data(), n_tokens, k_.data(), pool);
+    cpu::matmul(lw.wv, xn_.data(), n_tokens, v_.data(), pool);
+  }
+  add_bias_rows(q_.data(), lw.bq, n_tokens, q_width);
+  add_bias_rows(k_.data(), lw.bk, n_tokens, kv_width);
+  add_bias_rows(v_.data(), lw.bv, n_tokens, kv_width);
+
+  // Qwen3 normalizes each head of Q and K before RoPE; then rotate and store K/V in the cache.
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float* q = q_.data() + t * q_width;
+    float* k = k_.data() + t * kv_width;
+    if (!lw.q_norm.empty())
+      for (int64_t h = 0; h < n_head; ++h) cpu::rms_norm(q + h * head_dim, lw.q_norm.data(), head_dim, hp.rms_eps, q + h * head_dim);
+    if (!lw.k_norm.empty())
+      for (int64_t h = 0; h < n_head_kv; ++h) cpu::rms_norm(k + h * head_dim, lw.k_norm.data(), head_dim, hp.rms_eps, k + h * head_dim);
+    const int64_t pos = first_pos + t;
+    cpu::apply_rope(q, static_cast<int32_t>(n_head), static_cast<int32_t>(head_dim), pos, w_.rope);
+    cpu::apply_rope(k, static_cast<int32_t>(n_head_kv), static_cast<int32_t>(head_dim), pos, w_.rope);
+    const float* v = v_.data() + t * kv_width;
+    if (kv.f16) {
+      cpu::f32_to_f16_row(k, static_cast<uint16_t*>(kv.keys[layer]) + pos * kv_width, kv_width);
+      cpu::f32_to_f16_row(v, static_cast<uint16_t*>(kv.values[layer]) + pos * kv_width, kv_width);
+    } else {
+      std::memcpy(static_cast<float*>(kv.keys[layer]) + pos * kv_width, k, sizeof(float) * kv_width);
+      std::memcpy(static_cast<float*>(kv.values[layer]) + pos * kv_width, v, sizeof(float) * kv_width);
+    }
+  }
+
+  // Causal attention: token t sees positions 0 .. first_pos + t. Query heads share KV heads in
+  // groups of n_head / n_head_kv (grouped-query attention).
+  const int64_t group = n_head / n_head_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  pool.parallel_for(n_tokens * n_head, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
+    scores.resize(n_ctx_);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / n_head, h = item % n_head;
+      cpu::attend_one(q_.data() + t * q_width + h * head_dim, kv.keys[layer], kv.values[layer], kv.f16,
+                      first_pos + t + 1, kv_width, (h / group) * head_dim, static_cast<int32_t>(head_dim), scale,
+                      scores.data(), attn_.data() + t * q_width + h * head_dim);
+    }
+  });
+
+  cpu::matmul(lw.wo, attn_.data(), n_tokens, proj_.data(), pool);
+  cpu::add_inplace(x_.data(), proj_.data(), n_tokens * n_embd);
+}
+
+void Forward::mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool) {
+  const auto& hp = w_.hp;
+  const int64_t n_embd = hp.n_embd, n_ff = hp.n_ff;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    cpu::rms_norm(x_.data() + t * n_embd, lw.ffn_norm.data(), n_embd, hp.rms_eps, xn_.data() + t * n_embd);
+  if (lw.fused_gate_up()) {
+    // Phi-3: one matrix whose first n_ff rows are the gate and the next n_ff the up projection.
+    cpu::matmul(lw.w_gate_up, xn_.data(), n_tokens, gate_.data(), pool);
+    // Compact in place, ascending: row t's destination only overlaps rows already moved.
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* row = gate_.data() + t * 2 * n_ff;
+      std::memcpy(up_.data() + t * n_ff, row + n_ff, sizeof(float) * n_ff);
+      std::memmove(gate_.data() + t * n_ff, row, sizeof(float) * n_ff);
+    }
+  } else {
+    cpu::matmul(lw.w_gate, xn_.data(), n_tokens, gate_.data(), pool);
+    cpu::matmul(lw.w_up, xn_.data(), n_tokens, up_.data(), pool);
+  }
+  cpu::silu_mul(gate_.data(), up_.data(), n_tokens * n_ff, gate_.data());
+  cpu::matmul(lw.w_down, gate_.data(), n_tokens, proj_.data(), pool);
+  cpu::add_inplace(x_.data(), proj_.data(), n_tokens * n_embd);
+}
+
+}  // namespace lathe

@@ -1,0 +1,58 @@
+// One forward pass of the Llama family (llama, qwen2, qwen3, phi3) on the CPU, written to be read
+// top to bottom like llama2.c's run.c: embed -> per layer (RMSNorm, Q/K/V [+bias] [+per-head
+// norm], RoPE, grouped-query attention over the KV cache, output projection, residual, RMSNorm,
+// SwiGLU MLP, residual) -> final norm -> logits. Architecture differences are data (which tensors
+// the layer has, the rope table), not separate code paths.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/cpu/thread_pool.hpp"
+#include "weights/model_weights.hpp"
+
+namespace lathe {
+
+// Where the keys and values of one context live: per layer, n_ctx rows of n_head_kv * head_dim
+// elements, float32 or IEEE half. Owned by the runtime's KV cache; the forward pass writes the
+// rows of the positions it evaluates and reads all rows before them.
+struct KvCacheView {
+  bool f16 = true;
+  uint32_t n_ctx = 0;
+  int64_t row_elements = 0;           // n_head_kv * head_dim
+  std::vector<void*> keys, values;    // one per layer
+};
+
+class Forward {
+ public:
+  // Scratch for up to max_batch tokens per call and attention over up to n_ctx positions.
+  Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx);
+
+  // Evaluates tokens at positions first_pos.. first_pos + n - 1 (n <= max_batch; the caller checks
+  // ids and the context bound). Writes the logits of every token (all_logits: n x n_vocab) or of
+  // the last one (n_vocab) into `logits`.
+  void run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits, float* logits,
+           cpu::ThreadPool& pool);
+
+  uint32_t max_batch() const noexcept { return max_batch_; }
+
+ private:
+  void attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, uint32_t first_pos,
+                       KvCacheView& kv, cpu::ThreadPool& pool);
+  void mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool);
+
+  const ModelWeights& w_;
+  uint32_t max_batch_;
+  uint32_t n_ctx_;
+  // Activations, row-major [n_tokens x width].
+  std::vector<float> x_;      // residual stream (n_embd)
+  std::vector<float> xn_;     // normalized input of the current sub-block (n_embd)
+  std::vector<float> q_, k_, v_;  // projections (q: n_head*head_dim; k, v: n_head_kv*head_dim)
+  std::vector<float> qkv_;    // fused projection output (Phi-3)
+  std::vector<float> attn_;   // attention output (n_head*head_dim)
+  std::vector<float> gate_, up_;  // MLP (n_ff each; gate_up fused: 2*n_ff in gate_)
+  std::vector<float> proj_;   // output of the block's last projection (n_embd)
+};
+
+}  // namespace lathe

@@ -1,0 +1,58 @@
+// A model's weights placed for the CPU backend: matrices stay memory-mapped in their stored type
+// (GGUF or safetensors), small vectors (norms, biases, rope factors) are converted to float32.
+// One table per architecture says which tensors a layer has; a missing or misshapen tensor is a
+// FormatError naming the file, tensor and both shapes.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arch/hparams.hpp"
+#include "backend/cpu/matmul.hpp"
+#include "backend/cpu/ops.hpp"
+
+namespace lathe {
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  // Separate Q/K/V (Llama, Qwen) or one fused QKV matrix (Phi-3: Q rows, then K, then V).
+  cpu::MatrixView wq, wk, wv, wqkv;
+  std::vector<float> bq, bk, bv;          // Qwen2 biases; empty when absent
+  std::vector<float> q_norm, k_norm;      // Qwen3 per-head RMSNorm weights (head_dim); empty when absent
+  cpu::MatrixView wo;
+  // Separate gate/up or one fused matrix (Phi-3: gate rows, then up rows).
+  cpu::MatrixView w_gate, w_up, w_gate_up;
+  cpu::MatrixView w_down;
+
+  bool fused_qkv() const noexcept { return wqkv.data != nullptr; }
+  bool fused_gate_up() const noexcept { return w_gate_up.data != nullptr; }
+};
+
+struct ModelWeights {
+  HParams hp;
+  std::string source;   // path for messages
+  std::string format;   // "gguf" or "safetensors"
+  cpu::MatrixView token_embd;  // [n_vocab rows x n_embd]
+  cpu::MatrixView output;      // [n_vocab rows x n_embd]; the embedding matrix when tied
+  std::vector<float> output_norm;
+  std::vector<LayerWeights> layers;
+  cpu::RopeTable rope;
+  uint64_t n_params = 0;
+  uint64_t weight_bytes = 0;
+  std::string weight_type;  // most common matrix type
+
+  // Keeps the mapped files alive (the views above point into them).
+  std::shared_ptr<const void> storage;
+};
+
+struct WeightLoadOptions {
+  bool check_tensors = false;  // scan every tensor for NaN/Inf (FormatError naming the first bad tensor)
+};
+
+// A GGUF file or a Hugging Face model directory (see io/model_dir.hpp).
+ModelWeights load_model_weights(const std::filesystem::path& path, const WeightLoadOptions& options = {});
+
+}  // namespace lathe

@@ -1,0 +1,269 @@
+// `lathe run`, `lathe chat` and `lathe bench` end to end through the CLI binary on the default
+// model: repeatability (greedy and seeded), chat turns through a pipe, bench's JSON, and the
+// `error:` exit for bad input. Token counts stay small: these runs share a slow CPU.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "common/test_support.hpp"
+#include "io/gguf.hpp"
+
+namespace lathe::test {
+namespace {
+
+CommandResult lathe_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), cli_path().string());
+  return run_command(args);
+}
+
+// Single-quoted for sh, so that any path survives.
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+// `lathe chat` with `input` on stdin (a pipe, through sh).
+CommandResult chat(const std::string& input, const std::vector<std::string>& extra_args = {},
+                   const std::string& n_predict = "12") {
+  TempDir dir("chat");
+  const auto input_file = dir / "input.txt";
+  write_file(input_file, input);
+  std::string command = "exec ";
+  command += shell_quote(cli_path().string());
+  command += " chat -m ";
+  command += shell_quote(default_model().string());
+  command += " --temp 0 -n ";
+  command += n_predict;
+  for (const auto& arg : extra_args) {
+    command += ' ';
+    command += shell_quote(arg);
+  }
+  command += " < ";
+  command += shell_quote(input_file.string());
+  return run_command({"/bin/sh", "-c", command});
+}
+
+std::vector<std::string> run_args(const std::vector<std::string>& extra, const std::string& n_predict = "12") {
+  std::vector<std::string> args{"run", "-m", default_model().string(), "-p", "The three primary colors are",
+                                "-n", n_predict, "--no-display-prompt"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+TEST(CliRun, GreedyRunsAreIdentical) {
+  LATHE_REQUIRE_MODEL();
+  const auto first = lathe_cli(run_args({"--temp", "0"}));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const auto second = lathe_cli(run_args({"--temp", "0"}));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(first.out, second.out);
+  EXPECT_GT(first.out.size(), 5u) << "some text was generated";
+  // The statistics line goes to stderr, never into the text.
+  EXPECT_NE(first.err.find("generated: 12 tokens"), std::string::npos) << first.err;
+  EXPECT_EQ(first.out.find("tok/s"), std::string::npos);
+}
+
+TEST(CliRun, DisplaysThePromptUnlessAskedNotTo) {
+  LATHE_REQUIRE_MODEL();
+  const auto r = lathe_cli({"run", "-m", default_model().string(), "-p", "Hello there", "-n", "2", "--temp", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Hello there", 0), 0u) << r.out;
+}
+
+TEST(CliRun, SeedMakesSampledRunsRepeatable) {
+  LATHE_REQUIRE_MODEL();
+  const std::vector<std::string> sampled{"--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0"};
+  auto with_seed = [&](const std::string& seed) {
+    auto args = run_args(sampled);
+    args.insert(args.end(), {"--seed", seed});
+    return lathe_cli(args);
+  };
+  const auto a = with_seed("1234");
+  const auto b = with_seed("1234");
+  const auto c = with_seed("98765");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(a.out, b.out);
+  // At temperature 1.5 with every filter off, 12 tokens from another seed are all but certain to
+  // differ; this guards against --seed being ignored.
+  EXPECT_NE(a.out, c.out);
+  EXPECT_EQ(a.err.find("repeat this run with --seed"), std::string::npos) << "a given seed is not announced";
+}
+
+TEST(CliRun, RandomSeedIsPrintedAndRepeatsTheRun) {
+  LATHE_REQUIRE_MODEL();
+  const auto first = lathe_cli(run_args({"--temp", "1.5"}, "6"));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string marker = "--seed ";
+  const auto at = first.err.find(marker);
+  ASSERT_NE(at, std::string::npos) << first.err;
+  const size_t begin = at + marker.size();
+  const std::string seed = first.err.substr(begin, first.err.find_first_not_of("0123456789", begin) - begin);
+  ASSERT_FALSE(seed.empty()) << first.err;
+  const auto again = lathe_cli(run_args({"--temp", "1.5", "--seed", seed}, "6"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(first.out, again.out);
+}
+
+TEST(CliRun, ChatFlagUsesTheTemplate) {
+  LATHE_REQUIRE_MODEL();
+  const auto r = lathe_cli({"run", "-m", default_model().string(), "-p", "Hi", "--chat", "--system", "Be brief.", "-n",
+                            "2", "--temp", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // SmolLM2's template (ChatML) shows up in the displayed prompt.
+  EXPECT_NE(r.out.find("<|im_start|>system\nBe brief.<|im_end|>"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), std::string::npos) << r.out;
+}
+
+TEST(CliRun, BadInputExitsWithError) {
+  LATHE_REQUIRE_MODEL();
+  const std::string model = default_model().string();
+  const std::vector<std::vector<std::string>> cases = {
+      {"run", "-m", (source_dir() / "models" / "no-such-model.gguf").string(), "-p", "x"},
+      {"run", "-m", model, "-p", ""},
+      {"run", "-m", model},
+      {"run", "-m", model, "-p", "x", "-n", "-1"},
+      {"run", "-m", model, "-p", "x", "--temp", "-1"},
+      {"run", "-m", model, "-p", "x", "--top-p", "0"},
+      {"run", "-m", model, "-p", "x", "--top-p", "1.5"},
+      {"run", "-m", model, "-p", "x", "--min-p", "2"},
+      {"run", "-m", model, "-p", "x", "--repeat-penalty", "0"},
+      {"run", "-m", model, "-p", "x", "-c", "-5"},
+      {"run", "-m", model, "-p", "x", "--kv-type", "q8"},
+      {"run", "-m", model, "-p", "x", "--system", "s"},  // --system without --chat
+      {"run", "-m", model, "-p", "x", "-n", "50", "-c", "8"},  // prompt + -n exceed the context
+      {"chat", "-m", model, "--top-p", "0"},
+      {"bench", "-m", model, "-r", "0"},
+      {"bench", "-m", model, "-p", "-1"},
+  };
+  for (const auto& args : cases) {
+    const auto r = lathe_cli(args);
+    std::string line;
+    for (const auto& a : args) line += a + " ";
+    EXPECT_NE(r.exit_code, 0) << line;
+    // A random seed may be announced first; the error is a line of its own.
+    EXPECT_TRUE(r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos) << line << "\n" << r.err;
+  }
+  const auto context = lathe_cli({"run", "-m", model, "-p", "x", "-n", "50", "-c", "8"});
+  EXPECT_NE(context.err.find("context length exceeded"), std::string::npos) << context.err;
+  const auto top_p = lathe_cli({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
+  EXPECT_NE(top_p.err.find("top_p"), std::string::npos) << top_p.err;
+}
+
+TEST(CliRun, TruncateKeepsTheEndOfALongPrompt) {
+  LATHE_REQUIRE_MODEL();
+  const auto r = lathe_cli({"run", "-m", default_model().string(), "-p", "one two three four five six seven eight",
+                            "-n", "4", "-c", "8", "--temp", "0", "--truncate", "--no-display-prompt"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("prompt: 4 tokens"), std::string::npos) << r.err;
+}
+
+TEST(CliChat, TwoTurnsThenResetThroughAPipe) {
+  LATHE_REQUIRE_MODEL();
+  const auto one = chat("Hi\n", {"--verbose"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_GT(one.out.size(), 1u);
+  // Two turns: the first reply is the same as alone, a second one follows, and the second turn
+  // evaluates only the new tokens (the first turn's prompt and reply stay in the KV cache).
+  const auto two = chat("Hi\nWhat is the capital of France?\n", {"--verbose"});
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_EQ(two.out.rfind(one.out, 0), 0u) << two.out;
+  EXPECT_GT(two.out.size(), one.out.size() + 1);
+  EXPECT_NE(two.err.find("[turn 1: 0 prompt tokens reused"), std::string::npos) << two.err;
+  const auto turn2 = two.err.find("[turn 2: ");
+  ASSERT_NE(turn2, std::string::npos) << two.err;
+  EXPECT_GT(std::stoi(two.err.substr(turn2 + 9)), 10) << two.err;
+  // /reset forgets the conversation: the same question gets the same first reply, from scratch.
+  const auto reset = chat("Hi\n/reset\nHi\n", {"--verbose"});
+  ASSERT_EQ(reset.exit_code, 0) << reset.err;
+  EXPECT_EQ(reset.out, one.out + one.out);
+  EXPECT_NE(reset.err.find("[turn 2: 0 prompt tokens reused"), std::string::npos) << reset.err;
+  // /exit stops reading; blank lines are skipped.
+  const auto exit = chat("\nHi\n/exit\nWhat is the capital of France?\n");
+  ASSERT_EQ(exit.exit_code, 0) << exit.err;
+  EXPECT_EQ(exit.out, one.out);
+}
+
+TEST(CliChat, FullContextIsReportedNotFatal) {
+  LATHE_REQUIRE_MODEL();
+  // 40 tokens of context: the first turn fits (about 31 prompt tokens with the default system
+  // message), the longer second one does not; the chat says so and carries on to /reset.
+  const auto r = chat("Hi\nPlease tell me a long story about dragons and castles and knights\n/reset\nHi\n",
+                      {"-c", "40"}, "4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("/reset"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+}
+
+TEST(CliChat, ModelWithoutTemplateIsAClearError) {
+  LATHE_REQUIRE_MODEL();
+  // The default model minus its tokenizer.chat_template key.
+  TempDir dir("no-template");
+  const auto source = gguf::File::open(default_model());
+  gguf::Writer writer;
+  writer.set_alignment(static_cast<uint32_t>(source.alignment()));
+  for (const auto& [key, value] : source.metadata())
+    if (key != "tokenizer.chat_template" && key != "general.alignment") writer.set(key, value);
+  for (const auto& tensor : source.tensors())
+    writer.add_tensor(tensor.name, tensor.type, tensor.shape, source.tensor_data(tensor));
+  const auto stripped = dir / "no-template.gguf";
+  writer.write(stripped);
+
+  const auto chat = lathe_cli({"chat", "-m", stripped.string()});
+  EXPECT_EQ(chat.exit_code, 1);
+  EXPECT_EQ(chat.err.rfind("error: ", 0), 0u) << chat.err;
+  EXPECT_NE(chat.err.find("no chat template"), std::string::npos) << chat.err;
+  const auto run = lathe_cli({"run", "-m", stripped.string(), "-p", "Hi", "--chat", "--temp", "0"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("no chat template"), std::string::npos) << run.err;
+  // The same file still completes plain text.
+  const auto plain = lathe_cli({"run", "-m", stripped.string(), "-p", "Hi", "-n", "2", "--temp", "0"});
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+}
+
+TEST(CliBench, JsonHasBothTests) {
+  LATHE_REQUIRE_MODEL();
+  const auto r = lathe_cli({"bench", "-m", default_model().string(), "-p", "8", "-n", "4", "-r", "2", "--json", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(json.is_array());
+  ASSERT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[0]["test"], "pp8");
+  EXPECT_EQ(json[0]["n_prompt"], 8);
+  EXPECT_EQ(json[1]["test"], "tg4");
+  EXPECT_EQ(json[1]["n_gen"], 4);
+  for (const auto& test : json) {
+    EXPECT_EQ(test["backend"], "cpu");
+    EXPECT_EQ(test["threads"], 1);
+    EXPECT_EQ(test["reps"], 2);
+    EXPECT_EQ(test["format"], "gguf");
+    EXPECT_EQ(test["weight_type"], "Q4_1");
+    EXPECT_GT(test["n_params"].get<uint64_t>(), 100'000'000u);
+    EXPECT_GT(test["model_bytes"].get<uint64_t>(), 50'000'000u);
+    ASSERT_EQ(test["samples_ts"].size(), 2u);
+    for (const auto& v : test["samples_ts"]) EXPECT_GT(v.get<double>(), 0.0);
+    EXPECT_GT(test["avg_ts"].get<double>(), 0.0);
+    EXPECT_GE(test["stddev_ts"].get<double>(), 0.0);
+  }
+}
+
+TEST(CliBench, TableAndSkippedTests) {
+  LATHE_REQUIRE_MODEL();
+  const auto r = lathe_cli({"bench", "-m", default_model().string(), "-p", "0", "-n", "2", "-r", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("| model | size | params | backend | threads | test | t/s |\n", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("| tg2 | "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("| pp"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" ± "), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace lathe::test

@@ -1,0 +1,139 @@
+// lathe's CPU forward pass against llama.cpp (PyPI llama-cpp-python, built in the test venv):
+// teacher-forced logits over 8 sequences of 256 tokens and greedy 64-token continuations of 8 chat
+// prompts, on three variants of the default model: F32 (its Q4_1 weights dequantized by
+// `lathe quantize`), the default Q4_1 file, and Q8_0 (made by `lathe quantize`).
+//
+// Thresholds and why:
+// - F32: no activation quantization anywhere, so the engines must compute the same function up to
+//   float summation order and the F16 KV cache's rounding: top-1 agreement >= 99.9%, mean
+//   |delta logit| <= 1e-3 x mean |logit|, greedy continuations identical for >= 7 of 8 prompts
+//   (measured: 99.95%, 0.0026 on a mean |logit| of 6.1, 8/8; with F32 KV caches on both sides
+//   the mean difference is 5e-6).
+// - Q4_1 / Q8_0: both engines quantize each matmul's activations to 8-bit blocks (same rule, the
+//   scale stored as a half). A one-ulp difference in any float sum flips some roundings, and the
+//   flips cascade through 30 layers, so two correct engines differ by about as much as llama.cpp's
+//   quantized run differs from llama.cpp's own F32 run ("peer noise", measured in the same call;
+//   ~0.16 mean |delta| on logits of ~6, 96-97% top-1). We require lathe-vs-llama.cpp to stay within
+//   that noise: top-1 agreement >= peer agreement - 3 points, mean |delta| <= 1.5 x peer noise, and
+//   greedy continuations identical at least as often as llama.cpp's quantized and F32 runs agree,
+//   minus one. A real bug (wrong RoPE pairs, a missing bias, a wrong norm, a bad kernel) gives
+//   differences of the order of the logits themselves and fails all three.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/test_support.hpp"
+#include "lathe/lathe.hpp"
+
+namespace lathe {
+namespace {
+
+std::vector<std::string> read_prompts(const std::string& file) {
+  std::ifstream in(test::shared_data_dir() / "prompts" / file);
+  std::vector<std::string> prompts;
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) prompts.push_back(nlohmann::json::parse(line).at("prompt").get<std::string>());
+  return prompts;
+}
+
+// Sequence i: harmless prompts from index 40*i on, one per line, cut to exactly 256 tokens.
+std::vector<TokenId> teacher_sequence(const Model& model, const std::vector<std::string>& prompts, size_t i) {
+  std::string text;
+  std::vector<TokenId> ids;
+  for (size_t k = 40 * i; ids.size() < 256; ++k) {
+    text += prompts.at(k % prompts.size()) + "\n";
+    ids = model.tokenize(text, false);
+  }
+  ids.resize(256);
+  return ids;
+}
+
+std::filesystem::path make_variant(const test::TempDir& dir, const std::string& type) {
+  const auto out = dir / ("SmolLM2-135M-Instruct." + type + ".gguf");
+  const auto r = test::run_command({test::cli_path().string(), "quantize", test::default_model().string(),
+                                    out.string(), type});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return out;
+}
+
+// Runs lathe on the sequences and prompts, then the oracle; returns its report.
+nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& model_path,
+                       const std::filesystem::path& reference) {
+  const auto model = Model::load(model_path);
+  const auto prompts = read_prompts("harmless_val.jsonl");
+  Session session(model, {.n_ctx = 512, .n_threads = 2});
+  std::vector<std::vector<TokenId>> sequences, chat_prompts, continuations;
+  for (size_t i = 0; i < 8; ++i) {
+    sequences.push_back(teacher_sequence(*model, prompts, i));
+    session.reset();
+    session.eval(sequences.back(), true);
+    std::ofstream out(dir / ("logits_" + std::to_string(i) + ".f32"), std::ios::binary);
+    for (size_t t = 0; t < sequences.back().size(); ++t) {
+      const auto row = session.logits_at(t);
+      out.write(reinterpret_cast<const char*>(row.data()), static_cast<std::streamsize>(row.size_bytes()));
+    }
+  }
+  for (size_t i = 0; i < 8; ++i) {
+    const auto text = model->apply_chat_template(
+        nlohmann::json::array({{{"role", "user"}, {"content", prompts.at(7 * i)}}}), true);
+    chat_prompts.push_back(model->tokenize(text, false));
+    session.reset();
+    GenerateOptions options;
+    options.max_tokens = 64;
+    options.sampling.temperature = 0;
+    options.stop_at_end_of_generation = false;
+    continuations.push_back(generate(session, chat_prompts.back(), options).tokens);
+  }
+  test::write_file(dir / "sequences.json", nlohmann::json(sequences).dump());
+  test::write_file(dir / "prompts.json", nlohmann::json(chat_prompts).dump());
+  test::write_file(dir / "greedy.json", nlohmann::json(continuations).dump());
+  std::vector<std::string> args = {"--model", model_path.string(), "--sequences", (dir / "sequences.json").string(),
+                                   "--lathe-dir", dir.path().string(), "--greedy-prompts",
+                                   (dir / "prompts.json").string(), "--greedy-n", "64", "--threads", "2"};
+  if (!reference.empty()) args.insert(args.end(), {"--reference", reference.string()});
+  const auto r = test::run_oracle("llama_cpp_compare.py", args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto report = nlohmann::json::parse(r.out);
+  std::cout << model_path.filename().string() << ": " << report.dump() << "\n";
+  return report;
+}
+
+TEST(VsLlamaCpp, F32VariantComputesTheSameFunction) {
+  LATHE_REQUIRE_MODEL();
+  test::TempDir dir("vs_llama_f32");
+  const auto report = compare(dir, make_variant(dir, "F32"), {});
+  const auto& m = report.at("lathe_vs_llama");
+  EXPECT_EQ(m.at("positions").get<int>(), 8 * 256);
+  EXPECT_GE(m.at("top1_agreement").get<double>(), 0.999);
+  EXPECT_LE(m.at("mean_abs_diff").get<double>(), 1e-3 * m.at("mean_abs_logit").get<double>());
+  EXPECT_GE(report.at("greedy").at("identical").get<int>(), 7);
+}
+
+void expect_within_peer_noise(const nlohmann::json& report) {
+  const auto& ours = report.at("lathe_vs_llama");
+  const auto& peer = report.at("peer_noise");
+  EXPECT_EQ(ours.at("positions").get<int>(), 8 * 256);
+  EXPECT_GE(ours.at("top1_agreement").get<double>(), peer.at("top1_agreement").get<double>() - 0.03);
+  EXPECT_LE(ours.at("mean_abs_diff").get<double>(), 1.5 * peer.at("mean_abs_diff").get<double>());
+  const auto& greedy = report.at("greedy");
+  EXPECT_GE(greedy.at("identical").get<int>(), greedy.at("peer_identical").get<int>() - 1);
+}
+
+TEST(VsLlamaCpp, DefaultQ4_1WithinLlamaCppQuantizationNoise) {
+  LATHE_REQUIRE_MODEL();
+  test::TempDir dir("vs_llama_q4_1");
+  const auto reference = make_variant(dir, "F32");
+  expect_within_peer_noise(compare(dir, test::default_model(), reference));
+}
+
+TEST(VsLlamaCpp, Q8_0VariantWithinLlamaCppQuantizationNoise) {
+  LATHE_REQUIRE_MODEL();
+  test::TempDir dir("vs_llama_q8_0");
+  const auto reference = make_variant(dir, "F32");
+  expect_within_peer_noise(compare(dir, make_variant(dir, "Q8_0"), reference));
+}
+
+}  // namespace
+}  // namespace lathe

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""One-process comparison of lathe with llama.cpp on a quantized model, scaled by llama.cpp's own
+quantization noise.
+
+Usage: llama_cpp_compare.py --model Q.gguf [--reference F32.gguf] --sequences SEQS.json
+                            --lathe-dir DIR [--greedy-prompts PROMPTS.json --greedy-n 64] [--threads 2]
+
+SEQS.json: a JSON list of token-id lists, each evaluated teacher-forced in one batch.
+DIR/logits_<i>.f32: lathe's logits for sequence i (float32, [n_tokens x n_vocab]).
+DIR/greedy.json (with --greedy-prompts): lathe's greedy continuations, a list of id lists.
+--reference: the same model dequantized to F32. llama.cpp runs on it too, and the report includes
+how far llama.cpp's quantized run is from llama.cpp's F32 run ("peer_noise"): both engines
+quantize activations to 8 bits for quantized weights, and a one-ulp difference anywhere flips
+roundings that cascade through the layers, so two correct engines differ by about this much.
+
+Prints one JSON object: {"lathe_vs_llama": metrics, "peer_noise": metrics | null,
+"greedy": {"identical": k, "n": n, "diverge_at": [...], "peer_identical": k | null}} where
+metrics = {positions, top1_agreement, mean_abs_diff, max_abs_diff, mean_abs_logit}.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_cpp_peer import load_llama  # noqa: E402
+
+
+class Metrics:
+    def __init__(self):
+        self.positions = self.agree = 0
+        self.sum_abs = self.sum_logit = 0.0
+        self.max_abs = 0.0
+
+    def add(self, ours, theirs):
+        self.positions += ours.shape[0]
+        self.agree += int((ours.argmax(1) == theirs.argmax(1)).sum())
+        diff = np.abs(ours.astype(np.float64) - theirs)
+        self.sum_abs += float(diff.mean(1).sum())
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.sum_logit += float(np.abs(theirs).astype(np.float64).mean(1).sum())
+
+    def report(self):
+        n = max(self.positions, 1)
+        return {"positions": self.positions, "top1_agreement": self.agree / n, "mean_abs_diff": self.sum_abs / n,
+                "max_abs_diff": self.max_abs, "mean_abs_logit": self.sum_logit / n}
+
+
+def teacher_forced(llm, ids):
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids), : llm.n_vocab()], dtype=np.float32)
+
+
+def greedy(llm, prompt, n):
+    llm.reset()
+    llm.eval(prompt)
+    out = []
+    for _ in range(n):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1, : llm.n_vocab()]))
+        out.append(token)
+        if len(out) < n:
+            llm.eval([token])
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--reference")
+    p.add_argument("--sequences", required=True)
+    p.add_argument("--lathe-dir", required=True)
+    p.add_argument("--greedy-prompts")
+    p.add_argument("--greedy-n", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    sequences = json.loads(Path(args.sequences).read_text())
+    prompts = json.loads(Path(args.greedy_prompts).read_text()) if args.greedy_prompts else []
+    n_ctx = max([len(s) for s in sequences] + [len(q) + args.greedy_n for q in prompts])
+    n_batch = max([len(s) for s in sequences] + [len(q) for q in prompts])
+
+    def load(path):
+        return load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True)
+
+    llm = load(args.model)
+    ref = load(args.reference) if args.reference else None
+    ours_vs_llama, peer_noise = Metrics(), Metrics()
+    for i, ids in enumerate(sequences):
+        theirs = teacher_forced(llm, ids)
+        ours = np.fromfile(Path(args.lathe_dir) / f"logits_{i}.f32", dtype="<f4").reshape(len(ids), -1)
+        if ours.shape != theirs.shape:
+            raise SystemExit(f"sequence {i}: lathe logits {ours.shape} vs llama.cpp {theirs.shape}")
+        ours_vs_llama.add(ours, theirs)
+        if ref is not None:
+            peer_noise.add(teacher_forced(ref, ids), theirs)
+
+    report = {"lathe_vs_llama": ours_vs_llama.report(), "peer_noise": peer_noise.report() if ref else None}
+    if prompts:
+        lathe_greedy = json.loads((Path(args.lathe_dir) / "greedy.json").read_text())
+        identical, peer_identical, diverge = 0, 0, []
+        for prompt, ours in zip(prompts, lathe_greedy):
+            theirs = greedy(llm, prompt, args.greedy_n)
+            k = next((j for j, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            identical += ours == theirs
+            diverge.append(None if ours == theirs else k)
+            if ref is not None:
+                peer_identical += greedy(ref, prompt, args.greedy_n) == theirs
+        report["greedy"] = {"identical": identical, "n": len(prompts), "diverge_at": diverge,
+                            "peer_identical": peer_identical if ref else None}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+// Session and generate() behaviour on the default model: chunked evaluation equals one-shot
+// evaluation, the KV cache reuse of truncate(), context-length errors, bad arguments, seeded
+// determinism, corrupted weights with check_tensors, and no memory growth over 100 generations.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <unistd.h>
+
+#include "common/test_support.hpp"
+#include "io/gguf.hpp"
+#include "lathe/lathe.hpp"
+
+namespace lathe {
+namespace {
+
+std::shared_ptr<const Model> default_model() {
+  static auto model = Model::load(test::default_model());
+  return model;
+}
+
+double max_abs_diff(std::span<const float> a, std::span<const float> b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::abs(a[i] - b[i])));
+  return m;
+}
+
+TEST(Session, ChunkedAndIncrementalEvaluationMatchOneShot) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  const auto ids = model->tokenize("In the beginning the Universe was created. This has made a lot of people very angry", false);
+  ASSERT_GT(ids.size(), 10u);
+  Session one_shot(model, {.n_ctx = 64, .n_threads = 2});
+  one_shot.eval(ids);
+  Session chunked(model, {.n_ctx = 64, .n_batch = 3, .n_threads = 1});
+  chunked.eval(ids);
+  Session incremental(model, {.n_ctx = 64, .n_threads = 2});
+  for (auto id : ids) incremental.eval(std::span<const TokenId>(&id, 1));
+  EXPECT_EQ(one_shot.n_past(), ids.size());
+  // Batched and single-token paths may round differently (blocked vs mat-vec kernels).
+  EXPECT_LT(max_abs_diff(one_shot.logits(), chunked.logits()), 0.05);
+  EXPECT_LT(max_abs_diff(one_shot.logits(), incremental.logits()), 0.05);
+}
+
+TEST(Session, TruncateReusesThePrefix) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  const auto a = model->tokenize("The capital of France is", false);
+  const auto b = model->tokenize(" a city of lights", false);
+  Session s(model, {.n_ctx = 64, .n_threads = 2});
+  s.eval(a);
+  s.eval(b);
+  const std::vector<float> after_b(s.logits().begin(), s.logits().end());
+  s.truncate(static_cast<uint32_t>(a.size()));
+  EXPECT_EQ(s.n_past(), a.size());
+  EXPECT_THROW(s.logits(), InvalidArgumentError);
+  s.eval(b);
+  EXPECT_EQ(max_abs_diff(after_b, s.logits()), 0.0);
+  EXPECT_THROW(s.truncate(1000), InvalidArgumentError);
+}
+
+TEST(Session, ContextLengthIsATypedError) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  Session s(model, {.n_ctx = 16, .n_threads = 1});
+  std::vector<TokenId> ids(17, 42);
+  try {
+    s.eval(ids);
+    FAIL() << "expected ContextLengthError";
+  } catch (const ContextLengthError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("context length exceeded: 17 > 16", 0), 0u) << e.what();
+  }
+  EXPECT_EQ(s.n_past(), 0u);  // nothing evaluated
+  GenerateOptions options;
+  options.max_tokens = 10;
+  std::vector<TokenId> prompt(10, 42);
+  EXPECT_THROW(generate(s, prompt, options), ContextLengthError);
+  options.truncate_prompt = true;
+  options.sampling.temperature = 0;
+  options.stop_at_end_of_generation = false;
+  const auto result = generate(s, prompt, options);
+  EXPECT_EQ(result.n_prompt, 6u);
+  EXPECT_EQ(result.tokens.size(), 10u);
+  EXPECT_EQ(s.n_past(), 16u);
+}
+
+TEST(Session, BadArgumentsAreRejected) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  Session s(model, {.n_ctx = 32, .n_threads = 1});
+  EXPECT_THROW(s.eval(std::vector<TokenId>{}), InvalidArgumentError);
+  EXPECT_THROW(s.eval(std::vector<TokenId>{-1}), InvalidArgumentError);
+  EXPECT_THROW(s.eval(std::vector<TokenId>{static_cast<TokenId>(model->n_vocab())}), InvalidArgumentError);
+  GenerateOptions options;
+  EXPECT_THROW(generate(s, {}, options), InvalidArgumentError);  // empty prompt on an empty session
+  options.max_tokens = -1;
+  EXPECT_THROW(generate(s, std::vector<TokenId>{1}, options), InvalidArgumentError);
+  options.max_tokens = 1;
+  options.sampling.temperature = -1;
+  EXPECT_THROW(generate(s, std::vector<TokenId>{1}, options), InvalidArgumentError);
+  EXPECT_THROW(Session(model, {.n_batch = 0}), InvalidArgumentError);
+  EXPECT_THROW(Session(nullptr), InvalidArgumentError);
+}
+
+TEST(Session, CallbackStreamsTheTextAndCanStop) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  Session s(model, {.n_ctx = 128, .n_threads = 2});
+  GenerateOptions options;
+  options.max_tokens = 16;
+  options.sampling.temperature = 0;
+  options.stop_at_end_of_generation = false;
+  std::string streamed;
+  int calls = 0;
+  auto result = generate(s, model->tokenize("Once upon a time", false), options, [&](std::string_view piece) {
+    streamed += piece;
+    return ++calls < 5;
+  });
+  EXPECT_EQ(result.stop, StopReason::Callback);
+  EXPECT_EQ(streamed, result.text);
+  EXPECT_LE(result.tokens.size(), 16u);
+}
+
+TEST(Model, CheckTensorsReportsNaNWithTheTensorName) {
+  LATHE_REQUIRE_MODEL();
+  test::TempDir dir("nan_model");
+  const auto copy = dir / "nan.gguf";
+  std::filesystem::copy_file(test::default_model(), copy);
+  uint64_t offset = 0;
+  {
+    const auto file = gguf::File::open(copy);
+    const auto* info = file.find_tensor("blk.3.ffn_norm.weight");
+    ASSERT_NE(info, nullptr);
+    ASSERT_EQ(info->type, DType::F32);
+    offset = info->file_offset + 4 * 5;
+  }
+  {
+    std::fstream f(copy, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(offset));
+    const float nan = std::nanf("");
+    f.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  EXPECT_NO_THROW(Model::load(copy));  // not scanned by default
+  try {
+    Model::load(copy, {.check_tensors = true});
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.3.ffn_norm.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("element 5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, MissingModelAndWrongArchitecture) {
+  EXPECT_THROW(Model::load("/nonexistent/model.gguf"), NotFoundError);
+  test::TempDir dir("wrong_arch");
+  gguf::Writer writer;
+  writer.set("general.architecture", gguf::Value::str("mamba"));
+  writer.write(dir / "mamba.gguf");
+  try {
+    Model::load(dir / "mamba.gguf");
+    FAIL() << "expected UnsupportedError";
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("qwen2, qwen3, phi3"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, SummaryOfTheDefaultModel) {
+  LATHE_REQUIRE_MODEL();
+  const auto& s = default_model()->summary();
+  EXPECT_EQ(s.architecture, "llama");
+  EXPECT_EQ(s.weight_type, "Q4_1");
+  EXPECT_EQ(s.n_layer, 30u);
+  EXPECT_EQ(s.n_vocab, 49152u);
+  EXPECT_GT(s.n_params, 130'000'000u);
+  EXPECT_TRUE(default_model()->has_chat_template());
+  EXPECT_TRUE(default_model()->is_end_of_generation(2));  // <|im_end|>
+}
+
+}  // namespace
+}  // namespace lathe
