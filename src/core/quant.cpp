@@ -2,6 +2,7 @@
 // below is the float32 operation numpy performs, in numpy's order; comments point out where the
 // obvious C++ would differ (float->int casts, NaN propagation, reciprocal multiplication).
 #include "core/quant.hpp"
+#include "core/k_quant_scales.hpp"
 
 #include <fmt/format.h>
 
@@ -189,17 +190,6 @@ void dequantize_q3_k(const uint8_t* block, float* out) {
       }
 }
 
-// Q4_K / Q5_K six-bit scales and mins for the eight groups of 32 (gguf-py's get_scale_min).
-void k_scale_min(const uint8_t* s, int group, int& scale, int& min) {
-  if (group < 4) {
-    scale = s[group] & 0x3F;
-    min = s[4 + group] & 0x3F;
-  } else {
-    const int j = group - 4;
-    scale = (s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30);
-    min = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
-  }
-}
 
 // Q4_K: d, dmin (f16), scales[12], qs[128]. Element e = c*64 + k*32 + l is nibble k of
 // qs[c*32 + l]; value = (d * scale) * q - (dmin * min) for its group e / 32.

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "backend/cpu/kernels.hpp"
+#include "core/k_quant_scales.hpp"
 
 namespace lathe::cpu::kernels {
 namespace {
@@ -217,14 +218,7 @@ inline void k4_scales(const uint8_t* s, DecodedK& out) {
   alignas(32) int16_t mins[16];
   for (int group = 0; group < 8; ++group) {
     int scale, min;
-    if (group < 4) {
-      scale = s[group] & 0x3F;
-      min = s[4 + group] & 0x3F;
-    } else {
-      const int j = group - 4;
-      scale = (s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30);
-      min = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
-    }
+    k_scale_min(s, group, scale, min);
     out.sc[group] = _mm256_set1_epi16(static_cast<int16_t>(scale));
     mins[2 * group] = mins[2 * group + 1] = static_cast<int16_t>(min);
   }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "backend/cpu/kernels.hpp"
+#include "core/k_quant_scales.hpp"
 #include "core/fp16.hpp"
 
 namespace lathe::cpu::kernels {
@@ -159,17 +160,6 @@ struct DecodedK {
   float b;
 };
 
-// Q4_K / Q5_K six-bit scale and min of the 32-element group (ggml's get_scale_min_k4).
-void k_scale_min(const uint8_t* s, int group, int& scale, int& min) {
-  if (group < 4) {
-    scale = s[group] & 0x3F;
-    min = s[4 + group] & 0x3F;
-  } else {
-    const int j = group - 4;
-    scale = (s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30);
-    min = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
-  }
-}
 
 void k4_scales(const uint8_t* scales, DecodedK& out) {
   for (int group = 0; group < 8; ++group) {
