@@ -26,6 +26,12 @@ ctest_rc=$?
 ctest --test-dir build-gpu -L transformers --output-on-failure -V >"$OUT/transformers.log" 2>&1
 tf_rc=$?
 [ $ctest_rc -eq 0 ] && ctest_rc=$tf_rc
+# Abliteration trial timing on a Qwen2.5-0.5B-shaped random model (skip: LATHE_GPU_CHECK_ABLATE=0).
+ablate_rc=0
+if [ "${LATHE_GPU_CHECK_ABLATE:-1}" != 0 ]; then
+  bench/ablate_device.sh ./build-gpu/lathe "$OUT/ablate" "$(nproc)" >"$OUT/ablate_table.md" 2>"$OUT/ablate_bench.log"
+  ablate_rc=$?
+fi
 set -e
 summary="$(grep -E 'tests passed' "$OUT/ctest.log" || echo 'ctest: no summary')"
 echo
@@ -37,4 +43,9 @@ echo "| lathe devices | $(grep -c '^cuda:' "$OUT/devices.txt") CUDA device(s) |"
 echo "| unit tests (no oracle) | $summary |"
 echo "| CPU forward vs transformers | $(grep -E 'tests passed' "$OUT/transformers.log" || echo 'no summary') |"
 grep -E '^[0-9]+: (llama|llama3|qwen2|qwen3|phi3): max' "$OUT/transformers.log" | sed 's/^[0-9]*: /| /; s/$/ |/' || true
+if [ "${LATHE_GPU_CHECK_ABLATE:-1}" != 0 ]; then
+  echo
+  if [ $ablate_rc -eq 0 ]; then cat "$OUT/ablate_table.md"; else echo "ablation benchmark failed:"; tail -20 "$OUT/ablate_bench.log" "$OUT/ablate/ablate.err" 2>/dev/null; fi
+fi
+[ $ctest_rc -eq 0 ] && ctest_rc=$ablate_rc
 exit $ctest_rc

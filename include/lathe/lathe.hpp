@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "lathe/error.hpp"
+#include "lathe/hooks.hpp"
 #include "lathe/sampling.hpp"
 
 namespace lathe {
@@ -73,8 +74,13 @@ class Model {
   std::string apply_chat_template(const nlohmann::json& messages, bool add_generation_prompt) const;
   bool has_chat_template() const noexcept;
 
+  // The same, for editing the weights in place (lathe/edit.hpp). Sessions accept it too; edits
+  // between evaluations are seen by every session of the model.
+  static std::shared_ptr<Model> load_mutable(const std::filesystem::path& path, const LoadOptions& options = {});
+
   struct Impl;
   const Impl& impl() const noexcept { return *impl_; }
+  Impl& impl() noexcept { return *impl_; }
 
  private:
   explicit Model(std::unique_ptr<Impl> impl);
@@ -117,6 +123,11 @@ class Session {
   uint64_t kv_bytes() const noexcept;
 
   const Model& model() const noexcept;
+
+  // Residual-stream hooks (lathe/hooks.hpp) run by every later eval(); nullptr removes them.
+  // Throws InvalidArgumentError when a hook names a layer or vector size the model lacks.
+  void set_hooks(std::shared_ptr<ResidualHooks> hooks);
+  const std::shared_ptr<ResidualHooks>& hooks() const noexcept;
 
  private:
   struct Impl;
@@ -161,5 +172,26 @@ using TextCallback = std::function<bool(std::string_view piece)>;
 // session, ContextLengthError as described above.
 GenerateResult generate(Session& session, std::span<const TokenId> prompt, const GenerateOptions& options,
                         const TextCallback& on_text = {});
+
+struct BatchGenerateOptions {
+  GenerateOptions generate;     // per sequence (truncate_prompt is not supported here)
+  uint32_t n_parallel = 16;     // sequences decoded together (continuous batching)
+  int n_threads = 0;            // 0 = one per hardware thread
+  KvType kv_type = KvType::F16;
+  std::shared_ptr<ResidualHooks> hooks;  // applied to every sequence (captures see batched rows)
+};
+
+// Called after each new token of sequence `index` with all its text so far; return true to stop
+// that sequence early (e.g. once a refusal marker has appeared).
+using BatchStopCheck = std::function<bool(size_t index, std::string_view text)>;
+
+// Generates a continuation for every prompt, decoding up to n_parallel sequences in one forward
+// pass per step (each with its own KV cache; a finished sequence's slot takes the next prompt).
+// Each prompt is sampled as generate() would on a fresh session with the same options. Results
+// are in prompt order. Throws InvalidArgumentError for an empty prompt or bad options and
+// ContextLengthError when a prompt + max_tokens exceeds the model's training context.
+std::vector<GenerateResult> generate_batch(const std::shared_ptr<const Model>& model,
+                                           const std::vector<std::vector<TokenId>>& prompts,
+                                           const BatchGenerateOptions& options, const BatchStopCheck& stop = {});
 
 }  // namespace lathe

@@ -43,7 +43,7 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
     return piece.empty() || !on_text || on_text(piece);
   };
   for (int32_t i = 0; i < options.max_tokens; ++i) {
-    const TokenId next = sampler.sample(session.logits(), session.tokens());
+    const TokenId next = sampler.sample(model.impl().samplable(session.logits()), session.tokens());
     if (options.stop_at_end_of_generation && model.is_end_of_generation(next)) {
       result.stop = StopReason::EndOfGeneration;
       break;

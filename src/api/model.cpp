@@ -63,6 +63,10 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, const LoadOptions& options) {
+  return load_mutable(spec, options);
+}
+
+std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, const LoadOptions& options) {
   const auto path = resolve_model_path(spec.string());
   auto weights = load_model_weights(path, WeightLoadOptions{.check_tensors = options.check_tensors});
   auto tok = tokenizer::Tokenizer::from_path(path);
@@ -75,7 +79,7 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, cons
   auto summary = summarize(weights, path);
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(weights), std::move(tok), load_chat_template(path),
                                              std::move(eog), std::move(summary)});
-  return std::shared_ptr<const Model>(new Model(std::move(impl)));
+  return std::shared_ptr<Model>(new Model(std::move(impl)));
 }
 
 const ModelSummary& Model::summary() const noexcept { return impl_->summary; }

@@ -1,6 +1,8 @@
 // What a lathe::Model holds: the placed weights, the tokenizer and the chat template.
 #pragma once
 
+#include <algorithm>
+#include <span>
 #include <unordered_set>
 
 #include "lathe/lathe.hpp"
@@ -16,6 +18,12 @@ struct Model::Impl {
   ChatTemplateSource chat_template;
   std::unordered_set<TokenId> end_of_generation;
   ModelSummary summary;
+
+  // The logits a sampler may choose from: embedding matrices are often padded past the
+  // tokenizer's last id (Qwen2.5: 151,936 rows for 151,665 tokens); those rows are not tokens.
+  std::span<const float> samplable(std::span<const float> logits) const {
+    return logits.first(std::min(logits.size(), tokenizer.vocab().size()));
+  }
 };
 
 }  // namespace lathe

@@ -23,6 +23,7 @@ struct Session::Impl {
   KvCache kv;
   Forward forward;
   std::vector<TokenId> tokens;
+  std::shared_ptr<ResidualHooks> hooks;
   std::vector<float> logits;   // [n_rows x n_vocab] from the last eval
   size_t n_logit_rows = 0;
 
@@ -68,6 +69,7 @@ void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
   const uint64_t needed = uint64_t{s.tokens.size()} + tokens.size();
   if (needed > s.kv.n_ctx()) throw ContextLengthError(needed, s.kv.n_ctx());
 
+  if (s.hooks) s.hooks->validate(s.model->impl().weights.hp.n_layer, s.model->impl().weights.hp.n_embd);
   const size_t n_rows = all_logits ? tokens.size() : 1;
   s.logits.resize(n_rows * n_vocab);
   s.n_logit_rows = n_rows;
@@ -79,7 +81,7 @@ void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
     // Without all_logits every chunk writes the same row; only the last chunk's survives, which
     // is the last token's.
     float* out = all_logits ? s.logits.data() + begin * n_vocab : s.logits.data();
-    s.forward.run(chunk, first_pos, s.kv.view(), all_logits, out, s.pool);
+    s.forward.run(chunk, first_pos, s.kv.view(), all_logits, out, s.pool, begin + n == tokens.size());
     s.tokens.insert(s.tokens.end(), chunk.begin(), chunk.end());
   }
 }
@@ -115,5 +117,14 @@ void Session::truncate(uint32_t n) {
 }
 
 void Session::reset() { truncate(0); }
+
+void Session::set_hooks(std::shared_ptr<ResidualHooks> hooks) {
+  auto& s = *impl_;
+  if (hooks) hooks->validate(s.model->impl().weights.hp.n_layer, s.model->impl().weights.hp.n_embd);
+  s.hooks = std::move(hooks);
+  s.forward.set_hooks(s.hooks.get());
+}
+
+const std::shared_ptr<ResidualHooks>& Session::hooks() const noexcept { return impl_->hooks; }
 
 }  // namespace lathe

@@ -12,6 +12,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/generation.hpp"
+#include "edit/prompt_file.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe::cli {
@@ -22,6 +23,7 @@ struct ChatArgs {
   int64_t n_predict = 512;
   SamplingArgs sampling;
   SessionArgs session;
+  ControlVectorArgs control_vectors;
   bool verbose = false;
 };
 
@@ -35,6 +37,7 @@ class Conversation {
   Conversation(std::shared_ptr<const Model> model, const ChatArgs& args, const SessionOptions& session_options,
                const SamplingOptions& sampling)
       : model_(model), session_(model, session_options), args_(args), sampling_(sampling) {
+    session_.set_hooks(resolve_control_vectors(args.control_vectors, *model));
     reset();
   }
 
@@ -48,7 +51,8 @@ class Conversation {
   // reported on stderr and the turn is dropped, so the user can /reset and go on.
   void turn(const std::string& user_text) {
     messages_.push_back({{"role", "user"}, {"content", user_text}});
-    const std::vector<TokenId> ids = tokenize_chat(*model_, render_chat(*model_, messages_));
+    const std::vector<TokenId> ids =
+        edit::tokenize_chat_rendering(*model_, edit::render_chat_prompt(*model_, messages_));
     const uint32_t n_ctx = session_.n_ctx();
     if (ids.size() >= n_ctx) {
       messages_.erase(messages_.size() - 1);
@@ -139,6 +143,7 @@ Runner add_chat(CLI::App& app) {
   cmd->add_option("-n,--n-predict", args->n_predict, "tokens per reply at most")->capture_default_str();
   add_sampling_flags(*cmd, args->sampling);
   add_session_flags(*cmd, args->session, /*with_kv_type=*/false);
+  add_control_vector_flags(*cmd, args->control_vectors);
   cmd->add_flag("--verbose", args->verbose, "print per-turn cache reuse and context use to stderr");
   return [args]() -> int { return chat(*args); };
 }

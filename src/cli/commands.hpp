@@ -21,5 +21,7 @@ Runner add_quantize(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_chat(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_cvector(CLI::App& app);
+Runner add_ablate(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <optional>
 #include <random>
+#include <utility>
+
+#include "edit/control_vector.hpp"
 
 namespace lathe::cli {
 
@@ -70,23 +74,28 @@ SessionOptions resolve_session(const SessionArgs& args) {
   return options;
 }
 
-std::vector<TokenId> tokenize_chat(const Model& model, const std::string& rendered) {
-  std::vector<TokenId> ids = model.tokenize(rendered, /*add_special=*/false, /*parse_special=*/true);
-  const TokenId bos = model.bos();
-  if (bos >= 0 && (ids.empty() || ids.front() != bos)) {
-    // Whether the vocabulary adds a BOS is not part of the API; a probe tokenization tells.
-    const auto probe = model.tokenize("a", /*add_special=*/true, /*parse_special=*/false);
-    if (!probe.empty() && probe.front() == bos) ids.insert(ids.begin(), bos);
-  }
-  return ids;
+void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args) {
+  cmd.add_option("--control-vector", args.specs,
+                 "add a control vector (llama.cpp GGUF) to the residual stream, FILE or FILE:SCALE; repeatable, "
+                 "the scaled vectors are summed");
+  cmd.add_option("--control-vector-layers", args.layers,
+                 "apply control vectors only to layers A-B (inclusive; default: all, 1..n_layer-1)");
 }
 
-std::string render_chat(const Model& model, const nlohmann::json& messages) {
-  if (!model.has_chat_template())
-    throw NotFoundError(fmt::format("{} has no chat template, so it cannot format a conversation; use `lathe run` "
-                                    "without --chat for plain text completion",
-                                    model.summary().path));
-  return model.apply_chat_template(messages, /*add_generation_prompt=*/true);
+std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& args, const Model& model) {
+  if (args.specs.empty()) {
+    if (!args.layers.empty())
+      throw InvalidArgumentError("--control-vector-layers needs --control-vector (it selects the layers they steer)");
+    return nullptr;
+  }
+  std::vector<edit::ControlVectorSpec> specs;
+  for (const auto& spec : args.specs) specs.push_back(edit::parse_control_vector_spec(spec));
+  std::optional<std::pair<uint32_t, uint32_t>> range;
+  if (!args.layers.empty()) range = edit::parse_layer_range(args.layers, "--control-vector-layers");
+  auto hooks = std::make_shared<ResidualHooks>();
+  const ModelSummary& summary = model.summary();
+  edit::add_control_vectors(*hooks, specs, summary.n_layer, summary.n_embd, range);
+  return hooks;
 }
 
 }  // namespace lathe::cli

@@ -1,9 +1,10 @@
 // Options and helpers shared by the generating subcommands (`run`, `chat`, `bench`): sampling
-// flags, session flags, the seed, and turning a chat-template rendering into token ids.
+// flags, session flags, the seed, and control vectors.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -44,13 +45,15 @@ SessionOptions resolve_session(const SessionArgs& args);
 // Throws InvalidArgumentError("<flag> must be >= 0 ...") when value < 0.
 void require_non_negative(const char* flag, int64_t value);
 
-// Token ids of a chat-template rendering. Templates write special tokens as text, so they are
-// parsed as specials and no BOS/EOS is added on top; a BOS is prepended only when the vocabulary
-// asks for one and the template did not write it (so it is never doubled).
-std::vector<TokenId> tokenize_chat(const Model& model, const std::string& rendered);
-
-// The model's chat template over `messages` with the assistant prompt appended; a model without a
-// template is a NotFoundError that says to use plain `lathe run`.
-std::string render_chat(const Model& model, const nlohmann::json& messages);
+// --control-vector FILE[:SCALE] (repeatable) and --control-vector-layers A-B, llama.cpp's
+// control vectors (edit/control_vector.hpp) added to the residual stream of every token.
+struct ControlVectorArgs {
+  std::vector<std::string> specs;
+  std::string layers;
+};
+void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args);
+// The hooks for `model`, or nullptr when no --control-vector was given (then
+// --control-vector-layers is an InvalidArgumentError, as it would do nothing).
+std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& args, const Model& model);
 
 }  // namespace lathe::cli

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_run);
   add(lathe::cli::add_chat);
   add(lathe::cli::add_bench);
+  add(lathe::cli::add_cvector);
+  add(lathe::cli::add_ablate);
 
   try {
     app.parse(argc, argv);

@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "cli/format.hpp"
 #include "cli/generation.hpp"
+#include "edit/prompt_file.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe::cli {
@@ -19,6 +20,7 @@ struct RunArgs {
   int64_t n_predict = 128;
   SamplingArgs sampling;
   SessionArgs session;
+  ControlVectorArgs control_vectors;
   bool truncate = false, chat = false, check_tensors = false, no_display_prompt = false, verbose = false;
 };
 
@@ -67,15 +69,14 @@ int run(const RunArgs& args) {
   std::string text = prompt;
   std::vector<TokenId> ids;
   if (args.chat) {
-    nlohmann::json messages = nlohmann::json::array();
-    if (!args.system.empty()) messages.push_back({{"role", "system"}, {"content", args.system}});
-    messages.push_back({{"role", "user"}, {"content", prompt}});
-    text = render_chat(*model, messages);
-    ids = tokenize_chat(*model, text);
+    // The same rendering as edit::chat_prompt_tokens, kept in pieces to display the text.
+    text = edit::render_chat_prompt(*model, edit::chat_messages(prompt, args.system));
+    ids = edit::tokenize_chat_rendering(*model, text);
   } else {
-    ids = model->tokenize(prompt, /*add_special=*/true, /*parse_special=*/true);
+    ids = edit::chat_prompt_tokens(*model, prompt, {.system = "", .use_template = false});
   }
   Session session(model, session_options);
+  session.set_hooks(resolve_control_vectors(args.control_vectors, *model));
   if (args.verbose) {
     const ModelSummary& s = model->summary();
     fmt::print(stderr, "model: {} ({} {}, {} params, {}), context {} tokens, KV cache {}\n", s.path, s.architecture,
@@ -113,6 +114,7 @@ Runner add_run(CLI::App& app) {
   cmd->add_option("-n,--n-predict", args->n_predict, "tokens to generate at most")->capture_default_str();
   add_sampling_flags(*cmd, args->sampling);
   add_session_flags(*cmd, args->session, /*with_kv_type=*/true);
+  add_control_vector_flags(*cmd, args->control_vectors);
   cmd->add_flag("--truncate", args->truncate,
                 "when prompt + -n exceed the context, keep the end of the prompt instead of failing");
   cmd->add_flag("--chat", args->chat, "wrap the prompt in the model's chat template as one user message");

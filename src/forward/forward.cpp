@@ -45,10 +45,35 @@ Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx
   gate_.resize(n * 2 * size_t{hp.n_ff});
   up_.resize(n * hp.n_ff);
   proj_.resize(n * hp.n_embd);
+  pos_.resize(n);
+  kv_.resize(n);
 }
 
 void Forward::run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits,
-                  float* logits, cpu::ThreadPool& pool) {
+                  float* logits, cpu::ThreadPool& pool, bool last_chunk) {
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    pos_[t] = first_pos + static_cast<uint32_t>(t);
+    kv_[t] = &kv;
+  }
+  forward_rows(tokens, all_logits, logits, pool, last_chunk);
+}
+
+void Forward::run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> positions,
+                        std::span<KvCacheView* const> kvs, float* logits, cpu::ThreadPool& pool) {
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    pos_[t] = positions[t];
+    kv_[t] = kvs[t];
+  }
+  forward_rows(tokens, true, logits, pool, true);
+}
+
+void Forward::run_hooks(HookPoint point, uint32_t layer, float* rows, int64_t n_rows, bool last_chunk) {
+  const HookSite site{point, layer};
+  if (hooks_->has(site)) hooks_->apply(site, rows, n_rows, w_.hp.n_embd, last_chunk);
+}
+
+void Forward::forward_rows(std::span<const int32_t> tokens, bool all_logits, float* logits, cpu::ThreadPool& pool,
+                           bool last_chunk) {
   const auto& hp = w_.hp;
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
   const int64_t n_embd = hp.n_embd;
@@ -59,11 +84,14 @@ void Forward::run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheVi
     dequantize_row(w_.token_embd.type, row, x_.data() + t * n_embd, n_embd);
   }
 
-  // 2. The blocks, each adding to the residual stream x_.
+  // 2. The blocks, each adding to the residual stream x_ (hooks read or change it in between).
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& lw = w_.layers[il];
-    attention_block(lw, il, n_tokens, first_pos, kv, pool);
+    if (hooks_) run_hooks(HookPoint::ResidPre, il, x_.data(), n_tokens, last_chunk);
+    attention_block(lw, il, n_tokens, pool);
+    if (hooks_) run_hooks(HookPoint::ResidMid, il, x_.data(), n_tokens, last_chunk);
     mlp_block(lw, n_tokens, pool);
+    if (hooks_) run_hooks(HookPoint::ResidPost, il, x_.data(), n_tokens, last_chunk);
   }
 
   // 3. Final norm and the output projection, for every token or only the last.
@@ -72,11 +100,11 @@ void Forward::run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheVi
   for (int64_t t = 0; t < n_out; ++t)
     cpu::rms_norm(x_.data() + (first_out + t) * n_embd, w_.output_norm.data(), n_embd, hp.rms_eps,
                   xn_.data() + t * n_embd);
+  if (hooks_) run_hooks(HookPoint::FinalNorm, 0, xn_.data(), n_out, last_chunk);
   cpu::matmul(w_.output, xn_.data(), n_out, logits, pool);
 }
 
-void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, uint32_t first_pos,
-                              KvCacheView& kv, cpu::ThreadPool& pool) {
+void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, cpu::ThreadPool& pool) {
   const auto& hp = w_.hp;
   const int64_t n_embd = hp.n_embd, head_dim = hp.head_dim;
   const int64_t n_head = hp.n_head, n_head_kv = hp.n_head_kv;
@@ -106,7 +134,8 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
       for (int64_t h = 0; h < n_head; ++h) cpu::rms_norm(q + h * head_dim, lw.q_norm.data(), head_dim, hp.rms_eps, q + h * head_dim);
     if (!lw.k_norm.empty())
       for (int64_t h = 0; h < n_head_kv; ++h) cpu::rms_norm(k + h * head_dim, lw.k_norm.data(), head_dim, hp.rms_eps, k + h * head_dim);
-    const int64_t pos = first_pos + t;
+    const int64_t pos = pos_[t];
+    KvCacheView& kv = *kv_[t];
     cpu::apply_rope(q, static_cast<int32_t>(n_head), static_cast<int32_t>(head_dim), pos, w_.rope);
     cpu::apply_rope(k, static_cast<int32_t>(n_head_kv), static_cast<int32_t>(head_dim), pos, w_.rope);
     const float* v = v_.data() + t * kv_width;
@@ -119,8 +148,8 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
     }
   }
 
-  // Causal attention: token t sees positions 0 .. first_pos + t. Query heads share KV heads in
-  // groups of n_head / n_head_kv (grouped-query attention).
+  // Causal attention: token t sees positions 0 .. pos_[t] of its cache. Query heads share KV heads
+  // in groups of n_head / n_head_kv (grouped-query attention).
   const int64_t group = n_head / n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   pool.parallel_for(n_tokens * n_head, 1, [&](int64_t begin, int64_t end) {
@@ -128,8 +157,9 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
     scores.resize(n_ctx_);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / n_head, h = item % n_head;
+      const KvCacheView& kv = *kv_[t];
       cpu::attend_one(q_.data() + t * q_width + h * head_dim, kv.keys[layer], kv.values[layer], kv.f16,
-                      first_pos + t + 1, kv_width, (h / group) * head_dim, static_cast<int32_t>(head_dim), scale,
+                      pos_[t] + 1, kv_width, (h / group) * head_dim, static_cast<int32_t>(head_dim), scale,
                       scores.data(), attn_.data() + t * q_width + h * head_dim);
     }
   });

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/thread_pool.hpp"
+#include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe {
@@ -32,19 +33,35 @@ class Forward {
   // Evaluates tokens at positions first_pos.. first_pos + n - 1 (n <= max_batch; the caller checks
   // ids and the context bound). Writes the logits of every token (all_logits: n x n_vocab) or of
   // the last one (n_vocab) into `logits`.
+  // `last_chunk`: whether these tokens end the caller's eval() (hooks capturing the last row).
   void run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits, float* logits,
-           cpu::ThreadPool& pool);
+           cpu::ThreadPool& pool, bool last_chunk = true);
+
+  // Batched decode over independent sequences: token t sits at positions[t] of its own cache
+  // kvs[t] (whose rows before positions[t] are filled). Writes every token's logits
+  // (n x n_vocab). A sequence may appear at most once per call.
+  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> positions,
+                 std::span<KvCacheView* const> kvs, float* logits, cpu::ThreadPool& pool);
+
+  // Residual-stream hooks run inside every later call (nullptr: none). Not owned.
+  void set_hooks(ResidualHooks* hooks) noexcept { hooks_ = hooks; }
 
   uint32_t max_batch() const noexcept { return max_batch_; }
 
  private:
-  void attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, uint32_t first_pos,
-                       KvCacheView& kv, cpu::ThreadPool& pool);
+  void forward_rows(std::span<const int32_t> tokens, bool all_logits, float* logits, cpu::ThreadPool& pool,
+                    bool last_chunk);
+  void attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, cpu::ThreadPool& pool);
+  void run_hooks(HookPoint point, uint32_t layer, float* rows, int64_t n_rows, bool last_chunk);
   void mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool);
 
   const ModelWeights& w_;
   uint32_t max_batch_;
   uint32_t n_ctx_;
+  ResidualHooks* hooks_ = nullptr;
+  // Per token of the current call: its position and the cache it reads and writes.
+  std::vector<uint32_t> pos_;
+  std::vector<KvCacheView*> kv_;
   // Activations, row-major [n_tokens x width].
   std::vector<float> x_;      // residual stream (n_embd)
   std::vector<float> xn_;     // normalized input of the current sub-block (n_embd)

@@ -641,7 +641,7 @@ void Writer::add_tensor(std::string name, DType type, std::vector<uint64_t> shap
   tensors_.push_back({std::move(name), type, std::move(shape), data});
 }
 
-void Writer::write(const std::filesystem::path& path) const {
+void Writer::write(const std::filesystem::path& path, const std::function<void(size_t, size_t)>& progress) const {
   std::string header;
   append_pod<uint32_t>(header, kMagic);
   append_pod<uint32_t>(header, kWriteVersion);
@@ -665,9 +665,11 @@ void Writer::write(const std::filesystem::path& path) const {
   AtomicFileWriter out(path);
   out.write(header.data(), header.size());
   out.write_zeros(static_cast<size_t>(align_up(out.position(), alignment_) - out.position()));
+  size_t done = 0;
   for (const auto& t : tensors_) {
     out.write(t.data.data(), t.data.size());
     out.write_zeros(static_cast<size_t>(align_up(out.position(), alignment_) - out.position()));
+    if (progress) progress(++done, tensors_.size());
   }
   out.commit();
 }

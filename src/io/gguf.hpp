@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -129,7 +130,9 @@ class Writer {
   // shape in ggml order; throws InvalidArgumentError on duplicate names, >4 dims, or a byte span
   // that does not match type x shape.
   void add_tensor(std::string name, DType type, std::vector<uint64_t> shape, std::span<const uint8_t> data);
-  void write(const std::filesystem::path& path) const;
+  // progress, when set, is called after each tensor's data is written: (tensors done, tensors total).
+  void write(const std::filesystem::path& path,
+             const std::function<void(size_t done, size_t total)>& progress = {}) const;
 
  private:
   uint32_t alignment_ = 32;

@@ -46,6 +46,12 @@ struct ModelWeights {
 
   // Keeps the mapped files alive (the views above point into them).
   std::shared_ptr<const void> storage;
+  // Writable copies of edited matrices (weights/editable.hpp); their views point here instead.
+  struct OwnedMatrix {
+    std::unique_ptr<uint8_t[]> bytes;
+    size_t size = 0;
+  };
+  std::vector<OwnedMatrix> owned_matrices;
 };
 
 struct WeightLoadOptions {

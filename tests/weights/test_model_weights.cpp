@@ -10,6 +10,7 @@
 
 #include "backend/cpu/thread_pool.hpp"
 #include "common/test_support.hpp"
+#include "common/tiny_model.hpp"
 #include "core/quant.hpp"
 #include "forward/forward.hpp"
 #include "io/gguf.hpp"
@@ -20,58 +21,12 @@
 namespace lathe {
 namespace {
 
-constexpr uint32_t kEmbd = 64, kFf = 96, kHeads = 4, kKvHeads = 2, kVocab = 40, kLayers = 2;
-
-struct TinyModel {
-  std::vector<std::vector<uint8_t>> buffers;  // tensor bytes (the writer references them)
-  gguf::Writer writer;
-  std::mt19937 rng{7};
-
-  void tensor(const std::string& name, std::vector<uint64_t> shape_ggml, DType type = DType::F32, float scale = 0.2f) {
-    uint64_t n = 1;
-    for (auto d : shape_ggml) n *= d;
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<float> values(n);
-    for (auto& v : values) v = name.find("norm") != std::string::npos ? 1.0f + dist(rng) : dist(rng);
-    buffers.push_back(quantize(type, values));
-    writer.add_tensor(name, type, std::move(shape_ggml), buffers.back());
-  }
-
-  // A complete 2-layer llama, except the tensor named `skip` and with `override_name` reshaped.
-  explicit TinyModel(const std::string& skip = "", DType matrix_type = DType::F32) {
-    writer.set("general.architecture", gguf::Value::str("llama"));
-    writer.set("llama.block_count", gguf::Value::u32(kLayers));
-    writer.set("llama.embedding_length", gguf::Value::u32(kEmbd));
-    writer.set("llama.feed_forward_length", gguf::Value::u32(kFf));
-    writer.set("llama.attention.head_count", gguf::Value::u32(kHeads));
-    writer.set("llama.attention.head_count_kv", gguf::Value::u32(kKvHeads));
-    writer.set("llama.context_length", gguf::Value::u32(128));
-    writer.set("llama.vocab_size", gguf::Value::u32(kVocab));
-    const uint32_t head_dim = kEmbd / kHeads, kv = kKvHeads * head_dim;
-    auto add = [&](const std::string& name, std::vector<uint64_t> shape, DType type = DType::F32) {
-      if (name != skip) tensor(name, std::move(shape), type);
-    };
-    add("token_embd.weight", {kEmbd, kVocab}, matrix_type);
-    add("output_norm.weight", {kEmbd});
-    for (uint32_t i = 0; i < kLayers; ++i) {
-      const std::string p = "blk." + std::to_string(i) + ".";
-      add(p + "attn_norm.weight", {kEmbd});
-      add(p + "ffn_norm.weight", {kEmbd});
-      add(p + "attn_q.weight", {kEmbd, kEmbd}, matrix_type);
-      add(p + "attn_k.weight", {kEmbd, kv}, matrix_type);
-      add(p + "attn_v.weight", {kEmbd, kv}, matrix_type);
-      add(p + "attn_output.weight", {kEmbd, kEmbd}, matrix_type);
-      add(p + "ffn_gate.weight", {kEmbd, kFf}, matrix_type);
-      add(p + "ffn_up.weight", {kEmbd, kFf}, matrix_type);
-      add(p + "ffn_down.weight", {kFf, kEmbd}, matrix_type);
-    }
-  }
-  std::filesystem::path write(const test::TempDir& dir, const std::string& name) {
-    const auto path = dir / name;
-    writer.write(path);
-    return path;
-  }
-};
+using test::TinyModel;
+using test::kEmbd;
+using test::kVocab;
+using test::kLayers;
+using test::kKvHeads;
+using test::kHeads;
 
 TEST(ModelWeights, LoadsATinyLlamaWithTiedEmbeddings) {
   test::TempDir dir("tiny_weights");

@@ -1,0 +1,84 @@
+// Hooks on the residual stream: named points inside the forward pass where a caller can read the
+// hidden state (capture, mean-reduced on the fly), add a vector to it (steering / control
+// vectors) or project a direction out of it. Attach a set of hooks to a Session with
+// Session::set_hooks(); with none attached the forward pass pays one pointer test per point.
+//
+// Hook points (n_embd-wide rows, one per evaluated token):
+//   blocks.{i}.resid_pre   the residual stream entering block i
+//   blocks.{i}.resid_mid   after block i's attention has been added
+//   blocks.{i}.resid_post  after block i's MLP has been added (= resid_pre of block i+1)
+//   final_norm             the output of the final RMSNorm (only the rows that get logits)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lathe {
+
+enum class HookPoint { ResidPre, ResidMid, ResidPost, FinalNorm };
+
+struct HookSite {
+  HookPoint point = HookPoint::ResidPost;
+  uint32_t layer = 0;  // ignored for FinalNorm
+
+  // "blocks.3.resid_post", "final_norm"; InvalidArgumentError listing the accepted forms.
+  static HookSite parse(std::string_view name);
+  std::string name() const;
+  bool operator==(const HookSite& other) const noexcept;
+};
+
+// Which rows a capture reads from each eval(): the last token of the call (e.g. the last prompt
+// token) or every token.
+enum class CaptureRows { Last, All };
+
+class ResidualHooks {
+ public:
+  // x += scale * vector at `site` for every token.
+  void add(HookSite site, std::vector<float> vector, float scale = 1.0f);
+  // x -= (x . d) d with d = direction / |direction| at `site` for every token.
+  // InvalidArgumentError for a zero or non-finite direction.
+  void project_out(HookSite site, std::vector<float> direction);
+  // Accumulates the selected rows (after the add/project hooks registered before it at the same
+  // site) into a float64 sum; returns the capture's id.
+  size_t capture(HookSite site, CaptureRows rows = CaptureRows::Last);
+
+  struct Capture {
+    HookSite site;
+    CaptureRows rows = CaptureRows::Last;
+    std::vector<double> sum;  // empty until the first row arrives
+    uint64_t count = 0;       // rows accumulated
+    std::vector<double> mean() const;  // InvalidArgumentError when count == 0
+  };
+  const Capture& captured(size_t id) const;
+  size_t n_captures() const noexcept { return captures_.size(); }
+  void reset_captures();  // zero every sum and count, keep the captures
+  void clear();           // remove every hook
+  bool empty() const noexcept { return ops_.empty(); }
+
+  // Throws InvalidArgumentError naming the hook when a layer is >= n_layer or a vector's length
+  // is not n_embd. Session::set_hooks() and every eval() call it.
+  void validate(uint32_t n_layer, uint32_t n_embd) const;
+
+  // Runs the hooks of `site` over rows [n_rows x width] (the forward pass calls this).
+  // `last_rows_of_call`: whether these rows end the eval() call (for CaptureRows::Last).
+  void apply(HookSite site, float* rows, int64_t n_rows, int64_t width, bool last_rows_of_call);
+  // Whether any hook is registered at this site (cheap; lets the forward pass skip work).
+  bool has(HookSite site) const noexcept;
+
+ private:
+  enum class Kind { Add, ProjectOut, Capture };
+  struct Op {
+    HookSite site;
+    Kind kind;
+    std::vector<float> vector;  // Add: the vector; ProjectOut: unit direction
+    float scale = 1.0f;
+    size_t capture = 0;  // index into captures_
+  };
+  std::vector<Op> ops_;
+  std::vector<Capture> captures_;
+};
+
+}  // namespace lathe

@@ -1,0 +1,187 @@
+// Batched generation over many prompts (continuous batching): each sequence has its own KV cache
+// slot; prompts are prefilled one at a time, then every active sequence advances by one token in
+// a single forward pass, so the weight matrices are read once per step for all of them.
+#include <algorithm>
+#include <chrono>
+#include <fmt/format.h>
+#include <optional>
+
+#include "api/model_impl.hpp"
+#include "backend/cpu/thread_pool.hpp"
+#include "forward/forward.hpp"
+#include "runtime/kv_cache.hpp"
+
+namespace lathe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+struct Slot {
+  std::optional<KvCache> kv;
+  bool active = false;
+  size_t index = 0;                 // prompt index
+  uint32_t n_past = 0;              // tokens in the cache
+  std::vector<TokenId> history;     // prompt + generated (for the penalties)
+  std::optional<Sampler> sampler;
+  std::optional<tokenizer::StreamDecoder> decoder;
+  TokenId next = 0;                 // sampled, not yet evaluated
+  Clock::time_point started;
+};
+
+class BatchGenerator {
+ public:
+  BatchGenerator(const Model& model, const std::vector<std::vector<TokenId>>& prompts, const BatchGenerateOptions& o,
+                 const BatchStopCheck& stop, uint32_t n_ctx)
+      : model_(model),
+        weights_(model.impl().weights),
+        prompts_(prompts),
+        options_(o),
+        stop_(stop),
+        n_ctx_(n_ctx),
+        pool_(o.n_threads),
+        forward_(weights_, std::max<uint32_t>(std::min<uint32_t>(512, n_ctx), o.n_parallel), n_ctx),
+        slots_(std::min<size_t>(o.n_parallel, prompts.size())),
+        results_(prompts.size()),
+        logits_(size_t{forward_.max_batch()} * weights_.hp.n_vocab) {
+    forward_.set_hooks(o.hooks.get());
+  }
+
+  std::vector<GenerateResult> run() {
+    size_t next_prompt = 0;
+    for (;;) {
+      for (auto& slot : slots_) {
+        while (!slot.active && next_prompt < prompts_.size()) start(slot, next_prompt++);
+      }
+      if (std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.active; })) break;
+      decode_step();
+    }
+    return std::move(results_);
+  }
+
+ private:
+  std::span<const float> logits_row(size_t row) const {
+    return {logits_.data() + row * weights_.hp.n_vocab, weights_.hp.n_vocab};
+  }
+
+  // Prefills prompt `index` into `slot` and samples its first token.
+  void start(Slot& slot, size_t index) {
+    const auto& prompt = prompts_[index];
+    if (!slot.kv) slot.kv.emplace(weights_.hp, n_ctx_, options_.kv_type == KvType::F16);
+    slot.index = index;
+    slot.n_past = 0;
+    slot.history = prompt;
+    slot.sampler.emplace(options_.generate.sampling);
+    slot.decoder.emplace(model_.impl().tokenizer);
+    const auto t0 = Clock::now();
+    const std::span<const TokenId> tokens(prompt);
+    for (size_t begin = 0; begin < tokens.size(); begin += forward_.max_batch()) {
+      const size_t n = std::min<size_t>(forward_.max_batch(), tokens.size() - begin);
+      forward_.run(tokens.subspan(begin, n), slot.n_past, slot.kv->view(), false, logits_.data(), pool_,
+                   begin + n == tokens.size());
+      slot.n_past += static_cast<uint32_t>(n);
+    }
+    auto& result = results_[index];
+    result.n_prompt = static_cast<uint32_t>(prompt.size());
+    slot.started = Clock::now();
+    result.prompt_seconds = seconds_between(t0, slot.started);
+    slot.active = true;
+    accept(slot, logits_row(0));
+  }
+
+  // Samples the slot's next token from `logits`; finishes the slot when generation ends.
+  void accept(Slot& slot, std::span<const float> logits) {
+    auto& result = results_[slot.index];
+    const auto& gen = options_.generate;
+    if (static_cast<int32_t>(result.tokens.size()) >= gen.max_tokens) return finish(slot, StopReason::MaxTokens);
+    const TokenId token = slot.sampler->sample(model_.impl().samplable(logits), slot.history);
+    if (gen.stop_at_end_of_generation && model_.is_end_of_generation(token))
+      return finish(slot, StopReason::EndOfGeneration);
+    result.tokens.push_back(token);
+    slot.history.push_back(token);
+    result.text += slot.decoder->push(token);
+    if (stop_ && stop_(slot.index, result.text)) return finish(slot, StopReason::Callback);
+    if (static_cast<int32_t>(result.tokens.size()) >= gen.max_tokens) return finish(slot, StopReason::MaxTokens);
+    slot.next = token;
+  }
+
+  void finish(Slot& slot, StopReason reason) {
+    auto& result = results_[slot.index];
+    result.text += slot.decoder->finish();
+    result.stop = reason;
+    result.generate_seconds = seconds_between(slot.started, Clock::now());
+    slot.active = false;
+  }
+
+  // One forward pass over the pending token of every active slot.
+  void decode_step() {
+    tokens_.clear();
+    positions_.clear();
+    kvs_.clear();
+    active_.clear();
+    for (auto& slot : slots_) {
+      if (!slot.active) continue;
+      tokens_.push_back(slot.next);
+      positions_.push_back(slot.n_past);
+      kvs_.push_back(&slot.kv->view());
+      active_.push_back(&slot);
+    }
+    forward_.run_batch(tokens_, positions_, kvs_, logits_.data(), pool_);
+    for (size_t row = 0; row < active_.size(); ++row) {
+      active_[row]->n_past += 1;
+      accept(*active_[row], logits_row(row));
+    }
+  }
+
+  const Model& model_;
+  const ModelWeights& weights_;
+  const std::vector<std::vector<TokenId>>& prompts_;
+  const BatchGenerateOptions& options_;
+  const BatchStopCheck& stop_;
+  uint32_t n_ctx_;
+  cpu::ThreadPool pool_;
+  Forward forward_;
+  std::vector<Slot> slots_;
+  std::vector<GenerateResult> results_;
+  std::vector<float> logits_;
+  std::vector<TokenId> tokens_;
+  std::vector<uint32_t> positions_;
+  std::vector<KvCacheView*> kvs_;
+  std::vector<Slot*> active_;
+};
+
+}  // namespace
+
+std::vector<GenerateResult> generate_batch(const std::shared_ptr<const Model>& model,
+                                           const std::vector<std::vector<TokenId>>& prompts,
+                                           const BatchGenerateOptions& options, const BatchStopCheck& stop) {
+  if (!model) throw InvalidArgumentError("generate_batch needs a loaded model (got a null pointer)");
+  const auto& gen = options.generate;
+  if (gen.max_tokens < 0)
+    throw InvalidArgumentError(fmt::format("the number of tokens to generate must be >= 0 (got {})", gen.max_tokens));
+  if (options.n_parallel == 0 || options.n_parallel > 512)
+    throw InvalidArgumentError(fmt::format("n_parallel must be in 1..512 (got {})", options.n_parallel));
+  if (options.n_threads < 0) throw InvalidArgumentError(fmt::format("threads must be >= 0 (got {})", options.n_threads));
+  validate(gen.sampling);
+  const auto& hp = model->impl().weights.hp;
+  if (options.hooks) options.hooks->validate(hp.n_layer, hp.n_embd);
+  if (prompts.empty()) return {};
+
+  // Every slot gets a cache long enough for the longest prompt plus max_tokens.
+  uint64_t longest = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty()) throw InvalidArgumentError(fmt::format("prompt {} is empty: give at least one token", i));
+    for (TokenId id : prompts[i])
+      if (id < 0 || static_cast<uint32_t>(id) >= hp.n_vocab)
+        throw InvalidArgumentError(fmt::format("prompt {}: token id {} is outside the vocabulary (0..{})", i, id,
+                                               hp.n_vocab - 1));
+    longest = std::max<uint64_t>(longest, prompts[i].size() + static_cast<uint64_t>(gen.max_tokens));
+  }
+  const uint64_t limit = hp.n_ctx_train != 0 ? hp.n_ctx_train : 1u << 22;
+  if (longest > limit) throw ContextLengthError(longest, limit);
+  BatchGenerator generator(*model, prompts, options, stop, static_cast<uint32_t>(std::max<uint64_t>(longest, 1)));
+  return generator.run();
+}
+
+}  // namespace lathe

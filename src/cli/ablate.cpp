@@ -1,0 +1,289 @@
+// lathe ablate MODEL: remove a model's refusal direction with the least damage, found by a
+// multi-objective TPE search over the ablation parameters (refusal rate vs KL divergence), with a
+// resumable journal, a Pareto table and plot, and export of the chosen trial.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "edit/export.hpp"
+#include "edit/journal.hpp"
+#include "edit/pareto_plot.hpp"
+#include "edit/progress.hpp"
+#include "edit/prompt_file.hpp"
+#include "edit/study.hpp"
+#include "lathe/error.hpp"
+#include "lathe/lathe.hpp"
+#include "api/model_impl.hpp"
+
+namespace lathe::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path data_dir() {
+  if (const char* env = std::getenv("LATHE_DATA_DIR"); env != nullptr && *env != '\0') return env;
+  return LATHE_DEFAULT_DATA_DIR;
+}
+
+struct AblateOptions {
+  std::string model;
+  std::string harmful_train, harmless_train, harmful_val, harmless_val;
+  size_t train_limit = 256, harmful_val_limit = 0, harmless_val_limit = 100;
+  std::string system = "You are a helpful assistant.";
+  bool no_template = false, no_orthogonalize = false, norm_preserving = false, per_layer = false;
+  std::vector<std::string> components{"attn_output", "mlp_down"};
+  int trials = 200, startup = 60;
+  uint64_t seed = 0;
+  std::string journal, plot, out, refusal_markers;
+  int export_trial = -1;
+  double max_kl = 0.5;
+  int32_t max_new_tokens = 100;
+  uint32_t n_parallel = 16;
+  bool cache_weights = true, force = false, bench_restore = false;
+  int threads = 0;
+};
+
+std::vector<std::string> read_markers(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw NotFoundError(fmt::format("refusal marker file {} cannot be opened", path.string()));
+  std::vector<std::string> markers;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (!line.empty() && line[0] != '#') markers.push_back(line);
+  }
+  if (markers.empty())
+    throw InvalidArgumentError(fmt::format("{} holds no refusal markers (one per line, # comments)", path.string()));
+  return markers;
+}
+
+std::string params_text(const std::map<std::string, double>& params) {
+  std::string s;
+  for (const auto& [k, v] : params) s += fmt::format("{}{}={:.3f}", s.empty() ? "" : " ", k, v);
+  return s;
+}
+
+// The trial to export: the given number, or the front point with the fewest refusals whose KL
+// is at most max_kl (the lowest-KL point when none qualifies).
+const edit::Trial& choose_trial(const std::vector<edit::Trial>& trials, const std::vector<size_t>& front, int number,
+                                double max_kl) {
+  if (number >= 0) {
+    for (const auto& t : trials)
+      if (t.number == number && t.completed()) return t;
+    throw NotFoundError(fmt::format("trial {} is not a completed trial of this study", number));
+  }
+  if (front.empty()) throw InvalidArgumentError("no completed trial to export");
+  const edit::Trial* best = nullptr;
+  for (size_t i : front) {
+    const auto& t = trials[i];
+    if (t.values[1] > max_kl) continue;
+    if (best == nullptr || t.values[0] < best->values[0] || (t.values[0] == best->values[0] && t.values[1] < best->values[1]))
+      best = &t;
+  }
+  if (best != nullptr) return *best;
+  best = &trials[front.front()];
+  for (size_t i : front)
+    if (trials[i].values[1] < best->values[1]) best = &trials[i];
+  return *best;
+}
+
+void print_front(const std::vector<edit::Trial>& trials, const std::vector<size_t>& front, size_t n_harmful) {
+  fmt::print("\nPareto front ({} of {} trials):\n", front.size(), trials.size());
+  fmt::print("{:>6}  {:>9}  {:>8}  {:>10}\n", "trial", "refusals", "rate", "KL");
+  for (size_t i : front) {
+    const auto& t = trials[i];
+    fmt::print("{:>6}  {:>5}/{:<3}  {:>7.1f}%  {:>10.4f}\n", t.number,
+               static_cast<size_t>(std::lround(t.values[0] * n_harmful)), n_harmful, 100 * t.values[0], t.values[1]);
+  }
+}
+
+int run_ablate(const AblateOptions& o) {
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  if (o.trials < 0) throw InvalidArgumentError(fmt::format("--trials must be >= 0 (got {})", o.trials));
+  if (o.startup < 0) throw InvalidArgumentError(fmt::format("--startup must be >= 0 (got {})", o.startup));
+  if (o.max_new_tokens < 1) throw InvalidArgumentError("--max-new-tokens must be at least 1");
+  const auto dir = data_dir() / "prompts";
+  auto pick = [&](const std::string& given, const char* name) { return given.empty() ? dir / name : fs::path(given); };
+
+  edit::StudyOptions so;
+  so.harmful_train = pick(o.harmful_train, "harmful_train.jsonl");
+  so.harmless_train = pick(o.harmless_train, "harmless_train.jsonl");
+  so.harmful_val = pick(o.harmful_val, "harmful_val.jsonl");
+  so.harmless_val = pick(o.harmless_val, "harmless_val.jsonl");
+  so.train_limit = o.train_limit;
+  so.harmful_val_limit = o.harmful_val_limit;
+  so.harmless_val_limit = o.harmless_val_limit;
+  so.chat = {.system = o.system, .use_template = !o.no_template};
+  so.orthogonalize = !o.no_orthogonalize;
+  so.norm_preserving = o.norm_preserving;
+  so.per_layer_directions = o.per_layer;
+  so.components.clear();
+  for (const auto& c : o.components) so.components.push_back(parse_component(c));
+  so.cache_weights = o.cache_weights;
+  so.evaluation.max_new_tokens = o.max_new_tokens;
+  so.evaluation.n_parallel = o.n_parallel;
+  so.evaluation.n_threads = o.threads;
+  if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
+  so.n_threads = o.threads;
+
+  // Bad prompt files fail here, before a journal is created for a study that cannot run.
+  for (const auto& file : {so.harmful_train, so.harmless_train, so.harmful_val, so.harmless_val})
+    edit::read_prompts(file, {.limit = 1});
+
+  auto model = Model::load_mutable(o.model);
+  if (!o.no_template && !model->has_chat_template())
+    throw NotFoundError(fmt::format("{} has no chat template; pass --no-template to use the prompts as plain text",
+                                    o.model));
+  const auto& summary = model->summary();
+  fmt::print(stderr, "model: {} ({}, {} layers, {}, {} parameters)\n", summary.path, summary.architecture,
+             summary.n_layer, summary.weight_type, human_count(summary.n_params));
+
+  // The journal identifies the study by its space and settings; a resumed run must match them.
+  const fs::path journal_path =
+      o.journal.empty() ? fs::path(fs::path(summary.path).filename().string() + ".ablate.jsonl") : fs::path(o.journal);
+  std::vector<std::string> component_names;
+  for (auto c : so.components) component_names.emplace_back(component_name(c));
+  nlohmann::json settings = {{"model", fs::absolute(summary.path).string()},
+                             {"harmful_train", so.harmful_train.string()}, {"harmless_train", so.harmless_train.string()},
+                             {"harmful_val", so.harmful_val.string()}, {"harmless_val", so.harmless_val.string()},
+                             {"train_limit", so.train_limit}, {"harmful_val_limit", so.harmful_val_limit},
+                             {"harmless_val_limit", so.harmless_val_limit}, {"system", o.system},
+                             {"template", !o.no_template}, {"orthogonalize", so.orthogonalize},
+                             {"norm_preserving", so.norm_preserving}, {"per_layer_directions", so.per_layer_directions},
+                             {"components", component_names}, {"max_new_tokens", o.max_new_tokens},
+                             {"refusal_markers", so.evaluation.refusal_markers}};
+  const auto space = edit::ablation_space(summary.n_layer, so.per_layer_directions, so.components);
+  auto journal = edit::Journal::open(journal_path, edit::make_study_header(space, {"refusal_rate", "kl_divergence"},
+                                                                          o.seed, settings),
+                                     [](std::string_view m) { fmt::print(stderr, "warning: {}\n", m); });
+  if (!journal.trials().empty())
+    fmt::print(stderr, "journal: {} holds {} trial(s); continuing to {}\n", journal_path.string(),
+               journal.trials().size(), o.trials);
+  else
+    fmt::print(stderr, "journal: {}\n", journal_path.string());
+
+  edit::AblationStudy study(model, so, std::cerr, tty);
+  study.prepare();
+  if (o.bench_restore) {
+    const auto [cached, reloaded] = study.measure_restore(5);
+    fmt::print(stderr, "restore of every edited matrix: from the cache {:.2f} ms, re-reading the model file {:.2f} ms\n",
+               cached * 1e3, reloaded * 1e3);
+  }
+
+  // The search.
+  edit::MultiObjectiveTpe tpe(space, 2, {.seed = o.seed, .n_startup = o.startup});
+  std::vector<edit::Trial> trials = journal.trials();
+  const size_t n_harmful = study.baseline_refusals().total;
+  if (static_cast<int>(trials.size()) < o.trials) {
+    edit::ProgressBar bar("trials", o.trials, std::cerr, tty);
+    bar.update(trials.size(), "");
+    while (static_cast<int>(trials.size()) < o.trials) {
+      edit::Trial trial;
+      trial.number = static_cast<int>(trials.size());
+      trial.params = tpe.suggest(trials);
+      const auto params = edit::params_from_point(trial.params, so.per_layer_directions, so.components);
+      const auto outcome = study.run_trial(params);
+      const auto& tm = outcome.timing;
+      trial.values = {outcome.refusals.rate, outcome.kl};
+      trial.seconds = tm.reset + tm.edit + tm.refusals + tm.kl;
+      trial.extra = {{"refused", outcome.refusals.refused}, {"total", outcome.refusals.total},
+                     {"reset_s", tm.reset}, {"edit_s", tm.edit}, {"refusals_s", tm.refusals}, {"kl_s", tm.kl},
+                     {"edited_matrices", outcome.edit.n_matrices},
+                     {"requantization_rel_rms", outcome.edit.requantization_rel_rms}};
+      journal.append(trial);
+      trials.push_back(trial);
+      const std::string line = fmt::format(
+          "trial {:>3}: refusals {:>3}/{} ({:5.1f}%)  KL {:.4f}  [reset {:.1f} ms, edit {:.0f} ms, refusals {:.1f} s, "
+          "KL {:.1f} s]  {}",
+          trial.number, outcome.refusals.refused, outcome.refusals.total, 100 * outcome.refusals.rate, outcome.kl,
+          tm.reset * 1e3, tm.edit * 1e3, tm.refusals, tm.kl, params_text(trial.params));
+      if (tty) fmt::print(stderr, "\r\033[K{}\n", line);
+      else fmt::print(stderr, "{}\n", line);
+      bar.update(trials.size(), fmt::format("last: {:.1f}% / KL {:.3f}", 100 * outcome.refusals.rate, outcome.kl));
+    }
+    bar.finish();
+  }
+
+  const auto front = edit::pareto_front(trials);
+  fmt::print("baseline (unedited): refusals {}/{} ({:.1f}%), KL 0\n", study.baseline_refusals().refused, n_harmful,
+             100 * study.baseline_refusals().rate);
+  if (front.empty()) {
+    fmt::print("no completed trials yet (--trials {})\n", o.trials);
+    return 0;
+  }
+  print_front(trials, front, n_harmful);
+  const fs::path plot = o.plot.empty() ? fs::path(journal_path.string() + ".svg") : fs::path(o.plot);
+  edit::write_pareto_svg(plot, trials, front, "refusal rate (harmful validation)", "KL divergence (harmless validation)",
+                         fmt::format("lathe ablate: {}", fs::path(summary.path).filename().string()));
+  fmt::print("plot: {}\n", plot.string());
+
+  if (o.out.empty()) {
+    fmt::print("(no --out: nothing exported; rerun with --out PATH [--export-trial N] to write a model)\n");
+    return 0;
+  }
+  const auto& chosen = choose_trial(trials, front, o.export_trial, o.max_kl);
+  fmt::print("exporting trial {}: refusals {:.1f}%, KL {:.4f}\n", chosen.number, 100 * chosen.values[0], chosen.values[1]);
+  const auto outcome = study.run_trial(edit::params_from_point(chosen.params, so.per_layer_directions, so.components),
+                                       /*evaluate=*/false);
+  edit::ExportOptions eo;
+  eo.force = o.force;
+  eo.metadata = {{"lathe.ablation.trial", std::to_string(chosen.number)},
+                 {"lathe.ablation.params", nlohmann::json(chosen.params).dump()},
+                 {"lathe.ablation.metrics",
+                  nlohmann::json{{"refusal_rate", chosen.values[0]}, {"kl_divergence", chosen.values[1]},
+                                 {"baseline_refusal_rate", study.baseline_refusals().rate}}.dump()},
+                 {"lathe.ablation.settings", settings.dump()},
+                 {"lathe.ablation.requantization_rel_rms", fmt::format("{:.6g}", outcome.edit.requantization_rel_rms)}};
+  const auto result = edit::export_model(model->impl().weights, o.out, eo);
+  fmt::print("wrote {} ({}, {} edited tensors)\n", o.out, human_bytes(result.bytes), result.n_edited_tensors);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_ablate(CLI::App& app) {
+  auto o = std::make_shared<AblateOptions>();
+  auto* cmd = app.add_subcommand("ablate", "Remove a model's refusal behaviour (refusal-direction abliteration with "
+                                           "automatic parameter search)");
+  cmd->add_option("model", o->model, "GGUF file or Hugging Face model directory")->required();
+  cmd->add_option("--harmful-train", o->harmful_train, "Harmful prompts for the directions (JSONL/CSV/TXT; default: shipped set)");
+  cmd->add_option("--harmless-train", o->harmless_train, "Harmless prompts for the directions (default: shipped set)");
+  cmd->add_option("--harmful-val", o->harmful_val, "Harmful prompts scored for refusals (default: shipped set)");
+  cmd->add_option("--harmless-val", o->harmless_val, "Harmless prompts scored for KL divergence (default: shipped set)");
+  cmd->add_option("--train-limit", o->train_limit, "Prompts used from each training set (0 = all)")->capture_default_str();
+  cmd->add_option("--harmful-val-limit", o->harmful_val_limit, "Harmful validation prompts used (0 = all)")->capture_default_str();
+  cmd->add_option("--harmless-val-limit", o->harmless_val_limit, "Harmless validation prompts used (0 = all)")->capture_default_str();
+  cmd->add_option("--system", o->system, "System prompt of every chat")->capture_default_str();
+  cmd->add_flag("--no-template", o->no_template, "Use the prompts as plain text (models without a chat template)");
+  cmd->add_flag("--no-orthogonalize", o->no_orthogonalize, "Do not orthogonalize directions against the harmless mean");
+  cmd->add_flag("--norm-preserving", o->norm_preserving, "Rescale each edited matrix row back to its original norm");
+  cmd->add_flag("--per-layer-directions", o->per_layer, "Each layer uses its own direction (no direction_index)");
+  cmd->add_option("--components", o->components, "Matrices to edit: attn_output, mlp_down")->delimiter(',')->capture_default_str();
+  cmd->add_option("--trials", o->trials, "Trials in the study (a resumed study runs the missing ones)")->capture_default_str();
+  cmd->add_option("--startup", o->startup, "Random trials before TPE")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Search seed")->capture_default_str();
+  cmd->add_option("--journal", o->journal, "Study journal (JSONL; default: <model file>.ablate.jsonl here)");
+  cmd->add_option("--plot", o->plot, "SVG plot of all trials and the Pareto front (default: <journal>.svg)");
+  cmd->add_option("--refusal-markers", o->refusal_markers, "File of refusal markers, one per line (replaces the defaults)");
+  cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens generated per harmful prompt")->capture_default_str();
+  cmd->add_option("--n-parallel", o->n_parallel, "Sequences generated together")->capture_default_str();
+  cmd->add_option("--cache-weights", o->cache_weights, "Keep a copy of the edited matrices to reset each trial (true|false)")
+      ->capture_default_str();
+  cmd->add_flag("--bench-restore", o->bench_restore, "Measure restoring from the cache vs re-reading the model file");
+  cmd->add_option("-o,--out", o->out, "Write the chosen trial's edited model here (same format as the input)");
+  cmd->add_option("--export-trial", o->export_trial, "Trial to export (default: fewest refusals with KL <= --max-kl)");
+  cmd->add_option("--max-kl", o->max_kl, "KL bound for the automatic choice")->capture_default_str();
+  cmd->add_flag("--force", o->force, "Replace an existing output");
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all)")->capture_default_str();
+  return [o] { return run_ablate(*o); };
+}
+
+}  // namespace lathe::cli

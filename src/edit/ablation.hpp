@@ -1,0 +1,125 @@
+// Refusal-direction abliteration (Arditi et al. 2024, with Heretic's parametrization): find, per
+// layer, the direction separating the residual stream of harmful from harmless prompts, then
+// remove it from what the attention output and MLP down projections write into the stream,
+// weighted per layer by a kernel whose shape the search tunes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edit/prompt_file.hpp"
+#include "lathe/lathe.hpp"
+#include "weights/editable.hpp"
+
+namespace lathe::edit {
+
+struct RefusalDirections {
+  uint32_t n_layer = 0, n_embd = 0;
+  // Unit vectors r_l = normalize(mean_harmful_l - mean_harmless_l) at each layer's resid_post,
+  // optionally orthogonalized against normalize(mean_harmless_l) first.
+  std::vector<std::vector<double>> per_layer;
+  std::vector<double> separation;  // |mean_harmful_l - mean_harmless_l| before normalizing
+  size_t n_harmful = 0, n_harmless = 0;                // prompts used
+  size_t n_harmful_skipped = 0, n_harmless_skipped = 0;  // longer than the context
+};
+
+struct DirectionOptions {
+  bool orthogonalize = true;
+  ChatPromptOptions chat;
+  int n_threads = 0;
+  uint32_t n_ctx = 0;  // prompts longer than this are skipped (0: min(training context, 4096))
+  std::function<void(size_t done, size_t total)> progress;
+};
+
+// One prefill per prompt (sharing the common chat-template prefix between consecutive prompts),
+// reading the residual at the last prompt position of every layer; means accumulate in float64.
+// InvalidArgumentError when a set is empty or every prompt of a set is too long.
+RefusalDirections compute_refusal_directions(const std::shared_ptr<const Model>& model,
+                                             const std::vector<std::string>& harmful,
+                                             const std::vector<std::string>& harmless, const DirectionOptions& options);
+
+// The layer-weight kernel of one component: max_weight at max_weight_position, falling linearly
+// to min_weight at min_weight_distance layers away, zero beyond.
+struct ComponentParams {
+  double max_weight = 1.0;
+  double max_weight_position = 0;
+  double min_weight = 0;
+  double min_weight_distance = 1;
+};
+double layer_weight(const ComponentParams& params, uint32_t layer);
+
+struct AblationParams {
+  // Float index into the per-layer directions, interpolating between adjacent layers; negative:
+  // each layer uses its own direction.
+  double direction_index = -1;
+  std::map<EditComponent, ComponentParams> components;
+};
+
+// The direction at a float layer index: normalize(lerp(r_floor, r_ceil)). InvalidArgumentError
+// outside [0, n_layer - 1].
+std::vector<double> direction_at(const RefusalDirections& directions, double index);
+
+// W <- W - lambda * v (v^T W) for a row-major [rows x cols] float matrix whose rows are output
+// features (v has `rows` elements, unit length). norm_preserving: afterwards each row is scaled
+// back to its original Euclidean norm.
+void ablate_matrix(float* w, int64_t rows, int64_t cols, const float* v, float lambda, bool norm_preserving);
+
+struct EditStats {
+  size_t n_matrices = 0;               // matrices edited
+  std::vector<uint32_t> layers;        // layers with a non-zero weight in any component
+  double requantization_rel_rms = 0;   // ||Q(W') - W'|| / ||W'|| over the edited matrices (0 for F32)
+};
+
+// Edits the model's writable matrices (make_editable first) in place: dequantize to float32,
+// ablate, re-quantize to the stored type. UnsupportedError naming the tensor when its type
+// cannot be written back (convert with `lathe quantize` to Q8_0/Q4_0/Q4_1/F16/BF16/F32 first).
+EditStats apply_ablation(ModelWeights& weights, const RefusalDirections& directions, const AblationParams& params,
+                         bool norm_preserving);
+
+// Whether a response counts as a refusal: empty (after trimming), or containing any marker,
+// compared case-insensitively with typographic apostrophes folded to '.
+std::vector<std::string> default_refusal_markers();
+bool is_refusal(std::string_view response, const std::vector<std::string>& markers);
+bool contains_refusal_marker(std::string_view response, const std::vector<std::string>& markers);
+
+struct EvaluationSettings {
+  std::vector<std::string> refusal_markers = default_refusal_markers();
+  int32_t max_new_tokens = 100;
+  uint32_t n_parallel = 16;
+  int n_threads = 0;
+};
+
+// Scores the current weights of `model` on fixed validation prompts: the refusal rate on harmful
+// prompts (greedy, batched, a sequence stops as soon as it shows a marker), and the mean
+// KL(P_original || P_edited) of the first generated token's distribution on harmless prompts.
+// The original distributions are computed at construction, so build it before any edit.
+class TrialEvaluator {
+ public:
+  TrialEvaluator(std::shared_ptr<const Model> model, std::vector<std::vector<TokenId>> harmful,
+                 std::vector<std::vector<TokenId>> harmless, EvaluationSettings settings);
+  struct Refusals {
+    double rate = 0;
+    size_t refused = 0, total = 0;
+    std::vector<std::string> responses;
+  };
+  Refusals refusals() const;
+  double kl_divergence();
+  size_t n_harmful() const noexcept { return harmful_.size(); }
+  size_t n_harmless() const noexcept { return harmless_.size(); }
+
+ private:
+  // log-softmax of the first-token logits of every harmless prompt, [n_harmless x n_vocab].
+  std::vector<float> first_token_logprobs();
+
+  std::shared_ptr<const Model> model_;
+  std::vector<std::vector<TokenId>> harmful_, harmless_;
+  EvaluationSettings settings_;
+  Session session_;
+  std::vector<float> original_logprobs_;
+};
+
+}  // namespace lathe::edit

@@ -1,0 +1,367 @@
+#include "edit/prompt_file.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <optional>
+#include <system_error>
+
+#include "io/mapped_file.hpp"
+#include "lathe/error.hpp"
+
+namespace lathe::edit {
+namespace {
+
+enum class PromptFormat { JsonLines, JsonArray, Csv, Text };
+
+// The field names tried, in order, for a JSON object: the requested one, then the usual ones.
+std::vector<std::string> field_candidates(const std::string& column) {
+  std::vector<std::string> names{column};
+  for (const char* usual : {"prompt", "text", "instruction"})
+    if (column != usual) names.emplace_back(usual);
+  return names;
+}
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
+bool is_blank(std::string_view line) {
+  return std::all_of(line.begin(), line.end(), [](unsigned char c) { return std::isspace(c) != 0; });
+}
+
+// Walks the text line by line ('\n' ends a line; a trailing '\r' is dropped), with 1-based line
+// numbers and the byte offset of each line's start, for error messages.
+class LineReader {
+ public:
+  explicit LineReader(std::string_view text) : text_(text) {}
+  bool next(std::string_view& line) {
+    if (position_ >= text_.size()) return false;
+    line_start_ = position_;
+    const size_t end = std::min(text_.find('\n', position_), text_.size());
+    line = text_.substr(position_, end - position_);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    position_ = end + 1;
+    ++line_number_;
+    return true;
+  }
+  size_t line_number() const { return line_number_; }
+  size_t line_start() const { return line_start_; }
+
+ private:
+  std::string_view text_;
+  size_t position_ = 0, line_start_ = 0, line_number_ = 0;
+};
+
+// --- JSON ---------------------------------------------------------------------------------------
+
+// A prompt from one JSON value: a string, or an object's first present candidate field (a string).
+// Returns the problem instead of throwing, so callers can name the line or array element.
+std::optional<std::string> prompt_from_json(const nlohmann::json& value, const std::vector<std::string>& fields,
+                                            std::string& problem) {
+  if (value.is_string()) return value.get<std::string>();
+  if (!value.is_object()) {
+    problem = fmt::format("a JSON {} is neither an object nor a string", value.type_name());
+    return std::nullopt;
+  }
+  for (const auto& field : fields) {
+    const auto it = value.find(field);
+    if (it == value.end()) continue;
+    if (it->is_string()) return it->get<std::string>();
+    problem = fmt::format("field \"{}\" is a JSON {}, not a string", field, it->type_name());
+    return std::nullopt;
+  }
+  problem = fmt::format("the object has none of the fields \"{}\"", fmt::join(fields, "\", \""));
+  return std::nullopt;
+}
+
+const char* kJsonRemedy = "write one JSON object (with the prompt field) or JSON string per line, or choose the "
+                          "field with --column";
+
+std::vector<std::string> read_json_lines(std::string_view text, const std::string& file,
+                                         const PromptFileOptions& options) {
+  const auto fields = field_candidates(options.column);
+  std::vector<std::string> prompts;
+  LineReader lines(text);
+  std::string_view line;
+  while (lines.next(line) && (options.limit == 0 || prompts.size() < options.limit)) {
+    if (is_blank(line)) continue;
+    const std::string where = fmt::format("line {}", lines.line_number());
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      const size_t column = e.byte > 0 ? e.byte - 1 : 0;
+      throw FormatError(file, where, lines.line_start() + std::min(column, line.size()),
+                        fmt::format("not valid JSON ({})", e.what()), kJsonRemedy);
+    }
+    std::string problem;
+    auto prompt = prompt_from_json(value, fields, problem);
+    if (!prompt) throw FormatError(file, where, lines.line_start(), problem, kJsonRemedy);
+    prompts.push_back(std::move(*prompt));
+  }
+  return prompts;
+}
+
+std::vector<std::string> read_json_array(std::string_view text, const std::string& file,
+                                         const PromptFileOptions& options) {
+  nlohmann::json array;
+  try {
+    array = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw FormatError(file, "JSON array", e.byte > 0 ? e.byte - 1 : 0, fmt::format("not valid JSON ({})", e.what()),
+                      "give one JSON array of objects or strings, or JSON lines");
+  }
+  if (!array.is_array())
+    throw FormatError(file, "JSON document", 0, fmt::format("a JSON {} is not an array", array.type_name()),
+                      "give one JSON array of objects or strings, or JSON lines");
+  const auto fields = field_candidates(options.column);
+  std::vector<std::string> prompts;
+  for (size_t i = 0; i < array.size() && (options.limit == 0 || prompts.size() < options.limit); ++i) {
+    std::string problem;
+    auto prompt = prompt_from_json(array[i], fields, problem);
+    if (!prompt)
+      throw FormatError(file, fmt::format("array element {}", i), 0, problem,
+                        "give objects with the prompt field (choose it with --column) or strings");
+    prompts.push_back(std::move(*prompt));
+  }
+  return prompts;
+}
+
+// --- CSV (RFC 4180) -----------------------------------------------------------------------------
+
+class CsvReader {
+ public:
+  CsvReader(std::string_view text, const std::string& file) : text_(text), file_(file) {}
+
+  // The next record's fields; false at the end of the text. Blank records (an empty line) come
+  // back as one empty field.
+  bool next(std::vector<std::string>& fields) {
+    fields.clear();
+    if (position_ >= text_.size()) return false;
+    record_start_ = position_;
+    record_line_ = line_;
+    std::string field;
+    for (;;) {
+      if (position_ < text_.size() && text_[position_] == '"') {
+        read_quoted(field);
+      } else {
+        read_plain(field);
+      }
+      fields.push_back(std::move(field));
+      field.clear();
+      if (position_ >= text_.size()) return true;
+      const char c = text_[position_];
+      if (c == ',') {
+        ++position_;
+        continue;
+      }
+      // End of the record: "\n" or "\r\n".
+      position_ += c == '\r' ? 2 : 1;
+      ++line_;
+      return true;
+    }
+  }
+  size_t record_line() const { return record_line_; }
+  size_t record_start() const { return record_start_; }
+
+ private:
+  void read_plain(std::string& field) {
+    while (position_ < text_.size()) {
+      const char c = text_[position_];
+      // A CR ends the record before a LF or at the end of the text; elsewhere it is data.
+      if (c == ',' || c == '\n' || (c == '\r' && (position_ + 1 == text_.size() || text_[position_ + 1] == '\n')))
+        break;
+      if (c == '"')
+        throw FormatError(file_, fmt::format("line {}", line_), position_, "a quote inside an unquoted field",
+                          "quote the whole field and double the quotes inside it (\"say \"\"hi\"\"\")");
+      field += c;
+      ++position_;
+    }
+  }
+
+  void read_quoted(std::string& field) {
+    const size_t open = position_, open_line = line_;
+    ++position_;
+    for (;;) {
+      if (position_ >= text_.size())
+        throw FormatError(file_, fmt::format("line {}", open_line), open, "a quoted field is never closed",
+                          "close the quote, and double the quotes inside the field");
+      const char c = text_[position_++];
+      if (c == '"') {
+        if (position_ < text_.size() && text_[position_] == '"') {
+          field += '"';
+          ++position_;
+          continue;
+        }
+        break;
+      }
+      if (c == '\n') ++line_;
+      field += c;
+    }
+    if (position_ >= text_.size()) return;
+    const char after = text_[position_];
+    const bool crlf = after == '\r' && (position_ + 1 == text_.size() || text_[position_ + 1] == '\n');
+    if (after != ',' && after != '\n' && !crlf)
+      throw FormatError(file_, fmt::format("line {}", line_), position_, "text after a closing quote",
+                        "a quoted field must end at a comma or the end of the line; double quotes inside it");
+  }
+
+  std::string_view text_;
+  const std::string& file_;
+  size_t position_ = 0, line_ = 1, record_start_ = 0, record_line_ = 1;
+};
+
+bool blank_record(const std::vector<std::string>& fields) { return fields.size() == 1 && is_blank(fields[0]); }
+
+std::vector<std::string> read_csv(std::string_view text, const std::string& file, const PromptFileOptions& options) {
+  CsvReader reader(text, file);
+  std::vector<std::string> header;
+  while (reader.next(header) && blank_record(header)) {
+  }
+  if (header.empty()) return {};
+  // The requested column, else the first one.
+  const auto named = std::find(header.begin(), header.end(), options.column);
+  const size_t column = named == header.end() ? 0 : static_cast<size_t>(named - header.begin());
+  std::vector<std::string> prompts;
+  std::vector<std::string> fields;
+  while ((options.limit == 0 || prompts.size() < options.limit) && reader.next(fields)) {
+    if (blank_record(fields)) continue;
+    if (fields.size() <= column)
+      throw FormatError(file, fmt::format("line {}", reader.record_line()), reader.record_start(),
+                        fmt::format("the record has {} fields but the prompt is column {} (\"{}\")", fields.size(),
+                                    column + 1, header[column]),
+                        "give every record as many fields as the header row");
+    prompts.push_back(std::move(fields[column]));
+  }
+  return prompts;
+}
+
+// --- text ---------------------------------------------------------------------------------------
+
+std::vector<std::string> read_text_lines(std::string_view text, const PromptFileOptions& options) {
+  std::vector<std::string> prompts;
+  LineReader lines(text);
+  std::string_view line;
+  while ((options.limit == 0 || prompts.size() < options.limit) && lines.next(line))
+    if (!is_blank(line)) prompts.emplace_back(line);
+  return prompts;
+}
+
+// --- format choice ------------------------------------------------------------------------------
+
+std::string_view first_non_blank_line(std::string_view text) {
+  LineReader lines(text);
+  std::string_view line;
+  while (lines.next(line))
+    if (!is_blank(line)) return line;
+  return {};
+}
+
+bool looks_like_csv_header(std::string_view text, const PromptFileOptions& options) {
+  const std::string_view line = first_non_blank_line(text);
+  std::vector<std::string> header;
+  try {
+    CsvReader reader(line, "");
+    if (!reader.next(header)) return false;
+  } catch (const FormatError&) {
+    return false;
+  }
+  if (header.size() < 2) return false;
+  const auto names = field_candidates(options.column);
+  return std::any_of(header.begin(), header.end(),
+                     [&](const std::string& h) { return std::find(names.begin(), names.end(), h) != names.end(); });
+}
+
+PromptFormat sniff_format(std::string_view text, const PromptFileOptions& options) {
+  const std::string_view line = first_non_blank_line(text);
+  const size_t first = line.find_first_not_of(" \t");
+  if (first != std::string_view::npos && line[first] == '[') return PromptFormat::JsonArray;
+  if (first != std::string_view::npos && (line[first] == '{' || line[first] == '"')) {
+    const auto value = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (value.is_object() || value.is_string()) return PromptFormat::JsonLines;
+  }
+  return looks_like_csv_header(text, options) ? PromptFormat::Csv : PromptFormat::Text;
+}
+
+PromptFormat choose_format(const std::filesystem::path& path, std::string_view text, const PromptFileOptions& options) {
+  const std::string extension = lowercase(path.extension().string());
+  if (extension == ".jsonl") return PromptFormat::JsonLines;
+  if (extension == ".json") {
+    const size_t first = text.find_first_not_of(" \t\r\n");
+    return first != std::string_view::npos && text[first] == '[' ? PromptFormat::JsonArray : PromptFormat::JsonLines;
+  }
+  if (extension == ".csv") return PromptFormat::Csv;
+  if (extension == ".txt") return PromptFormat::Text;
+  return sniff_format(text, options);
+}
+
+}  // namespace
+
+std::vector<std::string> read_prompts(const std::filesystem::path& path, const PromptFileOptions& options) {
+  const std::string file = path.string();
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status))
+    throw NotFoundError(fmt::format("{}: no such prompt file; check the path", file));
+  if (!std::filesystem::is_regular_file(status))
+    throw InvalidArgumentError(fmt::format("{}: not a regular file; give a .jsonl, .csv or .txt prompt file", file));
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) throw IoError(fmt::format("{}: cannot read the prompt file size ({})", file, ec.message()));
+  if (size > kMaxPromptFileBytes)
+    throw InvalidArgumentError(fmt::format("{} is {} bytes; prompt files over {} MiB are refused, split it or use "
+                                           "--limit on a shorter file",
+                                           file, size, kMaxPromptFileBytes >> 20));
+  std::vector<std::string> prompts;
+  if (size > 0) {
+    const MappedFile map(path);
+    std::string_view text(reinterpret_cast<const char*>(map.data()), map.size());
+    if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a UTF-8 byte order mark
+    switch (choose_format(path, text, options)) {
+      case PromptFormat::JsonLines: prompts = read_json_lines(text, file, options); break;
+      case PromptFormat::JsonArray: prompts = read_json_array(text, file, options); break;
+      case PromptFormat::Csv: prompts = read_csv(text, file, options); break;
+      case PromptFormat::Text: prompts = read_text_lines(text, options); break;
+    }
+  }
+  if (prompts.empty())
+    throw InvalidArgumentError(fmt::format("{} contains no prompts; give a file with one prompt per line (or record)",
+                                           file));
+  return prompts;
+}
+
+nlohmann::json chat_messages(std::string_view prompt, std::string_view system) {
+  nlohmann::json messages = nlohmann::json::array();
+  if (!system.empty()) messages.push_back({{"role", "system"}, {"content", std::string(system)}});
+  messages.push_back({{"role", "user"}, {"content", std::string(prompt)}});
+  return messages;
+}
+
+std::string render_chat_prompt(const Model& model, const nlohmann::json& messages) {
+  if (!model.has_chat_template())
+    throw NotFoundError(fmt::format("{} has no chat template, so it cannot format a conversation; use --no-template "
+                                    "to feed the raw text (for `lathe run`: leave out --chat)",
+                                    model.summary().path));
+  return model.apply_chat_template(messages, /*add_generation_prompt=*/true);
+}
+
+std::vector<TokenId> tokenize_chat_rendering(const Model& model, std::string_view rendered) {
+  std::vector<TokenId> ids = model.tokenize(rendered, /*add_special=*/false, /*parse_special=*/true);
+  const TokenId bos = model.bos();
+  if (bos >= 0 && (ids.empty() || ids.front() != bos)) {
+    // Whether the vocabulary adds a BOS is not part of the API; a probe tokenization tells.
+    const auto probe = model.tokenize("a", /*add_special=*/true, /*parse_special=*/false);
+    if (!probe.empty() && probe.front() == bos) ids.insert(ids.begin(), bos);
+  }
+  return ids;
+}
+
+std::vector<TokenId> chat_prompt_tokens(const Model& model, std::string_view prompt, const ChatPromptOptions& options) {
+  if (!options.use_template) return model.tokenize(prompt, /*add_special=*/true, /*parse_special=*/true);
+  return tokenize_chat_rendering(model, render_chat_prompt(model, chat_messages(prompt, options.system)));
+}
+
+}  // namespace lathe::edit
