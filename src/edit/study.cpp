@@ -1,5 +1,6 @@
 #include "edit/study.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fmt/format.h>
@@ -135,7 +136,9 @@ void AblationStudy::prepare() {
                                   ? n_ctx_train - options_.evaluation.max_new_tokens
                                   : 0;
   auto harmful = tokenize_for_eval(*model_, harmful_val, options_.chat, max_prompt, "harmful validation", log_);
-  auto harmless = tokenize_for_eval(*model_, harmless_val, options_.chat, n_ctx_train, "harmless validation", log_);
+  // The KL session uses TrialEvaluator's context, min(training context, 4096).
+  const uint32_t kl_context = std::min<uint32_t>(n_ctx_train, 4096);
+  auto harmless = tokenize_for_eval(*model_, harmless_val, options_.chat, kl_context, "harmless validation", log_);
   const auto t0 = Clock::now();
   evaluator_ = std::make_unique<TrialEvaluator>(model_, std::move(harmful), std::move(harmless), options_.evaluation);
   const double kl_setup = since(t0);

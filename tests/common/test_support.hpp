@@ -44,6 +44,20 @@ class TempDir {
 };
 
 void write_file(const std::filesystem::path& path, const std::string& bytes);
+
+// Expects `body` to throw E whose message contains every one of `parts`.
+template <typename E, typename F>
+void expect_error(F&& body, const std::vector<std::string>& parts) {
+  try {
+    body();
+    FAIL() << "no exception";
+  } catch (const E& e) {
+    const std::string message = e.what();
+    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+  } catch (const std::exception& e) {
+    FAIL() << "wrong exception type: " << e.what();
+  }
+}
 std::string read_file(const std::filesystem::path& path);
 
 }  // namespace lathe::test

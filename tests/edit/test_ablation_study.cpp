@@ -104,6 +104,23 @@ TEST(AblationStudy, ReloadingInsteadOfTheCacheRestoresToo) {
   EXPECT_EQ(edited_bytes(*model), original);
 }
 
+TEST(AblationStudy, HarmlessPromptsBeyondTheEvaluationContextAreSkipped) {
+  // A model trained on 8192 tokens: the KL session holds min(8192, 4096) tokens, so a 5000-token
+  // harmless prompt must be skipped, not fail mid-study with a context error.
+  test::TempDir dir("study_longctx");
+  test::TinyModel tiny;
+  tiny.add_tokenizer();
+  tiny.writer.set("llama.context_length", gguf::Value::u32(8192));
+  auto model = Model::load_mutable(tiny.write(dir, "tiny-8k.gguf"));
+  auto options = tiny_study(dir);
+  write_lines(dir / "harmless_val.txt", {"bake a cake", std::string(5000, 'a')});
+  options.harmless_val = dir / "harmless_val.txt";
+  std::ostringstream log;
+  AblationStudy study(model, options, log, false);
+  ASSERT_NO_THROW(study.prepare()) << log.str();
+  EXPECT_NE(log.str().find("harmless validation: skipped 1 prompt(s)"), std::string::npos) << log.str();
+}
+
 TEST(AblationStudy, ModelWithoutChatTemplateIsAClearError) {
   test::TempDir dir("study_notemplate");
   auto model = Model::load_mutable(tiny_chat_model(dir, false));

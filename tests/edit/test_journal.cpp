@@ -12,23 +12,12 @@
 namespace lathe::edit {
 namespace {
 
+using test::expect_error;
+
 using nlohmann::json;
 using test::read_file;
 using test::TempDir;
 using test::write_file;
-
-template <typename E, typename F>
-void expect_error(F&& body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    FAIL() << "no exception";
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-  } catch (const std::exception& e) {
-    FAIL() << "wrong exception type: " << e.what();
-  }
-}
 
 const std::vector<ParamSpec> kSpace = {{"scale", 0.0, 1.5}, {"layer", 2.0, 20.0}};
 

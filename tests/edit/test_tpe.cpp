@@ -13,6 +13,8 @@
 namespace lathe::edit {
 namespace {
 
+using test::expect_error;
+
 using Objective = std::function<std::vector<double>(const std::map<std::string, double>&)>;
 
 Trial done(int number, std::vector<double> values) {
@@ -20,19 +22,6 @@ Trial done(int number, std::vector<double> values) {
   t.number = number;
   t.values = std::move(values);
   return t;
-}
-
-template <typename E, typename F>
-void expect_error(F&& body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    FAIL() << "no exception";
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-  } catch (const std::exception& e) {
-    FAIL() << "wrong exception type: " << e.what();
-  }
 }
 
 std::vector<ParamSpec> box(size_t dims, double low, double high) {

@@ -12,6 +12,8 @@
 namespace lathe {
 namespace {
 
+using test::expect_error;
+
 namespace fs = std::filesystem;
 namespace st = safetensors;
 using test::TempDir;
@@ -23,20 +25,6 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed * 17 + i * 5);
   return v;
-}
-
-// Expects `body` to throw E whose message contains every part.
-template <typename E, typename F>
-void expect_error(F&& body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    FAIL() << "no exception";
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-  } catch (const std::exception& e) {
-    FAIL() << "wrong exception type: " << e.what();
-  }
 }
 
 // Sets an environment variable for the scope of a test, restoring the previous value.
