@@ -2,10 +2,10 @@
 # The whole test suite on a fresh machine: installs what it needs, then
 #   1. Release build + every ctest test (unit, model, oracle; gpu tests skip without a device),
 #   2. ASan+UBSan build + the unit and model tests under the sanitizers,
-#   3. libFuzzer targets, each run for FUZZ_SECONDS (default 45) on its seed corpus.
+#   3. libFuzzer targets, each run for FUZZ_SECONDS (default 30) on its seed corpus.
 # Ends with one summary line "tests: N passed, M failed". Exit status is non-zero on any failure.
 source "$(dirname "$0")/lib.sh"
-FUZZ_SECONDS="${FUZZ_SECONDS:-45}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 
 apt_ensure "${LATHE_BUILD_DEPS[@]}" "${LATHE_TEST_DEPS[@]}"
 "$LATHE_ROOT/scripts/fetch-model.sh"

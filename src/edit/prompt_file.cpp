@@ -211,7 +211,7 @@ class CsvReader {
   }
 
   std::string_view text_;
-  const std::string& file_;
+  std::string file_;  // a copy: callers may pass a temporary (the format sniffer passes "")
   size_t position_ = 0, line_ = 1, record_start_ = 0, record_line_ = 1;
 };
 

@@ -69,6 +69,15 @@ TEST(PromptFile, JsonLinesErrorsNameFileLineAndOffset) {
   EXPECT_THROW(read_prompts(array_line), FormatError);
 }
 
+// Found by the study_files fuzzer: sniffing a file without a known extension tried it as CSV,
+// whose reader kept a reference to a temporary file name and used it for the error of a quote
+// inside an unquoted field (stack-use-after-scope under ASan). Such a file is plain text.
+TEST(PromptFile, SniffedFileWithAStrayQuoteIsText) {
+  TempDir dir("prompts");
+  write_file(dir / "p.dat", "go\"a r,x\nb,y\n");
+  EXPECT_EQ(read_prompts(dir / "p.dat"), (Prompts{"go\"a r,x", "b,y"}));
+}
+
 TEST(PromptFile, JsonArrayFile) {
   TempDir dir("prompts");
   const auto path = dir / "p.json";
