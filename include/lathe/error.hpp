@@ -16,6 +16,7 @@ enum class ErrorCode : int {
   NotFound = 5,         // a named file, tensor, key or model does not exist
   OutOfMemory = 6,      // an allocation (host or device) failed
   Internal = 7,         // a bug in lathe: please report
+  Device = 8,           // a GPU call failed (no device, driver error, kernel fault)
 };
 
 // "invalid_argument", "io", ... : stable names for logs and JSON output.
@@ -57,6 +58,12 @@ class NotFoundError : public Error {
 class OutOfMemoryError : public Error {
  public:
   explicit OutOfMemoryError(const std::string& m) : Error(ErrorCode::OutOfMemory, m) {}
+};
+// A GPU runtime failure other than running out of memory: no usable device, a driver error, a
+// kernel fault. The message names the operation and the device and says what to check.
+class DeviceError : public Error {
+ public:
+  explicit DeviceError(const std::string& m) : Error(ErrorCode::Device, m) {}
 };
 class InternalError : public Error {
  public:

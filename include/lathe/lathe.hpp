@@ -31,6 +31,9 @@ struct LoadOptions {
   // Scan every weight for NaN/Inf at load (slow on big models); the first bad tensor is reported
   // by name in a FormatError.
   bool check_tensors = false;
+  // Convert every weight matrix to this type after loading ("Q8_0", "Q4_0", "Q4_1", "F16",
+  // "BF16", "F32"), as llama-quantize would, without writing a file; empty: keep the stored types.
+  std::string requantize = {};
 };
 
 // What a loaded model is, for display and for callers sizing things.
@@ -89,11 +92,36 @@ class Model {
 
 enum class KvType { F16, F32 };
 
+// Where a session computes: the CPU, or a CUDA GPU (weights uploaded once per model and device,
+// KV cache on the device).
+struct Device {
+  enum class Kind { Cpu, Cuda };
+  Kind kind = Kind::Cpu;
+  int index = 0;  // CUDA device number
+
+  static Device cpu() noexcept { return {}; }
+  static Device cuda(int index = 0) noexcept { return {Kind::Cuda, index}; }
+  // "cpu", "cuda" (= cuda:0) or "cuda:N"; InvalidArgumentError listing the accepted forms.
+  static Device parse(std::string_view text);
+  std::string name() const;  // "cpu", "cuda:0"
+  bool is_cuda() const noexcept { return kind == Kind::Cuda; }
+};
+
 struct SessionOptions {
   uint32_t n_ctx = 0;       // context length in tokens; 0 = min(training context, 4096)
   uint32_t n_batch = 512;   // tokens evaluated per forward pass during prefill
-  int n_threads = 0;        // 0 = one per hardware thread
+  int n_threads = 0;        // 0 = one per hardware thread (CPU)
   KvType kv_type = KvType::F16;
+  Device device = Device::cpu();
+};
+
+// Memory a session holds, by purpose (bytes).
+struct MemoryUse {
+  std::string device;       // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
+  uint64_t weights = 0;     // the device copy of the weights (0 on the CPU: the file stays mapped)
+  uint64_t kv = 0;          // KV cache
+  uint64_t scratch = 0;     // activations, logits
+  uint64_t free = 0, total = 0;  // the device's free and total memory after allocation (0 on the CPU)
 };
 
 // One conversation's state: the tokens evaluated so far and their keys/values.
@@ -121,6 +149,9 @@ class Session {
   void reset();
   // Bytes held by the KV cache.
   uint64_t kv_bytes() const noexcept;
+  // Weights / KV / scratch memory on the session's device, and what is left free there.
+  MemoryUse memory_use() const;
+  const SessionOptions& options() const noexcept;
 
   const Model& model() const noexcept;
 
@@ -178,6 +209,7 @@ struct BatchGenerateOptions {
   uint32_t n_parallel = 16;     // sequences decoded together (continuous batching)
   int n_threads = 0;            // 0 = one per hardware thread
   KvType kv_type = KvType::F16;
+  Device device = Device::cpu();
   std::shared_ptr<ResidualHooks> hooks;  // applied to every sequence (captures see batched rows)
 };
 

@@ -7,9 +7,7 @@
 #include <optional>
 
 #include "api/model_impl.hpp"
-#include "backend/cpu/thread_pool.hpp"
-#include "forward/forward.hpp"
-#include "runtime/kv_cache.hpp"
+#include "runtime/engine.hpp"
 
 namespace lathe {
 namespace {
@@ -19,7 +17,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 struct Slot {
-  std::optional<KvCache> kv;
+  uint32_t id = 0;                  // the engine's slot (its KV cache)
   bool active = false;
   size_t index = 0;                 // prompt index
   uint32_t n_past = 0;              // tokens in the cache
@@ -40,12 +38,16 @@ class BatchGenerator {
         options_(o),
         stop_(stop),
         n_ctx_(n_ctx),
-        pool_(o.n_threads),
-        forward_(weights_, std::max<uint32_t>(std::min<uint32_t>(512, n_ctx), o.n_parallel), n_ctx),
         slots_(std::min<size_t>(o.n_parallel, prompts.size())),
-        results_(prompts.size()),
-        logits_(size_t{forward_.max_batch()} * weights_.hp.n_vocab) {
-    forward_.set_hooks(o.hooks.get());
+        engine_(make_engine(weights_, {.cuda_device = o.device.is_cuda() ? o.device.index : -1,
+                                       .n_slots = static_cast<uint32_t>(slots_.size()),
+                                       .n_ctx = n_ctx,
+                                       .max_batch = std::max<uint32_t>(std::min<uint32_t>(512, n_ctx), o.n_parallel),
+                                       .n_threads = o.n_threads,
+                                       .kv_f16 = o.kv_type == KvType::F16})),
+        results_(prompts.size()) {
+    for (size_t i = 0; i < slots_.size(); ++i) slots_[i].id = static_cast<uint32_t>(i);
+    engine_->set_hooks(o.hooks.get());
   }
 
   std::vector<GenerateResult> run() {
@@ -62,13 +64,12 @@ class BatchGenerator {
 
  private:
   std::span<const float> logits_row(size_t row) const {
-    return {logits_.data() + row * weights_.hp.n_vocab, weights_.hp.n_vocab};
+    return {engine_->logits() + row * weights_.hp.n_vocab, weights_.hp.n_vocab};
   }
 
   // Prefills prompt `index` into `slot` and samples its first token.
   void start(Slot& slot, size_t index) {
     const auto& prompt = prompts_[index];
-    if (!slot.kv) slot.kv.emplace(weights_.hp, n_ctx_, options_.kv_type == KvType::F16);
     slot.index = index;
     slot.n_past = 0;
     slot.history = prompt;
@@ -76,10 +77,9 @@ class BatchGenerator {
     slot.decoder.emplace(model_.impl().tokenizer);
     const auto t0 = Clock::now();
     const std::span<const TokenId> tokens(prompt);
-    for (size_t begin = 0; begin < tokens.size(); begin += forward_.max_batch()) {
-      const size_t n = std::min<size_t>(forward_.max_batch(), tokens.size() - begin);
-      forward_.run(tokens.subspan(begin, n), slot.n_past, slot.kv->view(), false, logits_.data(), pool_,
-                   begin + n == tokens.size());
+    for (size_t begin = 0; begin < tokens.size(); begin += engine_->max_batch()) {
+      const size_t n = std::min<size_t>(engine_->max_batch(), tokens.size() - begin);
+      engine_->run(slot.id, tokens.subspan(begin, n), slot.n_past, false, begin + n == tokens.size());
       slot.n_past += static_cast<uint32_t>(n);
     }
     auto& result = results_[index];
@@ -118,16 +118,16 @@ class BatchGenerator {
   void decode_step() {
     tokens_.clear();
     positions_.clear();
-    kvs_.clear();
+    slot_ids_.clear();
     active_.clear();
     for (auto& slot : slots_) {
       if (!slot.active) continue;
       tokens_.push_back(slot.next);
       positions_.push_back(slot.n_past);
-      kvs_.push_back(&slot.kv->view());
+      slot_ids_.push_back(slot.id);
       active_.push_back(&slot);
     }
-    forward_.run_batch(tokens_, positions_, kvs_, logits_.data(), pool_);
+    engine_->run_batch(tokens_, slot_ids_, positions_);
     for (size_t row = 0; row < active_.size(); ++row) {
       active_[row]->n_past += 1;
       accept(*active_[row], logits_row(row));
@@ -140,14 +140,12 @@ class BatchGenerator {
   const BatchGenerateOptions& options_;
   const BatchStopCheck& stop_;
   uint32_t n_ctx_;
-  cpu::ThreadPool pool_;
-  Forward forward_;
   std::vector<Slot> slots_;
+  std::unique_ptr<Engine> engine_;
   std::vector<GenerateResult> results_;
-  std::vector<float> logits_;
   std::vector<TokenId> tokens_;
   std::vector<uint32_t> positions_;
-  std::vector<KvCacheView*> kvs_;
+  std::vector<uint32_t> slot_ids_;
   std::vector<Slot*> active_;
 };
 

@@ -5,7 +5,9 @@
 
 #include "api/model_impl.hpp"
 #include "io/json_text.hpp"
+#include "core/quant.hpp"
 #include "io/model_dir.hpp"
+#include "weights/requantize.hpp"
 
 namespace lathe {
 namespace {
@@ -69,6 +71,13 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, cons
 std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, const LoadOptions& options) {
   const auto path = resolve_model_path(spec.string());
   auto weights = load_model_weights(path, WeightLoadOptions{.check_tensors = options.check_tensors});
+  if (!options.requantize.empty()) {
+    const auto type = dtype_from_name(options.requantize);
+    if (!type || !can_quantize(*type))
+      throw InvalidArgumentError(fmt::format("cannot requantize to \"{}\": use F32, F16, BF16, Q8_0, Q4_0 or Q4_1",
+                                             options.requantize));
+    requantize_matrices(weights, *type);
+  }
   auto tok = tokenizer::Tokenizer::from_path(path);
   if (tok.vocab().size() > weights.hp.n_vocab) {
     throw FormatError(fmt::format("{}: the tokenizer has {} tokens but the embedding matrix only {} rows; the "

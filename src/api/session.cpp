@@ -3,9 +3,7 @@
 #include <thread>
 
 #include "api/model_impl.hpp"
-#include "backend/cpu/thread_pool.hpp"
-#include "forward/forward.hpp"
-#include "runtime/kv_cache.hpp"
+#include "runtime/engine.hpp"
 
 namespace lathe {
 
@@ -19,21 +17,46 @@ ContextLengthError::ContextLengthError(uint64_t needed, uint64_t n_ctx)
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   SessionOptions options;
-  cpu::ThreadPool pool;
-  KvCache kv;
-  Forward forward;
+  uint32_t n_ctx;
+  std::unique_ptr<Engine> engine;
   std::vector<TokenId> tokens;
   std::shared_ptr<ResidualHooks> hooks;
-  std::vector<float> logits;   // [n_rows x n_vocab] from the last eval
+  std::vector<float> all_logits;  // [n_rows x n_vocab] from the last eval(all_logits)
   size_t n_logit_rows = 0;
+  bool rows_in_engine = false;    // the last eval kept one row, held by the engine
+  uint64_t kv_bytes = 0;
 
-  Impl(std::shared_ptr<const Model> m, const SessionOptions& o, uint32_t n_ctx)
+  Impl(std::shared_ptr<const Model> m, const SessionOptions& o, uint32_t ctx)
       : model(std::move(m)),
         options(o),
-        pool(o.n_threads),
-        kv(model->impl().weights.hp, n_ctx, o.kv_type == KvType::F16),
-        forward(model->impl().weights, std::min(o.n_batch, n_ctx), n_ctx) {}
+        n_ctx(ctx),
+        engine(make_engine(model->impl().weights,
+                           {.cuda_device = o.device.is_cuda() ? o.device.index : -1,
+                            .n_slots = 1,
+                            .n_ctx = ctx,
+                            .max_batch = std::min(o.n_batch, ctx),
+                            .n_threads = o.n_threads,
+                            .kv_f16 = o.kv_type == KvType::F16})),
+        kv_bytes(engine->memory().kv) {}
 };
+
+Device Device::parse(std::string_view text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda" || text == "gpu") return cuda(0);
+  if (text.starts_with("cuda:") && text.size() > 5 && text.size() <= 9) {
+    int index = 0;
+    for (char c : text.substr(5)) {
+      if (c < '0' || c > '9') index = -1;
+      if (index >= 0) index = index * 10 + (c - '0');
+    }
+    if (index >= 0) return cuda(index);
+  }
+  throw InvalidArgumentError(fmt::format("device \"{}\" is not one lathe knows: use cpu, cuda or cuda:N (see `lathe "
+                                         "devices`)",
+                                         text));
+}
+
+std::string Device::name() const { return is_cuda() ? fmt::format("cuda:{}", index) : "cpu"; }
 
 namespace {
 uint32_t choose_context(const Model& model, uint32_t requested) {
@@ -67,30 +90,31 @@ void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
       throw InvalidArgumentError(fmt::format("token id {} is outside the vocabulary (0..{})", id, n_vocab - 1));
   }
   const uint64_t needed = uint64_t{s.tokens.size()} + tokens.size();
-  if (needed > s.kv.n_ctx()) throw ContextLengthError(needed, s.kv.n_ctx());
+  if (needed > s.n_ctx) throw ContextLengthError(needed, s.n_ctx);
 
   if (s.hooks) s.hooks->validate(s.model->impl().weights.hp.n_layer, s.model->impl().weights.hp.n_embd);
-  const size_t n_rows = all_logits ? tokens.size() : 1;
-  s.logits.resize(n_rows * n_vocab);
-  s.n_logit_rows = n_rows;
-  const size_t batch = s.forward.max_batch();
+  s.n_logit_rows = 0;
+  s.rows_in_engine = false;
+  if (all_logits) s.all_logits.resize(tokens.size() * n_vocab);
+  const size_t batch = s.engine->max_batch();
   for (size_t begin = 0; begin < tokens.size(); begin += batch) {
     const size_t n = std::min(batch, tokens.size() - begin);
     const auto chunk = tokens.subspan(begin, n);
     const auto first_pos = static_cast<uint32_t>(s.tokens.size());
-    // Without all_logits every chunk writes the same row; only the last chunk's survives, which
-    // is the last token's.
-    float* out = all_logits ? s.logits.data() + begin * n_vocab : s.logits.data();
-    s.forward.run(chunk, first_pos, s.kv.view(), all_logits, out, s.pool, begin + n == tokens.size());
+    s.engine->run(0, chunk, first_pos, all_logits, begin + n == tokens.size());
+    // Without all_logits the engine keeps the last token's row, which the last chunk leaves.
+    if (all_logits)
+      std::copy_n(s.engine->logits(), n * n_vocab, s.all_logits.data() + begin * n_vocab);
     s.tokens.insert(s.tokens.end(), chunk.begin(), chunk.end());
   }
+  s.n_logit_rows = all_logits ? tokens.size() : 1;
+  s.rows_in_engine = !all_logits;
 }
 
 std::span<const float> Session::logits() const {
   const auto& s = *impl_;
   if (s.n_logit_rows == 0) throw InvalidArgumentError("no logits yet: call eval() first");
-  const size_t n_vocab = s.model->n_vocab();
-  return {s.logits.data() + (s.n_logit_rows - 1) * n_vocab, n_vocab};
+  return logits_at(s.n_logit_rows - 1);
 }
 
 std::span<const float> Session::logits_at(size_t index) const {
@@ -98,13 +122,20 @@ std::span<const float> Session::logits_at(size_t index) const {
   if (index >= s.n_logit_rows)
     throw InvalidArgumentError(fmt::format("logits_at({}): the last eval() kept {} row(s) of logits", index, s.n_logit_rows));
   const size_t n_vocab = s.model->n_vocab();
-  return {s.logits.data() + index * n_vocab, n_vocab};
+  if (s.rows_in_engine) return {s.engine->logits(), n_vocab};
+  return {s.all_logits.data() + index * n_vocab, n_vocab};
 }
 
 const std::vector<TokenId>& Session::tokens() const noexcept { return impl_->tokens; }
 uint32_t Session::n_past() const noexcept { return static_cast<uint32_t>(impl_->tokens.size()); }
-uint32_t Session::n_ctx() const noexcept { return impl_->kv.n_ctx(); }
-uint64_t Session::kv_bytes() const noexcept { return impl_->kv.bytes(); }
+uint32_t Session::n_ctx() const noexcept { return impl_->n_ctx; }
+uint64_t Session::kv_bytes() const noexcept { return impl_->kv_bytes; }
+const SessionOptions& Session::options() const noexcept { return impl_->options; }
+
+MemoryUse Session::memory_use() const {
+  const EngineMemory m = impl_->engine->memory();
+  return {m.device, m.weights, m.kv, m.scratch, m.free, m.total};
+}
 const Model& Session::model() const noexcept { return *impl_->model; }
 
 void Session::truncate(uint32_t n) {
@@ -122,7 +153,7 @@ void Session::set_hooks(std::shared_ptr<ResidualHooks> hooks) {
   auto& s = *impl_;
   if (hooks) hooks->validate(s.model->impl().weights.hp.n_layer, s.model->impl().weights.hp.n_embd);
   s.hooks = std::move(hooks);
-  s.forward.set_hooks(s.hooks.get());
+  s.engine->set_hooks(s.hooks.get());
 }
 
 const std::shared_ptr<ResidualHooks>& Session::hooks() const noexcept { return impl_->hooks; }

@@ -26,6 +26,8 @@ struct BenchArgs {
   int64_t n_prompt = 512, n_gen = 128, reps = 5;
   SessionArgs session;
   bool json = false;
+  std::string requantize;
+  int64_t parallel = 0;
 };
 
 struct TestResult {
@@ -92,10 +94,42 @@ TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps) {
   return t;
 }
 
+// P sequences decoded together (continuous batching, generate_batch): each starts from BOS and
+// generates N tokens greedily; tokens per second summed over the sequences (the 1-token prompts'
+// prefill is inside the timed region).
+TestResult bench_parallel(const std::shared_ptr<const Model>& model, const SessionOptions& so, uint64_t n_gen,
+                          uint32_t n_parallel, int64_t reps) {
+  TestResult t;
+  t.name = fmt::format("tg{}x{}", n_gen, n_parallel);
+  t.n_gen = n_gen * n_parallel;
+  const auto ids = random_tokens(model->n_vocab(), n_parallel, 91);
+  std::vector<std::vector<TokenId>> prompts;
+  for (uint32_t i = 0; i < n_parallel; ++i) prompts.push_back({model->bos() >= 0 ? model->bos() : ids[i]});
+  BatchGenerateOptions options;
+  options.generate.max_tokens = static_cast<int32_t>(n_gen);
+  options.generate.sampling.temperature = 0;
+  options.generate.stop_at_end_of_generation = false;
+  options.n_parallel = n_parallel;
+  options.n_threads = so.n_threads;
+  options.kv_type = so.kv_type;
+  options.device = so.device;
+  for (int64_t rep = -1; rep < reps; ++rep) {
+    size_t generated = 0;
+    const double seconds = seconds_of([&] {
+      for (const auto& r : generate_batch(model, prompts, options)) generated += r.tokens.size();
+    });
+    if (rep >= 0) t.samples_ts.push_back(static_cast<double>(generated) / seconds);
+  }
+  summarize(t);
+  return t;
+}
+
 int bench(const BenchArgs& args) {
   require_non_negative("-p/--n-prompt", args.n_prompt);
   require_non_negative("-n/--n-gen", args.n_gen);
   if (args.reps < 1) throw InvalidArgumentError(fmt::format("-r/--repetitions is {}; it must be >= 1", args.reps));
+  if (args.parallel < 0 || args.parallel > 512)
+    throw InvalidArgumentError(fmt::format("--parallel is {}; it must be in 0..512", args.parallel));
   if (args.n_prompt > 1'000'000 || args.n_gen > 1'000'000)
     throw InvalidArgumentError("-p and -n must be at most 1000000 tokens");
   SessionOptions session_options = resolve_session(args.session);
@@ -107,11 +141,16 @@ int bench(const BenchArgs& args) {
   const int threads =
       session_options.n_threads > 0 ? session_options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
 
-  const auto model = Model::load(args.model);
+  const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
   Session session(model, session_options);
+  report_device_memory(session);
+  const std::string backend = session_options.device.is_cuda() ? session_options.device.name() : "cpu";
   std::vector<TestResult> results;
   if (args.n_prompt > 0) results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps));
   if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps));
+  if (args.parallel > 0 && args.n_gen > 0)
+    results.push_back(bench_parallel(model, session_options, static_cast<uint64_t>(args.n_gen),
+                                     static_cast<uint32_t>(args.parallel), args.reps));
 
   const ModelSummary& s = model->summary();
   if (args.json) {
@@ -123,7 +162,9 @@ int bench(const BenchArgs& args) {
                      {"weight_type", s.weight_type},
                      {"n_params", s.n_params},
                      {"model_bytes", s.weight_bytes},
-                     {"backend", "cpu"},
+                     {"backend", backend},
+                     {"device", session.memory_use().device},
+                     {"n_batch", session_options.n_batch},
                      {"threads", threads},
                      {"test", t.name},
                      {"n_prompt", t.n_prompt},
@@ -139,8 +180,8 @@ int bench(const BenchArgs& args) {
   fmt::print("| model | size | params | backend | threads | test | t/s |\n");
   fmt::print("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
   for (const TestResult& t : results)
-    fmt::print("| {} | {} | {} | CPU | {} | {} | {:.2f} ± {:.2f} |\n", name, human_bytes(s.weight_bytes),
-               human_count(s.n_params), threads, t.name, t.mean, t.stddev);
+    fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", name, human_bytes(s.weight_bytes),
+               human_count(s.n_params), backend == "cpu" ? "CPU" : backend, threads, t.name, t.mean, t.stddev);
   return 0;
 }
 
@@ -156,6 +197,11 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   add_session_flags(*cmd, args->session, /*with_kv_type=*/false);
   cmd->add_flag("--json", args->json, "print a JSON array, one object per test");
+  cmd->add_option("--parallel", args->parallel,
+                  "also time P sequences decoded together (tg N x P, continuous batching); 0 skips it")
+      ->capture_default_str();
+  cmd->add_option("--requantize", args->requantize,
+                  "convert the weights to this type after loading (Q8_0, Q4_0, Q4_1, F16, BF16, F32)");
   return [args]() -> int { return bench(*args); };
 }
 

@@ -41,6 +41,8 @@ class Conversation {
     reset();
   }
 
+  void report_memory() const { report_device_memory(session_); }
+
   void reset() {
     messages_ = nlohmann::json::array();
     if (!args_.system.empty()) messages_.push_back({{"role", "system"}, {"content", args_.system}});
@@ -109,6 +111,7 @@ int chat(const ChatArgs& args) {
                                     "`lathe run` for plain text completion",
                                     model->summary().path));
   Conversation conversation(model, args, session_options, sampling);
+  conversation.report_memory();
   announce_seed(args.sampling, sampling);
 
   const bool interactive = ::isatty(STDIN_FILENO) != 0;

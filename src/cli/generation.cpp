@@ -52,6 +52,10 @@ void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type) {
   cmd.add_option("-c,--ctx-size", args.n_ctx, "context length in tokens; 0 = the model's, at most 4096")
       ->capture_default_str();
   cmd.add_option("-t,--threads", args.n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
+  cmd.add_option("-b,--batch-size", args.n_batch, "prompt tokens per forward pass (prefill batch)")
+      ->capture_default_str();
+  cmd.add_option("--device", args.device, "where to compute: cpu, cuda or cuda:N (see `lathe devices`)")
+      ->capture_default_str();
   if (with_kv_type)
     cmd.add_option("--kv-type", args.kv_type, "KV cache element type: f16 or f32")->capture_default_str();
 }
@@ -65,13 +69,25 @@ SessionOptions resolve_session(const SessionArgs& args) {
   require_non_negative("-t/--threads", args.n_threads);
   if (args.n_ctx > UINT32_MAX) throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too large", args.n_ctx));
   if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
+  if (args.n_batch < 1 || args.n_batch > 65536)
+    throw InvalidArgumentError(fmt::format("-b/--batch-size {} must be in 1..65536", args.n_batch));
   if (args.kv_type != "f16" && args.kv_type != "f32")
     throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16 or f32", args.kv_type));
   SessionOptions options;
   options.n_ctx = static_cast<uint32_t>(args.n_ctx);
   options.n_threads = static_cast<int>(args.n_threads);
   options.kv_type = args.kv_type == "f32" ? KvType::F32 : KvType::F16;
+  options.n_batch = static_cast<uint32_t>(args.n_batch);
+  options.device = Device::parse(args.device);
   return options;
+}
+
+void report_device_memory(const Session& session) {
+  if (!session.options().device.is_cuda()) return;
+  const MemoryUse m = session.memory_use();
+  auto mib = [](uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); };
+  fmt::print(stderr, "{}: weights {}, KV cache {}, scratch {}; {} free of {}\n", m.device, mib(m.weights), mib(m.kv),
+             mib(m.scratch), mib(m.free), mib(m.total));
 }
 
 void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args) {

@@ -33,11 +33,16 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved);
 struct SessionArgs {
   int64_t n_ctx = 0;
   int64_t n_threads = 0;
+  int64_t n_batch = 512;
   std::string kv_type = "f16";
+  std::string device = "cpu";
 };
 
-// -c/--ctx-size and -t/--threads (and --kv-type when with_kv_type).
+// -c/--ctx-size, -t/--threads, -b/--batch-size, --device (and --kv-type when with_kv_type).
 void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type);
+
+// On a GPU: "cuda:0 (NAME): weights X, KV cache Y, scratch Z; F free of T" to stderr.
+void report_device_memory(const Session& session);
 
 // Validated SessionOptions (negative sizes are InvalidArgumentError naming the flag).
 SessionOptions resolve_session(const SessionArgs& args);

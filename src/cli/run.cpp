@@ -21,6 +21,7 @@ struct RunArgs {
   SamplingArgs sampling;
   SessionArgs session;
   ControlVectorArgs control_vectors;
+  std::string requantize;
   bool truncate = false, chat = false, check_tensors = false, no_display_prompt = false, verbose = false;
 };
 
@@ -65,7 +66,7 @@ int run(const RunArgs& args) {
   generate_options.truncate_prompt = args.truncate;
   generate_options.sampling = resolve_sampling(args.sampling);
 
-  const auto model = Model::load(args.model, LoadOptions{.check_tensors = args.check_tensors});
+  const auto model = Model::load(args.model, LoadOptions{.check_tensors = args.check_tensors, .requantize = args.requantize});
   std::string text = prompt;
   std::vector<TokenId> ids;
   if (args.chat) {
@@ -77,6 +78,7 @@ int run(const RunArgs& args) {
   }
   Session session(model, session_options);
   session.set_hooks(resolve_control_vectors(args.control_vectors, *model));
+  report_device_memory(session);
   if (args.verbose) {
     const ModelSummary& s = model->summary();
     fmt::print(stderr, "model: {} ({} {}, {} params, {}), context {} tokens, KV cache {}\n", s.path, s.architecture,
@@ -120,6 +122,8 @@ Runner add_run(CLI::App& app) {
   cmd->add_flag("--chat", args->chat, "wrap the prompt in the model's chat template as one user message");
   cmd->add_option("--system", args->system, "system message for --chat");
   cmd->add_flag("--check-tensors", args->check_tensors, "scan every weight for NaN/Inf while loading");
+  cmd->add_option("--requantize", args->requantize,
+                  "convert the weights to this type after loading (Q8_0, Q4_0, Q4_1, F16, BF16, F32)");
   cmd->add_flag("--no-display-prompt", args->no_display_prompt, "print only the generated text");
   cmd->add_flag("--verbose", args->verbose, "print model, context and stop details to stderr");
   return [args]() -> int { return run(*args); };

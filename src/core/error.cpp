@@ -13,6 +13,7 @@ const char* error_code_name(ErrorCode code) noexcept {
     case ErrorCode::NotFound: return "not_found";
     case ErrorCode::OutOfMemory: return "out_of_memory";
     case ErrorCode::Internal: return "internal";
+    case ErrorCode::Device: return "device";
   }
   return "unknown";
 }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <system_error>
 
+#include "io/json_text.hpp"
 #include "io/mapped_file.hpp"
 #include "lathe/error.hpp"
 
@@ -90,14 +91,7 @@ std::vector<std::string> read_json_lines(std::string_view text, const std::strin
   while (lines.next(line) && (options.limit == 0 || prompts.size() < options.limit)) {
     if (is_blank(line)) continue;
     const std::string where = fmt::format("line {}", lines.line_number());
-    nlohmann::json value;
-    try {
-      value = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      const size_t column = e.byte > 0 ? e.byte - 1 : 0;
-      throw FormatError(file, where, lines.line_start() + std::min(column, line.size()),
-                        fmt::format("not valid JSON ({})", e.what()), kJsonRemedy);
-    }
+    const nlohmann::json value = parse_json_text(line, file, kJsonRemedy, where, lines.line_start());
     std::string problem;
     auto prompt = prompt_from_json(value, fields, problem);
     if (!prompt) throw FormatError(file, where, lines.line_start(), problem, kJsonRemedy);
@@ -108,13 +102,8 @@ std::vector<std::string> read_json_lines(std::string_view text, const std::strin
 
 std::vector<std::string> read_json_array(std::string_view text, const std::string& file,
                                          const PromptFileOptions& options) {
-  nlohmann::json array;
-  try {
-    array = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(file, "JSON array", e.byte > 0 ? e.byte - 1 : 0, fmt::format("not valid JSON ({})", e.what()),
-                      "give one JSON array of objects or strings, or JSON lines");
-  }
+  const nlohmann::json array =
+      parse_json_text(text, file, "give one JSON array of objects or strings, or JSON lines", "JSON array");
   if (!array.is_array())
     throw FormatError(file, "JSON document", 0, fmt::format("a JSON {} is not an array", array.type_name()),
                       "give one JSON array of objects or strings, or JSON lines");

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +54,14 @@ struct ModelWeights {
     size_t size = 0;
   };
   std::vector<OwnedMatrix> owned_matrices;
+
+  // Copies of these weights placed on GPUs (weights/cuda_weights.hpp), made by the first CUDA
+  // session on a device and kept as long as the model: weights cross PCIe once.
+  struct DeviceCopies {
+    std::mutex mutex;
+    std::map<int, std::shared_ptr<void>> by_device;
+  };
+  std::shared_ptr<DeviceCopies> device_copies = std::make_shared<DeviceCopies>();
 };
 
 struct WeightLoadOptions {

@@ -69,6 +69,24 @@ TEST(PromptFile, JsonLinesErrorsNameFileLineAndOffset) {
   EXPECT_THROW(read_prompts(array_line), FormatError);
 }
 
+// Found by the study_files fuzzer (CI): a number beyond double's range on a JSON line made
+// nlohmann throw out_of_range, which escaped as a non-lathe exception and ended the process.
+// Both JSON readers now parse through parse_json_text, which turns it into a FormatError.
+TEST(PromptFile, JsonNumberOutOfRangeIsAFormatError) {
+  TempDir dir("prompts");
+  const auto lines = dir / "big.jsonl";
+  write_file(lines, "\"ok\"\n66000000165984855516351E47433\n");
+  EXPECT_THROW(read_prompts(lines), FormatError);
+  EXPECT_NE(error_of(lines).find("line 2"), std::string::npos) << error_of(lines);
+  EXPECT_NE(error_of(lines).find("cannot represent"), std::string::npos) << error_of(lines);
+  const auto array = dir / "big.json";
+  write_file(array, "[\"ok\", {\"prompt\": \"x\", \"n\": 1e99999}]");
+  EXPECT_THROW(read_prompts(array), FormatError);
+  const auto nul = dir / "nul.jsonl";
+  write_file(nul, std::string("\"ok\"\n\"a\0b\"\n", 10));
+  EXPECT_NE(error_of(nul).find("NUL"), std::string::npos) << error_of(nul);
+}
+
 // Found by the study_files fuzzer: sniffing a file without a known extension tried it as CSV,
 // whose reader kept a reference to a temporary file name and used it for the error of a quote
 // inside an unquoted field (stack-use-after-scope under ASan). Such a file is plain text.

@@ -10,16 +10,20 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "backend/cuda/device.hpp"
 #include "common/test_support.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe {
 namespace {
 
-class VsTransformers : public ::testing::TestWithParam<std::string> {};
+// (architecture, device): the CPU backend everywhere, the CUDA backend where a GPU exists.
+class VsTransformers : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(VsTransformers, LogitsMatch) {
-  const std::string arch = GetParam();
+  const std::string arch = std::get<0>(GetParam());
+  const Device device = Device::parse(std::get<1>(GetParam()));
+  if (device.is_cuda() && cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
   test::TempDir dir("hf_tiny_" + arch);
   std::vector<TokenId> ids;
   for (int i = 0; i < 80; ++i) ids.push_back((i * 7919 + 13) % 32000);
@@ -33,7 +37,7 @@ TEST_P(VsTransformers, LogitsMatch) {
 
   const auto model = Model::load(dir / "model");
   EXPECT_EQ(model->summary().architecture, arch == "llama3" ? "llama" : arch);
-  Session session(model, {.n_ctx = 128, .n_threads = 2, .kv_type = KvType::F32});
+  Session session(model, {.n_ctx = 128, .n_threads = 2, .kv_type = KvType::F32, .device = device});
   session.eval(ids, true);
   const size_t n_vocab = model->n_vocab();
   std::vector<float> ref(ids.size() * n_vocab);
@@ -54,13 +58,15 @@ TEST_P(VsTransformers, LogitsMatch) {
     }
     agree += best_ours == best_ref;
   }
-  std::cout << arch << ": max |diff| " << max_diff << " (max |logit| " << max_ref << "), top-1 " << agree << "/"
+  std::cout << arch << " (" << device.name() << "): max |diff| " << max_diff << " (max |logit| " << max_ref << "), top-1 " << agree << "/"
             << ids.size() << "\n";
   EXPECT_LE(max_diff, 1e-3 * std::max(1.0, max_ref));
   EXPECT_EQ(agree, ids.size());
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, VsTransformers, ::testing::Values("llama", "llama3", "qwen2", "qwen3", "phi3"));
+INSTANTIATE_TEST_SUITE_P(Archs, VsTransformers,
+                         ::testing::Combine(::testing::Values("llama", "llama3", "qwen2", "qwen3", "phi3"),
+                                            ::testing::Values("cpu", "cuda")));
 
 }  // namespace
 }  // namespace lathe

@@ -1,0 +1,274 @@
+// Decode attention: one new query token per sequence against that sequence's cached keys.
+//
+// Split-K: the keys 0..pos of a token are cut into n_splits ranges of split_len; block (split,
+// kv head, token) handles one range for all the query heads that share that K/V head (grouped-
+// query attention reads each K/V row once per group). Within a block each warp walks chunks of
+// 32 keys: lane = key for the scores (all heads of the group), then lane = dimension for the
+// weighted sum of V, with an online softmax (running max and sum) per head. The four warps'
+// states merge in shared memory; the block writes an unnormalized partial (o, max, sum), and
+// attention_combine merges the splits. With one split the block writes the final output.
+//
+// The grid is fixed by n_ctx (not by the current length), so a captured CUDA graph replays it
+// for every position; blocks past a token's length exit at once.
+#include <algorithm>
+#include <cfloat>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/memory.hpp"
+#include "lathe/error.hpp"
+
+namespace lathe::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxHeadDim = 256;
+
+template <bool F16>
+__device__ __forceinline__ float load_kv(const void* base, int64_t index) {
+  if constexpr (F16) return __half2float(static_cast<const __half*>(base)[index]);
+  else return static_cast<const float*>(base)[index];
+}
+
+// DL = ceil(head_dim / 32) dimensions per lane (at most), G = query heads per K/V head (at most).
+template <bool F16, int DL, int G>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_kernel(const AttentionArgs a, int group, int split_len, float* part_o, float* part_ml) {
+  extern __shared__ float smem[];
+  const int D = a.head_dim;
+  float* q_s = smem;                                 // [G][D], pre-scaled
+  float* o_s = q_s + G * D;                          // [kWarps][G][D]
+  float* m_s = o_s + kWarps * G * D;                 // [kWarps][G]
+  float* l_s = m_s + kWarps * G;                     // [kWarps][G]
+
+  const int split = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int n_splits = gridDim.x;
+  const int n_keys = a.positions[t] + 1;
+  const int begin = split * split_len;
+  const int end = min(n_keys, begin + split_len);
+  const int head0 = g * group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
+
+  if (begin >= end) {  // nothing in this range: an empty partial the combine step skips
+    if (n_splits > 1)
+      for (int j = threadIdx.x; j < group; j += blockDim.x) {
+        const int64_t at = ((static_cast<int64_t>(t) * a.n_head + head0 + j) * n_splits + split) * 2;
+        part_ml[at] = -FLT_MAX;
+        part_ml[at + 1] = 0.0f;
+      }
+    return;
+  }
+
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x)
+    q_s[i] = a.q[t * a.ldq + static_cast<int64_t>(head0) * D + i] * a.scale;
+  __syncthreads();
+
+  const void* keys = a.k_cache[a.slots[t]];
+  const void* values = a.v_cache[a.slots[t]];
+  const int64_t head_off = static_cast<int64_t>(g) * D;
+
+  float m[G], l[G], o[G][DL];
+#pragma unroll
+  for (int j = 0; j < G; ++j) {
+    m[j] = -FLT_MAX;
+    l[j] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < DL; ++c) o[j][c] = 0.0f;
+  }
+
+  for (int k0 = begin + warp * 32; k0 < end; k0 += kWarps * 32) {
+    const int key = k0 + lane;
+    const bool valid = key < end;
+    // Scores of this lane's key for every head of the group.
+    float s[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) s[j] = 0.0f;
+    if (valid) {
+      const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
+      // head_dim is a multiple of 8 (checked by the engine): 16-byte loads of 8 halves.
+      for (int d = 0; d < D; d += 8) {
+        float kd[8];
+        if constexpr (F16) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __half*>(keys) + row + d);
+          const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            __half2 h2;
+            memcpy(&h2, &words[e], 4);
+            const float2 f = __half22float2(h2);
+            kd[2 * e] = f.x;
+            kd[2 * e + 1] = f.y;
+          }
+        } else {
+          const float4* p4 = reinterpret_cast<const float4*>(static_cast<const float*>(keys) + row + d);
+          const float4 x0 = p4[0], x1 = p4[1];
+          kd[0] = x0.x; kd[1] = x0.y; kd[2] = x0.z; kd[3] = x0.w;
+          kd[4] = x1.x; kd[5] = x1.y; kd[6] = x1.z; kd[7] = x1.w;
+        }
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+          if (j >= group) break;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) s[j] += q_s[j * D + d + e] * kd[e];
+        }
+      }
+    }
+    // Online softmax per head; the chunk's first key is always valid, so the max is finite.
+    float p[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      if (j >= group) break;
+      const float chunk_max = warp_max(valid ? s[j] : -FLT_MAX);
+      const float m_new = fmaxf(m[j], chunk_max);
+      const float alpha = expf(m[j] - m_new);
+      p[j] = valid ? expf(s[j] - m_new) : 0.0f;
+      l[j] = l[j] * alpha + warp_sum(p[j]);
+      m[j] = m_new;
+#pragma unroll
+      for (int c = 0; c < DL; ++c) o[j][c] *= alpha;
+    }
+    // o += p . V, lane = dimension.
+    const int n_in_chunk = min(32, end - k0);
+    for (int i = 0; i < n_in_chunk; ++i) {
+      const int64_t row = static_cast<int64_t>(k0 + i) * kv_w + head_off;
+      float v[DL];
+#pragma unroll
+      for (int c = 0; c < DL; ++c) {
+        const int d = lane + 32 * c;
+        v[c] = d < D ? load_kv<F16>(values, row + d) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < G; ++j) {
+        if (j >= group) break;
+        const float pi = __shfl_sync(0xffffffffu, p[j], i);
+#pragma unroll
+        for (int c = 0; c < DL; ++c) o[j][c] += pi * v[c];
+      }
+    }
+  }
+
+  // Merge the warps' states.
+#pragma unroll
+  for (int j = 0; j < G; ++j) {
+    if (j >= group) break;
+    if (lane == 0) {
+      m_s[warp * G + j] = m[j];
+      l_s[warp * G + j] = l[j];
+    }
+#pragma unroll
+    for (int c = 0; c < DL; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) o_s[(warp * G + j) * D + d] = o[j][c];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x) {
+    const int j = i / D, d = i % D;
+    float m_max = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) m_max = fmaxf(m_max, m_s[w * G + j]);
+    float sum = 0.0f, acc = 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float wl = l_s[w * G + j];
+      if (wl == 0.0f) continue;  // a warp that saw no key
+      const float f = expf(m_s[w * G + j] - m_max);
+      sum += wl * f;
+      acc += o_s[(w * G + j) * D + d] * f;
+    }
+    const int head = head0 + j;
+    if (n_splits == 1) {
+      a.out[t * a.ldo + static_cast<int64_t>(head) * D + d] = acc / sum;
+    } else {
+      const int64_t at = (static_cast<int64_t>(t) * a.n_head + head) * n_splits + split;
+      part_o[at * D + d] = acc;
+      if (d == 0) {
+        part_ml[at * 2] = m_max;
+        part_ml[at * 2 + 1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the splits of one (token, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s.
+__global__ void attention_combine_kernel(const AttentionArgs a, int n_splits, const float* part_o,
+                                         const float* part_ml) {
+  const int head = blockIdx.x, t = blockIdx.y;
+  const int D = a.head_dim;
+  const int64_t base = (static_cast<int64_t>(t) * a.n_head + head) * n_splits;
+  float m_max = -FLT_MAX;
+  for (int s = 0; s < n_splits; ++s)
+    if (part_ml[(base + s) * 2 + 1] > 0.0f) m_max = fmaxf(m_max, part_ml[(base + s) * 2]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0.0f, acc = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+      const float l = part_ml[(base + s) * 2 + 1];
+      if (l == 0.0f) continue;
+      const float f = expf(part_ml[(base + s) * 2] - m_max);
+      sum += l * f;
+      acc += part_o[(base + s) * D + d] * f;
+    }
+    a.out[t * a.ldo + static_cast<int64_t>(head) * D + d] = acc / sum;
+  }
+}
+
+template <bool F16, int DL>
+void launch_dl(const AttentionArgs& a, int group, int n_splits, int split_len, float* part_o, float* part_ml,
+               cudaStream_t stream) {
+  const dim3 grid(n_splits, a.n_head_kv, a.n_tokens);
+  auto launch = [&](auto kernel, int G) {
+    const size_t smem = sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G);
+    if (smem > 48 * 1024) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                     static_cast<int>(smem)),
+                                "raising the shared memory of attention_decode");
+    kernel<<<grid, kWarps * 32, smem, stream>>>(a, group, split_len, part_o, part_ml);
+  };
+  if (group <= 1) launch(attention_decode_kernel<F16, DL, 1>, 1);
+  else if (group <= 2) launch(attention_decode_kernel<F16, DL, 2>, 2);
+  else if (group <= 4) launch(attention_decode_kernel<F16, DL, 4>, 4);
+  else launch(attention_decode_kernel<F16, DL, 8>, 8);
+}
+
+template <bool F16>
+void launch_f16(const AttentionArgs& a, int group, int n_splits, int split_len, float* part_o, float* part_ml,
+                cudaStream_t stream) {
+  const int dl = (a.head_dim + 31) / 32;
+  if (dl <= 2) launch_dl<F16, 2>(a, group, n_splits, split_len, part_o, part_ml, stream);
+  else if (dl <= 4) launch_dl<F16, 4>(a, group, n_splits, split_len, part_o, part_ml, stream);
+  else launch_dl<F16, 8>(a, group, n_splits, split_len, part_o, part_ml, stream);
+}
+
+}  // namespace
+
+int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors) {
+  // Up to 1024 positions one block per K/V head is enough and saves the merge kernel; beyond,
+  // enough blocks to fill the GPU twice over at full length, none shorter than 256 keys.
+  if (n_ctx <= 1024) return 1;
+  const int want = std::max(1, 2 * multiprocessors / std::max(1, n_tokens * n_head_kv));
+  const int most = std::max(1, (n_ctx + 255) / 256);
+  return std::min(want, most);
+}
+
+size_t split_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits) {
+  return static_cast<size_t>(n_tokens) * n_head * n_splits * (head_dim + 2);
+}
+
+void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float* scratch, cudaStream_t stream) {
+  if (a.n_tokens <= 0) return;
+  if (a.head_dim > kMaxHeadDim || a.n_head % a.n_head_kv != 0)
+    throw InternalError("attention_decode: head_dim <= 256 and n_head a multiple of n_head_kv are required");
+  const int group_total = a.n_head / a.n_head_kv;
+  float* part_o = scratch;
+  float* part_ml = scratch + static_cast<size_t>(a.n_tokens) * a.n_head * n_splits * a.head_dim;
+  // Groups of more than 8 query heads per K/V head run as several sub-groups (grid.y would need a
+  // second index); none of the supported models has one, so refuse clearly.
+  if (group_total > 8) throw UnsupportedError("CUDA attention supports at most 8 query heads per K/V head");
+  if (a.kv_f16) launch_f16<true>(a, group_total, n_splits, split_len, part_o, part_ml, stream);
+  else launch_f16<false>(a, group_total, n_splits, split_len, part_o, part_ml, stream);
+  check_launch("attention_decode");
+  if (n_splits > 1) {
+    attention_combine_kernel<<<dim3(a.n_head, a.n_tokens), 128, 0, stream>>>(a, n_splits, part_o, part_ml);
+    check_launch("attention_combine");
+  }
+}
+
+}  // namespace lathe::cuda

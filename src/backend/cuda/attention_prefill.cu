@@ -1,0 +1,143 @@
+// Prefill attention, tiled like flash attention: block (query tile, head) keeps a tile of 32
+// queries in shared memory and walks the causally visible keys 32 at a time, with an online
+// softmax (running max and sum per query), so the score matrix never exists in device memory.
+// Four threads share a query row: each scores 8 keys of the tile and accumulates every 4th
+// dimension of the output. Rows are padded by one float so that the threads of a warp hit
+// distinct shared-memory banks.
+#include <cmath>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/memory.hpp"
+#include "lathe/error.hpp"
+
+namespace lathe::cuda {
+namespace {
+
+constexpr int kBq = 32, kBk = 32, kThreads = 128;
+
+template <bool F16>
+__device__ __forceinline__ float load_kv(const void* base, int64_t index) {
+  if constexpr (F16) return __half2float(static_cast<const __half*>(base)[index]);
+  else return static_cast<const float*>(base)[index];
+}
+
+template <bool F16, int MAXD>
+__global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const AttentionArgs a, int first_pos) {
+  extern __shared__ float smem[];
+  const int D = a.head_dim, Dp = D + 1;
+  float* q_s = smem;               // [kBq][Dp]
+  float* k_s = q_s + kBq * Dp;     // [kBk][Dp]
+  float* v_s = k_s + kBk * Dp;     // [kBk][Dp]
+  float* p_s = v_s + kBk * Dp;     // [kBq][kBk + 1]
+
+  const int q0 = blockIdx.x * kBq, head = blockIdx.y;
+  const int n_q = a.n_tokens;
+  const int group = a.n_head / a.n_head_kv;
+  const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
+  const int64_t kv_off = static_cast<int64_t>(head / group) * D;
+  const void* keys = a.k_cache[a.slots[0]];
+  const void* values = a.v_cache[a.slots[0]];
+  const int tid = threadIdx.x, r = tid / 4, g = tid % 4;
+
+  for (int i = tid; i < kBq * D; i += kThreads) {
+    const int row = i / D, d = i % D;
+    q_s[row * Dp + d] = q0 + row < n_q ? a.q[(q0 + row) * a.ldq + static_cast<int64_t>(head) * D + d] * a.scale : 0.0f;
+  }
+  // A padding row (past the last query) acts as the last query so that its numbers stay finite.
+  const int q_pos = first_pos + min(q0 + r, n_q - 1);
+  const int n_keys = first_pos + min(q0 + kBq, n_q);  // keys any row of this tile sees
+
+  float m = -INFINITY, l = 0.0f;
+  float o[MAXD / 4];
+#pragma unroll
+  for (int i = 0; i < MAXD / 4; ++i) o[i] = 0.0f;
+
+  for (int k0 = 0; k0 < n_keys; k0 += kBk) {
+    __syncthreads();  // the previous tile's k_s, v_s and p_s are no longer read
+    for (int i = tid; i < kBk * D; i += kThreads) {
+      const int row = i / D, d = i % D;
+      const int key = k0 + row;
+      const bool in = key < n_keys;
+      k_s[row * Dp + d] = in ? load_kv<F16>(keys, key * kv_w + kv_off + d) : 0.0f;
+      v_s[row * Dp + d] = in ? load_kv<F16>(values, key * kv_w + kv_off + d) : 0.0f;
+    }
+    __syncthreads();
+
+    float s[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s[j] = 0.0f;
+    for (int d = 0; d < D; ++d) {
+      const float qd = q_s[r * Dp + d];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[j] += qd * k_s[(g * 8 + j) * Dp + d];
+    }
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (k0 + g * 8 + j > q_pos) s[j] = -INFINITY;  // causal mask
+      tile_max = fmaxf(tile_max, s[j]);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float m_new = fmaxf(m, tile_max);  // finite: key 0 is in every row's first tile
+    const float alpha = expf(m - m_new);
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float p = expf(s[j] - m_new);
+      p_s[r * (kBk + 1) + g * 8 + j] = p;
+      sum += p;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    l = l * alpha + sum;
+    m = m_new;
+#pragma unroll
+    for (int i = 0; i < MAXD / 4; ++i) o[i] *= alpha;
+    __syncthreads();
+    for (int k = 0; k < kBk; ++k) {
+      const float p = p_s[r * (kBk + 1) + k];
+#pragma unroll
+      for (int i = 0; i < MAXD / 4; ++i)
+        if (g + 4 * i < D) o[i] += p * v_s[k * Dp + g + 4 * i];
+    }
+  }
+  if (q0 + r >= n_q) return;
+  float* out = a.out + (q0 + r) * a.ldo + static_cast<int64_t>(head) * D;
+  const float inv = 1.0f / l;
+#pragma unroll
+  for (int i = 0; i < MAXD / 4; ++i)
+    if (g + 4 * i < D) out[g + 4 * i] = o[i] * inv;
+}
+
+template <bool F16, int MAXD>
+void launch(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
+  const int Dp = a.head_dim + 1;
+  const size_t smem = sizeof(float) * (static_cast<size_t>(kBq + 2 * kBk) * Dp + kBq * (kBk + 1));
+  auto kernel = attention_prefill_kernel<F16, MAXD>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+        "raising the shared memory of attention_prefill");
+  const dim3 grid((a.n_tokens + kBq - 1) / kBq, a.n_head);
+  kernel<<<grid, kThreads, smem, stream>>>(a, first_pos);
+}
+
+template <bool F16>
+void launch_d(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
+  if (a.head_dim <= 64) launch<F16, 64>(a, first_pos, stream);
+  else if (a.head_dim <= 128) launch<F16, 128>(a, first_pos, stream);
+  else launch<F16, 256>(a, first_pos, stream);
+}
+
+}  // namespace
+
+void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
+  if (a.n_tokens <= 0) return;
+  if (a.head_dim > 256 || a.head_dim % 4 != 0 || a.n_head % a.n_head_kv != 0)
+    throw InternalError("attention_prefill: head_dim <= 256, a multiple of 4, and n_head a multiple of n_head_kv");
+  if (a.kv_f16) launch_d<true>(a, first_pos, stream);
+  else launch_d<false>(a, first_pos, stream);
+  check_launch("attention_prefill");
+}
+
+}  // namespace lathe::cuda

@@ -1,0 +1,44 @@
+// Matrix products for many tokens (prefill, large batches) through cuBLAS: 16-bit weights meet
+// activations converted to their type (tensor cores, float32 accumulation), float32 weights use
+// SGEMM, block-quantized weights are first decoded to IEEE half a chunk of rows at a time.
+// CUDA builds only.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "backend/cuda/matrix.hpp"
+#include "backend/cuda/memory.hpp"
+
+namespace lathe::cuda {
+
+class Blas {
+ public:
+  explicit Blas(cudaStream_t stream);
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  cublasHandle_t handle() const noexcept { return handle_; }
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+};
+
+// Scratch the products need: activations in 16 bits (act16_elems halves) and decoded weight rows
+// (w16_elems halves; a quantized matrix is decoded w16_elems / cols rows at a time).
+struct GemmScratch {
+  void* act16 = nullptr;
+  size_t act16_elems = 0;
+  void* w16 = nullptr;
+  size_t w16_elems = 0;
+  // BF16 weights: decode them to half chunk by chunk and multiply half activations (3 more
+  // mantissa bits than bfloat16 activations, for more weight traffic), instead of meeting
+  // bfloat16 activations directly. Needs w16.
+  bool bf16_as_f16 = false;
+};
+
+// y[t * ldy + r] = beta * y[...] + sum_c W[r][c] * x[t * ldx + c] for t < n_tokens.
+void gemm(const Blas& blas, const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, float* y, int64_t ldy,
+          float beta, const GemmScratch& scratch, cudaStream_t stream);
+
+}  // namespace lathe::cuda

@@ -1,0 +1,72 @@
+#include "backend/cuda/gemm.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "backend/cuda/kernels.hpp"
+#include "lathe/error.hpp"
+
+namespace lathe::cuda {
+namespace {
+
+void check_blas(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  if (status == CUBLAS_STATUS_ALLOC_FAILED)
+    throw OutOfMemoryError(fmt::format("cuBLAS ran out of device memory in {}; use a smaller batch (-b) or context",
+                                       what));
+  throw DeviceError(fmt::format("cuBLAS {} failed: {} ({})", what, cublasGetStatusName(status),
+                                cublasGetStatusString(status)));
+}
+
+}  // namespace
+
+Blas::Blas(cudaStream_t stream) {
+  check_blas(cublasCreate(&handle_), "cublasCreate");
+  check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
+}
+
+Blas::~Blas() {
+  if (handle_ != nullptr) cublasDestroy(handle_);
+}
+
+void gemm(const Blas& blas, const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, float* y, int64_t ldy,
+          float beta, const GemmScratch& scratch, cudaStream_t stream) {
+  if (n_tokens <= 0) return;
+  const float alpha = 1.0f;
+  const int k = static_cast<int>(w.cols);
+  if (w.type == DType::F32) {
+    // Row-major W [rows][cols] is column-major cols x rows: C (rows x n) = W^T-view * X.
+    check_blas(cublasSgemm(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), n_tokens, k, &alpha,
+                           reinterpret_cast<const float*>(w.qs), k, x, static_cast<int>(ldx), &beta, y,
+                           static_cast<int>(ldy)),
+               "SGEMM");
+    return;
+  }
+  if (scratch.act16_elems < static_cast<size_t>(n_tokens) * k)
+    throw InternalError("gemm: activation scratch too small");
+  const bool bf16 = w.type == DType::BF16 && !scratch.bf16_as_f16;
+  if (bf16) f32_to_bf16(x, ldx, n_tokens, k, scratch.act16, stream);
+  else f32_to_f16(x, ldx, n_tokens, k, scratch.act16, stream);
+  const cudaDataType_t type16 = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  auto product = [&](const void* a, int64_t rows, float* c) {
+    check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n_tokens, k, &alpha, a,
+                            type16, k, scratch.act16, type16, k, &beta, c, CUDA_R_32F, static_cast<int>(ldy),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "GemmEx");
+  };
+  if (w.type == DType::F16 || bf16) {  // straight from the weights
+    product(w.qs, w.rows, y);
+    return;
+  }
+  // Block-quantized: decode a chunk of rows to half, multiply, next chunk.
+  const int64_t chunk = static_cast<int64_t>(scratch.w16_elems / static_cast<size_t>(k));
+  if (chunk < 1) throw InternalError("gemm: weight scratch too small");
+  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, w.rows - r0);
+    dequantize_rows_f16(w, r0, n, scratch.w16, stream);
+    product(scratch.w16, n, y + r0);
+  }
+}
+
+}  // namespace lathe::cuda

@@ -1,0 +1,108 @@
+// Host-side launchers of lathe's CUDA kernels, one .cu file per concern. Every pointer is device
+// memory; every launcher enqueues on `stream` and checks the launch (DeviceError naming the
+// kernel). Each kernel is compared with the CPU reference in tests/backend/cuda/.
+// CUDA builds only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/matrix.hpp"
+
+namespace lathe::cuda {
+
+// embed.cu: out[t] = row tokens[t] of `table`, decoded to float32 (n_tokens x table.cols).
+void embed_rows(const DeviceMatrix& table, const int32_t* tokens, int n_tokens, float* out, cudaStream_t stream);
+
+// rms_norm.cu: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for n_rows rows of `width`
+// (x rows ldx floats apart, out rows ldo apart; out may alias x).
+void rms_norm(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, float* out,
+              int64_t ldo, cudaStream_t stream);
+
+// quantize_act.cu: each 32-element block of the n_rows x width rows of x (ldx floats apart) to
+// int8 with d = max|x| / 127 (q8, width bytes per row) and the pair (d, d * sum q) (ds, width/16
+// floats per row). width must be a multiple of 32.
+void quantize_q8(const float* x, int64_t ldx, int n_rows, int width, int8_t* q8, float* ds, cudaStream_t stream);
+
+// matvec.cu: y = W x for up to 8 tokens, reading W once (decode). Up to three independent
+// matrices of one type run in one launch (Q, K and V). Epilogues: Store (y = Wx), Add
+// (y += Wx: the residual stream), SwiGLU (y = silu(A x) * (B x): gate and up).
+enum class Epilogue { Store, Add, SwiGLU };
+struct MatvecTarget {
+  DeviceMatrix a;  // the matrix (SwiGLU: the gate)
+  DeviceMatrix b;  // SwiGLU only: the up projection, same type and shape as a
+  float* y = nullptr;
+  int64_t ldy = 0;  // floats between tokens' rows of y
+};
+constexpr int kMatvecMaxTokens = 8;
+// Whether the mat-vec of this device type reads MatvecInput::q8 (else MatvecInput::x).
+bool matvec_reads_q8(DType type) noexcept;
+void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
+            cudaStream_t stream);
+
+// rope_kv.cu: for each token: add the Q/K/V biases (when given), RMS-normalize each head of Q
+// and K (Qwen3, when q_norm/k_norm are given), rotate Q and K (RoPE), write Q back in place and
+// K, V into the token's KV cache row.
+struct RopeKvArgs {
+  float* qkv = nullptr;          // [n_tokens][ld]: q (n_head*D) | k (n_kv*D) | v (n_kv*D)
+  int64_t ld = 0;
+  int n_tokens = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+  const float* bq = nullptr;     // biases (n_head*D, n_kv*D, n_kv*D) or null
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* q_norm = nullptr; // head_dim weights or null
+  const float* k_norm = nullptr;
+  float eps = 1e-6f;
+  const float* inv_freq = nullptr;  // rope_dim / 2 angles per position
+  int rope_dim = 0;
+  bool neox = true;              // pairs (i, i + rope_dim/2); false: (2i, 2i+1)
+  float position_scale = 1.0f;
+  const int32_t* positions = nullptr;  // per token
+  const int32_t* slots = nullptr;      // per token: its sequence's KV cache
+  void* const* k_cache = nullptr;      // per slot: this layer's keys (n_ctx rows of n_kv*D)
+  void* const* v_cache = nullptr;
+  bool kv_f16 = true;
+};
+void rope_kv(const RopeKvArgs& args, cudaStream_t stream);
+
+// attention_decode.cu: one query token per sequence (decode), its keys split over blocks
+// (split-K) and merged; grouped-query heads share each K/V read.
+struct AttentionArgs {
+  const float* q = nullptr;   // [n_tokens][ldq], after RoPE
+  int64_t ldq = 0;
+  float* out = nullptr;       // [n_tokens][ldo]: n_head * D
+  int64_t ldo = 0;
+  int n_tokens = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+  float scale = 1.0f;
+  const int32_t* positions = nullptr;  // per token; it sees keys 0..position
+  const int32_t* slots = nullptr;
+  const void* const* k_cache = nullptr;  // per slot
+  const void* const* v_cache = nullptr;
+  bool kv_f16 = true;
+};
+// Partial results need split_scratch_floats() floats of scratch.
+int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors);
+size_t split_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits);
+void attention_decode(const AttentionArgs& args, int n_splits, int split_len, float* scratch, cudaStream_t stream);
+
+// attention_prefill.cu: causal attention of n_tokens consecutive queries of one sequence
+// (positions first_pos.., slots[0] for all), tiled like flash attention (online softmax, no
+// score matrix in memory).
+void attention_prefill(const AttentionArgs& args, int first_pos, cudaStream_t stream);
+
+// dequantize.cu: rows [first, first + n) of m into IEEE half, row-major (n x m.cols).
+void dequantize_rows_f16(const DeviceMatrix& m, int64_t first, int64_t n, void* out, cudaStream_t stream);
+
+// convert.cu: float32 rows to IEEE half or bfloat16 (n_rows x width, source rows ldx apart,
+// destination dense).
+void f32_to_f16(const float* x, int64_t ldx, int n_rows, int width, void* out, cudaStream_t stream);
+void f32_to_bf16(const float* x, int64_t ldx, int n_rows, int width, void* out, cudaStream_t stream);
+
+// swiglu.cu: h[t][i] = silu(gu[t][i]) * gu[t][n_ff + i] (gate and up side by side).
+void swiglu(const float* gate_up, int n_tokens, int n_ff, float* h, cudaStream_t stream);
+
+// argmax.cu: index of the largest of each row's n floats (the first on ties).
+void argmax_rows(const float* x, int n_rows, int n, int32_t* out, cudaStream_t stream);
+
+}  // namespace lathe::cuda

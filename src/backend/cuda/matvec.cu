@@ -1,0 +1,206 @@
+// Mat-vec for decode: y = W x for 1..8 tokens, each weight byte read once from device memory.
+//
+// A block of 4 warps; each warp computes two outputs (two rows of one matrix, or for SwiGLU one
+// row of the gate and the same row of the up matrix) for every token. The lanes of a warp walk
+// the row in "steps" (8 elements of a float type, one 32-element block of a quantized type), so
+// that neighbouring lanes read neighbouring 16-byte pieces of the row (coalesced), then the
+// warp's partial sums are reduced with shuffles.
+//
+// Q8_0, Q4_0 and Q4_1 meet activations quantized to int8 blocks (quantize_act.cu) and multiply
+// with dp4a, 4 products per instruction, as llama.cpp does; the float types and the K-quants
+// decode to float and meet float activations.
+//
+// Up to three matrices of one type run in one launch (Q, K and V: fewer launches per token,
+// which decides the speed of small models): each gets its own range of blocks.
+#include <string>
+
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/memory.hpp"
+#include "backend/cuda/quant_decode.cuh"
+#include "lathe/error.hpp"
+
+namespace lathe::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+
+struct Segment {
+  MatvecTarget target;
+  int64_t n_out = 0;    // outputs (rows; SwiGLU: rows of the gate)
+  int block_begin = 0;  // first block of this segment
+};
+
+struct Params {
+  Segment seg[3];
+  int n_seg = 0;
+  MatvecInput in;
+  int n_tokens = 0;
+};
+
+// Float activations: decode both rows' step, multiply with each token's 8 or 32 floats.
+template <DType T, int NCOLS>
+__device__ __forceinline__ void step_float(const uint8_t* const (&qs)[2], const uint8_t* const (&sc)[2], int64_t st,
+                                           const MatvecInput& in, int n_tokens, float (&acc)[2][NCOLS]) {
+  constexpr int E = StepElems<T>::value;
+  float w[2][E];
+  decode_step<T>(qs[0], sc[0], st, w[0]);
+  decode_step<T>(qs[1], sc[1], st, w[1]);
+#pragma unroll
+  for (int t = 0; t < NCOLS; ++t) {
+    if (t >= n_tokens) break;
+    const float4* xp = reinterpret_cast<const float4*>(in.x + t * in.ldx + st * E);
+#pragma unroll
+    for (int i = 0; i < E / 4; ++i) {
+      const float4 x = xp[i];
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        acc[r][t] += w[r][4 * i] * x.x + w[r][4 * i + 1] * x.y + w[r][4 * i + 2] * x.z + w[r][4 * i + 3] * x.w;
+    }
+  }
+}
+
+// 8-bit activations: one 32-element block per step, integer dot products.
+template <DType T, int NCOLS>
+__device__ __forceinline__ void step_q8(const uint8_t* const (&qs)[2], const uint8_t* const (&sc)[2], int64_t st,
+                                        const MatvecInput& in, int n_tokens, float (&acc)[2][NCOLS]) {
+  int wq[2][8];  // Q8_0: 32 int8; Q4_x: 16 bytes of nibbles in wq[r][0..3]
+  float d[2], m[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if constexpr (T == DType::Q8_0) {
+      const int4* p = reinterpret_cast<const int4*>(qs[r] + st * 32);
+      const int4 a = p[0], b = p[1];
+      wq[r][0] = a.x; wq[r][1] = a.y; wq[r][2] = a.z; wq[r][3] = a.w;
+      wq[r][4] = b.x; wq[r][5] = b.y; wq[r][6] = b.z; wq[r][7] = b.w;
+      d[r] = load_half(sc[r] + st * 2);
+      m[r] = 0.0f;
+    } else {
+      const int4 a = *reinterpret_cast<const int4*>(qs[r] + st * 16);
+      // Low nibbles are elements 0..15, high nibbles 16..31 (ggml's order).
+      wq[r][0] = a.x & 0x0F0F0F0F; wq[r][1] = a.y & 0x0F0F0F0F;
+      wq[r][2] = a.z & 0x0F0F0F0F; wq[r][3] = a.w & 0x0F0F0F0F;
+      wq[r][4] = (a.x >> 4) & 0x0F0F0F0F; wq[r][5] = (a.y >> 4) & 0x0F0F0F0F;
+      wq[r][6] = (a.z >> 4) & 0x0F0F0F0F; wq[r][7] = (a.w >> 4) & 0x0F0F0F0F;
+      if constexpr (T == DType::Q4_0) {
+        d[r] = load_half(sc[r] + st * 2);
+        m[r] = -8.0f * d[r];  // value = d * (q - 8) = d * q + m
+      } else {
+        d[r] = load_half(sc[r] + st * 4);
+        m[r] = load_half(sc[r] + st * 4 + 2);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NCOLS; ++t) {
+    if (t >= n_tokens) break;
+    const int4* xp = reinterpret_cast<const int4*>(in.q8 + t * in.ld_q8 + st * 32);
+    const int4 xa = xp[0], xb = xp[1];
+    const int xq[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+    const float dx = in.ds[t * in.ld_ds + st * 2], sx = in.ds[t * in.ld_ds + st * 2 + 1];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      int sum = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sum = __dp4a(wq[r][i], xq[i], sum);
+      // sum_j (d q_j + m) (dx qx_j) = d dx sum(q qx) + m (dx sum(qx))
+      acc[r][t] += d[r] * dx * static_cast<float>(sum) + m[r] * sx;
+    }
+  }
+}
+
+template <DType T, int NCOLS, Epilogue EP>
+__global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
+  int s = 0;
+  while (s + 1 < p.n_seg && static_cast<int>(blockIdx.x) >= p.seg[s + 1].block_begin) ++s;
+  const Segment& seg = p.seg[s];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int kOutsPerWarp = EP == Epilogue::SwiGLU ? 1 : 2;
+  const int64_t out0 = (static_cast<int64_t>(blockIdx.x - seg.block_begin) * kWarps + warp) * kOutsPerWarp;
+  if (out0 >= seg.n_out) return;
+
+  const DeviceMatrix& a = seg.target.a;
+  const DeviceMatrix& b = EP == Epilogue::SwiGLU ? seg.target.b : seg.target.a;
+  // Normal: rows out0 and out0 + 1 of a (the last row twice when n_out is odd, stored once).
+  const int64_t row0 = out0;
+  const int64_t row1 = EP == Epilogue::SwiGLU ? out0 : min(out0 + 1, seg.n_out - 1);
+  const uint8_t* const qs[2] = {a.qs + row0 * static_cast<int64_t>(a.qs_row), b.qs + row1 * static_cast<int64_t>(b.qs_row)};
+  const uint8_t* const sc[2] = {a.scales ? a.scales + row0 * static_cast<int64_t>(a.sc_row) : nullptr,
+                                b.scales ? b.scales + row1 * static_cast<int64_t>(b.sc_row) : nullptr};
+
+  float acc[2][NCOLS];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int t = 0; t < NCOLS; ++t) acc[r][t] = 0.0f;
+
+  constexpr bool kQ8 = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1;
+  const int64_t n_steps = a.cols / StepElems<T>::value;
+  for (int64_t st = lane; st < n_steps; st += 32) {
+    if constexpr (kQ8) step_q8<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
+    else step_float<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
+  }
+
+#pragma unroll
+  for (int t = 0; t < NCOLS; ++t) {
+    if (t >= p.n_tokens) break;
+    const float v0 = warp_sum(acc[0][t]);
+    const float v1 = warp_sum(acc[1][t]);
+    if (lane != 0) continue;
+    float* y = seg.target.y + t * seg.target.ldy;
+    if constexpr (EP == Epilogue::SwiGLU) {
+      y[out0] = silu(v0) * v1;
+    } else if constexpr (EP == Epilogue::Add) {
+      y[out0] += v0;
+      if (out0 + 1 < seg.n_out) y[out0 + 1] += v1;
+    } else {
+      y[out0] = v0;
+      if (out0 + 1 < seg.n_out) y[out0 + 1] = v1;
+    }
+  }
+}
+
+template <DType T, Epilogue EP>
+void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
+  const dim3 block(kWarps * 32);
+  if (p.n_tokens <= 1) matvec_kernel<T, 1, EP><<<n_blocks, block, 0, stream>>>(p);
+  else if (p.n_tokens <= 2) matvec_kernel<T, 2, EP><<<n_blocks, block, 0, stream>>>(p);
+  else if (p.n_tokens <= 4) matvec_kernel<T, 4, EP><<<n_blocks, block, 0, stream>>>(p);
+  else matvec_kernel<T, 8, EP><<<n_blocks, block, 0, stream>>>(p);
+}
+
+}  // namespace
+
+bool matvec_reads_q8(DType type) noexcept { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
+
+void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
+            cudaStream_t stream) {
+  if (n_targets < 1 || n_targets > 3 || n_tokens < 1 || n_tokens > kMatvecMaxTokens)
+    throw InternalError("matvec: 1..3 matrices and 1..8 tokens per launch (got " + std::to_string(n_targets) +
+                        " and " + std::to_string(n_tokens) + ")");
+  for (int i = 1; i < n_targets; ++i)
+    if (targets[i].a.type != targets[0].a.type || targets[i].a.cols != targets[0].a.cols)
+      throw InternalError("matvec: the matrices of one launch must share type and width");
+  Params p;
+  p.n_seg = n_targets;
+  p.in = in;
+  p.n_tokens = n_tokens;
+  const int outs_per_block = kWarps * (epilogue == Epilogue::SwiGLU ? 1 : 2);
+  int blocks = 0;
+  for (int i = 0; i < n_targets; ++i) {
+    p.seg[i].target = targets[i];
+    p.seg[i].n_out = targets[i].a.rows;
+    p.seg[i].block_begin = blocks;
+    blocks += static_cast<int>((targets[i].a.rows + outs_per_block - 1) / outs_per_block);
+  }
+  const DType type = targets[0].a.type;
+  dispatch_device_type(type, [&]<DType T>() {
+    switch (epilogue) {
+      case Epilogue::Store: launch_typed<T, Epilogue::Store>(p, blocks, stream); break;
+      case Epilogue::Add: launch_typed<T, Epilogue::Add>(p, blocks, stream); break;
+      case Epilogue::SwiGLU: launch_typed<T, Epilogue::SwiGLU>(p, blocks, stream); break;
+    }
+  });
+  check_launch("matvec");
+}
+
+}  // namespace lathe::cuda

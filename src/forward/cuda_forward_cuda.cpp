@@ -1,0 +1,427 @@
+#include "forward/cuda_forward.hpp"
+
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/gemm.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/memory.hpp"
+#include "lathe/error.hpp"
+#include "weights/cuda_weights.hpp"
+
+namespace lathe {
+
+using cuda::Epilogue;
+using cuda::MatvecTarget;
+
+struct CudaForward::Impl {
+  const ModelWeights& w;
+  const HParams& hp;
+  CudaForwardOptions opt;
+  std::shared_ptr<CudaWeights> dw;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::Blas> blas;
+  int multiprocessors = 1;
+  std::string device_name;
+  int64_t n_embd = 0, head_dim = 0, q_w = 0, kv_w = 0, qkv_w = 0, n_ff = 0, n_vocab = 0;
+
+  cuda::DeviceBuffer kv, kv_tables;
+  void** k_tab = nullptr;  // [layer][slot]
+  void** v_tab = nullptr;
+  cuda::DeviceBuffer io;  // tokens | positions | slots, max_batch each
+  cuda::PinnedBuffer io_host;
+  cuda::DeviceBuffer act;
+  float *x = nullptr, *xn = nullptr, *qkv = nullptr, *attn = nullptr, *gu = nullptr, *h = nullptr;
+  int8_t* q8 = nullptr;
+  float* ds = nullptr;
+  float* split_scratch = nullptr;
+  cuda::GemmScratch gemm_scratch;
+  cuda::DeviceBuffer logits_dev;
+  cuda::PinnedBuffer logits_host;
+  uint32_t logit_capacity = 0;  // rows
+  cuda::PinnedBuffer hook_rows;
+  ResidualHooks* hooks = nullptr;
+  cudaGraphExec_t graph = nullptr;
+
+  int32_t* d_tokens() const { return io.as<int32_t>(); }
+  int32_t* d_positions() const { return io.as<int32_t>() + opt.max_batch; }
+  int32_t* d_slots() const { return io.as<int32_t>() + 2 * opt.max_batch; }
+
+  Impl(const ModelWeights& weights, const CudaForwardOptions& o) : w(weights), hp(weights.hp), opt(o) {
+    if (opt.max_batch == 0 || opt.n_slots == 0 || opt.n_ctx == 0)
+      throw InvalidArgumentError("CUDA forward: max_batch, n_slots and n_ctx must be at least 1");
+    head_dim = hp.head_dim;
+    if (head_dim % 8 != 0 || head_dim > 256 || hp.n_head % hp.n_head_kv != 0 || hp.n_head / hp.n_head_kv > 8)
+      throw UnsupportedError(fmt::format("{}: the CUDA kernels need head_dim a multiple of 8 up to 256 and at most 8 "
+                                         "query heads per K/V head (this model: head_dim {}, {} / {} heads); use "
+                                         "--device cpu",
+                                         w.source, hp.head_dim, hp.n_head, hp.n_head_kv));
+    cuda::use_device(opt.device);
+    cudaDeviceProp prop{};
+    cuda::check(cudaGetDeviceProperties(&prop, opt.device), "reading the device properties");
+    multiprocessors = prop.multiProcessorCount;
+    device_name = prop.name;
+    dw = CudaWeights::get(w, opt.device);
+    n_embd = hp.n_embd;
+    q_w = int64_t{hp.n_head} * head_dim;
+    kv_w = int64_t{hp.n_head_kv} * head_dim;
+    qkv_w = q_w + 2 * kv_w;
+    n_ff = hp.n_ff;
+    n_vocab = dw->output.rows;
+
+    cuda::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a CUDA stream");
+    blas = std::make_unique<cuda::Blas>(stream);
+    allocate_kv();
+    allocate_scratch();
+    grow_logits(1);
+  }
+
+  ~Impl() {
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    if (graph != nullptr) cudaGraphExecDestroy(graph);
+    blas.reset();
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  void allocate_kv() {
+    const size_t elem = opt.kv_f16 ? 2 : 4;
+    const size_t per_cache = size_t{opt.n_ctx} * static_cast<size_t>(kv_w) * elem;  // one layer's K (or V)
+    const size_t n_caches = size_t{opt.n_slots} * hp.n_layer * 2;
+    kv = cuda::DeviceBuffer(per_cache * n_caches,
+                            fmt::format("the KV cache ({} sequence(s) x {} tokens x {} layers, {})", opt.n_slots,
+                                        opt.n_ctx, hp.n_layer, opt.kv_f16 ? "f16" : "f32"));
+    std::vector<void*> tables(n_caches);
+    auto* base = kv.as<uint8_t>();
+    for (uint32_t l = 0; l < hp.n_layer; ++l)
+      for (uint32_t s = 0; s < opt.n_slots; ++s) {
+        const size_t index = (size_t{s} * hp.n_layer + l) * 2;
+        tables[size_t{l} * opt.n_slots + s] = base + index * per_cache;
+        tables[n_caches / 2 + size_t{l} * opt.n_slots + s] = base + (index + 1) * per_cache;
+      }
+    kv_tables = cuda::DeviceBuffer(n_caches * sizeof(void*), "the KV cache tables");
+    cuda::check(cudaMemcpy(kv_tables.data(), tables.data(), n_caches * sizeof(void*), cudaMemcpyHostToDevice),
+                "copying the KV cache tables");
+    k_tab = kv_tables.as<void*>();
+    v_tab = k_tab + n_caches / 2;
+  }
+
+  // Token-splits the decode attention may need at once: n tokens get n * splits <= max(n,
+  // 2 * multiprocessors / n_head_kv) (see decode_splits in attention_decode.cu).
+  size_t split_slots() const {
+    return std::max<size_t>(opt.max_batch, 2 * static_cast<size_t>(multiprocessors) / hp.n_head_kv + 1);
+  }
+
+  void allocate_scratch() {
+    const size_t B = opt.max_batch;
+    const int64_t widest_input = std::max({n_embd, q_w, n_ff});
+    struct Part {
+      size_t bytes;
+      void** where;
+    };
+    const bool use_gemm = B > cuda::kMatvecMaxTokens;
+    // LATHE_CUDA_BF16_GEMM=f16: BF16 weights meet half activations in prefill (see GemmScratch).
+    const char* bf16_mode = std::getenv("LATHE_CUDA_BF16_GEMM");
+    gemm_scratch.bf16_as_f16 = bf16_mode != nullptr && std::string(bf16_mode) == "f16";
+    const size_t w16_elems =
+        use_gemm && (dw->any_quantized || (dw->any_bf16 && gemm_scratch.bf16_as_f16))
+            ? static_cast<size_t>(std::min<int64_t>(dw->max_rows, std::max<int64_t>(1, (32ll << 20) / dw->max_cols))) *
+                  dw->max_cols
+            : 0;
+    std::vector<Part> parts = {
+        {B * n_embd * 4, reinterpret_cast<void**>(&x)},
+        {B * n_embd * 4, reinterpret_cast<void**>(&xn)},
+        {B * qkv_w * 4, reinterpret_cast<void**>(&qkv)},
+        {B * q_w * 4, reinterpret_cast<void**>(&attn)},
+        {use_gemm ? B * 2 * n_ff * 4 : 0, reinterpret_cast<void**>(&gu)},
+        {B * n_ff * 4, reinterpret_cast<void**>(&h)},
+        {B * widest_input, reinterpret_cast<void**>(&q8)},
+        {B * (widest_input / 32) * 2 * 4, reinterpret_cast<void**>(&ds)},
+        {cuda::split_scratch_floats(static_cast<int>(split_slots()), hp.n_head, static_cast<int>(head_dim), 1) * 4,
+         reinterpret_cast<void**>(&split_scratch)},
+        {use_gemm ? B * dw->max_cols * 2 : 0, &gemm_scratch.act16},
+        {w16_elems * 2, &gemm_scratch.w16},
+        {3 * B * 4, nullptr},  // io, allocated separately below
+    };
+    size_t total = 0;
+    for (auto& p : parts) total += (p.bytes + 255) / 256 * 256;
+    act = cuda::DeviceBuffer(total, fmt::format("activations for {} tokens per step", B));
+    auto* base = act.as<uint8_t>();
+    size_t offset = 0;
+    for (auto& p : parts) {
+      if (p.where != nullptr) *p.where = p.bytes ? base + offset : nullptr;
+      offset += (p.bytes + 255) / 256 * 256;
+    }
+    gemm_scratch.act16_elems = use_gemm ? B * dw->max_cols : 0;
+    gemm_scratch.w16_elems = w16_elems;
+    io = cuda::DeviceBuffer(3 * B * sizeof(int32_t), "token ids and positions");
+    io_host = cuda::PinnedBuffer(3 * B * sizeof(int32_t), "token ids and positions");
+    hook_rows = cuda::PinnedBuffer(B * n_embd * sizeof(float), "hook rows");
+  }
+
+  void grow_logits(uint32_t rows) {
+    if (rows <= logit_capacity) return;
+    if (graph != nullptr) {  // the captured step writes the old buffer
+      cudaGraphExecDestroy(graph);
+      graph = nullptr;
+    }
+    logits_dev = cuda::DeviceBuffer();
+    logits_host = cuda::PinnedBuffer();
+    logits_dev = cuda::DeviceBuffer(size_t{rows} * n_vocab * 4, fmt::format("logits for {} tokens", rows));
+    logits_host = cuda::PinnedBuffer(size_t{rows} * n_vocab * 4, fmt::format("logits for {} tokens", rows));
+    logit_capacity = rows;
+  }
+
+  // ---- building blocks -------------------------------------------------------------------
+
+  // Runs the hooks of `site` on device rows: through host memory (hooks are host code).
+  void hook(HookPoint point, uint32_t layer, float* rows, int n_rows, bool last_chunk) {
+    if (hooks == nullptr) return;
+    const HookSite site{point, layer};
+    if (!hooks->has(site)) return;
+    const size_t bytes = size_t(n_rows) * n_embd * 4;
+    cuda::check(cudaMemcpyAsync(hook_rows.data(), rows, bytes, cudaMemcpyDeviceToHost, stream), "reading hook rows");
+    cuda::check(cudaStreamSynchronize(stream), "reading hook rows");
+    hooks->apply(site, hook_rows.as<float>(), n_rows, n_embd, last_chunk);
+    cuda::check(cudaMemcpyAsync(rows, hook_rows.data(), bytes, cudaMemcpyHostToDevice, stream), "writing hook rows");
+  }
+
+  // y (per target) = W x for n tokens: mat-vec kernels up to 8 tokens, cuBLAS above.
+  void linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep) {
+    const int64_t cols = targets.begin()->a.cols;
+    if (n <= cuda::kMatvecMaxTokens) {
+      cuda::MatvecInput in;
+      in.x = xin;
+      in.ldx = ldx;
+      bool same_type = true, q8_needed = false;
+      for (const auto& t : targets) {
+        same_type = same_type && t.a.type == targets.begin()->a.type;
+        q8_needed = q8_needed || cuda::matvec_reads_q8(t.a.type);
+      }
+      if (q8_needed) {
+        cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream);
+        in.q8 = q8;
+        in.ds = ds;
+        in.ld_q8 = cols;
+        in.ld_ds = cols / 16;
+      }
+      if (same_type) {
+        cuda::matvec(targets.begin(), static_cast<int>(targets.size()), in, n, ep, stream);
+      } else {
+        for (const auto& t : targets) cuda::matvec(&t, 1, in, n, ep, stream);
+      }
+      return;
+    }
+    for (const auto& t : targets) {
+      if (ep == Epilogue::SwiGLU) {
+        cuda::gemm(*blas, t.a, xin, ldx, n, gu, 2 * n_ff, 0.0f, gemm_scratch, stream);
+        cuda::gemm(*blas, t.b, xin, ldx, n, gu + n_ff, 2 * n_ff, 0.0f, gemm_scratch, stream);
+        cuda::swiglu(gu, n, static_cast<int>(n_ff), t.y, stream);
+      } else {
+        cuda::gemm(*blas, t.a, xin, ldx, n, t.y, t.ldy, ep == Epilogue::Add ? 1.0f : 0.0f, gemm_scratch, stream);
+      }
+    }
+  }
+
+  cuda::AttentionArgs attention_args(uint32_t layer, int n) const {
+    cuda::AttentionArgs a;
+    a.q = qkv;
+    a.ldq = qkv_w;
+    a.out = attn;
+    a.ldo = q_w;
+    a.n_tokens = n;
+    a.n_head = static_cast<int>(hp.n_head);
+    a.n_head_kv = static_cast<int>(hp.n_head_kv);
+    a.head_dim = static_cast<int>(head_dim);
+    a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    a.positions = d_positions();
+    a.slots = d_slots();
+    a.k_cache = k_tab + size_t{layer} * opt.n_slots;
+    a.v_cache = v_tab + size_t{layer} * opt.n_slots;
+    a.kv_f16 = opt.kv_f16;
+    return a;
+  }
+
+  void attention_block(const CudaLayerWeights& L, uint32_t il, int n, bool prefill, int first_pos) {
+    cuda::rms_norm(x, n_embd, L.attn_norm, n, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
+    if (L.fused_qkv()) {
+      linear({{L.wqkv, {}, qkv, qkv_w}}, xn, n_embd, n, Epilogue::Store);
+    } else {
+      linear({{L.wq, {}, qkv, qkv_w}, {L.wk, {}, qkv + q_w, qkv_w}, {L.wv, {}, qkv + q_w + kv_w, qkv_w}}, xn, n_embd, n,
+             Epilogue::Store);
+    }
+    cuda::RopeKvArgs r;
+    r.qkv = qkv;
+    r.ld = qkv_w;
+    r.n_tokens = n;
+    r.n_head = static_cast<int>(hp.n_head);
+    r.n_head_kv = static_cast<int>(hp.n_head_kv);
+    r.head_dim = static_cast<int>(head_dim);
+    r.bq = L.bq;
+    r.bk = L.bk;
+    r.bv = L.bv;
+    r.q_norm = L.q_norm;
+    r.k_norm = L.k_norm;
+    r.eps = hp.rms_eps;
+    r.inv_freq = dw->inv_freq;
+    r.rope_dim = w.rope.rope_dim;
+    r.neox = w.rope.order == cpu::RopeOrder::NeoX;
+    r.position_scale = w.rope.position_scale;
+    r.positions = d_positions();
+    r.slots = d_slots();
+    r.k_cache = k_tab + size_t{il} * opt.n_slots;
+    r.v_cache = v_tab + size_t{il} * opt.n_slots;
+    r.kv_f16 = opt.kv_f16;
+    cuda::rope_kv(r, stream);
+
+    const cuda::AttentionArgs a = attention_args(il, n);
+    if (prefill && n > 1) {
+      cuda::attention_prefill(a, first_pos, stream);
+    } else {
+      const int splits = cuda::decode_splits(static_cast<int>(opt.n_ctx), n, static_cast<int>(hp.n_head_kv),
+                                             multiprocessors);
+      const int split_len = static_cast<int>((opt.n_ctx + splits - 1) / splits);
+      cuda::attention_decode(a, splits, split_len, split_scratch, stream);
+    }
+    linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add);
+  }
+
+  void mlp_block(const CudaLayerWeights& L, int n) {
+    cuda::rms_norm(x, n_embd, L.ffn_norm, n, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
+    const cuda::DeviceMatrix gate = L.fused_gate_up() ? L.w_gate_up.row_slice(0, n_ff) : L.w_gate;
+    const cuda::DeviceMatrix up = L.fused_gate_up() ? L.w_gate_up.row_slice(n_ff, n_ff) : L.w_up;
+    linear({{gate, up, h, n_ff}}, xn, n_embd, n, Epilogue::SwiGLU);
+    linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
+  }
+
+  // The whole pass over n tokens whose ids, positions and slots are already on the device.
+  // prefill: one sequence at consecutive positions from first_pos (tiled causal attention);
+  // otherwise each token attends over its own cache (decode).
+  void forward(int n, bool prefill, int first_pos, bool all_logits, bool last_chunk) {
+    cuda::embed_rows(dw->token_embd, d_tokens(), n, x, stream);
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+      const CudaLayerWeights& L = dw->layers[il];
+      hook(HookPoint::ResidPre, il, x, n, last_chunk);
+      attention_block(L, il, n, prefill, first_pos);
+      hook(HookPoint::ResidMid, il, x, n, last_chunk);
+      mlp_block(L, n);
+      hook(HookPoint::ResidPost, il, x, n, last_chunk);
+    }
+    const int rows = all_logits ? n : 1;
+    const float* last = x + (all_logits ? 0 : int64_t(n - 1) * n_embd);
+    cuda::rms_norm(last, n_embd, dw->output_norm, rows, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
+    hook(HookPoint::FinalNorm, 0, xn, rows, last_chunk);
+    linear({{dw->output, {}, logits_dev.as<float>(), n_vocab}}, xn, n_embd, rows, Epilogue::Store);
+  }
+
+  void upload_io(std::span<const int32_t> tokens, const std::vector<int32_t>& positions,
+                 const std::vector<int32_t>& slots) {
+    const size_t n = tokens.size(), B = opt.max_batch;
+    auto* host = io_host.as<int32_t>();
+    std::memcpy(host, tokens.data(), n * 4);
+    std::memcpy(host + B, positions.data(), n * 4);
+    std::memcpy(host + 2 * B, slots.data(), n * 4);
+    cuda::check(cudaMemcpyAsync(io.data(), host, 3 * B * 4, cudaMemcpyHostToDevice, stream), "copying token ids");
+  }
+
+  void download_logits(int rows) {
+    cuda::check(cudaMemcpyAsync(logits_host.data(), logits_dev.data(), size_t(rows) * n_vocab * 4,
+                                cudaMemcpyDeviceToHost, stream),
+                "copying logits");
+    cuda::check(cudaStreamSynchronize(stream), "running the forward pass");
+  }
+
+  // One token without hooks: replay the captured step (capturing it on first use).
+  void decode_step_graph() {
+    if (graph == nullptr) {
+      cudaGraph_t captured = nullptr;
+      cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
+      try {
+        forward(1, false, 0, false, true);
+      } catch (...) {
+        cudaStreamEndCapture(stream, &captured);
+        if (captured != nullptr) cudaGraphDestroy(captured);
+        throw;
+      }
+      cuda::check(cudaStreamEndCapture(stream, &captured), "capturing the decode step");
+      const cudaError_t err = cudaGraphInstantiate(&graph, captured, 0);
+      cudaGraphDestroy(captured);
+      cuda::check(err, "instantiating the decode graph");
+    }
+    cuda::check(cudaGraphLaunch(graph, stream), "launching the decode graph");
+  }
+
+  void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits, bool last_chunk) {
+    const int n = static_cast<int>(tokens.size());
+    if (n < 1 || tokens.size() > opt.max_batch || slot >= opt.n_slots || first_pos + tokens.size() > opt.n_ctx)
+      throw InternalError("CudaForward::run: batch, slot or positions out of range");
+    std::vector<int32_t> positions(tokens.size()), slots(tokens.size(), static_cast<int32_t>(slot));
+    for (int i = 0; i < n; ++i) positions[i] = static_cast<int32_t>(first_pos) + i;
+    const int rows = all_logits ? n : 1;
+    grow_logits(static_cast<uint32_t>(rows));
+    upload_io(tokens, positions, slots);
+    const bool hooked = hooks != nullptr && !hooks->empty();
+    if (n == 1 && !hooked) decode_step_graph();
+    else forward(n, true, static_cast<int>(first_pos), all_logits, last_chunk);
+    download_logits(rows);
+  }
+
+  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots_in,
+                 std::span<const uint32_t> positions_in) {
+    const int n = static_cast<int>(tokens.size());
+    if (n < 1 || tokens.size() > opt.max_batch) throw InternalError("CudaForward::run_batch: batch out of range");
+    std::vector<int32_t> positions(tokens.size()), slots(tokens.size());
+    for (int i = 0; i < n; ++i) {
+      if (slots_in[i] >= opt.n_slots || positions_in[i] >= opt.n_ctx)
+        throw InternalError("CudaForward::run_batch: slot or position out of range");
+      positions[i] = static_cast<int32_t>(positions_in[i]);
+      slots[i] = static_cast<int32_t>(slots_in[i]);
+    }
+    grow_logits(static_cast<uint32_t>(n));
+    upload_io(tokens, positions, slots);
+    const bool hooked = hooks != nullptr && !hooks->empty();
+    if (n == 1 && !hooked) decode_step_graph();
+    else forward(n, false, 0, true, true);
+    download_logits(n);
+  }
+};
+
+CudaForward::CudaForward(const ModelWeights& weights, const CudaForwardOptions& options)
+    : impl_(std::make_unique<Impl>(weights, options)) {}
+CudaForward::~CudaForward() = default;
+
+void CudaForward::run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,
+                      bool last_chunk) {
+  impl_->run(slot, tokens, first_pos, all_logits, last_chunk);
+}
+
+void CudaForward::run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots,
+                            std::span<const uint32_t> positions) {
+  impl_->run_batch(tokens, slots, positions);
+}
+
+const float* CudaForward::logits() const noexcept { return impl_->logits_host.as<float>(); }
+void CudaForward::set_hooks(ResidualHooks* hooks) noexcept { impl_->hooks = hooks; }
+uint32_t CudaForward::max_batch() const noexcept { return impl_->opt.max_batch; }
+
+CudaMemoryUse CudaForward::memory() const {
+  const auto& s = *impl_;
+  CudaMemoryUse m;
+  m.device = s.opt.device;
+  m.device_name = s.device_name;
+  m.weights = s.dw->bytes;
+  m.kv = s.kv.bytes();
+  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes();
+  cuda::use_device(s.opt.device);
+  const auto info = cuda::mem_info();
+  m.free = info.free;
+  m.total = info.total;
+  return m;
+}
+
+}  // namespace lathe

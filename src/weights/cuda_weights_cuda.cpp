@@ -1,0 +1,179 @@
+#include "weights/cuda_weights.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "backend/cuda/device_layout.hpp"
+#include "lathe/error.hpp"
+
+namespace lathe {
+namespace {
+
+constexpr size_t kAlign = 256;
+constexpr size_t kStagingBytes = 64u << 20;
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Where one matrix or vector goes in the arena (offsets, filled before the allocation).
+struct MatrixPlan {
+  const cpu::MatrixView* host = nullptr;
+  DType device_type = DType::F32;
+  size_t qs_row = 0, sc_row = 0, qs_offset = 0, sc_offset = 0;
+};
+
+void check_shape(const cpu::MatrixView& m, DType device) {
+  const int64_t step = (device == DType::F32 || device == DType::F16 || device == DType::BF16) ? 8
+                       : (device == DType::Q4_K || device == DType::Q6_K)                    ? 256
+                                                                                               : 32;
+  if (m.cols % step != 0)
+    throw UnsupportedError(fmt::format("tensor {}: {} columns of {} are not a multiple of {}, which the CUDA kernels "
+                                       "need; use --device cpu",
+                                       m.name, m.cols, dtype_name(m.type), step));
+}
+
+}  // namespace
+
+void CudaWeights::refresh(const cpu::MatrixView& host, const cuda::DeviceMatrix& dm) const {
+  cuda::use_device(device);
+  const size_t qs_row = dm.qs_row, sc_row = dm.sc_row;
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / (qs_row + sc_row)));
+  std::vector<uint8_t> qs(static_cast<size_t>(std::min(chunk, host.rows)) * qs_row);
+  std::vector<uint8_t> sc(static_cast<size_t>(std::min(chunk, host.rows)) * sc_row);
+  for (int64_t r0 = 0; r0 < host.rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, host.rows - r0);
+    cuda::repack_rows(host.type, host.data + r0 * host.row_bytes, host.row_bytes, n, host.cols, qs.data(),
+                      sc_row ? sc.data() : nullptr);
+    cuda::check(cudaMemcpy(const_cast<uint8_t*>(dm.qs) + r0 * qs_row, qs.data(), n * qs_row, cudaMemcpyHostToDevice),
+                fmt::format("copying tensor {} to the device", host.name));
+    if (sc_row)
+      cuda::check(cudaMemcpy(const_cast<uint8_t*>(dm.scales) + r0 * sc_row, sc.data(), n * sc_row,
+                             cudaMemcpyHostToDevice),
+                  fmt::format("copying tensor {} to the device", host.name));
+  }
+}
+
+std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device) {
+  std::lock_guard lock(w.device_copies->mutex);
+  auto& slot = w.device_copies->by_device[device];
+  if (slot) return std::static_pointer_cast<CudaWeights>(slot);
+  cuda::use_device(device);
+
+  auto out = std::make_shared<CudaWeights>();
+  out->device = device;
+  size_t total = 0;
+  // Matrices, once per host buffer (tied embeddings share one).
+  std::map<const uint8_t*, MatrixPlan> plans;
+  std::vector<const cpu::MatrixView*> order;
+  auto plan_matrix = [&](const cpu::MatrixView& m) {
+    if (m.data == nullptr || plans.count(m.data)) return;
+    MatrixPlan p;
+    p.host = &m;
+    p.device_type = cuda::device_type(m.type, std::string(m.name).c_str());
+    check_shape(m, p.device_type);
+    p.qs_row = cuda::qs_row_bytes(p.device_type, m.cols);
+    p.sc_row = cuda::scales_row_bytes(p.device_type, m.cols);
+    p.qs_offset = total;
+    total += align_up(p.qs_row * m.rows);
+    p.sc_offset = total;
+    total += align_up(p.sc_row * m.rows);
+    if (!cuda::is_native_device_type(m.type)) ++out->converted_matrices;
+    if (dtype_info(p.device_type).quantized) out->any_quantized = true;
+    if (p.device_type == DType::BF16) out->any_bf16 = true;
+    out->max_cols = std::max(out->max_cols, m.cols);
+    out->max_rows = std::max(out->max_rows, m.rows);
+    plans.emplace(m.data, p);
+    order.push_back(&m);
+  };
+  // Vectors (float32 on both sides).
+  std::vector<std::pair<const std::vector<float>*, size_t>> vectors;
+  std::map<const std::vector<float>*, size_t> vector_offset;
+  auto plan_vector = [&](const std::vector<float>& v) {
+    if (v.empty() || vector_offset.count(&v)) return;
+    vector_offset[&v] = total;
+    vectors.emplace_back(&v, total);
+    total += align_up(v.size() * sizeof(float));
+  };
+  plan_matrix(w.token_embd);
+  plan_matrix(w.output);
+  plan_vector(w.output_norm);
+  plan_vector(w.rope.inv_freq);
+  for (const auto& lw : w.layers) {
+    for (const auto* m : {&lw.wq, &lw.wk, &lw.wv, &lw.wqkv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_gate_up, &lw.w_down})
+      plan_matrix(*m);
+    for (const auto* v : {&lw.attn_norm, &lw.ffn_norm, &lw.bq, &lw.bk, &lw.bv, &lw.q_norm, &lw.k_norm}) plan_vector(*v);
+  }
+
+  out->arena_ = cuda::DeviceBuffer(total, fmt::format("the weights of {} ({} tensors)", w.source, plans.size()));
+  out->bytes = total;
+  auto* base = out->arena_.as<uint8_t>();
+
+  // Upload through a pinned staging buffer, a chunk of rows at a time.
+  cuda::PinnedBuffer staging(kStagingBytes, "the weight upload's staging buffer");
+  auto* stage = staging.as<uint8_t>();
+  for (const auto* m : order) {
+    const MatrixPlan& p = plans.at(m->data);
+    const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / (p.qs_row + p.sc_row)));
+    for (int64_t r0 = 0; r0 < m->rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, m->rows - r0);
+      uint8_t* qs = stage;
+      uint8_t* sc = stage + n * p.qs_row;
+      cuda::repack_rows(m->type, m->data + r0 * m->row_bytes, m->row_bytes, n, m->cols, qs, p.sc_row ? sc : nullptr);
+      cuda::check(cudaMemcpy(base + p.qs_offset + r0 * p.qs_row, qs, n * p.qs_row, cudaMemcpyHostToDevice),
+                  fmt::format("copying tensor {} to cuda:{}", m->name, device));
+      if (p.sc_row)
+        cuda::check(cudaMemcpy(base + p.sc_offset + r0 * p.sc_row, sc, n * p.sc_row, cudaMemcpyHostToDevice),
+                    fmt::format("copying tensor {} to cuda:{}", m->name, device));
+    }
+  }
+  for (const auto& [v, offset] : vectors)
+    cuda::check(cudaMemcpy(base + offset, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice),
+                fmt::format("copying the vectors of {} to cuda:{}", w.source, device));
+
+  auto matrix = [&](const cpu::MatrixView& m) {
+    cuda::DeviceMatrix d;
+    if (m.data == nullptr) return d;
+    const MatrixPlan& p = plans.at(m.data);
+    d.type = p.device_type;
+    d.qs = base + p.qs_offset;
+    d.scales = p.sc_row ? base + p.sc_offset : nullptr;
+    d.rows = m.rows;
+    d.cols = m.cols;
+    d.qs_row = p.qs_row;
+    d.sc_row = p.sc_row;
+    return d;
+  };
+  auto vec = [&](const std::vector<float>& v) -> const float* {
+    return v.empty() ? nullptr : reinterpret_cast<const float*>(base + vector_offset.at(&v));
+  };
+  out->token_embd = matrix(w.token_embd);
+  out->output = matrix(w.output);
+  out->output_norm = vec(w.output_norm);
+  out->inv_freq = vec(w.rope.inv_freq);
+  for (const auto& lw : w.layers) {
+    CudaLayerWeights d;
+    d.wq = matrix(lw.wq);
+    d.wk = matrix(lw.wk);
+    d.wv = matrix(lw.wv);
+    d.wqkv = matrix(lw.wqkv);
+    d.wo = matrix(lw.wo);
+    d.w_gate = matrix(lw.w_gate);
+    d.w_up = matrix(lw.w_up);
+    d.w_gate_up = matrix(lw.w_gate_up);
+    d.w_down = matrix(lw.w_down);
+    d.attn_norm = vec(lw.attn_norm);
+    d.ffn_norm = vec(lw.ffn_norm);
+    d.bq = vec(lw.bq);
+    d.bk = vec(lw.bk);
+    d.bv = vec(lw.bv);
+    d.q_norm = vec(lw.q_norm);
+    d.k_norm = vec(lw.k_norm);
+    out->layers.push_back(d);
+  }
+  slot = out;
+  return out;
+}
+
+}  // namespace lathe
