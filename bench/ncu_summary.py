@@ -8,9 +8,11 @@ import re
 
 
 def short(name):
-    name = re.sub(r"\(.*", "", name)            # drop parameter lists
-    name = re.sub(r"<.*>", "<...>", name) if name.count("<") > 1 else name
-    return name.replace("void ", "").replace("lathe::cuda::", "").replace("(anonymous namespace)::", "")
+    for noise in ("(anonymous namespace)::", "<unnamed>::", "lathe::cuda::", "void "):
+        name = name.replace(noise, "")
+    name = re.sub(r"\([\w:]+\)(?=-?\d)", "", name)  # template arguments cast to enums: (lathe::DType)2
+    name = re.sub(r"\(.*", "", name)                # drop parameter lists
+    return name
 
 
 def main():

@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/lathe-gpu-out}"; mkdir -p "$OUT"
 STAGES="${LATHE_GPU_STAGES:-build,kernels,forward,tiny_hf,big05}"
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
-ROWS=()  # the summary table
-row() { ROWS+=("| $1 | $2 |"); }
+ROWS=()  # the summary table (also appended to $OUT/summary.md as it grows, in case the call is cut off)
+row() { ROWS+=("| $1 | $2 |"); echo "| $1 | $2 |" >>"$OUT/summary.md"; }
 WORK=/tmp/lathe-gpu-work; mkdir -p "$WORK"
 export PYTHONUNBUFFERED=1
 
@@ -110,13 +110,20 @@ hf_par = f'{hf["batch16_tg128_tok_s"]:.0f}' if label == "BF16" and "batch16_tg12
 print(f'| {name} {label} | {pp["avg_ts"]:.0f} ± {pp["stddev_ts"]:.0f} | {tg["avg_ts"]:.1f} ± {tg["stddev_ts"]:.1f} | {par:.0f} | {hf_pp} | {hf_tg} | {hf_par} |')
 PY
 )")
+    echo "${BENCH_ROWS[-1]}" >>"$OUT/summary.md"
   done
+  # bf16 weights meeting half activations in prefill (LATHE_CUDA_BF16_GEMM=f16), for comparison
+  LATHE_CUDA_BF16_GEMM=f16 $LATHE bench -m "$dir" --device cuda -p 512 -n 0 -r 3 --json >"$LOGS/bench_${name}_f16act.json" 2>/dev/null &&
+    row "$name BF16 pp512 with half activations" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_f16act.json'))[0];print(round(d['avg_ts']),'±',round(d['stddev_ts']))") t/s"
 }
 has big05 && big qwen2.5-0.5b qwen05
 has big8 && big llama-3.1-8b llama8b
 if has big05 || has big8; then
   LATHE_HF_BIG="$BIG_CASES" run_gtest big "big models vs transformers" $T/forward/test_cuda_vs_hf_big
-  grep -E '^big: ' "$LOGS/big.log" | sed 's/^/    /' || true
+  grep -E '^big: ' "$LOGS/big.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
+  LATHE_CUDA_BF16_GEMM=f16 LATHE_HF_BIG="$BIG_CASES" $T/forward/test_cuda_vs_hf_big >"$LOGS/big_f16act.log" 2>&1
+  grep -E '^big: .*production' "$LOGS/big_f16act.log" | sed 's/^/    half activations: /' | tee -a "$OUT/summary.md" || true
+  for f in "$LOGS"/hf_*.json; do python3 -c "import json; d=json.load(open('$f')); print('    $(basename "$f") transformers bf16 vs f32: top-1', round(d['hf_bf16_top1_vs_f32'], 4), 'relative error', round(d['hf_bf16_rel_err_vs_f32'], 5))" | tee -a "$OUT/summary.md"; done
 fi
 
 # Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills of the 0.5B
@@ -131,10 +138,6 @@ if has profile05 && [ -f "$WORK/qwen05/config.json" ]; then
       -p 512 -n 0 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_pp_$label.csv" 2>"$LOGS/ncu_pp_$label.err" || status=1
     python3 bench/ncu_summary.py "$LOGS/ncu_pp_$label.csv" --label "prefill-512 qwen05 $label" >>"$LOGS/profile.txt" 2>&1
   done
-  # Prefill precision/speed of BF16 weights with half activations instead of bfloat16 ones.
-  LATHE_CUDA_BF16_GEMM=f16 $LATHE bench -m "$WORK/qwen05" --device cuda -p 512 -n 0 -r 3 >>"$LOGS/profile.txt" 2>&1
-  LATHE_CUDA_BF16_GEMM=f16 LATHE_HF_BIG="$BIG_CASES" $T/forward/test_cuda_vs_hf_big >"$LOGS/big_f16.log" 2>&1
-  grep -E '^big: ' "$LOGS/big_f16.log" | sed 's/^/f16 activations: /' >>"$LOGS/profile.txt"
 fi
 
 if has ablate; then
@@ -153,7 +156,7 @@ if [ ${#BENCH_ROWS[@]} -gt 0 ]; then
 fi
 has ablate && cat "$LOGS/ablate_table.md"
 [ -f "$LOGS/profile.txt" ] && { echo; cat "$LOGS/profile.txt"; }
-for f in "$LOGS"/hf_*.json; do [ -f "$f" ] && python3 -c "import json,sys; d=json.load(open('$f')); print('$(basename "$f")', 'HF bf16 vs f32: top-1', d.get('hf_bf16_top1_vs_f32'), 'rel err', d.get('hf_bf16_rel_err_vs_f32'))"; done
+
 cp "$OUT"/*.log "$LOGS"/ 2>/dev/null
 tar -czf "$OUT/gpu-logs.tar.gz" -C "$WORK" logs
 exit $status

@@ -32,6 +32,7 @@ struct CudaForward::Impl {
   int64_t n_embd = 0, head_dim = 0, q_w = 0, kv_w = 0, qkv_w = 0, n_ff = 0, n_vocab = 0;
 
   cuda::DeviceBuffer kv, kv_tables;
+  cuda::DeviceBuffer rope_table;  // [n_ctx][rope_dim/2] (cos, sin), when it fits 256 MiB
   void** k_tab = nullptr;  // [layer][slot]
   void** v_tab = nullptr;
   cuda::DeviceBuffer io;  // tokens | positions | slots, max_batch each
@@ -78,6 +79,7 @@ struct CudaForward::Impl {
     cuda::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a CUDA stream");
     blas = std::make_unique<cuda::Blas>(stream);
     allocate_kv();
+    allocate_rope_table();
     allocate_scratch();
     grow_logits(1);
   }
@@ -109,6 +111,25 @@ struct CudaForward::Impl {
                 "copying the KV cache tables");
     k_tab = kv_tables.as<void*>();
     v_tab = k_tab + n_caches / 2;
+  }
+
+  // The RoPE angles of every position, computed once as the CPU computes them (double angles).
+  void allocate_rope_table() {
+    const size_t half = static_cast<size_t>(w.rope.rope_dim / 2);
+    const size_t floats = size_t{opt.n_ctx} * half * 2;
+    if (half == 0 || floats > (64u << 20)) return;  // long contexts: the kernel computes them
+    std::vector<float> table(floats);
+    for (uint32_t pos = 0; pos < opt.n_ctx; ++pos) {
+      const double position = static_cast<double>(pos) * w.rope.position_scale;
+      for (size_t i = 0; i < half; ++i) {
+        const double theta = position * w.rope.inv_freq[i];
+        table[(pos * half + i) * 2] = static_cast<float>(std::cos(theta));
+        table[(pos * half + i) * 2 + 1] = static_cast<float>(std::sin(theta));
+      }
+    }
+    rope_table = cuda::DeviceBuffer(floats * sizeof(float), "the RoPE table");
+    cuda::check(cudaMemcpy(rope_table.data(), table.data(), floats * sizeof(float), cudaMemcpyHostToDevice),
+                "copying the RoPE table");
   }
 
   // Token-splits the decode attention may need at once: n tokens get n * splits <= max(n,
@@ -272,6 +293,7 @@ struct CudaForward::Impl {
     r.rope_dim = w.rope.rope_dim;
     r.neox = w.rope.order == cpu::RopeOrder::NeoX;
     r.position_scale = w.rope.position_scale;
+    r.cos_sin = rope_table.as<float>();
     r.positions = d_positions();
     r.slots = d_slots();
     r.k_cache = k_tab + size_t{il} * opt.n_slots;
@@ -416,7 +438,7 @@ CudaMemoryUse CudaForward::memory() const {
   m.device_name = s.device_name;
   m.weights = s.dw->bytes;
   m.kv = s.kv.bytes();
-  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes();
+  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes() + s.rope_table.bytes();
   cuda::use_device(s.opt.device);
   const auto info = cuda::mem_info();
   m.free = info.free;

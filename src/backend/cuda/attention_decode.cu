@@ -86,7 +86,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int j = 0; j < G; ++j) s[j] = 0.0f;
     if (valid) {
       const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
-      // head_dim is a multiple of 8 (checked by the engine): 16-byte loads of 8 halves.
+      // head_dim is a multiple of 8 (checked by the engine): 16-byte loads of 8 halves, several
+      // in flight.
+#pragma unroll 4
       for (int d = 0; d < D; d += 8) {
         float kd[8];
         if constexpr (F16) {
@@ -128,22 +130,30 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int c = 0; c < DL; ++c) o[j][c] *= alpha;
     }
-    // o += p . V, lane = dimension.
+    // o += p . V, lane = dimension; eight V rows are loaded before they are used, so that eight
+    // loads are in flight (a key past the chunk's end reads row k0 with weight 0).
     const int n_in_chunk = min(32, end - k0);
-    for (int i = 0; i < n_in_chunk; ++i) {
-      const int64_t row = static_cast<int64_t>(k0 + i) * kv_w + head_off;
-      float v[DL];
+    for (int i0 = 0; i0 < n_in_chunk; i0 += 8) {
+      float v[8][DL];
 #pragma unroll
-      for (int c = 0; c < DL; ++c) {
-        const int d = lane + 32 * c;
-        v[c] = d < D ? load_kv<F16>(values, row + d) : 0.0f;
+      for (int u = 0; u < 8; ++u) {
+        const int key = i0 + u < n_in_chunk ? k0 + i0 + u : k0;
+        const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
+#pragma unroll
+        for (int c = 0; c < DL; ++c) {
+          const int d = lane + 32 * c;
+          v[u][c] = d < D ? load_kv<F16>(values, row + d) : 0.0f;
+        }
       }
 #pragma unroll
       for (int j = 0; j < G; ++j) {
         if (j >= group) break;
-        const float pi = __shfl_sync(0xffffffffu, p[j], i);
 #pragma unroll
-        for (int c = 0; c < DL; ++c) o[j][c] += pi * v[c];
+        for (int u = 0; u < 8; ++u) {
+          const float pu = __shfl_sync(0xffffffffu, p[j], i0 + u);  // lanes past the chunk hold p = 0
+#pragma unroll
+          for (int c = 0; c < DL; ++c) o[j][c] += pu * v[u][c];
+        }
       }
     }
   }

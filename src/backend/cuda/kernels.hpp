@@ -58,6 +58,9 @@ struct RopeKvArgs {
   int rope_dim = 0;
   bool neox = true;              // pairs (i, i + rope_dim/2); false: (2i, 2i+1)
   float position_scale = 1.0f;
+  // Optional [n_ctx][rope_dim / 2] (cos, sin) pairs computed on the host exactly as the CPU does
+  // (double angles); without it the kernel computes them (double sincos per token).
+  const float* cos_sin = nullptr;
   const int32_t* positions = nullptr;  // per token
   const int32_t* slots = nullptr;      // per token: its sequence's KV cache
   void* const* k_cache = nullptr;      // per slot: this layer's keys (n_ctx rows of n_kv*D)

@@ -1,10 +1,11 @@
 // Mat-vec for decode: y = W x for 1..8 tokens, each weight byte read once from device memory.
 //
-// A block of 4 warps; each warp computes two outputs (two rows of one matrix, or for SwiGLU one
-// row of the gate and the same row of the up matrix) for every token. The lanes of a warp walk
-// the row in "steps" (8 elements of a float type, one 32-element block of a quantized type), so
-// that neighbouring lanes read neighbouring 16-byte pieces of the row (coalesced), then the
-// warp's partial sums are reduced with shuffles.
+// A block of 4 warps; 1, 2 or 4 warps compute one output pair (two rows of one matrix, or for
+// SwiGLU one row of the gate and the same row of the up matrix) for every token: long rows are
+// shared by more warps so that enough loads are in flight. The lanes walk the row in "steps" (8
+// elements of a float type, one 32-element block of a quantized type), so that neighbouring
+// lanes read neighbouring 16-byte pieces of the row (coalesced); the partial sums are reduced
+// with shuffles, then across the warps of a pair in shared memory.
 //
 // Q8_0, Q4_0 and Q4_1 meet activations quantized to int8 blocks (quantize_act.cu) and multiply
 // with dp4a, 4 products per instruction, as llama.cpp does; the float types and the K-quants
@@ -33,6 +34,7 @@ struct Segment {
 struct Params {
   Segment seg[3];
   int n_seg = 0;
+  int warps_per_output = 1;  // 1, 2 or 4
   MatvecInput in;
   int n_tokens = 0;
 };
@@ -110,19 +112,24 @@ __device__ __forceinline__ void step_q8(const uint8_t* const (&qs)[2], const uin
 
 template <DType T, int NCOLS, Epilogue EP>
 __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
+  __shared__ float partial[kWarps][2][NCOLS];
   int s = 0;
   while (s + 1 < p.n_seg && static_cast<int>(blockIdx.x) >= p.seg[s + 1].block_begin) ++s;
   const Segment& seg = p.seg[s];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr int kOutsPerWarp = EP == Epilogue::SwiGLU ? 1 : 2;
-  const int64_t out0 = (static_cast<int64_t>(blockIdx.x - seg.block_begin) * kWarps + warp) * kOutsPerWarp;
-  if (out0 >= seg.n_out) return;
+  // wpo warps share one output pair, each taking every wpo-th 32-step slice of the row: long
+  // rows get more loads in flight, short rows keep a warp per pair.
+  const int wpo = p.warps_per_output, pairs_per_block = kWarps / wpo;
+  constexpr int kOutsPerPair = EP == Epilogue::SwiGLU ? 1 : 2;
+  const int64_t out0 =
+      (static_cast<int64_t>(blockIdx.x - seg.block_begin) * pairs_per_block + warp / wpo) * kOutsPerPair;
+  const bool active = out0 < seg.n_out;  // no early return: the block synchronizes below
 
   const DeviceMatrix& a = seg.target.a;
   const DeviceMatrix& b = EP == Epilogue::SwiGLU ? seg.target.b : seg.target.a;
   // Normal: rows out0 and out0 + 1 of a (the last row twice when n_out is odd, stored once).
-  const int64_t row0 = out0;
-  const int64_t row1 = EP == Epilogue::SwiGLU ? out0 : min(out0 + 1, seg.n_out - 1);
+  const int64_t row0 = active ? out0 : 0;
+  const int64_t row1 = !active ? 0 : EP == Epilogue::SwiGLU ? out0 : min(out0 + 1, seg.n_out - 1);
   const uint8_t* const qs[2] = {a.qs + row0 * static_cast<int64_t>(a.qs_row), b.qs + row1 * static_cast<int64_t>(b.qs_row)};
   const uint8_t* const sc[2] = {a.scales ? a.scales + row0 * static_cast<int64_t>(a.sc_row) : nullptr,
                                 b.scales ? b.scales + row1 * static_cast<int64_t>(b.sc_row) : nullptr};
@@ -134,18 +141,31 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
     for (int t = 0; t < NCOLS; ++t) acc[r][t] = 0.0f;
 
   constexpr bool kQ8 = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1;
-  const int64_t n_steps = a.cols / StepElems<T>::value;
-  for (int64_t st = lane; st < n_steps; st += 32) {
+  const int64_t n_steps = active ? a.cols / StepElems<T>::value : 0;
+  const int stride = wpo * 32;
+#pragma unroll 2
+  for (int64_t st = (warp % wpo) * 32 + lane; st < n_steps; st += stride) {
     if constexpr (kQ8) step_q8<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
     else step_float<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
   }
 
 #pragma unroll
   for (int t = 0; t < NCOLS; ++t) {
-    if (t >= p.n_tokens) break;
     const float v0 = warp_sum(acc[0][t]);
     const float v1 = warp_sum(acc[1][t]);
-    if (lane != 0) continue;
+    if (lane == 0) {
+      partial[warp][0][t] = v0;
+      partial[warp][1][t] = v1;
+    }
+  }
+  if (wpo > 1) __syncthreads();
+  if (!active || lane != 0 || warp % wpo != 0) return;
+  for (int t = 0; t < p.n_tokens && t < NCOLS; ++t) {
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int w = warp; w < warp + wpo; ++w) {
+      v0 += partial[w][0][t];
+      v1 += partial[w][1][t];
+    }
     float* y = seg.target.y + t * seg.target.ldy;
     if constexpr (EP == Epilogue::SwiGLU) {
       y[out0] = silu(v0) * v1;
@@ -184,7 +204,12 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
   p.n_seg = n_targets;
   p.in = in;
   p.n_tokens = n_tokens;
-  const int outs_per_block = kWarps * (epilogue == Epilogue::SwiGLU ? 1 : 2);
+  // Warps per output pair: enough that each lane walks at least ~4 steps of the row.
+  const DType type = targets[0].a.type;
+  int64_t n_steps = 0;
+  dispatch_device_type(type, [&]<DType T>() { n_steps = targets[0].a.cols / StepElems<T>::value; });
+  p.warps_per_output = n_steps >= 4 * 32 * 4 ? 4 : n_steps >= 4 * 32 * 2 ? 2 : 1;
+  const int outs_per_block = (kWarps / p.warps_per_output) * (epilogue == Epilogue::SwiGLU ? 1 : 2);
   int blocks = 0;
   for (int i = 0; i < n_targets; ++i) {
     p.seg[i].target = targets[i];
@@ -192,7 +217,6 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
     p.seg[i].block_begin = blocks;
     blocks += static_cast<int>((targets[i].a.rows + outs_per_block - 1) / outs_per_block);
   }
-  const DType type = targets[0].a.type;
   dispatch_device_type(type, [&]<DType T>() {
     switch (epilogue) {
       case Epilogue::Store: launch_typed<T, Epilogue::Store>(p, blocks, stream); break;

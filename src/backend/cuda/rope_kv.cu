@@ -10,7 +10,7 @@
 namespace lathe::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kMaxHeadDim = 256;
 
 template <bool F16>
@@ -30,11 +30,17 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a
   const int64_t q_w = static_cast<int64_t>(a.n_head) * D, kv_w = static_cast<int64_t>(a.n_head_kv) * D;
   // Angles in double, as the CPU reference: positions reach 10^5 and float angles would drift.
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const double theta = static_cast<double>(pos) * static_cast<double>(a.position_scale) * a.inv_freq[i];
-    double s, c;
-    sincos(theta, &s, &c);
-    cos_t[i] = static_cast<float>(c);
-    sin_t[i] = static_cast<float>(s);
+    if (a.cos_sin != nullptr) {
+      const float* cs = a.cos_sin + (static_cast<int64_t>(pos) * half + i) * 2;
+      cos_t[i] = cs[0];
+      sin_t[i] = cs[1];
+    } else {
+      const double theta = static_cast<double>(pos) * static_cast<double>(a.position_scale) * a.inv_freq[i];
+      double s, c;
+      sincos(theta, &s, &c);
+      cos_t[i] = static_cast<float>(c);
+      sin_t[i] = static_cast<float>(s);
+    }
   }
   __syncthreads();
 
