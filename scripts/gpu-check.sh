@@ -129,8 +129,8 @@ fi
 # Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills of the 0.5B
 # shape, bf16 and Q4_0, per kernel; compare with the wall time per token from the bench above.
 if has profile05 && [ -f "$WORK/qwen05/config.json" ]; then
-  for quant in "" Q4_0; do
-    label="${quant:-BF16}"
+  for label in ${LATHE_GPU_PROFILE_TYPES:-BF16 Q4_0}; do
+    quant=""; [ "$label" = BF16 ] || quant="$label"
     ncu --metrics gpu__time_duration.sum --csv --print-units base -c 700 $LATHE bench -m "$WORK/qwen05" --device cuda \
       -p 0 -n 3 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_tg_$label.csv" 2>"$LOGS/ncu_tg_$label.err" || status=1
     python3 bench/ncu_summary.py "$LOGS/ncu_tg_$label.csv" --label "decode qwen05 $label" >>"$LOGS/profile.txt" 2>&1
