@@ -75,15 +75,15 @@ fi
 BIG_CASES="$WORK/big_cases.json"; echo "[]" >"$BIG_CASES"
 BENCH_ROWS=()
 big() {
-  local shape="$1" name="$2" dir="$WORK/$2"
+  local shape="$1" name="$2" dir="$WORK/$2" hf_speed="${3:-1}" tokenizer="${4:-qwen3}"
   local start=$SECONDS
   if [ ! -f "$dir/config.json" ]; then
-    python3 bench/make_random_hf.py --shape "$shape" --out "$dir" --tokenizer-dir data/tokenizers/qwen3 \
+    python3 bench/make_random_hf.py --shape "$shape" --out "$dir" --tokenizer-dir "data/tokenizers/$tokenizer" \
       >"$LOGS/make_$name.log" 2>&1 || { tail -20 "$LOGS/make_$name.log"; status=1; return; }
   fi
   row "$name: random bf16 model" "$(( SECONDS - start )) s"
   start=$SECONDS
-  python3 bench/hf_peer.py --model "$dir" --out "$dir" >"$LOGS/hf_$name.log" 2>&1 || { tail -20 "$LOGS/hf_$name.log"; status=1; return; }
+  python3 bench/hf_peer.py --model "$dir" --out "$dir" $([ "$hf_speed" = 1 ] || echo --no-speed) >"$LOGS/hf_$name.log" 2>&1 || { tail -20 "$LOGS/hf_$name.log"; status=1; return; }
   cp "$dir/hf_speed.json" "$LOGS/hf_$name.json"
   row "$name: transformers reference + speed" "$(( SECONDS - start )) s"
   python3 - "$BIG_CASES" "$name" "$dir" <<'PY'
@@ -95,7 +95,8 @@ json.dump(cases, open(path, "w"))
 PY
   for quant in "" Q8_0 Q4_0; do
     local label="${quant:-BF16}"
-    $LATHE bench -m "$dir" --device cuda -p 512 -n 128 -r 3 --parallel 16 ${quant:+--requantize $quant} --json \
+    $LATHE bench -m "$dir" --device cuda -p 512 -n 128 -r 3 --parallel $([ -z "$quant" ] && echo 16 || echo 0) \
+      ${quant:+--requantize $quant} --json \
       >"$LOGS/bench_${name}_$label.json" 2>"$LOGS/bench_${name}_$label.err" || { tail -5 "$LOGS/bench_${name}_$label.err"; status=1; continue; }
     BENCH_ROWS+=("$(python3 - "$LOGS/bench_${name}_$label.json" "$LOGS/hf_$name.json" "$name" "$label" <<'PY'
 import json, sys
@@ -105,7 +106,7 @@ name, label = sys.argv[3], sys.argv[4]
 pp, tg = lathe["pp512"], lathe["tg128"]
 hf_pp = f'{hf["pp512_tok_s"]:.0f}' if label == "BF16" and "pp512_tok_s" in hf else "-"
 hf_tg = f'{hf["tg128_tok_s"]:.1f}' if label == "BF16" and "tg128_tok_s" in hf else "-"
-par = lathe.get("tg128x16", {}).get("avg_ts", 0)
+par = lathe.get("tg128x16", {}).get("avg_ts", float("nan"))
 hf_par = f'{hf["batch16_tg128_tok_s"]:.0f}' if label == "BF16" and "batch16_tg128_tok_s" in hf else "-"
 print(f'| {name} {label} | {pp["avg_ts"]:.0f} ± {pp["stddev_ts"]:.0f} | {tg["avg_ts"]:.1f} ± {tg["stddev_ts"]:.1f} | {par:.0f} | {hf_pp} | {hf_tg} | {hf_par} |')
 PY
@@ -117,7 +118,7 @@ PY
     row "$name BF16 pp512 with half activations" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_f16act.json'))[0];print(round(d['avg_ts']),'±',round(d['stddev_ts']))") t/s"
 }
 has big05 && big qwen2.5-0.5b qwen05
-has big8 && big llama-3.1-8b llama8b
+has big8 && big llama-3.1-8b llama8b "${LATHE_GPU_HF_SPEED_8B:-1}" llama3
 if has big05 || has big8; then
   LATHE_HF_BIG="$BIG_CASES" run_gtest big "big models vs transformers" $T/forward/test_cuda_vs_hf_big
   grep -E '^big: ' "$LOGS/big.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true

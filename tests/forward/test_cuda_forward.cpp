@@ -47,9 +47,15 @@ std::vector<TokenId> some_ids(size_t n, uint32_t vocab) {
 
 // Bounds on the logits' normalized squared error: F32 differs only by summation order; F16 and
 // BF16 weights meet activations rounded to their type in cuBLAS (the CPU keeps them in float32:
-// measured 1e-4..6e-4 for BF16); the 8-bit activation rounding of Q8_0/Q4_0/Q4_1 happens on both
-// backends but not identically.
-double bound_for(DType type) { return type == DType::F32 ? 1e-8 : type == DType::F16 ? 1e-5 : 2e-3; }
+// measured 1e-4..6e-4 for BF16). Q8_0/Q4_0/Q4_1 round activations to 8 bits on both backends, not
+// identically: on this tiny model the CPU's own rounding moves the logits by NMSE 5.5e-3 (Q4_0)
+// to 7.7e-3 (Q4_1) against the same weights in F32, so two such roundings differ by up to ~2x.
+double bound_for(DType type) {
+  if (type == DType::F32) return 1e-8;
+  if (type == DType::F16) return 1e-5;
+  if (type == DType::BF16) return 2e-3;
+  return 2e-2;
+}
 
 TEST(CudaForward, TinyModelMatchesTheCpuBackend) {
   LATHE_REQUIRE_GPU();

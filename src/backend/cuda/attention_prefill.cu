@@ -1,9 +1,9 @@
-// Prefill attention, tiled like flash attention: block (query tile, head) keeps a tile of 32
+// Prefill attention, tiled like flash attention: block (query tile, head) keeps a tile of 16
 // queries in shared memory and walks the causally visible keys 32 at a time, with an online
 // softmax (running max and sum per query), so the score matrix never exists in device memory.
-// Four threads share a query row: each scores 8 keys of the tile and accumulates every 4th
-// dimension of the output. Rows are padded by one float so that the threads of a warp hit
-// distinct shared-memory banks.
+// Eight threads share a query row: each scores 4 keys of the tile and accumulates every 8th
+// dimension of the output. K/V tiles arrive with 16-byte loads; rows are padded by one float so
+// that the threads of a warp hit distinct shared-memory banks.
 #include <cmath>
 
 #include "backend/cuda/common.cuh"
@@ -14,12 +14,29 @@
 namespace lathe::cuda {
 namespace {
 
-constexpr int kBq = 32, kBk = 32, kThreads = 128;
+constexpr int kBq = 16, kBk = 32, kThreads = 128, kPerRow = kThreads / kBq;  // 8 threads per query row
+constexpr int kKeysPerThread = kBk / kPerRow;                                    // 4
 
+// Eight consecutive K or V elements (16 bytes of halves, or 32 of floats) to float.
 template <bool F16>
-__device__ __forceinline__ float load_kv(const void* base, int64_t index) {
-  if constexpr (F16) return __half2float(static_cast<const __half*>(base)[index]);
-  else return static_cast<const float*>(base)[index];
+__device__ __forceinline__ void load8(const void* base, int64_t index, float* out) {
+  if constexpr (F16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __half*>(base) + index);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      __half2 h2;
+      memcpy(&h2, &words[e], 4);
+      const float2 f = __half22float2(h2);
+      out[2 * e] = f.x;
+      out[2 * e + 1] = f.y;
+    }
+  } else {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
+    const float4 a = p[0], b = p[1];
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+  }
 }
 
 template <bool F16, int MAXD>
@@ -31,14 +48,16 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
   float* v_s = k_s + kBk * Dp;     // [kBk][Dp]
   float* p_s = v_s + kBk * Dp;     // [kBq][kBk + 1]
 
-  const int q0 = blockIdx.x * kBq, head = blockIdx.y;
+  // The tiles with the most keys (the last queries) start first, so the causal imbalance does
+  // not leave a tail of long blocks.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBq, head = blockIdx.y;
   const int n_q = a.n_tokens;
   const int group = a.n_head / a.n_head_kv;
   const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
   const int64_t kv_off = static_cast<int64_t>(head / group) * D;
   const void* keys = a.k_cache[a.slots[0]];
   const void* values = a.v_cache[a.slots[0]];
-  const int tid = threadIdx.x, r = tid / 4, g = tid % 4;
+  const int tid = threadIdx.x, r = tid / kPerRow, g = tid % kPerRow;
 
   for (int i = tid; i < kBq * D; i += kThreads) {
     const int row = i / D, d = i % D;
@@ -49,66 +68,78 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
   const int n_keys = first_pos + min(q0 + kBq, n_q);  // keys any row of this tile sees
 
   float m = -INFINITY, l = 0.0f;
-  float o[MAXD / 4];
+  float o[MAXD / kPerRow];
 #pragma unroll
-  for (int i = 0; i < MAXD / 4; ++i) o[i] = 0.0f;
+  for (int i = 0; i < MAXD / kPerRow; ++i) o[i] = 0.0f;
 
+  const int chunks = D / 8;  // 8-element pieces per key row (head_dim is a multiple of 8)
   for (int k0 = 0; k0 < n_keys; k0 += kBk) {
     __syncthreads();  // the previous tile's k_s, v_s and p_s are no longer read
-    for (int i = tid; i < kBk * D; i += kThreads) {
-      const int row = i / D, d = i % D;
+    for (int i = tid; i < kBk * chunks; i += kThreads) {
+      const int row = i / chunks, d = (i % chunks) * 8;
       const int key = k0 + row;
-      const bool in = key < n_keys;
-      k_s[row * Dp + d] = in ? load_kv<F16>(keys, key * kv_w + kv_off + d) : 0.0f;
-      v_s[row * Dp + d] = in ? load_kv<F16>(values, key * kv_w + kv_off + d) : 0.0f;
+      float kv[8], vv[8];
+      if (key < n_keys) {
+        load8<F16>(keys, key * kv_w + kv_off + d, kv);
+        load8<F16>(values, key * kv_w + kv_off + d, vv);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        k_s[row * Dp + d + e] = kv[e];
+        v_s[row * Dp + d + e] = vv[e];
+      }
     }
     __syncthreads();
 
-    float s[8];
+    float s[kKeysPerThread];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) s[j] = 0.0f;
+    for (int j = 0; j < kKeysPerThread; ++j) s[j] = 0.0f;
     for (int d = 0; d < D; ++d) {
       const float qd = q_s[r * Dp + d];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) s[j] += qd * k_s[(g * 8 + j) * Dp + d];
+      for (int j = 0; j < kKeysPerThread; ++j) s[j] += qd * k_s[(g * kKeysPerThread + j) * Dp + d];
     }
     float tile_max = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      if (k0 + g * 8 + j > q_pos) s[j] = -INFINITY;  // causal mask
+    for (int j = 0; j < kKeysPerThread; ++j) {
+      if (k0 + g * kKeysPerThread + j > q_pos) s[j] = -INFINITY;  // causal mask
       tile_max = fmaxf(tile_max, s[j]);
     }
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+#pragma unroll
+    for (int offset = 1; offset < kPerRow; offset <<= 1)
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
     const float m_new = fmaxf(m, tile_max);  // finite: key 0 is in every row's first tile
     const float alpha = expf(m - m_new);
     float sum = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kKeysPerThread; ++j) {
       const float p = expf(s[j] - m_new);
-      p_s[r * (kBk + 1) + g * 8 + j] = p;
+      p_s[r * (kBk + 1) + g * kKeysPerThread + j] = p;
       sum += p;
     }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+#pragma unroll
+    for (int offset = 1; offset < kPerRow; offset <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     l = l * alpha + sum;
     m = m_new;
 #pragma unroll
-    for (int i = 0; i < MAXD / 4; ++i) o[i] *= alpha;
+    for (int i = 0; i < MAXD / kPerRow; ++i) o[i] *= alpha;
     __syncthreads();
     for (int k = 0; k < kBk; ++k) {
       const float p = p_s[r * (kBk + 1) + k];
 #pragma unroll
-      for (int i = 0; i < MAXD / 4; ++i)
-        if (g + 4 * i < D) o[i] += p * v_s[k * Dp + g + 4 * i];
+      for (int i = 0; i < MAXD / kPerRow; ++i)
+        if (g + kPerRow * i < D) o[i] += p * v_s[k * Dp + g + kPerRow * i];
     }
   }
   if (q0 + r >= n_q) return;
   float* out = a.out + (q0 + r) * a.ldo + static_cast<int64_t>(head) * D;
   const float inv = 1.0f / l;
 #pragma unroll
-  for (int i = 0; i < MAXD / 4; ++i)
-    if (g + 4 * i < D) out[g + 4 * i] = o[i] * inv;
+  for (int i = 0; i < MAXD / kPerRow; ++i)
+    if (g + kPerRow * i < D) out[g + kPerRow * i] = o[i] * inv;
 }
 
 template <bool F16, int MAXD>
@@ -133,8 +164,8 @@ void launch_d(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
 
 void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
   if (a.n_tokens <= 0) return;
-  if (a.head_dim > 256 || a.head_dim % 4 != 0 || a.n_head % a.n_head_kv != 0)
-    throw InternalError("attention_prefill: head_dim <= 256, a multiple of 4, and n_head a multiple of n_head_kv");
+  if (a.head_dim > 256 || a.head_dim % 8 != 0 || a.n_head % a.n_head_kv != 0)
+    throw InternalError("attention_prefill: head_dim <= 256, a multiple of 8, and n_head a multiple of n_head_kv");
   if (a.kv_f16) launch_d<true>(a, first_pos, stream);
   else launch_d<false>(a, first_pos, stream);
   check_launch("attention_prefill");
