@@ -90,7 +90,7 @@ big() {
 import json, sys
 path, name, d = sys.argv[1:]
 cases = json.load(open(path))
-cases.append({"name": name, "model": d, "ids": f"{d}/ids.json", "ref": f"{d}/ref.f32"})
+cases.append({"name": name, "model": d, "ids": f"{d}/ids.json", "ref": f"{d}/ref.f32", "hf": f"{d}/hf_speed.json"})
 json.dump(cases, open(path, "w"))
 PY
   for quant in "" Q8_0 Q4_0; do

@@ -37,7 +37,6 @@ class BatchGenerator {
         prompts_(prompts),
         options_(o),
         stop_(stop),
-        n_ctx_(n_ctx),
         slots_(std::min<size_t>(o.n_parallel, prompts.size())),
         engine_(make_engine(weights_, {.cuda_device = o.device.is_cuda() ? o.device.index : -1,
                                        .n_slots = static_cast<uint32_t>(slots_.size()),
@@ -139,7 +138,6 @@ class BatchGenerator {
   const std::vector<std::vector<TokenId>>& prompts_;
   const BatchGenerateOptions& options_;
   const BatchStopCheck& stop_;
-  uint32_t n_ctx_;
   std::vector<Slot> slots_;
   std::unique_ptr<Engine> engine_;
   std::vector<GenerateResult> results_;

@@ -13,7 +13,7 @@ namespace {
 class CpuEngine final : public Engine {
  public:
   CpuEngine(const ModelWeights& weights, const EngineOptions& o)
-      : weights_(weights), pool_(o.n_threads), forward_(weights, o.max_batch, o.n_ctx) {
+      : pool_(o.n_threads), forward_(weights, o.max_batch, o.n_ctx) {
     caches_.reserve(o.n_slots);
     for (uint32_t s = 0; s < o.n_slots; ++s) caches_.emplace_back(weights.hp, o.n_ctx, o.kv_f16);
     logits_.resize(size_t{o.max_batch} * weights.hp.n_vocab);
@@ -44,7 +44,6 @@ class CpuEngine final : public Engine {
   }
 
  private:
-  const ModelWeights& weights_;
   cpu::ThreadPool pool_;
   Forward forward_;
   std::vector<KvCache> caches_;

@@ -4,8 +4,13 @@
 // weights (bench/hf_peer.py). Two configurations:
 //   exact path  - prefill in chunks of 8 (mat-vec kernels, float32 activations), float32 KV;
 //   production  - the defaults: 512-token prefill through cuBLAS (bf16 activations), f16 KV.
-// Runs only when LATHE_HF_BIG names a JSON list of {"name", "model", "ids", "ref"} (written by
-// scripts/gpu-check.sh on the GPU machine); skips elsewhere.
+// Random-weight models have nearly flat output distributions, so top-1 is fragile: transformers'
+// own bf16 run agrees with its float32 run on 94% (0.5B) and 77% (8B) of the tokens (measured by
+// bench/hf_peer.py, 2026-11-28). The exact path must reach 99% and a relative error of 1e-3; the
+// production path must do at least as well as transformers' bf16 run on both counts, and with
+// LATHE_CUDA_BF16_GEMM=f16 (half activations) reach 99% and 1e-2.
+// Runs only when LATHE_HF_BIG names a JSON list of {"name", "model", "ids", "ref", "hf"} (written by
+// scripts/gpu-check.sh on the GPU machine; "hf" is hf_peer.py's JSON); skips elsewhere.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -75,8 +80,18 @@ TEST(CudaVsTransformersBig, TeacherForcedLogits) {
       const Score s = compare(production, ids, ref, n_vocab);
       std::cout << "big: " << name << " production path: top-1 " << s.agree << "/" << s.n << ", relative error "
                 << s.rel_err << "\n";
-      EXPECT_GE(s.agree * 100, s.n * 95) << name;
-      EXPECT_LT(s.rel_err, 2e-2) << name;  // bf16 activations: 2^-8 per rounding, through 24-32 layers
+      const char* mode = std::getenv("LATHE_CUDA_BF16_GEMM");
+      if (mode != nullptr && std::string(mode) == "f16") {
+        EXPECT_GE(s.agree * 100, s.n * 99) << name;
+        EXPECT_LT(s.rel_err, 1e-2) << name;
+      } else {
+        std::ifstream hf_in(c.at("hf").get<std::string>());
+        const auto hf = nlohmann::json::parse(hf_in);
+        const double hf_top1 = hf.at("hf_bf16_top1_vs_f32").get<double>();
+        const double hf_err = hf.at("hf_bf16_rel_err_vs_f32").get<double>();
+        EXPECT_GE(static_cast<double>(s.agree) / s.n, hf_top1) << name << " (transformers bf16: " << hf_top1 << ")";
+        EXPECT_LE(s.rel_err, hf_err) << name << " (transformers bf16: " << hf_err << ")";
+      }
     }
   }
 }
