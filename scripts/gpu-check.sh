@@ -37,7 +37,7 @@ if has build; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
   ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_vs_transformers \
-    test_cuda_vs_hf_big test_device_layout >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
+    test_cuda_vs_hf_big test_device_layout test_ablation_cuda >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
 fi
 
@@ -64,6 +64,7 @@ fi
 if has forward; then
   # The default SmolLM2 GGUF (92 MiB) cannot travel to the GPU machine (64 MiB per call): skipped there.
   run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward --gtest_filter=-*DefaultModel*
+  run_gtest ablation "abliteration study on CUDA vs CPU" build-gpu/tests/edit/test_ablation_cuda
   grep -E 'SmolLM2|greedy continuation' "$LOGS/forward.log" || true
 fi
 if has tiny_hf; then

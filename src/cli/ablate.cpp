@@ -50,6 +50,7 @@ struct AblateOptions {
   uint32_t n_parallel = 16;
   bool cache_weights = true, force = false, bench_restore = false;
   int threads = 0;
+  std::string device = "cpu";
 };
 
 std::vector<std::string> read_markers(const fs::path& path) {
@@ -133,6 +134,8 @@ int run_ablate(const AblateOptions& o) {
   so.evaluation.n_threads = o.threads;
   if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
   so.n_threads = o.threads;
+  so.device = Device::parse(o.device);
+  so.evaluation.device = so.device;
 
   // Bad prompt files fail here, before a journal is created for a study that cannot run.
   for (const auto& file : {so.harmful_train, so.harmless_train, so.harmful_val, so.harmless_val})
@@ -283,6 +286,10 @@ Runner add_ablate(CLI::App& app) {
   cmd->add_option("--max-kl", o->max_kl, "KL bound for the automatic choice")->capture_default_str();
   cmd->add_flag("--force", o->force, "Replace an existing output");
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->add_option("--device", o->device,
+                  "where directions and evaluations run: cpu, cuda or cuda:N (edits run on the host and are copied "
+                  "to the device)")
+      ->capture_default_str();
   return [o] { return run_ablate(*o); };
 }
 

@@ -25,6 +25,7 @@ struct CvectorArgs {
   std::string system = edit::ChatPromptOptions{}.system;
   bool no_template = false;
   int64_t limit = 0, n_threads = 0;
+  std::string device = "cpu";
 };
 
 std::vector<std::string> read_prompt_set(const std::string& path, const CvectorArgs& args) {
@@ -42,6 +43,7 @@ int cvector(const CvectorArgs& args) {
   training.method = edit::parse_direction_method(args.method);
   training.chat = {.system = args.system, .use_template = !args.no_template};
   training.n_threads = static_cast<int>(args.n_threads);
+  training.device = Device::parse(args.device);
   if (!args.layers.empty()) training.layers = edit::parse_layer_range(args.layers, "--layers");
   const auto positive = read_prompt_set(args.positive, args);
   const auto negative = read_prompt_set(args.negative, args);
@@ -83,6 +85,7 @@ Runner add_cvector(CLI::App& app) {
   cmd->add_option("--column", args->column, "JSONL field / CSV column holding the prompt")->capture_default_str();
   cmd->add_option("--limit", args->limit, "use the first N prompts of each file; 0 = all")->capture_default_str();
   cmd->add_option("-t,--threads", args->n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
+  cmd->add_option("--device", args->device, "where the prompts run: cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--layers", args->layers, "write directions for layers A-B only (default: 1..n_layer-1)");
   return [args]() -> int { return cvector(*args); };
 }

@@ -106,7 +106,7 @@ RefusalDirections compute_refusal_directions(const std::shared_ptr<const Model>&
   d.n_layer = model->summary().n_layer;
   d.n_embd = model->summary().n_embd;
 
-  Session session(model, {.n_ctx = n_ctx, .n_threads = options.n_threads});
+  Session session(model, {.n_ctx = n_ctx, .n_threads = options.n_threads, .device = options.device});
   size_t done = 0;
   const size_t total = harmful_tokens.size() + harmless_tokens.size();
   auto tick = [&] {
@@ -273,7 +273,8 @@ TrialEvaluator::TrialEvaluator(std::shared_ptr<const Model> model, std::vector<s
       harmful_(std::move(harmful)),
       harmless_(std::move(harmless)),
       settings_(std::move(settings)),
-      session_(model_, {.n_ctx = context_for(*model_, 0), .n_threads = settings_.n_threads}) {
+      session_(model_, {.n_ctx = context_for(*model_, 0), .n_threads = settings_.n_threads,
+                        .device = settings_.device}) {
   if (harmful_.empty()) throw InvalidArgumentError("the harmful validation set is empty");
   if (harmless_.empty()) throw InvalidArgumentError("the harmless validation set is empty");
   for (const auto* set : {&harmful_, &harmless_})
@@ -288,6 +289,7 @@ TrialEvaluator::Refusals TrialEvaluator::refusals() const {
   options.generate.sampling.temperature = 0;
   options.n_parallel = settings_.n_parallel;
   options.n_threads = settings_.n_threads;
+  options.device = settings_.device;
   const auto& markers = settings_.refusal_markers;
   // A marker, once present, stays: stop that sequence there (the verdict cannot change).
   auto results = generate_batch(model_, harmful_, options,

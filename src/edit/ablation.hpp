@@ -32,6 +32,7 @@ struct DirectionOptions {
   ChatPromptOptions chat;
   int n_threads = 0;
   uint32_t n_ctx = 0;  // prompts longer than this are skipped (0: min(training context, 4096))
+  Device device = Device::cpu();
   std::function<void(size_t done, size_t total)> progress;
 };
 
@@ -91,6 +92,7 @@ struct EvaluationSettings {
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
   int n_threads = 0;
+  Device device = Device::cpu();
 };
 
 // Scores the current weights of `model` on fixed validation prompts: the refusal rate on harmful

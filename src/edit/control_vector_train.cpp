@@ -172,6 +172,7 @@ ControlVector train_control_vector(const std::shared_ptr<const Model>& model, co
   SessionOptions session_options;
   session_options.n_ctx = static_cast<uint32_t>(longest);
   session_options.n_threads = options.n_threads;
+  session_options.device = options.device;
   Session session(model, session_options);
   LayerReader reader(session, layers);
 

@@ -8,6 +8,7 @@
 
 #include "api/model_impl.hpp"
 #include "edit/progress.hpp"
+#include "weights/device_sync.hpp"
 
 namespace lathe::edit {
 namespace {
@@ -104,8 +105,12 @@ void AblationStudy::prepare() {
   // 1. Directions.
   {
     ProgressBar bar("directions", harmful_train.size() + harmless_train.size(), log_, log_is_tty_);
-    DirectionOptions d{.orthogonalize = options_.orthogonalize, .chat = options_.chat, .n_threads = options_.n_threads,
-                       .n_ctx = 0, .progress = [&](size_t done, size_t) { bar.update(done, "prefill"); }};
+    DirectionOptions d{.orthogonalize = options_.orthogonalize,
+                       .chat = options_.chat,
+                       .n_threads = options_.n_threads,
+                       .n_ctx = 0,
+                       .device = options_.device,
+                       .progress = [&](size_t done, size_t) { bar.update(done, "prefill"); }};
     directions_ = compute_refusal_directions(model_, harmful_train, harmless_train, d);
     bar.finish();
     const auto& r = *directions_;
@@ -157,6 +162,7 @@ void AblationStudy::restore(const std::vector<uint32_t>& layers) {
     cache_->restore(weights, layers);
   else
     reload_from_file(layers);
+  sync_device_copies(weights, layers, options_.components);
 }
 
 void AblationStudy::reload_from_file(const std::vector<uint32_t>& layers) {
@@ -192,6 +198,7 @@ TrialOutcome AblationStudy::run_trial(const AblationParams& params, bool evaluat
   t = Clock::now();
   out.edit = apply_ablation(model_->impl().weights, *directions_, params, options_.norm_preserving);
   dirty_layers_ = out.edit.layers;
+  sync_device_copies(model_->impl().weights, dirty_layers_, options_.components);
   out.timing.edit = since(t);
   if (!evaluate) return out;
   t = Clock::now();
@@ -208,11 +215,16 @@ std::pair<double, double> AblationStudy::measure_restore(int repeats) {
   for (uint32_t l = 0; l < all.size(); ++l) all[l] = l;
   double cached = 0, reloaded = 0;
   for (int i = 0; i < repeats; ++i) {
+    // Both include copying the restored matrices to the GPU when the model has a device copy.
     auto t = Clock::now();
-    if (cache_) cache_->restore(model_->impl().weights, all);
+    if (cache_) {
+      cache_->restore(model_->impl().weights, all);
+      sync_device_copies(model_->impl().weights, all, options_.components);
+    }
     cached += since(t);
     t = Clock::now();
     reload_from_file(all);
+    sync_device_copies(model_->impl().weights, all, options_.components);
     reloaded += since(t);
   }
   dirty_layers_.clear();

@@ -42,6 +42,7 @@ struct StudyOptions {
   bool cache_weights = true;   // false: each trial re-reads the original matrices from the model file
   EvaluationSettings evaluation;
   int n_threads = 0;
+  Device device = Device::cpu();  // directions and evaluation; edits run on the host and are copied over
 };
 
 struct TrialTiming {
