@@ -167,7 +167,6 @@ struct CudaForward::Impl {
          reinterpret_cast<void**>(&split_scratch)},
         {use_gemm ? B * dw->max_cols * 2 : 0, &gemm_scratch.act16},
         {w16_elems * 2, &gemm_scratch.w16},
-        {3 * B * 4, nullptr},  // io, allocated separately below
     };
     size_t total = 0;
     for (auto& p : parts) total += (p.bytes + 255) / 256 * 256;

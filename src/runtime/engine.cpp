@@ -13,14 +13,14 @@ namespace {
 class CpuEngine final : public Engine {
  public:
   CpuEngine(const ModelWeights& weights, const EngineOptions& o)
-      : pool_(o.n_threads), forward_(weights, o.max_batch, o.n_ctx) {
+      : pool_(o.n_threads), forward_(weights, o.max_batch, o.n_ctx), n_vocab_(weights.hp.n_vocab) {
     caches_.reserve(o.n_slots);
     for (uint32_t s = 0; s < o.n_slots; ++s) caches_.emplace_back(weights.hp, o.n_ctx, o.kv_f16);
-    logits_.resize(size_t{o.max_batch} * weights.hp.n_vocab);
   }
 
   void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,
            bool last_chunk) override {
+    reserve_rows(all_logits ? tokens.size() : 1);
     forward_.run(tokens, first_pos, caches_.at(slot).view(), all_logits, logits_.data(), pool_, last_chunk);
   }
 
@@ -28,10 +28,17 @@ class CpuEngine final : public Engine {
                  std::span<const uint32_t> positions) override {
     views_.clear();
     for (uint32_t s : slots) views_.push_back(&caches_.at(s).view());
+    reserve_rows(tokens.size());
     forward_.run_batch(tokens, positions, views_, logits_.data(), pool_);
   }
 
   const float* logits() const override { return logits_.data(); }
+
+  // Logits are kept only for the rows asked for (one per decode step, a vocabulary of 150k
+  // floats is 600 KB; 512 prefill rows would be 300 MB).
+  void reserve_rows(size_t rows) {
+    if (logits_.size() < rows * n_vocab_) logits_.resize(rows * n_vocab_);
+  }
   void set_hooks(ResidualHooks* hooks) override { forward_.set_hooks(hooks); }
   uint32_t max_batch() const override { return forward_.max_batch(); }
 
@@ -48,6 +55,7 @@ class CpuEngine final : public Engine {
   Forward forward_;
   std::vector<KvCache> caches_;
   std::vector<KvCacheView*> views_;
+  size_t n_vocab_;
   std::vector<float> logits_;
 };
 
