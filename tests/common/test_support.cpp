@@ -90,6 +90,12 @@ void write_file(const std::filesystem::path& path, const std::string& bytes) {
   if (!f) throw std::runtime_error("cannot write " + path.string());
 }
 
+void write_lines(const std::filesystem::path& path, const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  write_file(path, text);
+}
+
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot read " + path.string());

@@ -44,6 +44,8 @@ class TempDir {
 };
 
 void write_file(const std::filesystem::path& path, const std::string& bytes);
+// One line per entry, each ended by '\n' (prompt files and the like).
+void write_lines(const std::filesystem::path& path, const std::vector<std::string>& lines);
 
 // Expects `body` to throw E whose message contains every one of `parts`.
 template <typename E, typename F>

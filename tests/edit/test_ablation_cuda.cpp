@@ -15,11 +15,7 @@
 namespace lathe::edit {
 namespace {
 
-void write_lines(const std::filesystem::path& path, const std::vector<std::string>& lines) {
-  std::string text;
-  for (const auto& l : lines) text += l + "\n";
-  test::write_file(path, text);
-}
+using test::write_lines;
 
 struct StudyRun {
   std::vector<std::vector<double>> directions;

@@ -15,17 +15,13 @@
 namespace lathe::edit {
 namespace {
 
+using test::write_lines;
+
 std::filesystem::path tiny_chat_model(const test::TempDir& dir, bool with_template = true) {
   test::TinyModel tiny;
   tiny.add_tokenizer();
   if (!with_template) tiny.writer.set("tokenizer.chat_template", gguf::Value::str(""));
   return tiny.write(dir, "tiny-chat.gguf");
-}
-
-void write_lines(const std::filesystem::path& path, const std::vector<std::string>& lines) {
-  std::string text;
-  for (const auto& l : lines) text += l + "\n";
-  test::write_file(path, text);
 }
 
 StudyOptions tiny_study(const test::TempDir& dir) {
