@@ -154,6 +154,7 @@ int bench(const BenchArgs& args) {
 
   const ModelSummary& s = model->summary();
   if (args.json) {
+    const std::string device = session.memory_use().device;
     nlohmann::json out = nlohmann::json::array();
     for (const TestResult& t : results)
       out.push_back({{"model", s.path},
@@ -163,7 +164,7 @@ int bench(const BenchArgs& args) {
                      {"n_params", s.n_params},
                      {"model_bytes", s.weight_bytes},
                      {"backend", backend},
-                     {"device", session.memory_use().device},
+                     {"device", device},
                      {"n_batch", session_options.n_batch},
                      {"threads", threads},
                      {"test", t.name},

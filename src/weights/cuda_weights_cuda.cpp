@@ -19,7 +19,6 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // Where one matrix or vector goes in the arena (offsets, filled before the allocation).
 struct MatrixPlan {
-  const cpu::MatrixView* host = nullptr;
   DType device_type = DType::F32;
   size_t qs_row = 0, sc_row = 0, qs_offset = 0, sc_offset = 0;
 };
@@ -34,25 +33,32 @@ void check_shape(const cpu::MatrixView& m, DType device) {
                                        m.name, m.cols, dtype_name(m.type), step));
 }
 
+// Repacks the rows of `host` into the device layout a chunk at a time through `staging` and copies
+// them to qs_dst / sc_dst (qs_row / sc_row bytes per row; no scale array when sc_row is 0).
+void copy_rows(const cpu::MatrixView& host, uint8_t* qs_dst, uint8_t* sc_dst, size_t qs_row, size_t sc_row,
+               uint8_t* staging, size_t staging_bytes, int device) {
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(staging_bytes / (qs_row + sc_row)));
+  const std::string what = fmt::format("copying tensor {} to cuda:{}", host.name, device);
+  for (int64_t r0 = 0; r0 < host.rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, host.rows - r0);
+    uint8_t* qs = staging;
+    uint8_t* sc = staging + n * qs_row;
+    cuda::repack_rows(host.type, host.data + r0 * host.row_bytes, host.row_bytes, n, host.cols, qs,
+                      sc_row ? sc : nullptr);
+    cuda::check(cudaMemcpy(qs_dst + r0 * qs_row, qs, n * qs_row, cudaMemcpyHostToDevice), what);
+    if (sc_row) cuda::check(cudaMemcpy(sc_dst + r0 * sc_row, sc, n * sc_row, cudaMemcpyHostToDevice), what);
+  }
+}
+
 }  // namespace
 
 void CudaWeights::refresh(const cpu::MatrixView& host, const cuda::DeviceMatrix& dm) const {
   cuda::use_device(device);
-  const size_t qs_row = dm.qs_row, sc_row = dm.sc_row;
-  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / (qs_row + sc_row)));
-  std::vector<uint8_t> qs(static_cast<size_t>(std::min(chunk, host.rows)) * qs_row);
-  std::vector<uint8_t> sc(static_cast<size_t>(std::min(chunk, host.rows)) * sc_row);
-  for (int64_t r0 = 0; r0 < host.rows; r0 += chunk) {
-    const int64_t n = std::min(chunk, host.rows - r0);
-    cuda::repack_rows(host.type, host.data + r0 * host.row_bytes, host.row_bytes, n, host.cols, qs.data(),
-                      sc_row ? sc.data() : nullptr);
-    cuda::check(cudaMemcpy(const_cast<uint8_t*>(dm.qs) + r0 * qs_row, qs.data(), n * qs_row, cudaMemcpyHostToDevice),
-                fmt::format("copying tensor {} to the device", host.name));
-    if (sc_row)
-      cuda::check(cudaMemcpy(const_cast<uint8_t*>(dm.scales) + r0 * sc_row, sc.data(), n * sc_row,
-                             cudaMemcpyHostToDevice),
-                  fmt::format("copying tensor {} to the device", host.name));
-  }
+  // Pageable staging: a refresh copies one edited matrix, and pinning memory per call costs more
+  // than it saves.
+  std::vector<uint8_t> staging(std::min(kStagingBytes, static_cast<size_t>(host.rows) * (dm.qs_row + dm.sc_row)));
+  copy_rows(host, const_cast<uint8_t*>(dm.qs), const_cast<uint8_t*>(dm.scales), dm.qs_row, dm.sc_row,
+            staging.data(), staging.size(), device);
 }
 
 std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device) {
@@ -70,7 +76,6 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
   auto plan_matrix = [&](const cpu::MatrixView& m) {
     if (m.data == nullptr || plans.count(m.data)) return;
     MatrixPlan p;
-    p.host = &m;
     p.device_type = cuda::device_type(m.type, std::string(m.name).c_str());
     check_shape(m, p.device_type);
     p.qs_row = cuda::qs_row_bytes(p.device_type, m.cols);
@@ -112,21 +117,10 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
 
   // Upload through a pinned staging buffer, a chunk of rows at a time.
   cuda::PinnedBuffer staging(kStagingBytes, "the weight upload's staging buffer");
-  auto* stage = staging.as<uint8_t>();
   for (const auto* m : order) {
     const MatrixPlan& p = plans.at(m->data);
-    const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / (p.qs_row + p.sc_row)));
-    for (int64_t r0 = 0; r0 < m->rows; r0 += chunk) {
-      const int64_t n = std::min(chunk, m->rows - r0);
-      uint8_t* qs = stage;
-      uint8_t* sc = stage + n * p.qs_row;
-      cuda::repack_rows(m->type, m->data + r0 * m->row_bytes, m->row_bytes, n, m->cols, qs, p.sc_row ? sc : nullptr);
-      cuda::check(cudaMemcpy(base + p.qs_offset + r0 * p.qs_row, qs, n * p.qs_row, cudaMemcpyHostToDevice),
-                  fmt::format("copying tensor {} to cuda:{}", m->name, device));
-      if (p.sc_row)
-        cuda::check(cudaMemcpy(base + p.sc_offset + r0 * p.sc_row, sc, n * p.sc_row, cudaMemcpyHostToDevice),
-                    fmt::format("copying tensor {} to cuda:{}", m->name, device));
-    }
+    copy_rows(*m, base + p.qs_offset, base + p.sc_offset, p.qs_row, p.sc_row, staging.as<uint8_t>(), kStagingBytes,
+              device);
   }
   for (const auto& [v, offset] : vectors)
     cuda::check(cudaMemcpy(base + offset, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice),

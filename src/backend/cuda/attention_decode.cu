@@ -91,23 +91,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 4
       for (int d = 0; d < D; d += 8) {
         float kd[8];
-        if constexpr (F16) {
-          const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __half*>(keys) + row + d);
-          const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            __half2 h2;
-            memcpy(&h2, &words[e], 4);
-            const float2 f = __half22float2(h2);
-            kd[2 * e] = f.x;
-            kd[2 * e + 1] = f.y;
-          }
-        } else {
-          const float4* p4 = reinterpret_cast<const float4*>(static_cast<const float*>(keys) + row + d);
-          const float4 x0 = p4[0], x1 = p4[1];
-          kd[0] = x0.x; kd[1] = x0.y; kd[2] = x0.z; kd[3] = x0.w;
-          kd[4] = x1.x; kd[5] = x1.y; kd[6] = x1.z; kd[7] = x1.w;
-        }
+        load8<F16>(keys, row + d, kd);
 #pragma unroll
         for (int j = 0; j < G; ++j) {
           if (j >= group) break;

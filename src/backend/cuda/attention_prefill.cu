@@ -17,28 +17,6 @@ namespace {
 constexpr int kBq = 16, kBk = 32, kThreads = 128, kPerRow = kThreads / kBq;  // 8 threads per query row
 constexpr int kKeysPerThread = kBk / kPerRow;                                    // 4
 
-// Eight consecutive K or V elements (16 bytes of halves, or 32 of floats) to float.
-template <bool F16>
-__device__ __forceinline__ void load8(const void* base, int64_t index, float* out) {
-  if constexpr (F16) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __half*>(base) + index);
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      __half2 h2;
-      memcpy(&h2, &words[e], 4);
-      const float2 f = __half22float2(h2);
-      out[2 * e] = f.x;
-      out[2 * e + 1] = f.y;
-    }
-  } else {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
-    const float4 a = p[0], b = p[1];
-    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
-  }
-}
-
 template <bool F16, int MAXD>
 __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const AttentionArgs a, int first_pos) {
   extern __shared__ float smem[];

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace lathe::cuda {
 
@@ -22,17 +23,31 @@ void check_launch(const char* kernel);
 // "1.50 GiB"
 std::string human_bytes(uint64_t bytes);
 
-class DeviceBuffer {
+// Where a CudaBuffer's memory lives.
+enum class MemoryKind { Device, Pinned };
+
+// An owned allocation of device memory (cudaMalloc) or page-locked host memory (cudaMallocHost:
+// fast, asynchronous copies), freed on destruction.
+template <MemoryKind Kind>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  // Allocates `bytes` on the current device; `what` names the allocation in an OutOfMemoryError
-  // ("KV cache (4096 tokens x 24 layers)").
-  DeviceBuffer(size_t bytes, std::string_view what);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& other) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  CudaBuffer() = default;
+  // Allocates `bytes`; `what` names the allocation in an OutOfMemoryError ("the KV cache (1
+  // sequence(s) x 4096 tokens x 24 layers, f16)").
+  CudaBuffer(size_t bytes, std::string_view what);
+  ~CudaBuffer() { release(); }
+  CudaBuffer(CudaBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
+    if (this != &other) {
+      release();
+      ptr_ = std::exchange(other.ptr_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
 
   void* data() const noexcept { return ptr_; }
   template <typename T>
@@ -40,30 +55,13 @@ class DeviceBuffer {
   size_t bytes() const noexcept { return bytes_; }
 
  private:
+  void release() noexcept;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
 };
 
-// Page-locked host memory (fast, asynchronous copies).
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(size_t bytes, std::string_view what);
-  ~PinnedBuffer();
-  PinnedBuffer(PinnedBuffer&& other) noexcept;
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  void* data() const noexcept { return ptr_; }
-  template <typename T>
-  T* as() const noexcept { return static_cast<T*>(ptr_); }
-  size_t bytes() const noexcept { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = CudaBuffer<MemoryKind::Device>;
+using PinnedBuffer = CudaBuffer<MemoryKind::Pinned>;
 
 // Makes `index` the calling thread's current device; DeviceError listing the devices when it
 // does not exist.

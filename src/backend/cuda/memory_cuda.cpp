@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <utility>
 
 #include "lathe/error.hpp"
 
@@ -52,51 +51,25 @@ namespace {
 }
 }  // namespace
 
-DeviceBuffer::DeviceBuffer(size_t bytes, std::string_view what) : bytes_(bytes) {
+template <MemoryKind Kind>
+CudaBuffer<Kind>::CudaBuffer(size_t bytes, std::string_view what) : bytes_(bytes) {
   if (bytes == 0) return;
-  const cudaError_t err = cudaMalloc(&ptr_, bytes);
-  if (err == cudaErrorMemoryAllocation) out_of_memory(bytes, what, false);
-  check(err, fmt::format("cudaMalloc of {} for {}", human_bytes(bytes), what));
+  constexpr bool pinned = Kind == MemoryKind::Pinned;
+  const cudaError_t err = pinned ? cudaMallocHost(&ptr_, bytes) : cudaMalloc(&ptr_, bytes);
+  if (err == cudaErrorMemoryAllocation) out_of_memory(bytes, what, pinned);
+  check(err, fmt::format("{} of {} for {}", pinned ? "cudaMallocHost" : "cudaMalloc", human_bytes(bytes), what));
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_ != nullptr) cudaFree(ptr_);
+template <MemoryKind Kind>
+void CudaBuffer<Kind>::release() noexcept {
+  if (ptr_ == nullptr) return;
+  if constexpr (Kind == MemoryKind::Pinned) cudaFreeHost(ptr_);
+  else cudaFree(ptr_);
+  ptr_ = nullptr;
 }
 
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = std::exchange(other.ptr_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
-
-PinnedBuffer::PinnedBuffer(size_t bytes, std::string_view what) : bytes_(bytes) {
-  if (bytes == 0) return;
-  const cudaError_t err = cudaMallocHost(&ptr_, bytes);
-  if (err == cudaErrorMemoryAllocation) out_of_memory(bytes, what, true);
-  check(err, fmt::format("cudaMallocHost of {} for {}", human_bytes(bytes), what));
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (ptr_ != nullptr) cudaFreeHost(ptr_);
-}
-
-PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
-    : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
-  if (this != &other) {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-    ptr_ = std::exchange(other.ptr_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
+template class CudaBuffer<MemoryKind::Device>;
+template class CudaBuffer<MemoryKind::Pinned>;
 
 void use_device(int index) {
   int count = 0;

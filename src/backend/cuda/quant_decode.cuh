@@ -34,16 +34,7 @@ __device__ __forceinline__ void decode_step(const uint8_t* qs, const uint8_t* sc
     out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
     out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
   } else if constexpr (T == DType::F16) {
-    const uint4 v = reinterpret_cast<const uint4*>(qs)[st];
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      __half2 h;
-      memcpy(&h, &words[i], 4);
-      const float2 f = __half22float2(h);
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
-    }
+    halves8_to_float(reinterpret_cast<const uint4*>(qs)[st], out);
   } else if constexpr (T == DType::BF16) {
     const uint4 v = reinterpret_cast<const uint4*>(qs)[st];
     const uint32_t words[4] = {v.x, v.y, v.z, v.w};
