@@ -8,6 +8,10 @@
 #   big05      Qwen2.5-0.5B-shaped random bf16 model: logits vs transformers, HF speed, lathe bench
 #   big8       the same for the Llama-3.1-8B shape (16 GB; several minutes)
 #   ablate     abliteration trial timing on the 0.5B shape (CPU engine)
+#   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
+#   baseline   also build an earlier version (LATHE_GPU_BASELINE, default .gl/base.tar.gz: made here by
+#              `git archive --format=tar.gz -o .gl/base.tar.gz REV` and carried) and run big05/big8's
+#              lathe benchmarks with it too, on the same card in the same call
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -37,8 +41,24 @@ if has build; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
   ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_vs_transformers \
-    test_cuda_vs_hf_big test_device_layout test_ablation_cuda >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
+    test_cuda_vs_hf_big test_device_layout test_ablation_cuda lathe_bench_cuda_matvec >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
+fi
+
+BASE=""
+BASE_TAR="${LATHE_GPU_BASELINE:-.gl/base.tar.gz}"
+if has baseline && [ -f "$BASE_TAR" ]; then
+  start=$SECONDS
+  BASE_SRC=/tmp/lathe-base
+  rm -rf "$BASE_SRC/src" && mkdir -p "$BASE_SRC" && tar -xzf "$BASE_TAR" -C "$BASE_SRC"
+  if cmake -S "$BASE_SRC" -B "$BASE_SRC/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON \
+       -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/base-configure.log" 2>&1 &&
+     ninja -C "$BASE_SRC/build" -j "$(nproc)" lathe_cli test_cuda_forward >"$OUT/base-build.log" 2>&1; then
+    BASE="$BASE_SRC/build/lathe"
+    row "baseline build ($BASE_TAR)" "ok, $((SECONDS - start)) s"
+  else
+    row "baseline build ($BASE_TAR)" "FAILED"; tail -20 "$OUT/base-build.log"
+  fi
 fi
 
 # gtest_summary LOG: "N passed, M failed, K skipped" from a gtest binary's output.
@@ -64,6 +84,8 @@ fi
 if has forward; then
   # The default SmolLM2 GGUF (92 MiB) cannot travel to the GPU machine (64 MiB per call): skipped there.
   run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward --gtest_filter=-*DefaultModel*
+  [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
+  grep -E '^(F32|F16|BF16|Q8_0|Q4_0|Q4_1) n_batch' "$LOGS/forward.log" | tr '\n' ';' | sed 's/^/    /'; echo
   run_gtest ablation "abliteration study on CUDA vs CPU" build-gpu/tests/edit/test_ablation_cuda
   grep -E 'SmolLM2|greedy continuation' "$LOGS/forward.log" || true
 fi
@@ -84,6 +106,9 @@ big() {
   fi
   row "$name: random bf16 model" "$(( SECONDS - start )) s"
   start=$SECONDS
+  if [ "${LATHE_GPU_HF:-1}" = 0 ]; then  # lathe's benchmarks only (no reference, no logits check)
+    echo "{}" >"$LOGS/hf_$name.json"
+  else
   python3 bench/hf_peer.py --model "$dir" --out "$dir" $([ "$hf_speed" = 1 ] || echo --no-speed) >"$LOGS/hf_$name.log" 2>&1 || { tail -20 "$LOGS/hf_$name.log"; status=1; return; }
   cp "$dir/hf_speed.json" "$LOGS/hf_$name.json"
   row "$name: transformers reference + speed" "$(( SECONDS - start )) s"
@@ -94,12 +119,17 @@ cases = json.load(open(path))
 cases.append({"name": name, "model": d, "ids": f"{d}/ids.json", "ref": f"{d}/ref.f32", "hf": f"{d}/hf_speed.json"})
 json.dump(cases, open(path, "w"))
 PY
+  fi
+  local versions=(""); [ -n "$BASE" ] && versions+=(base)
+  [ "${LATHE_GPU_BENCH:-1}" = 0 ] && return  # the logits check only
   for quant in "" Q8_0 Q4_0; do
-    local label="${quant:-BF16}"
-    $LATHE bench -m "$dir" --device cuda -p 512 -n 128 -r 3 --parallel $([ -z "$quant" ] && echo 16 || echo 0) \
+   for version in "${versions[@]}"; do
+    local label="${quant:-BF16}${version:+ (baseline)}" exe="$LATHE"
+    [ -n "$version" ] && exe="$BASE"
+    $exe bench -m "$dir" --device cuda -p 512 -n 128 -r 3 --parallel $([ -z "$quant" ] && echo 16 || echo 0) \
       ${quant:+--requantize $quant} --json \
-      >"$LOGS/bench_${name}_$label.json" 2>"$LOGS/bench_${name}_$label.err" || { tail -5 "$LOGS/bench_${name}_$label.err"; status=1; continue; }
-    BENCH_ROWS+=("$(python3 - "$LOGS/bench_${name}_$label.json" "$LOGS/hf_$name.json" "$name" "$label" <<'PY'
+      >"$LOGS/bench_${name}_${label// /_}.json" 2>"$LOGS/bench_${name}_${label// /_}.err" || { tail -5 "$LOGS/bench_${name}_${label// /_}.err"; status=1; continue; }
+    BENCH_ROWS+=("$(python3 - "$LOGS/bench_${name}_${label// /_}.json" "$LOGS/hf_$name.json" "$name" "$label" <<'PY'
 import json, sys
 lathe = {r["test"]: r for r in json.load(open(sys.argv[1]))}
 hf = json.load(open(sys.argv[2]))
@@ -113,19 +143,32 @@ print(f'| {name} {label} | {pp["avg_ts"]:.0f} ± {pp["stddev_ts"]:.0f} | {tg["av
 PY
 )")
     echo "${BENCH_ROWS[-1]}" >>"$OUT/summary.md"
+   done
   done
+  # A/B: decode again with the environment LATHE_GPU_AB_ENV (e.g. LATHE_CUDA_PDL=0), same binary
+  if [ -n "${LATHE_GPU_AB_ENV:-}" ]; then
+    for quant in "" Q8_0 Q4_0; do
+      env $LATHE_GPU_AB_ENV $LATHE bench -m "$dir" --device cuda -p 0 -n 128 -r 3 ${quant:+--requantize $quant} --json \
+        >"$LOGS/bench_${name}_ab_${quant:-BF16}.json" 2>/dev/null &&
+        row "$name ${quant:-BF16} tg128 with $LATHE_GPU_AB_ENV" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_ab_${quant:-BF16}.json'))[0];print(round(d['avg_ts'],1),'±',round(d['stddev_ts'],1))") t/s"
+    done
+  fi
+  [ "${LATHE_GPU_BIG_EXTRAS:-1}" = 0 ] && return
+  # decode with a Q8_0 KV cache (bf16 weights), for comparison with the F16 cache's tg128 above
+  $LATHE bench -m "$dir" --device cuda -p 0 -n 128 -r 3 --kv-type q8_0 --json >"$LOGS/bench_${name}_kvq8.json" 2>/dev/null &&
+    row "$name BF16 tg128 with a Q8_0 KV cache" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_kvq8.json'))[0];print(round(d['avg_ts'],1),'±',round(d['stddev_ts'],1))") t/s"
   # bf16 weights meeting half activations in prefill (LATHE_CUDA_BF16_GEMM=f16), for comparison
   LATHE_CUDA_BF16_GEMM=f16 $LATHE bench -m "$dir" --device cuda -p 512 -n 0 -r 3 --json >"$LOGS/bench_${name}_f16act.json" 2>/dev/null &&
     row "$name BF16 pp512 with half activations" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_f16act.json'))[0];print(round(d['avg_ts']),'±',round(d['stddev_ts']))") t/s"
 }
 has big05 && big qwen2.5-0.5b qwen05
 has big8 && big llama-3.1-8b llama8b "${LATHE_GPU_HF_SPEED_8B:-1}" llama3
-if has big05 || has big8; then
+if { has big05 || has big8; } && [ "$(python3 -c "import json;print(len(json.load(open('$BIG_CASES'))))")" != 0 ]; then
   LATHE_HF_BIG="$BIG_CASES" run_gtest big "big models vs transformers" $T/forward/test_cuda_vs_hf_big
   grep -E '^big: ' "$LOGS/big.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   LATHE_CUDA_BF16_GEMM=f16 LATHE_HF_BIG="$BIG_CASES" $T/forward/test_cuda_vs_hf_big >"$LOGS/big_f16act.log" 2>&1
   grep -E '^big: .*production' "$LOGS/big_f16act.log" | sed 's/^/    half activations: /' | tee -a "$OUT/summary.md" || true
-  for f in "$LOGS"/hf_*.json; do python3 -c "import json; d=json.load(open('$f')); print('    $(basename "$f") transformers bf16 vs f32: top-1', round(d['hf_bf16_top1_vs_f32'], 4), 'relative error', round(d['hf_bf16_rel_err_vs_f32'], 5))" | tee -a "$OUT/summary.md"; done
+  for f in "$LOGS"/hf_*.json; do python3 -c "import json; d=json.load(open('$f')); 'hf_bf16_top1_vs_f32' in d and print('    $(basename "$f") transformers bf16 vs f32: top-1', round(d['hf_bf16_top1_vs_f32'], 4), 'relative error', round(d['hf_bf16_rel_err_vs_f32'], 5))" | tee -a "$OUT/summary.md"; done
 fi
 
 # Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills of the 0.5B
@@ -140,6 +183,27 @@ if has profile05 && [ -f "$WORK/qwen05/config.json" ]; then
       -p 512 -n 0 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_pp_$label.csv" 2>"$LOGS/ncu_pp_$label.err" || status=1
     python3 bench/ncu_summary.py "$LOGS/ncu_pp_$label.csv" --label "prefill-512 qwen05 $label" >>"$LOGS/profile.txt" 2>&1
   done
+fi
+
+if has matvec; then
+  build-gpu/lathe_bench_cuda_matvec --json "$LOGS/matvec.json" >"$LOGS/matvec.md" 2>&1 || { tail -5 "$LOGS/matvec.md"; status=1; }
+  head -1 "$LOGS/matvec.md" | tee -a "$OUT/summary.md"
+  # Per matrix: the automatic choice against the best of 1, 2, 4 warps per output pair.
+  python3 - "$LOGS/matvec.json" <<'PY' | tee "$LOGS/matvec_summary.md" >>"$OUT/summary.md"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+print("| model | matrix | type | norm | auto GB/s | best GB/s (warps/output) | auto % of copy |")
+print("|---|---|---|---|---:|---:|---:|")
+keys = []
+for r in rows:
+    k = (r["model"], r["matrix"], r["type"], r["norm"])
+    if k not in keys: keys.append(k)
+for k in keys:
+    group = [r for r in rows if (r["model"], r["matrix"], r["type"], r["norm"]) == k]
+    auto = next(r for r in group if r["warps_per_output"] == "auto")
+    best = max(group, key=lambda r: r["gb_s"])
+    print(f'| {k[0]} | {k[1]} | {k[2]} | {"fused" if k[3] else "-"} | {auto["gb_s"]:.0f} | {best["gb_s"]:.0f} ({best["warps_per_output"]}) | {100 * auto["gb_s"] / auto["copy_gb_s"]:.0f}% |')
+PY
 fi
 
 if has ablate; then
@@ -157,6 +221,7 @@ if [ ${#BENCH_ROWS[@]} -gt 0 ]; then
   printf '%s\n' "${BENCH_ROWS[@]}"
 fi
 has ablate && cat "$LOGS/ablate_table.md"
+[ -f "$LOGS/matvec_summary.md" ] && { echo; cat "$LOGS/matvec_summary.md"; }
 [ -f "$LOGS/profile.txt" ] && { echo; cat "$LOGS/profile.txt"; }
 
 cp "$OUT"/*.log "$LOGS"/ 2>/dev/null

@@ -90,7 +90,9 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
-enum class KvType { F16, F32 };
+// KV cache element type: IEEE half (default), float32, or Q8_0 (8-bit blocks of 32 with a half
+// scale, as llama.cpp's q8_0 cache: about half of F16's memory; needs head_dim % 32 == 0).
+enum class KvType { F16, F32, Q8_0 };
 
 // Where a session computes: the CPU, or a CUDA GPU (weights uploaded once per model and device,
 // KV cache on the device).

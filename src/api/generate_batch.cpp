@@ -43,7 +43,7 @@ class BatchGenerator {
                                        .n_ctx = n_ctx,
                                        .max_batch = std::max<uint32_t>(std::min<uint32_t>(512, n_ctx), o.n_parallel),
                                        .n_threads = o.n_threads,
-                                       .kv_f16 = o.kv_type == KvType::F16})),
+                                       .kv_format = kv_format(o.kv_type)})),
         results_(prompts.size()) {
     for (size_t i = 0; i < slots_.size(); ++i) slots_[i].id = static_cast<uint32_t>(i);
     engine_->set_hooks(o.hooks.get());

@@ -5,12 +5,18 @@
 #include <span>
 #include <unordered_set>
 
+#include "core/kv_format.hpp"
 #include "lathe/lathe.hpp"
 #include "tokenizer/chat_template.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe {
+
+// The engines' name for a public KV cache type.
+constexpr KvFormat kv_format(KvType type) noexcept {
+  return type == KvType::F32 ? KvFormat::F32 : type == KvType::Q8_0 ? KvFormat::Q8_0 : KvFormat::F16;
+}
 
 struct Model::Impl {
   ModelWeights weights;

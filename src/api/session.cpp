@@ -36,7 +36,7 @@ struct Session::Impl {
                             .n_ctx = ctx,
                             .max_batch = std::min(o.n_batch, ctx),
                             .n_threads = o.n_threads,
-                            .kv_f16 = o.kv_type == KvType::F16})),
+                            .kv_format = kv_format(o.kv_type)})),
         kv_bytes(engine->memory().kv) {}
 };
 

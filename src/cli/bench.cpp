@@ -166,6 +166,7 @@ int bench(const BenchArgs& args) {
                      {"backend", backend},
                      {"device", device},
                      {"n_batch", session_options.n_batch},
+                     {"kv_type", args.session.kv_type},
                      {"threads", threads},
                      {"test", t.name},
                      {"n_prompt", t.n_prompt},
@@ -196,7 +197,7 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("-n,--n-gen", args->n_gen, "tokens for the tg test; 0 skips it")->capture_default_str();
   cmd->add_option("-r,--repetitions", args->reps, "timed repetitions of each test (after one warm-up)")
       ->capture_default_str();
-  add_session_flags(*cmd, args->session, /*with_kv_type=*/false);
+  add_session_flags(*cmd, args->session, /*with_kv_type=*/true);
   cmd->add_flag("--json", args->json, "print a JSON array, one object per test");
   cmd->add_option("--parallel", args->parallel,
                   "also time P sequences decoded together (tg N x P, continuous batching); 0 skips it")

@@ -57,7 +57,8 @@ void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type) {
   cmd.add_option("--device", args.device, "where to compute: cpu, cuda or cuda:N (see `lathe devices`)")
       ->capture_default_str();
   if (with_kv_type)
-    cmd.add_option("--kv-type", args.kv_type, "KV cache element type: f16 or f32")->capture_default_str();
+    cmd.add_option("--kv-type", args.kv_type, "KV cache element type: f16, f32 or q8_0 (half of f16's memory)")
+        ->capture_default_str();
 }
 
 void require_non_negative(const char* flag, int64_t value) {
@@ -71,12 +72,12 @@ SessionOptions resolve_session(const SessionArgs& args) {
   if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
   if (args.n_batch < 1 || args.n_batch > 65536)
     throw InvalidArgumentError(fmt::format("-b/--batch-size {} must be in 1..65536", args.n_batch));
-  if (args.kv_type != "f16" && args.kv_type != "f32")
-    throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16 or f32", args.kv_type));
+  if (args.kv_type != "f16" && args.kv_type != "f32" && args.kv_type != "q8_0")
+    throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16, f32 or q8_0", args.kv_type));
   SessionOptions options;
   options.n_ctx = static_cast<uint32_t>(args.n_ctx);
   options.n_threads = static_cast<int>(args.n_threads);
-  options.kv_type = args.kv_type == "f32" ? KvType::F32 : KvType::F16;
+  options.kv_type = args.kv_type == "f32" ? KvType::F32 : args.kv_type == "q8_0" ? KvType::Q8_0 : KvType::F16;
   options.n_batch = static_cast<uint32_t>(args.n_batch);
   options.device = Device::parse(args.device);
   return options;

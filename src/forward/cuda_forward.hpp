@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 
+#include "core/kv_format.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
@@ -23,7 +24,7 @@ struct CudaForwardOptions {
   uint32_t n_slots = 1;    // sequences with their own KV cache
   uint32_t n_ctx = 0;      // positions per cache
   uint32_t max_batch = 1;  // tokens per call
-  bool kv_f16 = true;      // else float32
+  KvFormat kv_format = KvFormat::F16;
 };
 
 // Device memory held, by purpose.

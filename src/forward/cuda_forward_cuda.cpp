@@ -58,10 +58,10 @@ struct CudaForward::Impl {
     if (opt.max_batch == 0 || opt.n_slots == 0 || opt.n_ctx == 0)
       throw InvalidArgumentError("CUDA forward: max_batch, n_slots and n_ctx must be at least 1");
     head_dim = hp.head_dim;
-    if (head_dim % 8 != 0 || head_dim > 256 || hp.n_head % hp.n_head_kv != 0 || hp.n_head / hp.n_head_kv > 8)
-      throw UnsupportedError(fmt::format("{}: the CUDA kernels need head_dim a multiple of 8 up to 256 and at most 8 "
-                                         "query heads per K/V head (this model: head_dim {}, {} / {} heads); use "
-                                         "--device cpu",
+    if (head_dim % 8 != 0 || head_dim > 256 || hp.n_head % hp.n_head_kv != 0)
+      throw UnsupportedError(fmt::format("{}: the CUDA kernels need head_dim a multiple of 8 up to 256 and whole "
+                                         "groups of query heads per K/V head (this model: head_dim {}, {} / {} "
+                                         "heads); use --device cpu",
                                          w.source, hp.head_dim, hp.n_head, hp.n_head_kv));
     cuda::use_device(opt.device);
     cudaDeviceProp prop{};
@@ -92,12 +92,11 @@ struct CudaForward::Impl {
   }
 
   void allocate_kv() {
-    const size_t elem = opt.kv_f16 ? 2 : 4;
-    const size_t per_cache = size_t{opt.n_ctx} * static_cast<size_t>(kv_w) * elem;  // one layer's K (or V)
+    const size_t per_cache = kv_layer_bytes(opt.kv_format, opt.n_ctx, kv_w);  // one layer's K (or V)
     const size_t n_caches = size_t{opt.n_slots} * hp.n_layer * 2;
     kv = cuda::DeviceBuffer(per_cache * n_caches,
                             fmt::format("the KV cache ({} sequence(s) x {} tokens x {} layers, {})", opt.n_slots,
-                                        opt.n_ctx, hp.n_layer, opt.kv_f16 ? "f16" : "f32"));
+                                        opt.n_ctx, hp.n_layer, kv_format_name(opt.kv_format)));
     std::vector<void*> tables(n_caches);
     auto* base = kv.as<uint8_t>();
     for (uint32_t l = 0; l < hp.n_layer; ++l)
@@ -211,20 +210,31 @@ struct CudaForward::Impl {
     cuda::check(cudaMemcpyAsync(rows, hook_rows.data(), bytes, cudaMemcpyHostToDevice, stream), "writing hook rows");
   }
 
-  // y (per target) = W x for n tokens: mat-vec kernels up to 8 tokens, cuBLAS above.
-  void linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep) {
+  // y (per target) = W x for n tokens: mat-vec kernels up to 8 tokens, cuBLAS above. With
+  // `norm`, x is first RMS-normalized with those weights: fused into the mat-vec and the 8-bit
+  // rounding for up to 8 tokens (two launches fewer per layer in decode), through xn above.
+  void linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep,
+              const float* norm = nullptr) {
     const int64_t cols = targets.begin()->a.cols;
+    if (norm != nullptr && n > cuda::kMatvecMaxTokens) {
+      cuda::rms_norm(xin, ldx, norm, n, static_cast<int>(cols), hp.rms_eps, xn, n_embd, stream);
+      xin = xn;
+      ldx = n_embd;
+      norm = nullptr;
+    }
     if (n <= cuda::kMatvecMaxTokens) {
       cuda::MatvecInput in;
       in.x = xin;
       in.ldx = ldx;
+      in.norm = norm;
+      in.eps = hp.rms_eps;
       bool same_type = true, q8_needed = false;
       for (const auto& t : targets) {
         same_type = same_type && t.a.type == targets.begin()->a.type;
         q8_needed = q8_needed || cuda::matvec_reads_q8(t.a.type);
       }
       if (q8_needed) {
-        cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream);
+        cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream, norm, hp.rms_eps);
         in.q8 = q8;
         in.ds = ds;
         in.ld_q8 = cols;
@@ -263,17 +273,17 @@ struct CudaForward::Impl {
     a.slots = d_slots();
     a.k_cache = k_tab + size_t{layer} * opt.n_slots;
     a.v_cache = v_tab + size_t{layer} * opt.n_slots;
-    a.kv_f16 = opt.kv_f16;
+    a.kv_format = opt.kv_format;
+    a.n_ctx = static_cast<int>(opt.n_ctx);
     return a;
   }
 
   void attention_block(const CudaLayerWeights& L, uint32_t il, int n, bool prefill, int first_pos) {
-    cuda::rms_norm(x, n_embd, L.attn_norm, n, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
     if (L.fused_qkv()) {
-      linear({{L.wqkv, {}, qkv, qkv_w}}, xn, n_embd, n, Epilogue::Store);
+      linear({{L.wqkv, {}, qkv, qkv_w}}, x, n_embd, n, Epilogue::Store, L.attn_norm);
     } else {
-      linear({{L.wq, {}, qkv, qkv_w}, {L.wk, {}, qkv + q_w, qkv_w}, {L.wv, {}, qkv + q_w + kv_w, qkv_w}}, xn, n_embd, n,
-             Epilogue::Store);
+      linear({{L.wq, {}, qkv, qkv_w}, {L.wk, {}, qkv + q_w, qkv_w}, {L.wv, {}, qkv + q_w + kv_w, qkv_w}}, x, n_embd, n,
+             Epilogue::Store, L.attn_norm);
     }
     cuda::RopeKvArgs r;
     r.qkv = qkv;
@@ -297,7 +307,8 @@ struct CudaForward::Impl {
     r.slots = d_slots();
     r.k_cache = k_tab + size_t{il} * opt.n_slots;
     r.v_cache = v_tab + size_t{il} * opt.n_slots;
-    r.kv_f16 = opt.kv_f16;
+    r.kv_format = opt.kv_format;
+    r.n_ctx = static_cast<int>(opt.n_ctx);
     cuda::rope_kv(r, stream);
 
     const cuda::AttentionArgs a = attention_args(il, n);
@@ -307,16 +318,17 @@ struct CudaForward::Impl {
       const int splits = cuda::decode_splits(static_cast<int>(opt.n_ctx), n, static_cast<int>(hp.n_head_kv),
                                              multiprocessors);
       const int split_len = static_cast<int>((opt.n_ctx + splits - 1) / splits);
-      cuda::attention_decode(a, splits, split_len, split_scratch, stream);
+      const int per_block = cuda::decode_heads_per_block(splits, n, static_cast<int>(hp.n_head_kv),
+                                                         static_cast<int>(hp.n_head / hp.n_head_kv), multiprocessors);
+      cuda::attention_decode(a, splits, split_len, split_scratch, stream, per_block);
     }
     linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add);
   }
 
   void mlp_block(const CudaLayerWeights& L, int n) {
-    cuda::rms_norm(x, n_embd, L.ffn_norm, n, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
     const cuda::DeviceMatrix gate = L.fused_gate_up() ? L.w_gate_up.row_slice(0, n_ff) : L.w_gate;
     const cuda::DeviceMatrix up = L.fused_gate_up() ? L.w_gate_up.row_slice(n_ff, n_ff) : L.w_up;
-    linear({{gate, up, h, n_ff}}, xn, n_embd, n, Epilogue::SwiGLU);
+    linear({{gate, up, h, n_ff}}, x, n_embd, n, Epilogue::SwiGLU, L.ffn_norm);
     linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
   }
 
@@ -335,9 +347,14 @@ struct CudaForward::Impl {
     }
     const int rows = all_logits ? n : 1;
     const float* last = x + (all_logits ? 0 : int64_t(n - 1) * n_embd);
-    cuda::rms_norm(last, n_embd, dw->output_norm, rows, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
-    hook(HookPoint::FinalNorm, 0, xn, rows, last_chunk);
-    linear({{dw->output, {}, logits_dev.as<float>(), n_vocab}}, xn, n_embd, rows, Epilogue::Store);
+    const MatvecTarget head{dw->output, {}, logits_dev.as<float>(), n_vocab};
+    if (hooks != nullptr && hooks->has({HookPoint::FinalNorm, 0})) {  // the hook sees the normalized rows
+      cuda::rms_norm(last, n_embd, dw->output_norm, rows, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
+      hook(HookPoint::FinalNorm, 0, xn, rows, last_chunk);
+      linear({head}, xn, n_embd, rows, Epilogue::Store);
+    } else {
+      linear({head}, last, n_embd, rows, Epilogue::Store, dw->output_norm);
+    }
   }
 
   void upload_io(std::span<const int32_t> tokens, const std::vector<int32_t>& positions,

@@ -139,13 +139,8 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
     cpu::apply_rope(q, static_cast<int32_t>(n_head), static_cast<int32_t>(head_dim), pos, w_.rope);
     cpu::apply_rope(k, static_cast<int32_t>(n_head_kv), static_cast<int32_t>(head_dim), pos, w_.rope);
     const float* v = v_.data() + t * kv_width;
-    if (kv.f16) {
-      cpu::f32_to_f16_row(k, static_cast<uint16_t*>(kv.keys[layer]) + pos * kv_width, kv_width);
-      cpu::f32_to_f16_row(v, static_cast<uint16_t*>(kv.values[layer]) + pos * kv_width, kv_width);
-    } else {
-      std::memcpy(static_cast<float*>(kv.keys[layer]) + pos * kv_width, k, sizeof(float) * kv_width);
-      std::memcpy(static_cast<float*>(kv.values[layer]) + pos * kv_width, v, sizeof(float) * kv_width);
-    }
+    cpu::kv_store_row(k, kv.format, kv.keys[layer], kv.n_ctx, kv_width, pos);
+    cpu::kv_store_row(v, kv.format, kv.values[layer], kv.n_ctx, kv_width, pos);
   }
 
   // Causal attention: token t sees positions 0 .. pos_[t] of its cache. Query heads share KV heads
@@ -158,9 +153,13 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / n_head, h = item % n_head;
       const KvCacheView& kv = *kv_[t];
-      cpu::attend_one(q_.data() + t * q_width + h * head_dim, kv.keys[layer], kv.values[layer], kv.f16,
-                      pos_[t] + 1, kv_width, (h / group) * head_dim, static_cast<int32_t>(head_dim), scale,
-                      scores.data(), attn_.data() + t * q_width + h * head_dim);
+      const cpu::KvLayerView layer_kv{.format = kv.format,
+                                      .keys = kv.keys[layer],
+                                      .values = kv.values[layer],
+                                      .n_ctx = kv.n_ctx,
+                                      .row_stride = kv_width};
+      cpu::attend_one(q_.data() + t * q_width + h * head_dim, layer_kv, pos_[t] + 1, (h / group) * head_dim,
+                      static_cast<int32_t>(head_dim), scale, scores.data(), attn_.data() + t * q_width + h * head_dim);
     }
   });
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/thread_pool.hpp"
+#include "core/kv_format.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
@@ -19,7 +20,7 @@ namespace lathe {
 // elements, float32 or IEEE half. Owned by the runtime's KV cache; the forward pass writes the
 // rows of the positions it evaluates and reads all rows before them.
 struct KvCacheView {
-  bool f16 = true;
+  KvFormat format = KvFormat::F16;
   uint32_t n_ctx = 0;
   int64_t row_elements = 0;           // n_head_kv * head_dim
   std::vector<void*> keys, values;    // one per layer

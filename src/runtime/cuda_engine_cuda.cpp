@@ -3,6 +3,7 @@
 
 #include "forward/cuda_forward.hpp"
 #include "runtime/engine.hpp"
+#include "runtime/kv_cache.hpp"
 
 namespace lathe {
 namespace {
@@ -10,11 +11,12 @@ namespace {
 class CudaEngine final : public Engine {
  public:
   CudaEngine(const ModelWeights& weights, const EngineOptions& o)
-      : forward_(weights, {.device = o.cuda_device,
-                           .n_slots = o.n_slots,
-                           .n_ctx = o.n_ctx,
-                           .max_batch = o.max_batch,
-                           .kv_f16 = o.kv_f16}) {}
+      : forward_((require_kv_format_fits(weights.hp, o.kv_format), weights),
+                 {.device = o.cuda_device,
+                  .n_slots = o.n_slots,
+                  .n_ctx = o.n_ctx,
+                  .max_batch = o.max_batch,
+                  .kv_format = o.kv_format}) {}
 
   void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,
            bool last_chunk) override {

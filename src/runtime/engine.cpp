@@ -15,7 +15,7 @@ class CpuEngine final : public Engine {
   CpuEngine(const ModelWeights& weights, const EngineOptions& o)
       : pool_(o.n_threads), forward_(weights, o.max_batch, o.n_ctx), n_vocab_(weights.hp.n_vocab) {
     caches_.reserve(o.n_slots);
-    for (uint32_t s = 0; s < o.n_slots; ++s) caches_.emplace_back(weights.hp, o.n_ctx, o.kv_f16);
+    for (uint32_t s = 0; s < o.n_slots; ++s) caches_.emplace_back(weights.hp, o.n_ctx, o.kv_format);
   }
 
   void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "core/kv_format.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
@@ -20,7 +21,7 @@ struct EngineOptions {
   uint32_t n_ctx = 0;
   uint32_t max_batch = 512;  // tokens per forward pass
   int n_threads = 0;         // CPU only; 0 = one per hardware thread
-  bool kv_f16 = true;
+  KvFormat kv_format = KvFormat::F16;
 };
 
 // What an engine holds, for reports ("weights 942 MiB, KV 96 MiB, scratch 40 MiB; 77.1 GiB free").

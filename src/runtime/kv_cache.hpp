@@ -1,5 +1,6 @@
 // The keys and values of one context: per layer, n_ctx rows of n_head_kv * head_dim elements in
-// IEEE half (default) or float32, allocated once for the requested context length.
+// IEEE half (default), float32 or Q8_0 (core/kv_format.hpp), allocated once for the requested
+// context length.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,15 @@
 
 namespace lathe {
 
+// UnsupportedError when the model cannot keep its cache in `format` (Q8_0 blocks must not
+// straddle heads: head_dim % 32 == 0). Both engines call it before allocating.
+void require_kv_format_fits(const HParams& hp, KvFormat format);
+
 class KvCache {
  public:
-  // Throws OutOfMemoryError saying how many bytes were requested for how many tokens.
-  KvCache(const HParams& hp, uint32_t n_ctx, bool f16);
+  // Throws OutOfMemoryError saying how many bytes were requested for how many tokens, and
+  // UnsupportedError for Q8_0 with a head size that is not a multiple of 32.
+  KvCache(const HParams& hp, uint32_t n_ctx, KvFormat format);
   KvCacheView& view() noexcept { return view_; }
   uint32_t n_ctx() const noexcept { return view_.n_ctx; }
   uint64_t bytes() const noexcept { return bytes_; }

@@ -10,6 +10,7 @@
 #include "backend/cpu/kernels.hpp"
 #include "backend/cpu/ops.hpp"
 #include "core/fp16.hpp"
+#include "core/quant.hpp"
 
 namespace lathe::cpu {
 namespace {
@@ -139,42 +140,54 @@ void for_each_level(Body body) {
   kernels::force_kernel_level("");
 }
 
-TEST(Ops, AttendOneMatchesFloat64ForF32AndF16Caches) { for_each_level([] {
+// The cache layer holds exactly what the reference decoding of its format gives: float32 as is,
+// halves through f16_to_f32, Q8_0 through core/quant.hpp's Q8_0 blocks (bit-exact with gguf-py).
+std::vector<float> stored_values(const std::vector<float>& x, KvFormat format) {
+  if (format == KvFormat::F32) return x;
+  if (format == KvFormat::F16) {
+    std::vector<float> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i) out[i] = f16_to_f32(f32_to_f16(x[i]));
+    return out;
+  }
+  return dequantize(DType::Q8_0, quantize(DType::Q8_0, x), static_cast<int64_t>(x.size()));
+}
+
+TEST(Ops, AttendOneMatchesFloat64ForEveryCacheFormat) { for_each_level([] {
   const int head_dim = 64, n_kv_heads = 3;
   const int64_t stride = head_dim * n_kv_heads;
-  for (int64_t n_keys : {1, 2, 31, 300}) {
-    auto q = random_vector(head_dim, 20 + n_keys);
-    auto k = random_vector(n_keys * stride, 21 + n_keys), v = random_vector(n_keys * stride, 22 + n_keys);
-    std::vector<uint16_t> k16(k.size()), v16(v.size());
-    for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
-    const int g = 2;
-    const float scale = 0.125f;
-    for (bool f16 : {false, true}) {
+  for (int64_t n_keys : {1, 2, 31, 300})
+    for (KvFormat format : {KvFormat::F32, KvFormat::F16, KvFormat::Q8_0}) {
+      const auto n_ctx = static_cast<uint32_t>(n_keys + 5);  // rows past n_keys stay unread
+      auto q = random_vector(head_dim, 20 + n_keys);
+      auto k = random_vector(n_ctx * stride, 21 + n_keys), v = random_vector(n_ctx * stride, 22 + n_keys);
+      std::vector<uint8_t> k_layer(kv_layer_bytes(format, n_ctx, stride)), v_layer(k_layer.size());
+      for (uint32_t pos = 0; pos < n_ctx; ++pos) {
+        kv_store_row(k.data() + pos * stride, format, k_layer.data(), n_ctx, stride, pos);
+        kv_store_row(v.data() + pos * stride, format, v_layer.data(), n_ctx, stride, pos);
+      }
+      const auto ks = stored_values(k, format), vs = stored_values(v, format);
+      const int g = 2;
+      const float scale = 0.125f;
       std::vector<double> s(n_keys);
       double mx = -INFINITY;
       for (int64_t j = 0; j < n_keys; ++j) {
         double dot = 0;
-        for (int d = 0; d < head_dim; ++d) {
-          const double kd = f16 ? f16_to_f32(k16[j * stride + g * head_dim + d]) : k[j * stride + g * head_dim + d];
-          dot += double(q[d]) * kd;
-        }
+        for (int d = 0; d < head_dim; ++d) dot += double(q[d]) * ks[j * stride + g * head_dim + d];
         s[j] = dot * scale;
         mx = std::max(mx, s[j]);
       }
       double sum = 0;
       for (auto& x : s) sum += (x = std::exp(x - mx));
       std::vector<float> scores(n_keys), out(head_dim);
-      attend_one(q.data(), f16 ? static_cast<const void*>(k16.data()) : k.data(),
-                 f16 ? static_cast<const void*>(v16.data()) : v.data(), f16, n_keys, stride, g * head_dim, head_dim,
-                 scale, scores.data(), out.data());
+      const KvLayerView layer{.format = format, .keys = k_layer.data(), .values = v_layer.data(), .n_ctx = n_ctx,
+                              .row_stride = stride};
+      attend_one(q.data(), layer, n_keys, g * head_dim, head_dim, scale, scores.data(), out.data());
       for (int d = 0; d < head_dim; ++d) {
         double ref = 0;
-        for (int64_t j = 0; j < n_keys; ++j)
-          ref += s[j] / sum * (f16 ? f16_to_f32(v16[j * stride + g * head_dim + d]) : v[j * stride + g * head_dim + d]);
-        EXPECT_NEAR(out[d], ref, 1e-5) << "n_keys=" << n_keys << " f16=" << f16;
+        for (int64_t j = 0; j < n_keys; ++j) ref += s[j] / sum * vs[j * stride + g * head_dim + d];
+        EXPECT_NEAR(out[d], ref, 1e-5) << "n_keys=" << n_keys << " " << kv_format_name(format);
       }
     }
-  }
 }); }
 
 TEST(Ops, HalfConversionRoundTripsEveryFiniteHalf) { for_each_level([] {

@@ -11,6 +11,7 @@
 #include "backend/cuda/device.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe {
@@ -75,7 +76,13 @@ TEST(CudaForward, TinyModelMatchesTheCpuBackend) {
             << dtype_name(type) << " n_batch " << n_batch << " token " << t;
         agree += argmax(gpu.logits_at(t)) == argmax(cpu.logits_at(t));
       }
-      EXPECT_GE(agree, ids.size() - 1) << dtype_name(type);
+      std::cout << dtype_name(type) << " n_batch " << n_batch << ": top-1 " << agree << "/" << ids.size() << "\n";
+      // Float activations: the same function, so the same argmax but for a near-tie. 8-bit
+      // activations: each backend's rounding (the CPU's depends on its SIMD level, so on the host)
+      // flips near-ties of this flat random model; the NMSE bound above is the real check. Measured
+      // on the H200 host, before and after the 2026-11-28 kernel changes alike: 38 to 41 of 41.
+      const bool eight_bit = type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1;
+      EXPECT_GE(agree, ids.size() - (eight_bit ? 4 : 1)) << dtype_name(type) << " n_batch " << n_batch;
       // Decode: single tokens through the captured graph.
       for (int step = 0; step < 12; ++step) {
         const TokenId next = static_cast<TokenId>(argmax(cpu.logits()) % test::kTinyTokens);
@@ -104,6 +111,46 @@ TEST(CudaForward, F16KvCacheStaysCloseAndTruncateReusesTheCache) {
   gpu.eval(more);
   EXPECT_LT(nmse(gpu.logits(), cpu.logits()), 1e-6);
   EXPECT_THROW(gpu.eval(some_ids(90, test::kVocab)), ContextLengthError);
+}
+
+// Q8_0 KV caches on both backends. The tiny model's heads are regrouped to 2 query / 1 K/V head
+// of 32 dimensions (same tensors), as Q8_0 blocks of 32 must not straddle heads. The backends
+// round the same rule but from keys that differ in the last bits, so a block's rounding can move
+// by one step: close, not identical.
+TEST(CudaForward, Q8_0KvCacheMatchesTheCpu) {
+  LATHE_REQUIRE_GPU();
+  test::TempDir dir("cuda_tiny_kv_q8");
+  test::TinyModel m("", DType::F32);
+  m.add_tokenizer();
+  m.writer.set("llama.attention.head_count", gguf::Value::u32(2));
+  m.writer.set("llama.attention.head_count_kv", gguf::Value::u32(1));
+  const auto model = Model::load(m.write(dir, "tiny-d32.gguf"));
+  for (uint32_t n_batch : {512u, 8u}) {  // cuBLAS prefill with tiled attention; mat-vec with decode attention
+    Session cpu(model, {.n_ctx = 100, .n_batch = n_batch, .n_threads = 2, .kv_type = KvType::Q8_0});
+    Session gpu(model, {.n_ctx = 100, .n_batch = n_batch, .kv_type = KvType::Q8_0, .device = Device::cuda(0)});
+    Session exact(model, {.n_ctx = 100, .n_threads = 2, .kv_type = KvType::F32});
+    const auto ids = some_ids(40, test::kVocab);
+    cpu.eval(ids, true);
+    gpu.eval(ids, true);
+    exact.eval(ids, true);
+    double worst = 0, rounding = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      worst = std::max(worst, nmse(gpu.logits_at(t), cpu.logits_at(t)));
+      rounding = std::max(rounding, nmse(cpu.logits_at(t), exact.logits_at(t)));
+    }
+    std::cout << "Q8_0 KV, n_batch " << n_batch << ": CUDA vs CPU worst NMSE " << worst
+              << "; the 8-bit cache vs F32 on the CPU " << rounding << "\n";
+    EXPECT_LT(worst, 1e-4) << "n_batch " << n_batch;
+    EXPECT_GT(rounding, 0.0);  // the cache really is rounded
+    for (int step = 0; step < 10; ++step) {
+      const TokenId next = static_cast<TokenId>(argmax(cpu.logits()) % test::kTinyTokens);
+      cpu.eval(std::span<const TokenId>(&next, 1));
+      gpu.eval(std::span<const TokenId>(&next, 1));
+      EXPECT_LT(nmse(gpu.logits(), cpu.logits()), 1e-4) << "decode step " << step;
+    }
+  }
+  EXPECT_EQ(Session(model, {.n_ctx = 100, .kv_type = KvType::Q8_0, .device = Device::cuda(0)}).memory_use().kv,
+            2u * test::kLayers * 100u * 32u * 34u / 32u);
 }
 
 TEST(CudaForward, BatchedGreedyGenerationMatchesTheCpu) {

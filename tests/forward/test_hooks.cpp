@@ -32,7 +32,7 @@ struct TinyRun {
   }
   // Logits of every token of kTokens with `hooks` attached (in chunks of `chunk` tokens).
   std::vector<float> logits(ResidualHooks* hooks, size_t chunk = kTokens.size()) {
-    KvCache kv(w.hp, 16, false);
+    KvCache kv(w.hp, 16, KvFormat::F32);
     Forward f(w, 8, 16);
     f.set_hooks(hooks);
     std::vector<float> out(kTokens.size() * kVocab);
@@ -163,7 +163,7 @@ TEST(Forward, RunBatchMatchesOneSequenceRuns) {
   std::vector<float> scratch(kVocab);
   std::vector<KvCacheView*> views;
   std::vector<uint32_t> positions;
-  for (size_t s = 0; s < prompts.size(); ++s) caches.emplace_back(run.w.hp, 16, true);
+  for (size_t s = 0; s < prompts.size(); ++s) caches.emplace_back(run.w.hp, 16, KvFormat::F16);
   for (size_t s = 0; s < prompts.size(); ++s) {
     f.run(prompts[s], 0, caches[s].view(), false, scratch.data(), run.pool);
     views.push_back(&caches[s].view());
@@ -172,7 +172,7 @@ TEST(Forward, RunBatchMatchesOneSequenceRuns) {
   std::vector<float> batched(prompts.size() * kVocab);
   f.run_batch(next, positions, views, batched.data(), run.pool);
   for (size_t s = 0; s < prompts.size(); ++s) {
-    KvCache kv(run.w.hp, 16, true);
+    KvCache kv(run.w.hp, 16, KvFormat::F16);
     auto tokens = prompts[s];
     tokens.push_back(next[s]);
     Forward single(run.w, 8, 16);

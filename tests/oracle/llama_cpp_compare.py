@@ -4,6 +4,7 @@ quantization noise.
 
 Usage: llama_cpp_compare.py --model Q.gguf [--reference F32.gguf] --sequences SEQS.json
                             --lathe-dir DIR [--greedy-prompts PROMPTS.json --greedy-n 64] [--threads 2]
+                            [--kv-type f16|f32|q8_0] [--reference-kv-type f16|f32|q8_0]
 
 SEQS.json: a JSON list of token-id lists, each evaluated teacher-forced in one batch.
 DIR/logits_<i>.f32: lathe's logits for sequence i (float32, [n_tokens x n_vocab]).
@@ -12,6 +13,10 @@ DIR/greedy.json (with --greedy-prompts): lathe's greedy continuations, a list of
 how far llama.cpp's quantized run is from llama.cpp's F32 run ("peer_noise"): both engines
 quantize activations to 8 bits for quantized weights, and a one-ulp difference anywhere flips
 roundings that cascade through the layers, so two correct engines differ by about this much.
+--kv-type: llama.cpp's KV cache type for --model (default f16). --reference-kv-type: the
+reference run's (default f16); without --reference the reference is --model itself, so the
+peer noise is what the KV cache type alone changes. Flash attention is on for every run when
+any run keeps a q8_0 cache (llama.cpp needs it for a quantized V cache).
 
 Prints one JSON object: {"lathe_vs_llama": metrics, "peer_noise": metrics | null,
 "greedy": {"identical": k, "n": n, "diverge_at": [...], "peer_identical": k | null}} where
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llama_cpp_peer import load_llama  # noqa: E402
+from llama_cpp_peer import KV_TYPES, load_llama  # noqa: E402
 
 
 class Metrics:
@@ -75,17 +80,24 @@ def main():
     p.add_argument("--greedy-prompts")
     p.add_argument("--greedy-n", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kv-type", choices=sorted(KV_TYPES), default="f16")
+    p.add_argument("--reference-kv-type", choices=sorted(KV_TYPES))
     args = p.parse_args()
+    if args.reference_kv_type and not args.reference:
+        args.reference = args.model
+    reference_kv = args.reference_kv_type or "f16"
+    flash_attn = "q8_0" in (args.kv_type, reference_kv)
     sequences = json.loads(Path(args.sequences).read_text())
     prompts = json.loads(Path(args.greedy_prompts).read_text()) if args.greedy_prompts else []
     n_ctx = max([len(s) for s in sequences] + [len(q) + args.greedy_n for q in prompts])
     n_batch = max([len(s) for s in sequences] + [len(q) for q in prompts])
 
-    def load(path):
-        return load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True)
+    def load(path, kv_type):
+        return load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True, kv_type=kv_type,
+                          flash_attn=flash_attn)
 
-    llm = load(args.model)
-    ref = load(args.reference) if args.reference else None
+    llm = load(args.model, args.kv_type)
+    ref = load(args.reference, reference_kv) if args.reference else None
     ours_vs_llama, peer_noise = Metrics(), Metrics()
     for i, ids in enumerate(sequences):
         theirs = teacher_forced(llm, ids)

@@ -3,12 +3,15 @@
 // determinism, corrupted weights with check_tensors, and no memory growth over 100 generations.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <cstring>
 #include <fstream>
 #include <unistd.h>
 
 #include "common/test_support.hpp"
+#include "common/tiny_model.hpp"
 #include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
 
@@ -58,6 +61,59 @@ TEST(Session, TruncateReusesThePrefix) {
   s.eval(b);
   EXPECT_EQ(max_abs_diff(after_b, s.logits()), 0.0);
   EXPECT_THROW(s.truncate(1000), InvalidArgumentError);
+}
+
+// A Q8_0 KV cache holds 34 bytes per 32 elements (17/32 of F16's memory) and moves the logits
+// by about as much as the F16 cache does (both against F32), not zero, far below a broken cache's
+// garbage. Models whose heads are not a multiple of 32 wide are refused. (Against llama.cpp's own
+// q8_0 cache: tests/forward/test_vs_llama_cpp.cpp.)
+TEST(Session, Q8_0KvCacheIsSmallerCloseAndRefusesNarrowHeads) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  Session q8(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::Q8_0});
+  Session f16(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::F16});
+  Session f32(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::F32});
+  EXPECT_EQ(q8.kv_bytes() * 32, f16.kv_bytes() * 17);
+  const auto ids = model->tokenize(
+      "The printing press was invented in the fifteenth century. It changed how books were made, who could read "
+      "them, and how quickly new ideas spread across Europe. Before it, every copy of a book was written by hand.",
+      true);
+  q8.eval(ids, true);
+  f16.eval(ids, true);
+  f32.eval(ids, true);
+  auto compare = [&](Session& a_session, const char* name) {
+    size_t agree = 0;
+    double sum_diff = 0, sum_logit = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      const auto a = a_session.logits_at(t), b = f32.logits_at(t);
+      agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+      for (size_t i = 0; i < a.size(); ++i)
+        sum_diff += std::abs(double(a[i]) - b[i]), sum_logit += std::abs(double(b[i]));
+    }
+    std::cout << name << " vs F32 KV cache: top-1 " << agree << "/" << ids.size() << ", mean |diff| / mean |logit| "
+              << sum_diff / sum_logit << "\n";
+    return std::pair{agree, sum_diff / sum_logit};
+  };
+  // This Q4_1 model rounds its activations to 8 bits, so any change to the cache flips roundings
+  // that cascade through 30 layers: the F16 cache already moves the logits by ~2% against F32.
+  // The 8-bit cache must stay within twice that floor (measured: F16 2.2%, 42/44 top-1; Q8_0
+  // 3.1%, 40/44); keys or values stored wrongly move them by the order of the logits themselves.
+  const auto [agree, rel] = compare(q8, "Q8_0");
+  const auto [agree_f16, rel_f16] = compare(f16, "F16");
+  EXPECT_GT(rel, 0.0);
+  EXPECT_LT(rel, 2.0 * rel_f16);
+  EXPECT_GE(agree + 3, agree_f16);
+
+  test::TempDir dir("session_kv_q8");
+  test::TinyModel tiny;  // 16-wide heads
+  tiny.add_tokenizer();
+  const auto narrow = Model::load(tiny.write(dir, "tiny.gguf"));
+  try {
+    Session s(narrow, {.kv_type = KvType::Q8_0});
+    FAIL() << "a Q8_0 cache with 16-wide heads was accepted";
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("--kv-type f16"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Session, ContextLengthIsATypedError) {

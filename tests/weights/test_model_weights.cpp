@@ -86,7 +86,7 @@ TEST_P(TinyForward, FiniteLogitsAndIncrementalEqualsOneShot) {
   const auto w = load_model_weights(tiny.write(dir, "tiny.gguf"));
   cpu::ThreadPool pool(2);
   const std::vector<int32_t> tokens = {1, 5, 9, 3, 39, 0, 17};
-  KvCache kv_a(w.hp, 16, true), kv_b(w.hp, 16, true);
+  KvCache kv_a(w.hp, 16, KvFormat::F16), kv_b(w.hp, 16, KvFormat::F16);
   Forward fa(w, 8, 16), fb(w, 8, 16);
   std::vector<float> all(tokens.size() * kVocab), last(kVocab);
   fa.run(tokens, 0, kv_a.view(), true, all.data(), pool);

@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "core/kv_format.hpp"
+
 namespace lathe::cpu {
 
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]; out may alias x.
@@ -46,12 +48,25 @@ std::vector<float> llama3_freq_factors(int32_t rope_dim, float base, float facto
 // Rotates n_heads consecutive heads of head_dim floats at position `pos`, in place.
 void apply_rope(float* heads, int32_t n_heads, int32_t head_dim, int64_t pos, const RopeTable& table);
 
-// One query head against keys/values 0..n_keys-1 of a cache. Keys and values are rows of
-// `row_stride` elements (row j of head g starts at j * row_stride + g * head_dim) in float32
-// (kv_f16 = false) or IEEE half (kv_f16 = true). `scores` is scratch of n_keys floats.
-// out[d] = sum_j softmax(q.k_j * scale)_j * v_j[d].
-void attend_one(const float* q, const void* keys, const void* values, bool kv_f16, int64_t n_keys, int64_t row_stride,
-                int64_t kv_head_offset, int32_t head_dim, float scale, float* scores, float* out);
+// One layer's cached keys and values as attention reads them: rows of `row_stride` elements (row
+// j of K/V head g starts at element j * row_stride + g * head_dim) in `format`
+// (core/kv_format.hpp); n_ctx locates the scales of a Q8_0 buffer.
+struct KvLayerView {
+  KvFormat format = KvFormat::F16;
+  const void* keys = nullptr;
+  const void* values = nullptr;
+  uint32_t n_ctx = 0;
+  int64_t row_stride = 0;
+};
+
+// One query head against keys/values 0..n_keys-1 of a cache layer. `scores` is scratch of n_keys
+// floats. out[d] = sum_j softmax(q.k_j * scale)_j * v_j[d].
+void attend_one(const float* q, const KvLayerView& kv, int64_t n_keys, int64_t kv_head_offset, int32_t head_dim,
+                float scale, float* scores, float* out);
+
+// Stores row_elements floats as row `pos` of a layer buffer of n_ctx rows in `format` (Q8_0:
+// quantized exactly as core/quant.hpp's Q8_0, the gguf-py reference).
+void kv_store_row(const float* x, KvFormat format, void* layer, uint32_t n_ctx, int64_t row_elements, int64_t pos);
 
 // Converts n floats to IEEE half / back (round to nearest even; F16C when available).
 void f32_to_f16_row(const float* x, uint16_t* out, int64_t n);

@@ -1,9 +1,12 @@
 // Decode attention: one new query token per sequence against that sequence's cached keys.
 //
 // Split-K: the keys 0..pos of a token are cut into n_splits ranges of split_len; block (split,
-// kv head, token) handles one range for all the query heads that share that K/V head (grouped-
-// query attention reads each K/V row once per group). Within a block each warp walks chunks of
-// 32 keys: lane = key for the scores (all heads of the group), then lane = dimension for the
+// kv head x sub-group, token) handles one range for the query heads of one sub-group of those that
+// share that K/V head (grouped-query attention reads each K/V row once per sub-group). Whole groups
+// save K/V reads at long contexts; at short ones the GPU would hold a handful of blocks, each
+// walking every head of its group one after another, so the groups are cut into smaller ones
+// (decode_heads_per_block) and their blocks run side by side. Within a block each warp walks
+// chunks of 32 keys: lane = key for the scores (all heads of the group), then lane = dimension for the
 // weighted sum of V, with an online softmax (running max and sum) per head. The four warps'
 // states merge in shared memory; the block writes an unnormalized partial (o, max, sum), and
 // attention_combine merges the splits. With one split the block writes the final output.
@@ -15,6 +18,8 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
 #include "lathe/error.hpp"
 
@@ -24,31 +29,31 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kMaxHeadDim = 256;
 
-template <bool F16>
-__device__ __forceinline__ float load_kv(const void* base, int64_t index) {
-  if constexpr (F16) return __half2float(static_cast<const __half*>(base)[index]);
-  else return static_cast<const float*>(base)[index];
-}
-
 // DL = ceil(head_dim / 32) dimensions per lane (at most), G = query heads per K/V head (at most).
-template <bool F16, int DL, int G>
+template <KvFormat F, int DL, int G>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_decode_kernel(const AttentionArgs a, int group, int split_len, float* part_o, float* part_ml) {
+    attention_decode_kernel(const AttentionArgs a, int group_total, int heads_per_block, int split_len, float* part_o,
+                            float* part_ml) {
   extern __shared__ float smem[];
+  wait_for_previous_kernel();
   const int D = a.head_dim;
   float* q_s = smem;                                 // [G][D], pre-scaled
   float* o_s = q_s + G * D;                          // [kWarps][G][D]
   float* m_s = o_s + kWarps * G * D;                 // [kWarps][G]
   float* l_s = m_s + kWarps * G;                     // [kWarps][G]
 
-  const int split = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int split = blockIdx.x, t = blockIdx.z;
+  const int n_sub = gridDim.y / a.n_head_kv;
+  const int g = blockIdx.y / n_sub, sub = blockIdx.y % n_sub;  // K/V head, sub-group of its query heads
+  const int group = min(heads_per_block, group_total - sub * heads_per_block);  // query heads of this block
   const int n_splits = gridDim.x;
   const int n_keys = a.positions[t] + 1;
   const int begin = split * split_len;
   const int end = min(n_keys, begin + split_len);
-  const int head0 = g * group;
+  const int head0 = g * group_total + sub * heads_per_block;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
+  const int64_t scales_at = static_cast<int64_t>(kv_q8_scales_offset(a.n_ctx, kv_w));
 
   if (begin >= end) {  // nothing in this range: an empty partial the combine step skips
     if (n_splits > 1)
@@ -91,7 +96,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 4
       for (int d = 0; d < D; d += 8) {
         float kd[8];
-        load8<F16>(keys, row + d, kd);
+        kv_load8<F>(keys, scales_at, row + d, kd);
 #pragma unroll
         for (int j = 0; j < G; ++j) {
           if (j >= group) break;
@@ -126,7 +131,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int c = 0; c < DL; ++c) {
           const int d = lane + 32 * c;
-          v[u][c] = d < D ? load_kv<F16>(values, row + d) : 0.0f;
+          v[u][c] = d < D ? kv_load1<F>(values, scales_at, row + d) : 0.0f;
         }
       }
 #pragma unroll
@@ -186,6 +191,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // Merges the splits of one (token, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s.
 __global__ void attention_combine_kernel(const AttentionArgs a, int n_splits, const float* part_o,
                                          const float* part_ml) {
+  wait_for_previous_kernel();
   const int head = blockIdx.x, t = blockIdx.y;
   const int D = a.head_dim;
   const int64_t base = (static_cast<int64_t>(t) * a.n_head + head) * n_splits;
@@ -205,30 +211,32 @@ __global__ void attention_combine_kernel(const AttentionArgs a, int n_splits, co
   }
 }
 
-template <bool F16, int DL>
-void launch_dl(const AttentionArgs& a, int group, int n_splits, int split_len, float* part_o, float* part_ml,
-               cudaStream_t stream) {
-  const dim3 grid(n_splits, a.n_head_kv, a.n_tokens);
+template <KvFormat F, int DL>
+void launch_dl(const AttentionArgs& a, int group_total, int group, int n_splits, int split_len, float* part_o,
+               float* part_ml, cudaStream_t stream) {
+  const int n_sub = (group_total + group - 1) / group;
+  const dim3 grid(n_splits, a.n_head_kv * n_sub, a.n_tokens);
   auto launch = [&](auto kernel, int G) {
     const size_t smem = sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G);
     if (smem > 48 * 1024) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                      static_cast<int>(smem)),
                                 "raising the shared memory of attention_decode");
-    kernel<<<grid, kWarps * 32, smem, stream>>>(a, group, split_len, part_o, part_ml);
+    launch_chained(kernel, grid, kWarps * 32, smem, stream, "attention_decode", a, group_total, group, split_len,
+                   part_o, part_ml);
   };
-  if (group <= 1) launch(attention_decode_kernel<F16, DL, 1>, 1);
-  else if (group <= 2) launch(attention_decode_kernel<F16, DL, 2>, 2);
-  else if (group <= 4) launch(attention_decode_kernel<F16, DL, 4>, 4);
-  else launch(attention_decode_kernel<F16, DL, 8>, 8);
+  if (group <= 1) launch(attention_decode_kernel<F, DL, 1>, 1);
+  else if (group <= 2) launch(attention_decode_kernel<F, DL, 2>, 2);
+  else if (group <= 4) launch(attention_decode_kernel<F, DL, 4>, 4);
+  else launch(attention_decode_kernel<F, DL, 8>, 8);
 }
 
-template <bool F16>
-void launch_f16(const AttentionArgs& a, int group, int n_splits, int split_len, float* part_o, float* part_ml,
-                cudaStream_t stream) {
+template <KvFormat F>
+void launch_format(const AttentionArgs& a, int group_total, int group, int n_splits, int split_len, float* part_o,
+                   float* part_ml, cudaStream_t stream) {
   const int dl = (a.head_dim + 31) / 32;
-  if (dl <= 2) launch_dl<F16, 2>(a, group, n_splits, split_len, part_o, part_ml, stream);
-  else if (dl <= 4) launch_dl<F16, 4>(a, group, n_splits, split_len, part_o, part_ml, stream);
-  else launch_dl<F16, 8>(a, group, n_splits, split_len, part_o, part_ml, stream);
+  if (dl <= 2) launch_dl<F, 2>(a, group_total, group, n_splits, split_len, part_o, part_ml, stream);
+  else if (dl <= 4) launch_dl<F, 4>(a, group_total, group, n_splits, split_len, part_o, part_ml, stream);
+  else launch_dl<F, 8>(a, group_total, group, n_splits, split_len, part_o, part_ml, stream);
 }
 
 }  // namespace
@@ -242,25 +250,39 @@ int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors) {
   return std::min(want, most);
 }
 
+int decode_heads_per_block(int n_splits, int n_tokens, int n_head_kv, int group, int multiprocessors) {
+  // Halve the sub-groups while the grid would not cover the GPU once.
+  const int blocks_per_sub_group = std::max(1, n_splits * n_tokens * n_head_kv);
+  int per_block = std::max(1, group);
+  while (per_block > 1 && blocks_per_sub_group * ((group + per_block - 1) / per_block) < multiprocessors)
+    per_block = (per_block + 1) / 2;
+  return per_block;
+}
+
 size_t split_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits) {
   return static_cast<size_t>(n_tokens) * n_head * n_splits * (head_dim + 2);
 }
 
-void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float* scratch, cudaStream_t stream) {
+void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float* scratch, cudaStream_t stream,
+                      int heads_per_block) {
   if (a.n_tokens <= 0) return;
   if (a.head_dim > kMaxHeadDim || a.n_head % a.n_head_kv != 0)
     throw InternalError("attention_decode: head_dim <= 256 and n_head a multiple of n_head_kv are required");
   const int group_total = a.n_head / a.n_head_kv;
   float* part_o = scratch;
   float* part_ml = scratch + static_cast<size_t>(a.n_tokens) * a.n_head * n_splits * a.head_dim;
-  // Groups of more than 8 query heads per K/V head run as several sub-groups (grid.y would need a
-  // second index); none of the supported models has one, so refuse clearly.
-  if (group_total > 8) throw UnsupportedError("CUDA attention supports at most 8 query heads per K/V head");
-  if (a.kv_f16) launch_f16<true>(a, group_total, n_splits, split_len, part_o, part_ml, stream);
-  else launch_f16<false>(a, group_total, n_splits, split_len, part_o, part_ml, stream);
+  if (a.kv_format == KvFormat::Q8_0 && a.head_dim % kKvQ8Block != 0)
+    throw InternalError("attention_decode: a Q8_0 KV cache needs head_dim % 32 == 0");
+  // A block holds at most 8 query heads (kernel instances for 1, 2, 4, 8): larger groups
+  // (multi-query attention) always run as sub-groups.
+  const int group = std::min(heads_per_block > 0 ? std::min(heads_per_block, group_total) : group_total, 8);
+  dispatch_kv_format(a.kv_format, [&]<KvFormat F>() {
+    launch_format<F>(a, group_total, group, n_splits, split_len, part_o, part_ml, stream);
+  });
   check_launch("attention_decode");
   if (n_splits > 1) {
-    attention_combine_kernel<<<dim3(a.n_head, a.n_tokens), 128, 0, stream>>>(a, n_splits, part_o, part_ml);
+    launch_chained(attention_combine_kernel, dim3(a.n_head, a.n_tokens), 128, 0, stream, "attention_combine", a,
+                   n_splits, part_o, part_ml);
     check_launch("attention_combine");
   }
 }

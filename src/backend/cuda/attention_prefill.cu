@@ -8,6 +8,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
 #include "lathe/error.hpp"
 
@@ -17,7 +18,7 @@ namespace {
 constexpr int kBq = 16, kBk = 32, kThreads = 128, kPerRow = kThreads / kBq;  // 8 threads per query row
 constexpr int kKeysPerThread = kBk / kPerRow;                                    // 4
 
-template <bool F16, int MAXD>
+template <KvFormat F, int MAXD>
 __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const AttentionArgs a, int first_pos) {
   extern __shared__ float smem[];
   const int D = a.head_dim, Dp = D + 1;
@@ -33,6 +34,7 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
   const int group = a.n_head / a.n_head_kv;
   const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
   const int64_t kv_off = static_cast<int64_t>(head / group) * D;
+  const int64_t scales_at = static_cast<int64_t>(kv_q8_scales_offset(a.n_ctx, kv_w));
   const void* keys = a.k_cache[a.slots[0]];
   const void* values = a.v_cache[a.slots[0]];
   const int tid = threadIdx.x, r = tid / kPerRow, g = tid % kPerRow;
@@ -58,8 +60,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
       const int key = k0 + row;
       float kv[8], vv[8];
       if (key < n_keys) {
-        load8<F16>(keys, key * kv_w + kv_off + d, kv);
-        load8<F16>(values, key * kv_w + kv_off + d, vv);
+        kv_load8<F>(keys, scales_at, key * kv_w + kv_off + d, kv);
+        kv_load8<F>(values, scales_at, key * kv_w + kv_off + d, vv);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.0f;
@@ -120,22 +122,22 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
     if (g + kPerRow * i < D) out[g + kPerRow * i] = o[i] * inv;
 }
 
-template <bool F16, int MAXD>
+template <KvFormat F, int MAXD>
 void launch(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
   const int Dp = a.head_dim + 1;
   const size_t smem = sizeof(float) * (static_cast<size_t>(kBq + 2 * kBk) * Dp + kBq * (kBk + 1));
-  auto kernel = attention_prefill_kernel<F16, MAXD>;
+  auto kernel = attention_prefill_kernel<F, MAXD>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
         "raising the shared memory of attention_prefill");
   const dim3 grid((a.n_tokens + kBq - 1) / kBq, a.n_head);
   kernel<<<grid, kThreads, smem, stream>>>(a, first_pos);
 }
 
-template <bool F16>
+template <KvFormat F>
 void launch_d(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
-  if (a.head_dim <= 64) launch<F16, 64>(a, first_pos, stream);
-  else if (a.head_dim <= 128) launch<F16, 128>(a, first_pos, stream);
-  else launch<F16, 256>(a, first_pos, stream);
+  if (a.head_dim <= 64) launch<F, 64>(a, first_pos, stream);
+  else if (a.head_dim <= 128) launch<F, 128>(a, first_pos, stream);
+  else launch<F, 256>(a, first_pos, stream);
 }
 
 }  // namespace
@@ -144,8 +146,9 @@ void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t strea
   if (a.n_tokens <= 0) return;
   if (a.head_dim > 256 || a.head_dim % 8 != 0 || a.n_head % a.n_head_kv != 0)
     throw InternalError("attention_prefill: head_dim <= 256, a multiple of 8, and n_head a multiple of n_head_kv");
-  if (a.kv_f16) launch_d<true>(a, first_pos, stream);
-  else launch_d<false>(a, first_pos, stream);
+  if (a.kv_format == KvFormat::Q8_0 && a.head_dim % kKvQ8Block != 0)
+    throw InternalError("attention_prefill: a Q8_0 KV cache needs head_dim % 32 == 0");
+  dispatch_kv_format(a.kv_format, [&]<KvFormat F>() { launch_d<F>(a, first_pos, stream); });
   check_launch("attention_prefill");
 }
 

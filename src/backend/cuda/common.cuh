@@ -53,20 +53,6 @@ __device__ __forceinline__ void halves8_to_float(const uint4& raw, float* out) {
   }
 }
 
-// Eight consecutive elements of a KV cache row (halves when F16, else floats) with 16-byte loads;
-// `index` must be a multiple of 8.
-template <bool F16>
-__device__ __forceinline__ void load8(const void* base, int64_t index, float* out) {
-  if constexpr (F16) {
-    halves8_to_float(*reinterpret_cast<const uint4*>(static_cast<const __half*>(base) + index), out);
-  } else {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
-    const float4 a = p[0], b = p[1];
-    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
-  }
-}
-
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 }  // namespace lathe::cuda

@@ -1,5 +1,6 @@
 // Embedding gather: one block per token decodes its row of the (possibly quantized) table.
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/memory.hpp"
 #include "backend/cuda/quant_decode.cuh"
 
@@ -9,6 +10,7 @@ namespace {
 template <DType T>
 __global__ void embed_kernel(const DeviceMatrix table, const int32_t* tokens, float* out) {
   constexpr int E = StepElems<T>::value;
+  wait_for_previous_kernel();
   const int t = blockIdx.x;
   const int64_t row = tokens[t];
   const uint8_t* qs = table.qs + row * static_cast<int64_t>(table.qs_row);
@@ -26,7 +28,9 @@ __global__ void embed_kernel(const DeviceMatrix table, const int32_t* tokens, fl
 
 void embed_rows(const DeviceMatrix& table, const int32_t* tokens, int n_tokens, float* out, cudaStream_t stream) {
   if (n_tokens <= 0) return;
-  dispatch_device_type(table.type, [&]<DType T>() { embed_kernel<T><<<n_tokens, 128, 0, stream>>>(table, tokens, out); });
+  dispatch_device_type(table.type, [&]<DType T>() {
+    launch_chained(embed_kernel<T>, n_tokens, 128, 0, stream, "embed_rows", table, tokens, out);
+  });
   check_launch("embed_rows");
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "backend/cuda/matrix.hpp"
+#include "core/kv_format.hpp"
 
 namespace lathe::cuda {
 
@@ -22,8 +23,10 @@ void rms_norm(const float* x, int64_t ldx, const float* weight, int n_rows, int 
 
 // quantize_act.cu: each 32-element block of the n_rows x width rows of x (ldx floats apart) to
 // int8 with d = max|x| / 127 (q8, width bytes per row) and the pair (d, d * sum q) (ds, width/16
-// floats per row). width must be a multiple of 32.
-void quantize_q8(const float* x, int64_t ldx, int n_rows, int width, int8_t* q8, float* ds, cudaStream_t stream);
+// floats per row). width must be a multiple of 32. With `norm`, the rows are RMS-normalized
+// first (x / rms(x) * norm, as rms_norm), in the same kernel.
+void quantize_q8(const float* x, int64_t ldx, int n_rows, int width, int8_t* q8, float* ds, cudaStream_t stream,
+                 const float* norm = nullptr, float eps = 0.0f);
 
 // matvec.cu: y = W x for up to 8 tokens, reading W once (decode). Up to three independent
 // matrices of one type run in one launch (Q, K and V). Epilogues: Store (y = Wx), Add
@@ -38,8 +41,10 @@ struct MatvecTarget {
 constexpr int kMatvecMaxTokens = 8;
 // Whether the mat-vec of this device type reads MatvecInput::q8 (else MatvecInput::x).
 bool matvec_reads_q8(DType type) noexcept;
+// warps_per_output: 1, 2 or 4 warps share each output pair; 0 = by the row length (benchmarks
+// compare the choices: bench/cuda_matvec_bench.cpp).
 void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
-            cudaStream_t stream);
+            cudaStream_t stream, int warps_per_output = 0);
 
 // rope_kv.cu: for each token: add the Q/K/V biases (when given), RMS-normalize each head of Q
 // and K (Qwen3, when q_norm/k_norm are given), rotate Q and K (RoPE), write Q back in place and
@@ -65,7 +70,8 @@ struct RopeKvArgs {
   const int32_t* slots = nullptr;      // per token: its sequence's KV cache
   void* const* k_cache = nullptr;      // per slot: this layer's keys (n_ctx rows of n_kv*D)
   void* const* v_cache = nullptr;
-  bool kv_f16 = true;
+  KvFormat kv_format = KvFormat::F16;
+  int n_ctx = 0;  // rows per cache (locates Q8_0 scales)
 };
 void rope_kv(const RopeKvArgs& args, cudaStream_t stream);
 
@@ -82,12 +88,18 @@ struct AttentionArgs {
   const int32_t* slots = nullptr;
   const void* const* k_cache = nullptr;  // per slot
   const void* const* v_cache = nullptr;
-  bool kv_f16 = true;
+  KvFormat kv_format = KvFormat::F16;
+  int n_ctx = 0;  // rows per cache (locates Q8_0 scales)
 };
 // Partial results need split_scratch_floats() floats of scratch.
 int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors);
 size_t split_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits);
-void attention_decode(const AttentionArgs& args, int n_splits, int split_len, float* scratch, cudaStream_t stream);
+// Query heads per block: whole groups when the grid covers the GPU, else smaller sub-groups so that
+// short contexts run on more multiprocessors.
+int decode_heads_per_block(int n_splits, int n_tokens, int n_head_kv, int group, int multiprocessors);
+// heads_per_block 0 = whole groups.
+void attention_decode(const AttentionArgs& args, int n_splits, int split_len, float* scratch, cudaStream_t stream,
+                      int heads_per_block = 0);
 
 // attention_prefill.cu: causal attention of n_tokens consecutive queries of one sequence
 // (positions first_pos.., slots[0] for all), tiled like flash attention (online softmax, no

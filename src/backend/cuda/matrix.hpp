@@ -30,9 +30,14 @@ struct DeviceMatrix {
 // whose dot product runs on 8-bit integers (Q8_0, Q4_0, Q4_1), the same rows quantized to
 // blocks of 32 int8 (q8, ld_q8 bytes apart) with per block (d, d * sum(q)) float pairs (ds,
 // ld_ds floats apart), as llama.cpp's q8_1.
+// With `norm` set, x holds the residual stream before its RMSNorm: the float mat-vec computes
+// W (x / rms(x) * norm) itself (RMSNorm fused; q8 rows are then made by quantize_q8 with the
+// same norm).
 struct MatvecInput {
   const float* x = nullptr;
   int64_t ldx = 0;
+  const float* norm = nullptr;  // RMSNorm weights (x's width) or null
+  float eps = 0.0f;
   const int8_t* q8 = nullptr;
   const float* ds = nullptr;
   int64_t ld_q8 = 0, ld_ds = 0;

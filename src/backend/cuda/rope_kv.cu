@@ -4,6 +4,8 @@
 // different lanes hold).
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
 #include "lathe/error.hpp"
 
@@ -13,16 +15,11 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kMaxHeadDim = 256;
 
-template <bool F16>
-__device__ __forceinline__ void store_kv(void* base, int64_t index, float v) {
-  if constexpr (F16) static_cast<__half*>(base)[index] = __float2half_rn(v);
-  else static_cast<float*>(base)[index] = v;
-}
-
-template <bool F16>
+template <KvFormat F>
 __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a) {
   __shared__ float cos_t[kMaxHeadDim / 2], sin_t[kMaxHeadDim / 2];
   __shared__ float head[kWarps][kMaxHeadDim];
+  wait_for_previous_kernel();
   const int t = blockIdx.x;
   const int pos = a.positions[t];
   const int slot = a.slots[t];
@@ -48,6 +45,7 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* buf = head[warp];
   void* k_row = a.k_cache[slot];
+  const int64_t scales_at = static_cast<int64_t>(kv_q8_scales_offset(a.n_ctx, kv_w));
   for (int h = warp; h < a.n_head + a.n_head_kv; h += kWarps) {
     const bool is_q = h < a.n_head;
     const int64_t off = is_q ? static_cast<int64_t>(h) * D : q_w + static_cast<int64_t>(h - a.n_head) * D;
@@ -86,15 +84,16 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a
         v = buf[i];
       }
       if (is_q) row[off + i] = v;
-      else store_kv<F16>(k_row, static_cast<int64_t>(pos) * kv_w + (off - q_w) + i, v);
+      else kv_store_warp<F>(k_row, scales_at, static_cast<int64_t>(pos) * kv_w + (off - q_w) + i, v);
     }
     __syncwarp();
   }
   void* v_row = a.v_cache[slot];
+  // kv_w is a multiple of 32 for Q8_0, so each warp is either wholly inside or past the row.
   for (int64_t i = threadIdx.x; i < kv_w; i += blockDim.x) {
     float v = row[q_w + kv_w + i];
     if (a.bv != nullptr) v += a.bv[i];
-    store_kv<F16>(v_row, static_cast<int64_t>(pos) * kv_w + i, v);
+    kv_store_warp<F>(v_row, scales_at, static_cast<int64_t>(pos) * kv_w + i, v);
   }
 }
 
@@ -104,8 +103,11 @@ void rope_kv(const RopeKvArgs& args, cudaStream_t stream) {
   if (args.n_tokens <= 0) return;
   if (args.head_dim > kMaxHeadDim || args.rope_dim > args.head_dim || args.rope_dim % 2 != 0)
     throw InternalError("rope_kv: head_dim must be <= 256 and rope_dim even and <= head_dim");
-  if (args.kv_f16) rope_kv_kernel<true><<<args.n_tokens, kWarps * 32, 0, stream>>>(args);
-  else rope_kv_kernel<false><<<args.n_tokens, kWarps * 32, 0, stream>>>(args);
+  if (args.kv_format == KvFormat::Q8_0 && args.head_dim % kKvQ8Block != 0)
+    throw InternalError("rope_kv: a Q8_0 KV cache needs head_dim % 32 == 0");
+  dispatch_kv_format(args.kv_format, [&]<KvFormat F>() {
+    launch_chained(rope_kv_kernel<F>, args.n_tokens, kWarps * 32, 0, stream, "rope_kv", args);
+  });
   check_launch("rope_kv");
 }
 

@@ -1,0 +1,76 @@
+// Reading and writing KV cache elements on the device, in every KvFormat (core/kv_format.hpp).
+// `scales_at` is where a Q8_0 layer buffer keeps its half scales (kv_q8_scales_offset), unused
+// by the other formats.
+#pragma once
+
+#include "backend/cuda/common.cuh"
+#include "core/kv_format.hpp"
+
+namespace lathe::cuda {
+
+__device__ __forceinline__ float kv_q8_scale(const void* base, int64_t scales_at, int64_t index) {
+  const auto* scales = reinterpret_cast<const __half*>(static_cast<const uint8_t*>(base) + scales_at);
+  return __half2float(scales[index / kKvQ8Block]);
+}
+
+// Element `index` of a layer buffer.
+template <KvFormat F>
+__device__ __forceinline__ float kv_load1(const void* base, int64_t scales_at, int64_t index) {
+  if constexpr (F == KvFormat::F16) return __half2float(static_cast<const __half*>(base)[index]);
+  else if constexpr (F == KvFormat::F32) return static_cast<const float*>(base)[index];
+  else return kv_q8_scale(base, scales_at, index) * static_cast<float>(static_cast<const int8_t*>(base)[index]);
+}
+
+// Eight consecutive elements with one wide load (16 bytes, or 8 for Q8_0); `index` must be a
+// multiple of 8, so the eight share one Q8_0 block.
+template <KvFormat F>
+__device__ __forceinline__ void kv_load8(const void* base, int64_t scales_at, int64_t index, float* out) {
+  if constexpr (F == KvFormat::F16) {
+    halves8_to_float(*reinterpret_cast<const uint4*>(static_cast<const __half*>(base) + index), out);
+  } else if constexpr (F == KvFormat::F32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
+    const float4 a = p[0], b = p[1];
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+  } else {
+    const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const int8_t*>(base) + index);
+    const float d = kv_q8_scale(base, scales_at, index);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const uint32_t word = e < 4 ? raw.x : raw.y;
+      out[e] = d * static_cast<float>(static_cast<int8_t>((word >> (8 * (e % 4))) & 0xFF));
+    }
+  }
+}
+
+// Stores v as element `index`. The 32 lanes of a warp call it together, lane i with element i of
+// one 32-element block (index % 32 == lane): Q8_0 rounds the block with one scale, exactly as
+// core/quant.hpp's Q8_0 (d = max|x| / 127 kept as a half, q = roundf(x / d)).
+template <KvFormat F>
+__device__ __forceinline__ void kv_store_warp(void* base, int64_t scales_at, int64_t index, float v) {
+  if constexpr (F == KvFormat::F16) {
+    static_cast<__half*>(base)[index] = __float2half_rn(v);
+  } else if constexpr (F == KvFormat::F32) {
+    static_cast<float*>(base)[index] = v;
+  } else {
+    const float d = warp_max(fabsf(v)) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    static_cast<int8_t*>(base)[index] = static_cast<int8_t>(roundf(v * id));
+    if (index % kKvQ8Block == 0) {
+      auto* scales = reinterpret_cast<__half*>(static_cast<uint8_t*>(base) + scales_at);
+      scales[index / kKvQ8Block] = __float2half_rn(d);
+    }
+  }
+}
+
+// Calls f.template operator()<F>() with the KvFormat known at compile time.
+template <typename Fn>
+void dispatch_kv_format(KvFormat format, Fn&& f) {
+  switch (format) {
+    case KvFormat::F16: f.template operator()<KvFormat::F16>(); break;
+    case KvFormat::F32: f.template operator()<KvFormat::F32>(); break;
+    case KvFormat::Q8_0: f.template operator()<KvFormat::Q8_0>(); break;
+  }
+}
+
+}  // namespace lathe::cuda
