@@ -271,8 +271,7 @@ void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float
   const int group_total = a.n_head / a.n_head_kv;
   float* part_o = scratch;
   float* part_ml = scratch + static_cast<size_t>(a.n_tokens) * a.n_head * n_splits * a.head_dim;
-  if (a.kv_format == KvFormat::Q8_0 && a.head_dim % kKvQ8Block != 0)
-    throw InternalError("attention_decode: a Q8_0 KV cache needs head_dim % 32 == 0");
+  require_kv_heads_fit(a.kv_format, a.head_dim, "attention_decode");
   // A block holds at most 8 query heads (kernel instances for 1, 2, 4, 8): larger groups
   // (multi-query attention) always run as sub-groups.
   const int group = std::min(heads_per_block > 0 ? std::min(heads_per_block, group_total) : group_total, 8);

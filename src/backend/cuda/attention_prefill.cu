@@ -146,8 +146,7 @@ void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t strea
   if (a.n_tokens <= 0) return;
   if (a.head_dim > 256 || a.head_dim % 8 != 0 || a.n_head % a.n_head_kv != 0)
     throw InternalError("attention_prefill: head_dim <= 256, a multiple of 8, and n_head a multiple of n_head_kv");
-  if (a.kv_format == KvFormat::Q8_0 && a.head_dim % kKvQ8Block != 0)
-    throw InternalError("attention_prefill: a Q8_0 KV cache needs head_dim % 32 == 0");
+  require_kv_heads_fit(a.kv_format, a.head_dim, "attention_prefill");
   dispatch_kv_format(a.kv_format, [&]<KvFormat F>() { launch_d<F>(a, first_pos, stream); });
   check_launch("attention_prefill");
 }

@@ -3,8 +3,11 @@
 // by the other formats.
 #pragma once
 
+#include <string>
+
 #include "backend/cuda/common.cuh"
 #include "core/kv_format.hpp"
+#include "lathe/error.hpp"
 
 namespace lathe::cuda {
 
@@ -61,6 +64,13 @@ __device__ __forceinline__ void kv_store_warp(void* base, int64_t scales_at, int
       scales[index / kKvQ8Block] = __float2half_rn(d);
     }
   }
+}
+
+// The launchers' guard: Q8_0 blocks of 32 must not straddle heads (the engines refuse such models
+// before allocating, runtime/kv_cache.hpp; reaching a kernel with one is a bug).
+inline void require_kv_heads_fit(KvFormat format, int head_dim, const char* kernel) {
+  if (format == KvFormat::Q8_0 && head_dim % kKvQ8Block != 0)
+    throw InternalError(std::string(kernel) + ": a Q8_0 KV cache needs head_dim % 32 == 0");
 }
 
 // Calls f.template operator()<F>() with the KvFormat known at compile time.

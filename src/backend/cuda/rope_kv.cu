@@ -103,8 +103,7 @@ void rope_kv(const RopeKvArgs& args, cudaStream_t stream) {
   if (args.n_tokens <= 0) return;
   if (args.head_dim > kMaxHeadDim || args.rope_dim > args.head_dim || args.rope_dim % 2 != 0)
     throw InternalError("rope_kv: head_dim must be <= 256 and rope_dim even and <= head_dim");
-  if (args.kv_format == KvFormat::Q8_0 && args.head_dim % kKvQ8Block != 0)
-    throw InternalError("rope_kv: a Q8_0 KV cache needs head_dim % 32 == 0");
+  require_kv_heads_fit(args.kv_format, args.head_dim, "rope_kv");
   dispatch_kv_format(args.kv_format, [&]<KvFormat F>() {
     launch_chained(rope_kv_kernel<F>, args.n_tokens, kWarps * 32, 0, stream, "rope_kv", args);
   });
