@@ -1,6 +1,7 @@
 // lathe_bench_cuda_matvec: device-memory bandwidth of the decode mat-vec (batch 1) on the
-// Qwen2.5-0.5B and Llama-3.1-8B shapes, for each weight type and each way of sharing a row among
-// warps (warps_per_output 1, 2, 4 and the automatic choice), with and without the fused RMSNorm.
+// Qwen2.5-0.5B and Llama-3.1-8B shapes, for each weight type and each way of sharing the rows
+// among warps (groups of 2 or 4 rows, 1, 2 or 4 warps per group, and the automatic choice), with
+// and without the fused RMSNorm.
 // usage: lathe_bench_cuda_matvec [--json FILE] [--reps N]
 // Each configuration is captured as a CUDA graph of N launches (as the decode step replays them)
 // and timed with events after a warm-up; GB/s counts the weight bytes read once per launch. The
@@ -142,7 +143,7 @@ int run(int argc, char** argv) {
   });
   const double copy_gbs = read_bytes / (read_us * 1e3);
   fmt::print("device: {}; read-only kernel {:.0f} GB/s\n", prop.name, copy_gbs);
-  fmt::print("| model | matrix | rows x cols | type | norm | warps/output | us | GB/s | % of read |\n");
+  fmt::print("| model | matrix | rows x cols | type | norm | warps x rows per group | us | GB/s | % of read |\n");
   fmt::print("|---|---|---|---|---|---|---:|---:|---:|\n");
 
   std::mt19937 rng(1);
@@ -161,7 +162,8 @@ int run(int argc, char** argv) {
       const size_t bytes = a.bytes + b.bytes;
       for (bool norm : {false, true}) {
         if (norm && !s.after_norm) continue;
-        for (int wpo : {0, 1, 2, 4}) {
+        const cuda::MatvecLayout layouts[] = {{0, 0}, {1, 2}, {2, 2}, {4, 2}, {1, 4}, {2, 4}, {4, 4}};
+        for (const cuda::MatvecLayout& layout : layouts) {
           cuda::MatvecInput in;
           in.x = x.as<float>();
           in.ldx = s.cols;
@@ -180,17 +182,19 @@ int run(int argc, char** argv) {
             if (q8_input)
               cuda::quantize_q8(in.x, s.cols, 1, static_cast<int>(s.cols), q8.as<int8_t>(), ds.as<float>(), stream,
                                 in.norm, in.eps);
-            cuda::matvec(&target, 1, in, 1, ep, stream, wpo);
+            cuda::matvec(&target, 1, in, 1, ep, stream, layout);
           });
           const double gbs = bytes / (us * 1e3);
-          const std::string wpo_name = wpo == 0 ? "auto" : std::to_string(wpo);
+          const std::string layout_name = layout.warps_per_group == 0
+                                              ? "auto"
+                                              : fmt::format("{}x{}", layout.warps_per_group, layout.rows_per_group);
           fmt::print("| {} | {} | {} x {} | {} | {} | {} | {:.1f} | {:.0f} | {:.0f}% |\n", s.model, s.name,
-                     s.rows * (s.swiglu ? 2 : 1), s.cols, dtype_name(type), norm ? "fused" : "-", wpo_name, us, gbs,
+                     s.rows * (s.swiglu ? 2 : 1), s.cols, dtype_name(type), norm ? "fused" : "-", layout_name, us, gbs,
                      100.0 * gbs / copy_gbs);
           rows_json.push_back(fmt::format(
-              R"({{"model":"{}","matrix":"{}","rows":{},"cols":{},"type":"{}","norm":{},"warps_per_output":"{}",)"
+              R"({{"model":"{}","matrix":"{}","rows":{},"cols":{},"type":"{}","norm":{},"layout":"{}",)"
               R"("us":{:.3f},"gb_s":{:.1f},"copy_gb_s":{:.1f},"device":"{}","reps":{}}})",
-              s.model, s.name, s.rows * (s.swiglu ? 2 : 1), s.cols, dtype_name(type), norm ? "true" : "false", wpo_name,
+              s.model, s.name, s.rows * (s.swiglu ? 2 : 1), s.cols, dtype_name(type), norm ? "true" : "false", layout_name,
               us, gbs, copy_gbs, prop.name, reps));
         }
       }

@@ -188,11 +188,11 @@ fi
 if has matvec; then
   build-gpu/lathe_bench_cuda_matvec --json "$LOGS/matvec.json" >"$LOGS/matvec.md" 2>&1 || { tail -5 "$LOGS/matvec.md"; status=1; }
   head -1 "$LOGS/matvec.md" | tee -a "$OUT/summary.md"
-  # Per matrix: the automatic choice against the best of 1, 2, 4 warps per output pair.
+  # Per matrix: the automatic choice against the best layout (warps x rows per group).
   python3 - "$LOGS/matvec.json" <<'PY' | tee "$LOGS/matvec_summary.md" >>"$OUT/summary.md"
 import json, sys
 rows = json.load(open(sys.argv[1]))
-print("| model | matrix | type | norm | auto GB/s | best GB/s (warps/output) | auto % of copy |")
+print("| model | matrix | type | norm | auto GB/s | best GB/s (warps x rows) | auto % of copy |")
 print("|---|---|---|---|---:|---:|---:|")
 keys = []
 for r in rows:
@@ -200,9 +200,9 @@ for r in rows:
     if k not in keys: keys.append(k)
 for k in keys:
     group = [r for r in rows if (r["model"], r["matrix"], r["type"], r["norm"]) == k]
-    auto = next(r for r in group if r["warps_per_output"] == "auto")
+    auto = next(r for r in group if r["layout"] == "auto")
     best = max(group, key=lambda r: r["gb_s"])
-    print(f'| {k[0]} | {k[1]} | {k[2]} | {"fused" if k[3] else "-"} | {auto["gb_s"]:.0f} | {best["gb_s"]:.0f} ({best["warps_per_output"]}) | {100 * auto["gb_s"] / auto["copy_gb_s"]:.0f}% |')
+    print(f'| {k[0]} | {k[1]} | {k[2]} | {"fused" if k[3] else "-"} | {auto["gb_s"]:.0f} | {best["gb_s"]:.0f} ({best["layout"]}) | {100 * auto["gb_s"] / auto["copy_gb_s"]:.0f}% |')
 PY
 fi
 

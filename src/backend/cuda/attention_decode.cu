@@ -33,9 +33,8 @@ constexpr int kMaxHeadDim = 256;
 template <KvFormat F, int DL, int G>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_decode_kernel(const AttentionArgs a, int group_total, int heads_per_block, int split_len, float* part_o,
-                            float* part_ml) {
+                            float* part_ml, bool prefetch) {
   extern __shared__ float smem[];
-  wait_for_previous_kernel();
   const int D = a.head_dim;
   float* q_s = smem;                                 // [G][D], pre-scaled
   float* o_s = q_s + G * D;                          // [kWarps][G][D]
@@ -54,6 +53,20 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kv_w = static_cast<int64_t>(a.n_head_kv) * D;
   const int64_t scales_at = static_cast<int64_t>(kv_q8_scales_offset(a.n_ctx, kv_w));
+  const void* keys = a.k_cache[a.slots[t]];
+  const void* values = a.v_cache[a.slots[t]];
+  const int64_t head_off = static_cast<int64_t>(g) * D;
+
+  // Positions, slots and the cache table come from the host; the cached rows were written by
+  // earlier steps (this token's own row is being written by the kernel before, and L2 keeps the
+  // prefetch coherent with that write). Blocks scheduled while that kernel still runs fetch the
+  // first chunk of their keys and values now (at most 32 rows: all of a long context would not
+  // fit in L2).
+  if (prefetch) {
+    kv_prefetch_rows<F>(keys, kv_w, head_off, D, begin, min(end, begin + 32));
+    kv_prefetch_rows<F>(values, kv_w, head_off, D, begin, min(end, begin + 32));
+  }
+  wait_for_previous_kernel();
 
   if (begin >= end) {  // nothing in this range: an empty partial the combine step skips
     if (n_splits > 1)
@@ -68,10 +81,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int i = threadIdx.x; i < group * D; i += blockDim.x)
     q_s[i] = a.q[t * a.ldq + static_cast<int64_t>(head0) * D + i] * a.scale;
   __syncthreads();
-
-  const void* keys = a.k_cache[a.slots[t]];
-  const void* values = a.v_cache[a.slots[t]];
-  const int64_t head_off = static_cast<int64_t>(g) * D;
 
   float m[G], l[G], o[G][DL];
 #pragma unroll
@@ -222,7 +231,7 @@ void launch_dl(const AttentionArgs& a, int group_total, int group, int n_splits,
                                                      static_cast<int>(smem)),
                                 "raising the shared memory of attention_decode");
     launch_chained(kernel, grid, kWarps * 32, smem, stream, "attention_decode", a, group_total, group, split_len,
-                   part_o, part_ml);
+                   part_o, part_ml, prefetch_before_wait_enabled());
   };
   if (group <= 1) launch(attention_decode_kernel<F, DL, 1>, 1);
   else if (group <= 2) launch(attention_decode_kernel<F, DL, 2>, 2);

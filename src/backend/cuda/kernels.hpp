@@ -41,10 +41,16 @@ struct MatvecTarget {
 constexpr int kMatvecMaxTokens = 8;
 // Whether the mat-vec of this device type reads MatvecInput::q8 (else MatvecInput::x).
 bool matvec_reads_q8(DType type) noexcept;
-// warps_per_output: 1, 2 or 4 warps share each output pair; 0 = by the row length (benchmarks
-// compare the choices: bench/cuda_matvec_bench.cpp).
+// How the rows are shared out: each group of rows_per_group rows (2 or 4; SwiGLU: half of them
+// gate rows, half the same rows of up) is computed by warps_per_group warps (1, 2 or 4). 0 picks
+// from the matrix shape (benchmarks compare the choices: bench/cuda_matvec_bench.cpp); Q4_K and
+// Q6_K always take groups of 2.
+struct MatvecLayout {
+  int warps_per_group = 0;
+  int rows_per_group = 0;
+};
 void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
-            cudaStream_t stream, int warps_per_output = 0);
+            cudaStream_t stream, MatvecLayout layout = {});
 
 // rope_kv.cu: for each token: add the Q/K/V biases (when given), RMS-normalize each head of Q
 // and K (Qwen3, when q_norm/k_norm are given), rotate Q and K (RoPE), write Q back in place and

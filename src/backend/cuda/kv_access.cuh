@@ -66,6 +66,21 @@ __device__ __forceinline__ void kv_store_warp(void* base, int64_t scales_at, int
   }
 }
 
+// Asks L2 for rows [begin, end) of one head (row r at element r * row_stride + head_off,
+// head_dim elements), one 128-byte line per thread of the block and step. Q8_0's scales (1/16 of
+// the bytes) are left to the loads.
+template <KvFormat F>
+__device__ __forceinline__ void kv_prefetch_rows(const void* base, int64_t row_stride, int64_t head_off,
+                                                 int head_dim, int begin, int end) {
+  constexpr int64_t kElemBytes = F == KvFormat::F32 ? 4 : F == KvFormat::F16 ? 2 : 1;
+  const int lines = static_cast<int>((head_dim * kElemBytes + 127) / 128);
+  const auto* bytes = static_cast<const uint8_t*>(base);
+  for (int i = threadIdx.x; i < (end - begin) * lines; i += blockDim.x) {
+    const int64_t element = static_cast<int64_t>(begin + i / lines) * row_stride + head_off;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(bytes + element * kElemBytes + (i % lines) * 128));
+  }
+}
+
 // The launchers' guard: Q8_0 blocks of 32 must not straddle heads (the engines refuse such models
 // before allocating, runtime/kv_cache.hpp; reaching a kernel with one is a bug).
 inline void require_kv_heads_fit(KvFormat format, int head_dim, const char* kernel) {

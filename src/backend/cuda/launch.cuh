@@ -3,7 +3,8 @@
 // waits in wait_for_previous_kernel() until that kernel has completed and its writes are visible.
 // The decode step is a chain of ~150-300 small dependent kernels, and this hides most of the
 // launch latency between them (inside the captured CUDA graph too). Every kernel launched with
-// launch_chained must call wait_for_previous_kernel() before it touches memory; without a chained
+// launch_chained must call wait_for_previous_kernel() before it touches memory that a kernel
+// writes (before it, only what no kernel writes may be read: the weights); without a chained
 // launch (older GPUs, LATHE_CUDA_PDL=0) the call costs nothing.
 #pragma once
 
@@ -17,10 +18,42 @@
 
 namespace lathe::cuda {
 
+// Waits until the kernel before has completed, then lets the next chained kernel be scheduled
+// (its blocks wait here in turn). Calling the second step only after the wait keeps at most two
+// kernels of the chain resident: the running one and the next, whose blocks can fetch what does
+// not depend on this one (weights) meanwhile.
 __device__ __forceinline__ void wait_for_previous_kernel() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// Facts about the current device that launch paths need on every launch, asked from the driver
+// once per device.
+struct DeviceFacts {
+  int major = 0;            // compute capability
+  int multiprocessors = 0;
+  int l2_bytes = 0;
+};
+inline DeviceFacts current_device_facts() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> major[kMaxDevices] = {}, multiprocessors[kMaxDevices] = {},
+                          l2_bytes[kMaxDevices] = {};  // 0: not asked yet
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return {};
+  DeviceFacts f{major[device].load(std::memory_order_relaxed), multiprocessors[device].load(std::memory_order_relaxed),
+                l2_bytes[device].load(std::memory_order_relaxed)};
+  if (f.major == 0 || f.multiprocessors == 0 || f.l2_bytes == 0) {
+    if (cudaDeviceGetAttribute(&f.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&f.multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&f.l2_bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess)
+      return {};
+    major[device].store(f.major, std::memory_order_relaxed);
+    multiprocessors[device].store(f.multiprocessors, std::memory_order_relaxed);
+    l2_bytes[device].store(f.l2_bytes, std::memory_order_relaxed);
+  }
+  return f;
 }
 
 // Whether the current device takes chained launches (compute capability 9.0 or later), unless
@@ -30,17 +63,21 @@ inline bool chained_launch_enabled() {
     const char* e = std::getenv("LATHE_CUDA_PDL");
     return e != nullptr && std::string_view(e) == "0";
   }();
-  if (turned_off) return false;
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> major[kMaxDevices] = {};  // 0: not asked yet
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
-  int m = major[device].load(std::memory_order_relaxed);
-  if (m == 0) {
-    if (cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-    major[device].store(m, std::memory_order_relaxed);
-  }
-  return m >= 9;
+  return !turned_off && current_device_facts().major >= 9;
+}
+
+// Whether kernels fetch what does not depend on the kernel before (weights, earlier KV rows) into
+// L2 before they wait for it: only useful when launches are chained (LATHE_CUDA_PREFETCH=0 turns
+// it off, to measure what it brings). Only the blocks scheduled while the kernel before still runs
+// gain from it, and prefetching more than L2 holds evicts lines before they are read (Llama-3.1-8B
+// BF16 decode lost 13% that way), so each launch prefetches at most kPrefetchL2Fraction of L2.
+constexpr int kPrefetchL2Fraction = 8;  // 1/8 of L2: 6 MiB on an H100, ~2 us of reading
+inline bool prefetch_before_wait_enabled() {
+  static const bool turned_off = [] {
+    const char* e = std::getenv("LATHE_CUDA_PREFETCH");
+    return e != nullptr && std::string_view(e) == "0";
+  }();
+  return !turned_off && chained_launch_enabled();
 }
 
 template <typename... Params, typename... Args>

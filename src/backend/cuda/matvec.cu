@@ -18,6 +18,7 @@
 // them and sums x^2 from the same loads; since W (x s g) = s W (x g) for the scalar
 // s = 1 / rms(x), the sums are scaled once at the end. Every pair of warps covers the whole row,
 // so each has the whole sum of squares without another pass over x.
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/kernels.hpp"
@@ -40,20 +41,21 @@ struct Segment {
 struct Params {
   Segment seg[3];
   int n_seg = 0;
-  int warps_per_output = 1;  // 1, 2 or 4
+  int warps_per_group = 1;  // 1, 2 or 4
   MatvecInput in;
   int n_tokens = 0;
+  int prefetch_blocks = 0;  // blocks below this prefetch their rows into L2 before waiting
 };
 
-// Float activations: decode both rows' step, multiply with each token's 8 or 32 floats.
-template <DType T, int NCOLS>
-__device__ __forceinline__ void step_float(const uint8_t* const (&qs)[2], const uint8_t* const (&sc)[2], int64_t st,
-                                           const MatvecInput& in, int n_tokens, float (&acc)[2][NCOLS],
+// Float activations: decode the R rows' step, multiply with each token's 8 or 32 floats.
+template <DType T, int R, int NCOLS>
+__device__ __forceinline__ void step_float(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
+                                           const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS],
                                            float (&ss)[NCOLS]) {
   constexpr int E = StepElems<T>::value;
-  float w[2][E];
-  decode_step<T>(qs[0], sc[0], st, w[0]);
-  decode_step<T>(qs[1], sc[1], st, w[1]);
+  float w[R][E];
+#pragma unroll
+  for (int r = 0; r < R; ++r) decode_step<T>(qs[r], sc[r], st, w[r]);
   const float4* gp = in.norm != nullptr ? reinterpret_cast<const float4*>(in.norm + st * E) : nullptr;
 #pragma unroll
   for (int t = 0; t < NCOLS; ++t) {
@@ -68,20 +70,20 @@ __device__ __forceinline__ void step_float(const uint8_t* const (&qs)[2], const 
         x.x *= g.x; x.y *= g.y; x.z *= g.z; x.w *= g.w;
       }
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
+      for (int r = 0; r < R; ++r)
         acc[r][t] += w[r][4 * i] * x.x + w[r][4 * i + 1] * x.y + w[r][4 * i + 2] * x.z + w[r][4 * i + 3] * x.w;
     }
   }
 }
 
 // 8-bit activations: one 32-element block per step, integer dot products.
-template <DType T, int NCOLS>
-__device__ __forceinline__ void step_q8(const uint8_t* const (&qs)[2], const uint8_t* const (&sc)[2], int64_t st,
-                                        const MatvecInput& in, int n_tokens, float (&acc)[2][NCOLS]) {
-  int wq[2][8];  // Q8_0: 32 int8; Q4_x: 16 bytes of nibbles in wq[r][0..3]
-  float d[2], m[2];
+template <DType T, int R, int NCOLS>
+__device__ __forceinline__ void step_q8(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
+                                        const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS]) {
+  int wq[R][8];  // Q8_0: 32 int8; Q4_x: the 32 nibbles, each widened to a byte
+  float d[R], m[R];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
+  for (int r = 0; r < R; ++r) {
     if constexpr (T == DType::Q8_0) {
       const int4* p = reinterpret_cast<const int4*>(qs[r] + st * 32);
       const int4 a = p[0], b = p[1];
@@ -113,7 +115,7 @@ __device__ __forceinline__ void step_q8(const uint8_t* const (&qs)[2], const uin
     const int xq[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
     const float dx = in.ds[t * in.ld_ds + st * 2], sx = in.ds[t * in.ld_ds + st * 2 + 1];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < R; ++r) {
       int sum = 0;
 #pragma unroll
       for (int i = 0; i < 8; ++i) sum = __dp4a(wq[r][i], xq[i], sum);
@@ -123,104 +125,130 @@ __device__ __forceinline__ void step_q8(const uint8_t* const (&qs)[2], const uin
   }
 }
 
-template <DType T, int NCOLS, Epilogue EP>
+// Asks L2 for the `bytes` bytes of a row: the 128-byte lines at first, first + stride, ...
+__device__ __forceinline__ void prefetch_row(const uint8_t* row, int64_t bytes, int64_t first, int64_t stride) {
+  for (int64_t off = first; off < bytes; off += stride) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + off));
+}
+
+template <DType T, int R, int NCOLS, Epilogue EP>
 __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
-  __shared__ float partial[kWarps][3][NCOLS];  // two rows' sums and the sum of squares
-  wait_for_previous_kernel();
+  __shared__ float partial[kWarps][R + 1][NCOLS];  // the R rows' sums and the sum of squares
   int s = 0;
   while (s + 1 < p.n_seg && static_cast<int>(blockIdx.x) >= p.seg[s + 1].block_begin) ++s;
   const Segment& seg = p.seg[s];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // wpo warps share one output pair, each taking every wpo-th 32-step slice of the row: long
-  // rows get more loads in flight, short rows keep a warp per pair.
-  const int wpo = p.warps_per_output, pairs_per_block = kWarps / wpo;
-  constexpr int kOutsPerPair = EP == Epilogue::SwiGLU ? 1 : 2;
-  const int64_t out0 =
-      (static_cast<int64_t>(blockIdx.x - seg.block_begin) * pairs_per_block + warp / wpo) * kOutsPerPair;
+  // wpg warps share one group of R rows, each taking every wpg-th 32-step slice of the rows:
+  // long rows get more loads in flight, short rows keep a warp per group.
+  const int wpg = p.warps_per_group, groups_per_block = kWarps / wpg;
+  constexpr int kOuts = EP == Epilogue::SwiGLU ? R / 2 : R;  // outputs per group
+  const int64_t out0 = (static_cast<int64_t>(blockIdx.x - seg.block_begin) * groups_per_block + warp / wpg) * kOuts;
   const bool active = out0 < seg.n_out;  // no early return: the block synchronizes below
 
-  const DeviceMatrix& a = seg.target.a;
-  const DeviceMatrix& b = EP == Epilogue::SwiGLU ? seg.target.b : seg.target.a;
-  // Normal: rows out0 and out0 + 1 of a (the last row twice when n_out is odd, stored once).
-  const int64_t row0 = active ? out0 : 0;
-  const int64_t row1 = !active ? 0 : EP == Epilogue::SwiGLU ? out0 : min(out0 + 1, seg.n_out - 1);
-  const uint8_t* const qs[2] = {a.qs + row0 * static_cast<int64_t>(a.qs_row), b.qs + row1 * static_cast<int64_t>(b.qs_row)};
-  const uint8_t* const sc[2] = {a.scales ? a.scales + row0 * static_cast<int64_t>(a.sc_row) : nullptr,
-                                b.scales ? b.scales + row1 * static_cast<int64_t>(b.sc_row) : nullptr};
+  // Row r of the group: outputs out0 + r (SwiGLU: the gate rows of outputs out0.., then the same
+  // rows of up). Past the last output the last row is read again (computed, never stored).
+  const uint8_t* qs[R];
+  const uint8_t* sc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const DeviceMatrix& m = EP == Epilogue::SwiGLU && r >= kOuts ? seg.target.b : seg.target.a;
+    const int64_t row = active ? min(out0 + r % kOuts, seg.n_out - 1) : 0;
+    qs[r] = m.qs + row * static_cast<int64_t>(m.qs_row);
+    sc[r] = m.scales ? m.scales + row * static_cast<int64_t>(m.sc_row) : nullptr;
+  }
+  // The weights do not depend on the kernel before: blocks scheduled while it still runs (the
+  // first wave of a chained launch) start fetching their rows now.
+  if (active && static_cast<int>(blockIdx.x) < p.prefetch_blocks) {
+    const int64_t first = ((warp % wpg) * 32 + lane) * 128, stride = wpg * 32 * 128;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const DeviceMatrix& m = EP == Epilogue::SwiGLU && r >= kOuts ? seg.target.b : seg.target.a;
+      prefetch_row(qs[r], static_cast<int64_t>(m.qs_row), first, stride);
+      if (sc[r] != nullptr) prefetch_row(sc[r], static_cast<int64_t>(m.sc_row), first, stride);
+    }
+  }
+  wait_for_previous_kernel();
 
-  float acc[2][NCOLS], ss[NCOLS];
+  float acc[R][NCOLS], ss[NCOLS];
 #pragma unroll
   for (int t = 0; t < NCOLS; ++t) {
-    acc[0][t] = acc[1][t] = 0.0f;
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r][t] = 0.0f;
     ss[t] = 0.0f;
   }
 
   constexpr bool kQ8 = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1;
-  const int64_t n_steps = active ? a.cols / StepElems<T>::value : 0;
-  const int stride = wpo * 32;
+  const int64_t n_steps = active ? seg.target.a.cols / StepElems<T>::value : 0;
+  const int stride = wpg * 32;
 #pragma unroll 2
-  for (int64_t st = (warp % wpo) * 32 + lane; st < n_steps; st += stride) {
-    if constexpr (kQ8) step_q8<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
-    else step_float<T, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss);
+  for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += stride) {
+    if constexpr (kQ8) step_q8<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
+    else step_float<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss);
   }
 
 #pragma unroll
   for (int t = 0; t < NCOLS; ++t) {
-    const float v0 = warp_sum(acc[0][t]);
-    const float v1 = warp_sum(acc[1][t]);
+    float v[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r][t]);
     const float sq = warp_sum(ss[t]);
     if (lane == 0) {
-      partial[warp][0][t] = v0;
-      partial[warp][1][t] = v1;
-      partial[warp][2][t] = sq;
+#pragma unroll
+      for (int r = 0; r < R; ++r) partial[warp][r][t] = v[r];
+      partial[warp][R][t] = sq;
     }
   }
-  if (wpo > 1) __syncthreads();
-  if (!active || lane != 0 || warp % wpo != 0) return;
+  if (wpg > 1) __syncthreads();
+  if (!active || lane != 0 || warp % wpg != 0) return;
   for (int t = 0; t < p.n_tokens && t < NCOLS; ++t) {
-    float v0 = 0.0f, v1 = 0.0f, sq = 0.0f;
-    for (int w = warp; w < warp + wpo; ++w) {
-      v0 += partial[w][0][t];
-      v1 += partial[w][1][t];
-      sq += partial[w][2][t];
-    }
+    float v[R + 1] = {};
+    for (int w = warp; w < warp + wpg; ++w)
+#pragma unroll
+      for (int r = 0; r <= R; ++r) v[r] += partial[w][r][t];
     if (!kQ8 && p.in.norm != nullptr) {  // the fused RMSNorm's 1 / rms(x)
-      const float inv = rsqrtf(sq / static_cast<float>(a.cols) + p.in.eps);
-      v0 *= inv;
-      v1 *= inv;
+      const float inv = rsqrtf(v[R] / static_cast<float>(seg.target.a.cols) + p.in.eps);
+#pragma unroll
+      for (int r = 0; r < R; ++r) v[r] *= inv;
     }
     float* y = seg.target.y + t * seg.target.ldy;
-    if constexpr (EP == Epilogue::SwiGLU) {
-      y[out0] = silu(v0) * v1;
-    } else if constexpr (EP == Epilogue::Add) {
-      y[out0] += v0;
-      if (out0 + 1 < seg.n_out) y[out0 + 1] += v1;
-    } else {
-      y[out0] = v0;
-      if (out0 + 1 < seg.n_out) y[out0 + 1] = v1;
+#pragma unroll
+    for (int r = 0; r < kOuts; ++r) {
+      if (out0 + r >= seg.n_out) break;
+      if constexpr (EP == Epilogue::SwiGLU) y[out0 + r] = silu(v[r]) * v[kOuts + r];
+      else if constexpr (EP == Epilogue::Add) y[out0 + r] += v[r];
+      else y[out0 + r] = v[r];
     }
   }
 }
 
-template <DType T, Epilogue EP>
+// Groups of 4 rows need 4 rows' decoded step in registers: only for the types whose step is
+// small (8 floats, or 8-bit quants that stay packed); Q4_K and Q6_K decode 32 floats per row.
+constexpr bool four_row_groups_fit(DType type) { return type != DType::Q4_K && type != DType::Q6_K; }
+
+template <DType T, int R, Epilogue EP>
 void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
   const dim3 block(kWarps * 32);
-  if (p.n_tokens <= 1) launch_chained(matvec_kernel<T, 1, EP>, n_blocks, block, 0, stream, "matvec", p);
-  else if (p.n_tokens <= 2) launch_chained(matvec_kernel<T, 2, EP>, n_blocks, block, 0, stream, "matvec", p);
-  else if (p.n_tokens <= 4) launch_chained(matvec_kernel<T, 4, EP>, n_blocks, block, 0, stream, "matvec", p);
-  else launch_chained(matvec_kernel<T, 8, EP>, n_blocks, block, 0, stream, "matvec", p);
+  if (p.n_tokens <= 1) launch_chained(matvec_kernel<T, R, 1, EP>, n_blocks, block, 0, stream, "matvec", p);
+  else if (p.n_tokens <= 2) launch_chained(matvec_kernel<T, R, 2, EP>, n_blocks, block, 0, stream, "matvec", p);
+  else if (p.n_tokens <= 4) launch_chained(matvec_kernel<T, R, 4, EP>, n_blocks, block, 0, stream, "matvec", p);
+  else launch_chained(matvec_kernel<T, R, 8, EP>, n_blocks, block, 0, stream, "matvec", p);
 }
 
-// Warps per output pair, from bench/cuda_matvec_bench.cpp on an H200 and checked on an H100 (the
-// automatic choice within 4% of the best of 1, 2, 4 on all 48 cases there, docs/PERFORMANCE.md): few
-// output pairs (small matrices: Qwen2.5-0.5B's Q/K/V, output and down projections) leave most of
-// the GPU idle unless each row is shared by several warps (+60% for 1,152 x 896 BF16); a few
-// thousand pairs do best with 2; many pairs with 1, except long float rows (>= 512 steps), where
-// 4 warps keep more loads in flight. Never more warps than the row has 32-step slices.
-int choose_warps_per_output(int64_t pairs, int64_t n_steps) {
-  int wpo = pairs < 1024 ? 4 : pairs < 3072 ? 2 : n_steps >= 512 ? 4 : 1;
-  while (wpo > 1 && static_cast<int64_t>(wpo / 2) * 32 >= n_steps) wpo /= 2;
-  return wpo;
+// The automatic layout. Warps per group, from bench/cuda_matvec_bench.cpp (H200, H100) and whole
+// decode steps: few row pairs (small matrices: Qwen2.5-0.5B's Q/K/V, output and down projections)
+// leave most of the GPU idle unless each row is shared by several warps (+60% for 1,152 x 896
+// BF16); a few thousand pairs do best with 2; many pairs with 1, except long float rows (>= 512
+// steps), where 4 warps keep more loads in flight. Never more warps than the row has 32-step
+// slices. (A rule tuned on the benchmark alone, more warps for the 8B shapes, looked better there
+// but lost 3-5% of 8B Q8_0/Q4_0 decode in whole decode steps: docs/PERFORMANCE.md.)
+// Groups of 4 rows only for float weights on very tall matrices (>= 8192 pairs: the output head)
+// at 1-2 tokens: +2% to +7% there; the 8-bit types gained nothing from them.
+MatvecLayout choose_layout(DType type, int64_t pairs, int64_t n_steps, int n_tokens) {
+  MatvecLayout layout{pairs < 1024 ? 4 : pairs < 3072 ? 2 : n_steps >= 512 ? 4 : 1, 2};
+  int& wpg = layout.warps_per_group;
+  while (wpg > 1 && static_cast<int64_t>(wpg / 2) * 32 >= n_steps) wpg /= 2;
+  const bool float_type = type == DType::F32 || type == DType::F16 || type == DType::BF16;
+  if (pairs >= 8192 && float_type && n_tokens <= 2) layout.rows_per_group = 4;
+  return layout;
 }
 
 }  // namespace
@@ -228,7 +256,7 @@ int choose_warps_per_output(int64_t pairs, int64_t n_steps) {
 bool matvec_reads_q8(DType type) noexcept { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
 
 void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
-            cudaStream_t stream, int warps_per_output) {
+            cudaStream_t stream, MatvecLayout layout) {
   if (n_targets < 1 || n_targets > 3 || n_tokens < 1 || n_tokens > kMatvecMaxTokens)
     throw InternalError("matvec: 1..3 matrices and 1..8 tokens per launch (got " + std::to_string(n_targets) +
                         " and " + std::to_string(n_tokens) + ")");
@@ -245,9 +273,22 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
   int64_t pairs = 0;
   for (int i = 0; i < n_targets; ++i)
     pairs += epilogue == Epilogue::SwiGLU ? targets[i].a.rows : (targets[i].a.rows + 1) / 2;
-  p.warps_per_output = choose_warps_per_output(pairs, n_steps);
-  if (warps_per_output == 1 || warps_per_output == 2 || warps_per_output == 4) p.warps_per_output = warps_per_output;
-  const int outs_per_block = (kWarps / p.warps_per_output) * (epilogue == Epilogue::SwiGLU ? 1 : 2);
+  const DeviceMatrix& m0 = targets[0].a;
+  const MatvecLayout automatic = choose_layout(type, pairs, n_steps, n_tokens);
+  int rows = automatic.rows_per_group;
+  if (layout.rows_per_group == 2 || (layout.rows_per_group == 4 && four_row_groups_fit(type)))
+    rows = layout.rows_per_group;
+  p.warps_per_group = automatic.warps_per_group;
+  if (layout.warps_per_group == 1 || layout.warps_per_group == 2 || layout.warps_per_group == 4)
+    p.warps_per_group = layout.warps_per_group;
+  const int outs_per_block = (kWarps / p.warps_per_group) * (epilogue == Epilogue::SwiGLU ? rows / 2 : rows);
+  if (prefetch_before_wait_enabled()) {
+    // At most the first wave (16 blocks of 128 threads per multiprocessor) and 1/8 of L2.
+    const DeviceFacts device = current_device_facts();
+    const int64_t block_bytes = static_cast<int64_t>(kWarps / p.warps_per_group) * rows * (m0.qs_row + m0.sc_row);
+    p.prefetch_blocks = static_cast<int>(std::min<int64_t>(int64_t{device.multiprocessors} * 16,
+                                                           device.l2_bytes / kPrefetchL2Fraction / block_bytes));
+  }
   int blocks = 0;
   for (int i = 0; i < n_targets; ++i) {
     p.seg[i].target = targets[i];
@@ -256,13 +297,18 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
     blocks += static_cast<int>((targets[i].a.rows + outs_per_block - 1) / outs_per_block);
   }
   dispatch_device_type(type, [&]<DType T>() {
-    switch (epilogue) {
-      case Epilogue::Store: launch_typed<T, Epilogue::Store>(p, blocks, stream); break;
-      case Epilogue::Add: launch_typed<T, Epilogue::Add>(p, blocks, stream); break;
-      case Epilogue::SwiGLU: launch_typed<T, Epilogue::SwiGLU>(p, blocks, stream); break;
+    const auto launch = [&]<int R>() {
+      switch (epilogue) {
+        case Epilogue::Store: launch_typed<T, R, Epilogue::Store>(p, blocks, stream); break;
+        case Epilogue::Add: launch_typed<T, R, Epilogue::Add>(p, blocks, stream); break;
+        case Epilogue::SwiGLU: launch_typed<T, R, Epilogue::SwiGLU>(p, blocks, stream); break;
+      }
+    };
+    if constexpr (four_row_groups_fit(T)) {
+      if (rows == 4) return launch.template operator()<4>();
     }
+    launch.template operator()<2>();
   });
-  check_launch("matvec");
 }
 
 }  // namespace lathe::cuda

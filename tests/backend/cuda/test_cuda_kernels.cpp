@@ -53,7 +53,7 @@ std::vector<double> reference_product(const std::vector<double>& w, int64_t rows
 // does; with `norm`, RMSNorm fused as the forward pass fuses it.
 std::vector<float> run_matvec(const DeviceMatrix& m, const std::vector<float>& x, int n,
                               const std::vector<float>* norm = nullptr, Epilogue ep = Epilogue::Store,
-                              const DeviceMatrix* up = nullptr, int warps_per_output = 0) {
+                              const DeviceMatrix* up = nullptr, MatvecLayout layout = {}) {
   auto dx = to_device(x);
   DeviceBuffer dn = norm != nullptr ? to_device(*norm) : DeviceBuffer();
   DeviceBuffer dy(sizeof(float) * n * m.rows, "y"), q8(n * m.cols, "q8"), ds(sizeof(float) * n * m.cols / 16, "ds");
@@ -70,7 +70,7 @@ std::vector<float> run_matvec(const DeviceMatrix& m, const std::vector<float>& x
     in.ld_ds = m.cols / 16;
   }
   MatvecTarget target{m, up != nullptr ? *up : DeviceMatrix{}, dy.as<float>(), m.rows};
-  matvec(&target, 1, in, n, ep, nullptr, warps_per_output);
+  matvec(&target, 1, in, n, ep, nullptr, layout);
   return to_host<float>(dy, static_cast<size_t>(n * m.rows));
 }
 
@@ -97,14 +97,18 @@ TEST(CudaKernels, MatvecEveryWeightTypeAndTokenCount) {
     const auto w = test::reference_matrix(type, bytes, rows, cols);
     for (int n : {1, 3, 8}) {
       const auto x = random_floats(static_cast<size_t>(n * cols), rng);
-      const double e = nmse(run_matvec(m.view, x, n), reference_product(w, rows, cols, x, n));
-      EXPECT_LT(e, matvec_bound(type)) << dtype_name(type) << " n=" << n;
+      const auto ref = reference_product(w, rows, cols, x, n);
+      for (int rows_per_group : {0, 2, 4}) {  // 67 rows: the last group of 2 or 4 is partial
+        const double e = nmse(run_matvec(m.view, x, n, nullptr, Epilogue::Store, nullptr, {0, rows_per_group}), ref);
+        EXPECT_LT(e, matvec_bound(type)) << dtype_name(type) << " n=" << n << " rows/group=" << rows_per_group;
+      }
     }
   }
 }
 
 // RMSNorm fused into the mat-vec (float types) or into the 8-bit rounding (Q8_0/Q4_0/Q4_1) gives
-// W rmsnorm(x), with rows shared among 1, 2 or 4 warps (whose partial sums of squares combine).
+// W rmsnorm(x), with groups of 2 or 4 rows shared among 1, 2 or 4 warps (whose partial sums of
+// squares combine).
 TEST(CudaKernels, MatvecWithFusedRmsNormMatchesNormThenProduct) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(21);
@@ -119,15 +123,17 @@ TEST(CudaKernels, MatvecWithFusedRmsNormMatchesNormThenProduct) {
         for (float& v : x) v *= 7.0f;  // a residual stream far from unit RMS
         const auto g = random_floats(static_cast<size_t>(cols), rng);
         const auto ref = reference_product(w, rows, cols, reference_rms_norm(x, g, n, 1e-5f), n);
-        for (int wpo : {0, 1, 2, 4}) {
-          const double e = nmse(run_matvec(m.view, x, n, &g, Epilogue::Store, nullptr, wpo), ref);
-          EXPECT_LT(e, matvec_bound(type)) << dtype_name(type) << " cols=" << cols << " n=" << n << " wpo=" << wpo;
-        }
+        for (int wpg : {0, 1, 2, 4})
+          for (int rpg : {2, 4}) {
+            const double e = nmse(run_matvec(m.view, x, n, &g, Epilogue::Store, nullptr, {wpg, rpg}), ref);
+            EXPECT_LT(e, matvec_bound(type))
+                << dtype_name(type) << " cols=" << cols << " n=" << n << " warps/group=" << wpg << " rows/group=" << rpg;
+          }
       }
     }
   }
-  // SwiGLU takes the scaled sums: silu(s Gx) * (s Ux).
-  const int64_t rows = 48, cols = 1024;
+  // SwiGLU takes the scaled sums: silu(s Gx) * (s Ux); 49 rows: the last group is partial.
+  const int64_t rows = 49, cols = 1024;
   const int n = 3;
   const auto gate_bytes = test::random_matrix(DType::BF16, rows, cols, rng);
   const auto up_bytes = test::random_matrix(DType::BF16, rows, cols, rng);
@@ -139,7 +145,9 @@ TEST(CudaKernels, MatvecWithFusedRmsNormMatchesNormThenProduct) {
   const auto b = reference_product(test::reference_matrix(DType::BF16, up_bytes, rows, cols), rows, cols, xn, n);
   std::vector<double> h(a.size());
   for (size_t i = 0; i < a.size(); ++i) h[i] = a[i] / (1.0 + std::exp(-a[i])) * b[i];
-  EXPECT_LT(nmse(run_matvec(gate.view, x, n, &g, Epilogue::SwiGLU, &up.view), h), 1e-9);
+  for (int rpg : {2, 4})
+    EXPECT_LT(nmse(run_matvec(gate.view, x, n, &g, Epilogue::SwiGLU, &up.view, {0, rpg}), h), 1e-9)
+        << "rows/group=" << rpg;
 }
 
 TEST(CudaKernels, MatvecAddSwigluAndThreeTargetsInOneLaunch) {
@@ -169,11 +177,6 @@ TEST(CudaKernels, MatvecAddSwigluAndThreeTargetsInOneLaunch) {
       in.ld_ds = cols / 16;
     }
     const auto start = random_floats(static_cast<size_t>(n * width), rng);
-    auto dy = to_device(start);
-    MatvecTarget targets[3] = {{mats[0].view, {}, dy.as<float>(), width},
-                               {mats[1].view, {}, dy.as<float>() + 64, width},
-                               {mats[2].view, {}, dy.as<float>() + 88, width}};
-    matvec(targets, 3, in, n, Epilogue::Add, nullptr);
     std::vector<double> ref(start.begin(), start.end());
     int64_t offset = 0;
     for (int i = 0; i < 3; ++i) {
@@ -182,19 +185,30 @@ TEST(CudaKernels, MatvecAddSwigluAndThreeTargetsInOneLaunch) {
         for (int64_t r = 0; r < heights[i]; ++r) ref[t * width + offset + r] += part[t * heights[i] + r];
       offset += heights[i];
     }
-    EXPECT_LT(nmse(to_host<float>(dy, ref.size()), ref), matvec_bound(type)) << dtype_name(type) << " add";
+    for (int rpg : {2, 4}) {
+      auto dy = to_device(start);
+      MatvecTarget targets[3] = {{mats[0].view, {}, dy.as<float>(), width},
+                                 {mats[1].view, {}, dy.as<float>() + 64, width},
+                                 {mats[2].view, {}, dy.as<float>() + 88, width}};
+      matvec(targets, 3, in, n, Epilogue::Add, nullptr, {0, rpg});
+      EXPECT_LT(nmse(to_host<float>(dy, ref.size()), ref), matvec_bound(type))
+          << dtype_name(type) << " add, rows/group=" << rpg;
+    }
 
     // SwiGLU: silu(gate x) * (up x) with gate = the first matrix, up = another of its shape.
     const auto up_bytes = test::random_matrix(type, 64, cols, rng);
     const auto up = test::upload_matrix(type, up_bytes, 64, cols);
-    DeviceBuffer dh(sizeof(float) * n * 64, "h");
-    MatvecTarget pair{mats[0].view, up.view, dh.as<float>(), 64};
-    matvec(&pair, 1, in, n, Epilogue::SwiGLU, nullptr);
     const auto g = reference_product(refs[0], 64, cols, x, n);
     const auto u = reference_product(test::reference_matrix(type, up_bytes, 64, cols), 64, cols, x, n);
     std::vector<double> h(g.size());
     for (size_t i = 0; i < g.size(); ++i) h[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-    EXPECT_LT(nmse(to_host<float>(dh, h.size()), h), 4 * matvec_bound(type)) << dtype_name(type) << " swiglu";
+    for (int rpg : {2, 4}) {
+      DeviceBuffer dh(sizeof(float) * n * 64, "h");
+      MatvecTarget pair{mats[0].view, up.view, dh.as<float>(), 64};
+      matvec(&pair, 1, in, n, Epilogue::SwiGLU, nullptr, {0, rpg});
+      EXPECT_LT(nmse(to_host<float>(dh, h.size()), h), 4 * matvec_bound(type))
+          << dtype_name(type) << " swiglu, rows/group=" << rpg;
+    }
   }
 }
 
