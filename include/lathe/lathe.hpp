@@ -142,6 +142,11 @@ class Session {
   void eval(std::span<const TokenId> tokens, bool all_logits = false);
   std::span<const float> logits() const;  // n_vocab floats
   std::span<const float> logits_at(size_t index) const;  // index into the last eval(all_logits)
+  // The argmax of logits() over the tokenizer's vocabulary (argmax_logit, lathe/sampling.hpp: the
+  // first on ties, NaN and -inf never taken, -1 if every logit is one of those), computed where
+  // the logits are: on a GPU only the id crosses PCIe. What a Sampler with picks_argmax() options
+  // draws.
+  TokenId greedy_token() const;
 
   const std::vector<TokenId>& tokens() const noexcept;  // everything evaluated so far
   uint32_t n_past() const noexcept;

@@ -28,6 +28,16 @@ struct SamplingOptions {
 // outside (0, 1], min_p outside [0, 1], repeat_penalty <= 0, penalty_last_n < -1, NaN anywhere).
 void validate(const SamplingOptions& options);
 
+// Whether these options make sampling the plain argmax of the logits: temperature 0 and no
+// penalty, so the history does not matter. Callers may then take the argmax where the logits are
+// (Session::greedy_token: on a GPU only the id crosses PCIe).
+bool picks_argmax(const SamplingOptions& options) noexcept;
+
+// The index of the largest logit, the first on ties, NaN and -inf never taken; -1 when every logit
+// is NaN or -inf. The token a Sampler with picks_argmax() options draws (it throws where this
+// gives -1).
+int32_t argmax_logit(std::span<const float> logits) noexcept;
+
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& options);  // validates

@@ -42,8 +42,12 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
     result.text += piece;
     return piece.empty() || !on_text || on_text(piece);
   };
+  // Greedy without penalties: the argmax where the logits are (on a GPU only the id comes back);
+  // a step whose logits are all NaN or -inf goes to the sampler, which names the problem.
+  const bool argmax_only = picks_argmax(options.sampling);
   for (int32_t i = 0; i < options.max_tokens; ++i) {
-    const TokenId next = sampler.sample(model.impl().samplable(session.logits()), session.tokens());
+    TokenId next = argmax_only ? session.greedy_token() : -1;
+    if (next < 0) next = sampler.sample(model.impl().samplable(session.logits()), session.tokens());
     if (options.stop_at_end_of_generation && model.is_end_of_generation(next)) {
       result.stop = StopReason::EndOfGeneration;
       break;

@@ -44,7 +44,8 @@ class BatchGenerator {
                                        .max_batch = std::max<uint32_t>(std::min<uint32_t>(512, n_ctx), o.n_parallel),
                                        .n_threads = o.n_threads,
                                        .kv_format = kv_format(o.kv_type)})),
-        results_(prompts.size()) {
+        results_(prompts.size()),
+        argmax_only_(picks_argmax(o.generate.sampling)) {
     for (size_t i = 0; i < slots_.size(); ++i) slots_[i].id = static_cast<uint32_t>(i);
     engine_->set_hooks(o.hooks.get());
   }
@@ -86,15 +87,26 @@ class BatchGenerator {
     slot.started = Clock::now();
     result.prompt_seconds = seconds_between(t0, slot.started);
     slot.active = true;
-    accept(slot, logits_row(0));
+    accept(slot, 0, greedy_ids(1)[0]);
   }
 
-  // Samples the slot's next token from `logits`; finishes the slot when generation ends.
-  void accept(Slot& slot, std::span<const float> logits) {
+  // Greedy without penalties: the argmax of each of the engine's first n_rows rows, computed
+  // where the logits are (on a GPU only the ids come back); otherwise -1s (sample on the host).
+  std::span<const TokenId> greedy_ids(size_t n_rows) {
+    greedy_.assign(n_rows, -1);
+    if (argmax_only_) engine_->argmax(static_cast<uint32_t>(n_rows), model_.impl().n_samplable(), greedy_.data());
+    return greedy_;
+  }
+
+  // Takes the slot's next token: `argmax` when there is one, else drawn by the slot's sampler from
+  // row `row` of the engine's logits (which also names the problem when every logit is NaN or
+  // -inf); finishes the slot when generation ends.
+  void accept(Slot& slot, size_t row, TokenId argmax) {
     auto& result = results_[slot.index];
     const auto& gen = options_.generate;
     if (static_cast<int32_t>(result.tokens.size()) >= gen.max_tokens) return finish(slot, StopReason::MaxTokens);
-    const TokenId token = slot.sampler->sample(model_.impl().samplable(logits), slot.history);
+    const TokenId token =
+        argmax >= 0 ? argmax : slot.sampler->sample(model_.impl().samplable(logits_row(row)), slot.history);
     if (gen.stop_at_end_of_generation && model_.is_end_of_generation(token))
       return finish(slot, StopReason::EndOfGeneration);
     result.tokens.push_back(token);
@@ -127,9 +139,10 @@ class BatchGenerator {
       active_.push_back(&slot);
     }
     engine_->run_batch(tokens_, slot_ids_, positions_);
+    const auto argmax = greedy_ids(active_.size());
     for (size_t row = 0; row < active_.size(); ++row) {
       active_[row]->n_past += 1;
-      accept(*active_[row], logits_row(row));
+      accept(*active_[row], row, argmax[row]);
     }
   }
 
@@ -145,6 +158,8 @@ class BatchGenerator {
   std::vector<uint32_t> positions_;
   std::vector<uint32_t> slot_ids_;
   std::vector<Slot*> active_;
+  const bool argmax_only_;       // greedy without penalties: picks_argmax
+  std::vector<TokenId> greedy_;  // the last greedy_ids()
 };
 
 }  // namespace

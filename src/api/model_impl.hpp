@@ -30,6 +30,10 @@ struct Model::Impl {
   std::span<const float> samplable(std::span<const float> logits) const {
     return logits.first(std::min(logits.size(), tokenizer.vocab().size()));
   }
+  // How many of a logit row's entries samplable() keeps.
+  uint32_t n_samplable() const {
+    return static_cast<uint32_t>(std::min<size_t>(weights.hp.n_vocab, tokenizer.vocab().size()));
+  }
 };
 
 }  // namespace lathe

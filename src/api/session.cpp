@@ -126,6 +126,16 @@ std::span<const float> Session::logits_at(size_t index) const {
   return {s.all_logits.data() + index * n_vocab, n_vocab};
 }
 
+TokenId Session::greedy_token() const {
+  const auto& s = *impl_;
+  if (s.n_logit_rows == 0) throw InvalidArgumentError("no logits yet: call eval() first");
+  const auto& model = s.model->impl();
+  if (!s.rows_in_engine) return argmax_logit(model.samplable(logits()));
+  TokenId id = -1;
+  s.engine->argmax(1, model.n_samplable(), &id);
+  return id;
+}
+
 const std::vector<TokenId>& Session::tokens() const noexcept { return impl_->tokens; }
 uint32_t Session::n_past() const noexcept { return static_cast<uint32_t>(impl_->tokens.size()); }
 uint32_t Session::n_ctx() const noexcept { return impl_->n_ctx; }

@@ -1,6 +1,7 @@
 // `lathe bench`: prompt-processing and generation throughput, measured like llama-bench.
 //   ppP: P random token ids evaluated in one eval() call on an empty session.
 //   tgN: after BOS, N single-token eval() calls (only those N are timed).
+// Both read the logits after each eval(), as llama-bench's decode copies them to the host.
 // Each test runs once as a warm-up, then -r times; the table shows mean ± sample sd of tok/s.
 #include <fmt/format.h>
 
@@ -61,6 +62,10 @@ std::vector<TokenId> random_tokens(uint32_t n_vocab, uint64_t count, uint64_t se
   return ids;
 }
 
+// Each timed eval() is followed by reading its logits, as llama.cpp's decode copies them out
+// (the CUDA engine otherwise leaves them on the device until they are asked for).
+void read_logits(const Session& session) { (void)session.logits(); }
+
 TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps) {
   TestResult t;
   t.name = fmt::format("pp{}", n_prompt);
@@ -68,7 +73,10 @@ TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps) {
   const auto ids = random_tokens(session.model().n_vocab(), n_prompt, 1234);
   for (int64_t rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
     session.reset();
-    const double seconds = seconds_of([&] { session.eval(ids); });
+    const double seconds = seconds_of([&] {
+      session.eval(ids);
+      read_logits(session);
+    });
     if (rep >= 0) t.samples_ts.push_back(static_cast<double>(n_prompt) / seconds);
   }
   summarize(t);
@@ -86,7 +94,10 @@ TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps) {
     session.reset();
     session.eval(std::span<const TokenId>(&first, 1));
     const double seconds = seconds_of([&] {
-      for (const TokenId& id : ids) session.eval(std::span<const TokenId>(&id, 1));
+      for (const TokenId& id : ids) {
+        session.eval(std::span<const TokenId>(&id, 1));
+        read_logits(session);
+      }
     });
     if (rep >= 0) t.samples_ts.push_back(static_cast<double>(n_gen) / seconds);
   }

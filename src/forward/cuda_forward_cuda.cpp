@@ -46,6 +46,10 @@ struct CudaForward::Impl {
   cuda::DeviceBuffer logits_dev;
   cuda::PinnedBuffer logits_host;
   uint32_t logit_capacity = 0;  // rows
+  uint32_t logit_rows = 0;      // rows written by the last call (on the device)
+  bool logits_on_host = false;  // ... and already copied to logits_host
+  cuda::DeviceBuffer argmax_dev;  // greedy ids, max_batch
+  cuda::PinnedBuffer argmax_host;
   cuda::PinnedBuffer hook_rows;
   ResidualHooks* hooks = nullptr;
   cudaGraphExec_t graph = nullptr;
@@ -181,6 +185,8 @@ struct CudaForward::Impl {
     io = cuda::DeviceBuffer(3 * B * sizeof(int32_t), "token ids and positions");
     io_host = cuda::PinnedBuffer(3 * B * sizeof(int32_t), "token ids and positions");
     hook_rows = cuda::PinnedBuffer(B * n_embd * sizeof(float), "hook rows");
+    argmax_dev = cuda::DeviceBuffer(B * sizeof(int32_t), "greedy token ids");
+    argmax_host = cuda::PinnedBuffer(B * sizeof(int32_t), "greedy token ids");
   }
 
   void grow_logits(uint32_t rows) {
@@ -367,11 +373,36 @@ struct CudaForward::Impl {
     cuda::check(cudaMemcpyAsync(io.data(), host, 3 * B * 4, cudaMemcpyHostToDevice, stream), "copying token ids");
   }
 
-  void download_logits(int rows) {
-    cuda::check(cudaMemcpyAsync(logits_host.data(), logits_dev.data(), size_t(rows) * n_vocab * 4,
-                                cudaMemcpyDeviceToHost, stream),
-                "copying logits");
+  // Waits for the pass (so that its errors surface in run()); its logits stay on the device
+  // until host_logits() or argmax() asks for them.
+  void finish_run(int rows) {
     cuda::check(cudaStreamSynchronize(stream), "running the forward pass");
+    logit_rows = static_cast<uint32_t>(rows);
+    logits_on_host = false;
+  }
+
+  const float* host_logits() {
+    if (!logits_on_host && logit_rows > 0) {
+      cuda::check(cudaMemcpyAsync(logits_host.data(), logits_dev.data(), size_t{logit_rows} * n_vocab * 4,
+                                  cudaMemcpyDeviceToHost, stream),
+                  "copying logits");
+      cuda::check(cudaStreamSynchronize(stream), "copying logits");
+      logits_on_host = true;
+    }
+    return logits_host.as<float>();
+  }
+
+  void argmax(uint32_t n_rows, uint32_t n, int32_t* out) {
+    if (n_rows > logit_rows || n > n_vocab || n == 0)
+      throw InternalError(fmt::format("CudaForward::argmax: {} rows of {} logits asked, the last call left {} of {}",
+                                      n_rows, n, logit_rows, n_vocab));
+    cuda::argmax_rows(logits_dev.as<float>(), static_cast<int>(n_rows), static_cast<int>(n), n_vocab,
+                      argmax_dev.as<int32_t>(), stream);
+    cuda::check(cudaMemcpyAsync(argmax_host.data(), argmax_dev.data(), size_t{n_rows} * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, stream),
+                "copying greedy token ids");
+    cuda::check(cudaStreamSynchronize(stream), "picking greedy tokens");
+    std::memcpy(out, argmax_host.data(), size_t{n_rows} * sizeof(int32_t));
   }
 
   // One token without hooks: replay the captured step (capturing it on first use).
@@ -406,7 +437,7 @@ struct CudaForward::Impl {
     const bool hooked = hooks != nullptr && !hooks->empty();
     if (n == 1 && !hooked) decode_step_graph();
     else forward(n, true, static_cast<int>(first_pos), all_logits, last_chunk);
-    download_logits(rows);
+    finish_run(rows);
   }
 
   void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots_in,
@@ -425,7 +456,7 @@ struct CudaForward::Impl {
     const bool hooked = hooks != nullptr && !hooks->empty();
     if (n == 1 && !hooked) decode_step_graph();
     else forward(n, false, 0, true, true);
-    download_logits(n);
+    finish_run(n);
   }
 };
 
@@ -443,7 +474,8 @@ void CudaForward::run_batch(std::span<const int32_t> tokens, std::span<const uin
   impl_->run_batch(tokens, slots, positions);
 }
 
-const float* CudaForward::logits() const noexcept { return impl_->logits_host.as<float>(); }
+const float* CudaForward::logits() const { return impl_->host_logits(); }
+void CudaForward::argmax(uint32_t n_rows, uint32_t n, int32_t* out) const { impl_->argmax(n_rows, n, out); }
 void CudaForward::set_hooks(ResidualHooks* hooks) noexcept { impl_->hooks = hooks; }
 uint32_t CudaForward::max_batch() const noexcept { return impl_->opt.max_batch; }
 
@@ -454,7 +486,8 @@ CudaMemoryUse CudaForward::memory() const {
   m.device_name = s.device_name;
   m.weights = s.dw->bytes;
   m.kv = s.kv.bytes();
-  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes() + s.rope_table.bytes();
+  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes() + s.rope_table.bytes() +
+              s.argmax_dev.bytes();
   cuda::use_device(s.opt.device);
   const auto info = cuda::mem_info();
   m.free = info.free;

@@ -27,6 +27,7 @@ class CudaEngine final : public Engine {
     forward_.run_batch(tokens, slots, positions);
   }
   const float* logits() const override { return forward_.logits(); }
+  void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const override { forward_.argmax(n_rows, n, out); }
   void set_hooks(ResidualHooks* hooks) override { forward_.set_hooks(hooks); }
   uint32_t max_batch() const override { return forward_.max_batch(); }
   EngineMemory memory() const override {

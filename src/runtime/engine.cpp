@@ -5,6 +5,7 @@
 #include "backend/cpu/thread_pool.hpp"
 #include "forward/forward.hpp"
 #include "lathe/error.hpp"
+#include "lathe/sampling.hpp"
 #include "runtime/kv_cache.hpp"
 
 namespace lathe {
@@ -33,6 +34,9 @@ class CpuEngine final : public Engine {
   }
 
   const float* logits() const override { return logits_.data(); }
+  void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const override {
+    for (uint32_t r = 0; r < n_rows; ++r) out[r] = argmax_logit({logits_.data() + size_t{r} * n_vocab_, n});
+  }
 
   // Logits are kept only for the rows asked for (one per decode step, a vocabulary of 150k
   // floats is 600 KB; 512 prefill rows would be 300 MB).

@@ -43,8 +43,14 @@ class Engine {
   // One token per listed slot at its own position; logits() holds one row per token.
   virtual void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots,
                          std::span<const uint32_t> positions) = 0;
-  // The rows written by the last call, n_vocab floats each; valid until the next call.
+  // The rows written by the last call, n_vocab floats each; valid until the next call. (The CUDA
+  // engine copies them from the device on the first call of logits() after a run, so two threads
+  // must not call it at once.)
   virtual const float* logits() const = 0;
+  // Greedy picks without copying the logits: out[r] = argmax_logit (lathe/sampling.hpp) of the
+  // first n entries of row r of the last call's rows, for r < n_rows (-1 where all are NaN or
+  // -inf). On a GPU only the ids cross PCIe.
+  virtual void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const = 0;
   virtual void set_hooks(ResidualHooks* hooks) = 0;
   virtual uint32_t max_batch() const = 0;
   virtual EngineMemory memory() const = 0;

@@ -324,6 +324,24 @@ struct Sampler::State {
   }
 };
 
+bool picks_argmax(const SamplingOptions& options) noexcept {
+  const bool penalties = (options.repeat_penalty != 1.0f || options.frequency_penalty != 0.0f ||
+                          options.presence_penalty != 0.0f) &&
+                         options.penalty_last_n != 0;
+  return options.temperature == 0.0f && !penalties;
+}
+
+int32_t argmax_logit(std::span<const float> logits) noexcept {
+  int32_t best = -1;
+  float best_logit = -kInfinity;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i] > best_logit) {  // false for NaN and for -inf
+      best_logit = logits[i];
+      best = static_cast<int32_t>(i);
+    }
+  return best;
+}
+
 Sampler::Sampler(const SamplingOptions& options) : state_(std::make_unique<State>()) {
   validate(options);
   state_->options = options;

@@ -172,6 +172,39 @@ TEST(CudaForward, BatchedGreedyGenerationMatchesTheCpu) {
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(on_gpu[i].tokens, on_cpu[i].tokens) << "prompt " << i;
 }
 
+// Greedy picks computed on the device (Session::greedy_token, generate's greedy path) are the
+// host's argmax_logit of the same logits over the tokenizer's ids, whether or not the logits were
+// copied first, after prefill, graph decode and all-rows evaluation; on NaN logits the device says
+// -1 and generate() stops with the sampler's error.
+TEST(CudaForward, GreedyTokenOnTheDeviceIsTheHostPick) {
+  LATHE_REQUIRE_GPU();
+  test::TempDir dir("cuda_greedy");
+  for (DType type : {DType::F32, DType::Q4_0}) {
+    const auto model = tiny_model(dir, type);
+    Session gpu(model, {.n_ctx = 64, .kv_type = KvType::F32, .device = Device::cuda(0)});
+    gpu.eval(some_ids(9, test::kVocab));
+    for (int step = 0; step < 16; ++step) {
+      const TokenId id = gpu.greedy_token();  // before the logits are copied
+      EXPECT_EQ(id, argmax_logit(gpu.logits().first(test::kTinyTokens))) << dtype_name(type) << " step " << step;
+      EXPECT_EQ(gpu.greedy_token(), id);  // after
+      gpu.eval(std::span<const TokenId>(&id, 1));
+    }
+    gpu.eval(some_ids(5, test::kTinyTokens), true);
+    EXPECT_EQ(gpu.greedy_token(), argmax_logit(gpu.logits().first(test::kTinyTokens)));
+  }
+  test::TinyModel m("output_norm.weight");
+  m.add_tokenizer();
+  m.buffers.push_back(quantize(DType::F32, std::vector<float>(test::kEmbd, std::nanf(""))));
+  m.writer.add_tensor("output_norm.weight", DType::F32, {test::kEmbd}, m.buffers.back());
+  Session nan_session(Model::load(m.write(dir, "tiny-nan.gguf")), {.n_ctx = 32, .device = Device::cuda(0)});
+  nan_session.eval(std::vector<TokenId>{1, 2});
+  EXPECT_EQ(nan_session.greedy_token(), -1);
+  GenerateOptions options;
+  options.max_tokens = 4;
+  options.sampling.temperature = 0;
+  EXPECT_THROW(generate(nan_session, std::vector<TokenId>{3}, options), InvalidArgumentError);
+}
+
 TEST(CudaForward, HooksSeeAndChangeTheSameResidualStream) {
   LATHE_REQUIRE_GPU();
   test::TempDir dir("cuda_tiny_hooks");

@@ -12,6 +12,7 @@
 
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "core/quant.hpp"
 #include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
 
@@ -176,6 +177,85 @@ TEST(Session, CallbackStreamsTheTextAndCanStop) {
   EXPECT_EQ(result.stop, StopReason::Callback);
   EXPECT_EQ(streamed, result.text);
   EXPECT_LE(result.tokens.size(), 16u);
+}
+
+// The tiny llama with a tokenizer; with nan_norm its final norm weights are NaN, so every logit is.
+std::shared_ptr<const Model> tiny_model(const test::TempDir& dir, bool nan_norm = false) {
+  test::TinyModel m(nan_norm ? "output_norm.weight" : "");
+  m.add_tokenizer();
+  if (nan_norm) {
+    m.buffers.push_back(quantize(DType::F32, std::vector<float>(test::kEmbd, std::nanf(""))));
+    m.writer.add_tensor("output_norm.weight", DType::F32, {test::kEmbd}, m.buffers.back());
+  }
+  return Model::load(m.write(dir, nan_norm ? "tiny-nan.gguf" : "tiny.gguf"));
+}
+
+// Session::greedy_token (on a GPU computed on the device) is the greedy sampler's draw over the
+// tokenizer's ids: the tiny model's logit rows are kVocab = 40 wide, but only the first
+// kTinyTokens = 31 are tokens, and an argmax over the whole row would pick the others at times.
+TEST(Session, GreedyTokenIsTheGreedySamplersDraw) {
+  test::TempDir dir("greedy_token");
+  const auto model = tiny_model(dir);
+  SamplingOptions greedy_options;
+  greedy_options.temperature = 0;
+  Sampler greedy(greedy_options);
+  Session s(model, {.n_ctx = 64, .n_threads = 2});
+  EXPECT_THROW(s.greedy_token(), InvalidArgumentError);  // no logits yet
+  const std::vector<TokenId> prompt = {3, 7, 11};
+  // Every token id after a BOS-less one-token prompt, and a greedy run of 24 steps.
+  int outside = 0;  // rows whose whole-row argmax is not a token
+  for (TokenId first = 0; first < static_cast<TokenId>(test::kTinyTokens); ++first) {
+    s.reset();
+    s.eval(std::span<const TokenId>(&first, 1));
+    EXPECT_EQ(s.greedy_token(), greedy.sample(s.logits().first(test::kTinyTokens), {})) << "first " << first;
+    outside += argmax_logit(s.logits()) >= static_cast<int32_t>(test::kTinyTokens);
+  }
+  s.reset();
+  s.eval(prompt);
+  for (int step = 0; step < 24; ++step) {
+    const TokenId id = s.greedy_token();
+    EXPECT_EQ(id, greedy.sample(s.logits().first(test::kTinyTokens), {})) << "step " << step;
+    outside += argmax_logit(s.logits()) >= static_cast<int32_t>(test::kTinyTokens);
+    s.eval(std::span<const TokenId>(&id, 1));
+  }
+  EXPECT_GT(outside, 0) << "no row whose argmax lies past the tokens: the check above cannot fail";
+  s.eval(prompt, true);  // all rows kept: the pick comes from the session's copy
+  EXPECT_EQ(s.greedy_token(), greedy.sample(s.logits().first(test::kTinyTokens), {}));
+
+  // generate() picks the same way: its tokens are those of a loop over the sampler.
+  GenerateOptions options;
+  options.max_tokens = 12;
+  options.sampling = greedy_options;
+  options.stop_at_end_of_generation = false;
+  Session a(model, {.n_ctx = 64, .n_threads = 2}), b(model, {.n_ctx = 64, .n_threads = 2});
+  const auto result = generate(a, prompt, options);
+  b.eval(prompt);
+  std::vector<TokenId> expected;
+  for (int i = 0; i < options.max_tokens; ++i) {
+    const TokenId id = greedy.sample(b.logits().first(test::kTinyTokens), {});
+    expected.push_back(id);
+    b.eval(std::span<const TokenId>(&id, 1));
+  }
+  EXPECT_EQ(result.tokens, expected);
+}
+
+// When every logit is NaN there is no greedy token: greedy_token() says -1 and generate() stops
+// with the sampler's error naming the cause, as without the shortcut.
+TEST(Session, GreedyGenerationOnNaNLogitsIsTheSamplersError) {
+  test::TempDir dir("greedy_nan");
+  const auto model = tiny_model(dir, true);
+  Session s(model, {.n_ctx = 32, .n_threads = 2});
+  s.eval(std::vector<TokenId>{1, 2});
+  EXPECT_EQ(s.greedy_token(), -1);
+  GenerateOptions options;
+  options.max_tokens = 4;
+  options.sampling.temperature = 0;
+  try {
+    generate(s, std::vector<TokenId>{3}, options);
+    FAIL() << "expected InvalidArgumentError";
+  } catch (const InvalidArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("-inf or NaN"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Model, CheckTensorsReportsNaNWithTheTensorName) {

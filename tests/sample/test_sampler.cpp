@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -112,6 +113,51 @@ TEST(Sampler, GreedyIgnoresFiltersButNotPenalties) {
   EXPECT_EQ(sampler.sample(logits, {}), 0);
   const std::vector<int32_t> history{0};  // 3.0 / 2 = 1.5 < 2.0
   EXPECT_EQ(sampler.sample(logits, history), 1);
+}
+
+// argmax_logit is what a greedy sampler without penalties draws (GPUs compute it on the device:
+// Session::greedy_token), on hand-made edge cases and on random rows with repeated values.
+TEST(Sampler, ArgmaxLogitIsTheGreedyDraw) {
+  const std::vector<std::vector<float>> cases = {
+      {0.1f, 2.5f, -3.0f, 2.4f},  {1.0f, 3.0f, 0.0f, 3.0f, 3.0f}, {-kInf, 7.0f, 7.0f},
+      {kNaN, 1.0f, kNaN, 2.0f},   {kNaN, -kInf, -100.0f},          {1.0f, kInf, 2.0f, kInf},
+      {-3.4e38f, -kInf, -3.4e38f}, {5.0f}};
+  const std::vector<int32_t> expected = {1, 1, 1, 3, 2, 1, 0, 0};
+  Sampler sampler(greedy_options());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(argmax_logit(cases[i]), expected[i]) << "case " << i;
+    EXPECT_EQ(sampler.sample(cases[i], {}), expected[i]) << "case " << i;
+  }
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> level(0, 40);  // few distinct values: many ties
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> logits(1 + rng() % 3000);
+    for (float& v : logits) v = static_cast<float>(level(rng)) - (rng() % 17 == 0 ? kInf : 0.0f);
+    if (trial % 7 == 0) logits[rng() % logits.size()] = kNaN;
+    EXPECT_EQ(argmax_logit(logits), sampler.sample(logits, {})) << "trial " << trial;
+  }
+  // Nothing drawable: -1 here, the sampler's error there.
+  EXPECT_EQ(argmax_logit(std::vector<float>{-kInf, kNaN}), -1);
+  EXPECT_EQ(argmax_logit(std::vector<float>{}), -1);
+}
+
+TEST(Sampler, PicksArgmaxOnlyForGreedyWithoutPenalties) {
+  EXPECT_TRUE(picks_argmax(greedy_options()));
+  EXPECT_FALSE(picks_argmax(SamplingOptions{}));  // temperature 0.8
+  SamplingOptions o = greedy_options();
+  o.top_k = 1;  // filters do not matter at temperature 0
+  o.min_p = 0.5f;
+  EXPECT_TRUE(picks_argmax(o));
+  o.repeat_penalty = 1.1f;
+  EXPECT_FALSE(picks_argmax(o));
+  o.penalty_last_n = 0;  // a penalty over no tokens is none
+  EXPECT_TRUE(picks_argmax(o));
+  o = greedy_options();
+  o.frequency_penalty = 0.5f;
+  EXPECT_FALSE(picks_argmax(o));
+  o = greedy_options();
+  o.presence_penalty = -0.5f;
+  EXPECT_FALSE(picks_argmax(o));
 }
 
 // ---------------------------------------------------------------- filters, each alone

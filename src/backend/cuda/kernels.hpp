@@ -123,7 +123,8 @@ void f32_to_bf16(const float* x, int64_t ldx, int n_rows, int width, void* out, 
 // swiglu.cu: h[t][i] = silu(gu[t][i]) * gu[t][n_ff + i] (gate and up side by side).
 void swiglu(const float* gate_up, int n_tokens, int n_ff, float* h, cudaStream_t stream);
 
-// argmax.cu: index of the largest of each row's n floats (the first on ties).
-void argmax_rows(const float* x, int n_rows, int n, int32_t* out, cudaStream_t stream);
+// argmax.cu: index of the largest of the first n floats of each row (rows ld floats apart): the
+// first on ties, NaN and -inf never taken, -1 if nothing else is left (argmax_logit).
+void argmax_rows(const float* x, int n_rows, int n, int64_t ld, int32_t* out, cudaStream_t stream);
 
 }  // namespace lathe::cuda

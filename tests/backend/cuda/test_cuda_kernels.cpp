@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <span>
 
 #include "backend/cpu/ops.hpp"
 #include "backend/cuda/gemm.hpp"
@@ -17,6 +19,7 @@
 #include "common/test_support.hpp"
 #include "cuda_test_support.hpp"
 #include "lathe/error.hpp"
+#include "lathe/sampling.hpp"
 
 namespace lathe::cuda {
 namespace {
@@ -341,19 +344,38 @@ TEST(CudaKernels, QuantizeQ8WithNormEqualsNormThenQuantize) {
     }
 }
 
-TEST(CudaKernels, ArgmaxTakesTheFirstOfTies) {
+// The device argmax picks what the host's argmax_logit (the greedy sampler's pick) picks: the
+// first of ties, never NaN or -inf, +inf when present, -1 for a row with nothing else; only the
+// first n of each row's ld entries count.
+TEST(CudaKernels, ArgmaxMatchesTheHostGreedyPick) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(17);
-  auto x = random_floats(2 * 151936, rng);
-  x[100000] = 50.0f;
+  const int n = 151936, ld = n + 40, rows = 7;
+  auto x = random_floats(static_cast<size_t>(rows) * ld, rng);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  x[100000] = 50.0f;  // row 0: a tie, the first wins
   x[120000] = 50.0f;
-  x[151936 + 5] = 9.0f;
+  x[n + 3] = 99.0f;  // outside row 0's first n entries: ignored
+  x[ld + 5] = 9.0f;  // row 1
+  x[ld + 6] = nan;
+  for (int i = 0; i < n; ++i) x[2 * ld + i] = i % 2 ? nan : -inf;  // row 2: nothing
+  x[3 * ld + 70000] = inf;  // row 3: +inf, twice
+  x[3 * ld + 80000] = inf;
+  for (int i = 0; i < n; ++i) x[4 * ld + i] = -inf;  // row 4: one finite value among -inf
+  x[4 * ld + 151935] = -1e30f;
+  // rows 5 and 6: random
   auto dx = to_device(x);
-  DeviceBuffer out(8, "out");
-  argmax_rows(dx.as<float>(), 2, 151936, out.as<int32_t>(), nullptr);
-  const auto idx = to_host<int32_t>(out, 2);
-  EXPECT_EQ(idx[0], 100000);
-  EXPECT_EQ(idx[1], 5);
+  DeviceBuffer out(sizeof(int32_t) * rows, "out");
+  argmax_rows(dx.as<float>(), rows, n, ld, out.as<int32_t>(), nullptr);
+  const auto idx = to_host<int32_t>(out, rows);
+  const std::vector<int32_t> expected_fixed = {100000, 5, -1, 70000, 151935};
+  for (int r = 0; r < rows; ++r) {
+    const int32_t host = argmax_logit(std::span<const float>(x.data() + static_cast<size_t>(r) * ld, n));
+    if (r < 5) {
+      EXPECT_EQ(host, expected_fixed[r]) << "row " << r;
+    }
+    EXPECT_EQ(idx[r], host) << "row " << r;
+  }
 }
 
 // ---- RoPE, KV store, attention --------------------------------------------------------------
