@@ -1,11 +1,15 @@
 // Mat-vec for decode: y = W x for 1..8 tokens, each weight byte read once from device memory.
 //
-// A block of 4 warps; 1, 2 or 4 warps compute one output pair (two rows of one matrix, or for
-// SwiGLU one row of the gate and the same row of the up matrix) for every token: long rows are
-// shared by more warps so that enough loads are in flight. The lanes walk the row in "steps" (8
-// elements of a float type, one 32-element block of a quantized type), so that neighbouring
-// lanes read neighbouring 16-byte pieces of the row (coalesced); the partial sums are reduced
-// with shuffles, then across the warps of a pair in shared memory.
+// A block of 4 warps; 1, 2 or 4 warps compute one group of 2 or 4 rows (rows of one matrix, or
+// for SwiGLU rows of the gate and the same rows of the up matrix) for every token: long rows are
+// shared by more warps so that enough loads are in flight, and a group of 4 reads each activation
+// step once for four rows. The lanes walk the rows in "steps" (8 elements of a float type, one
+// 32-element block of a quantized type), so that neighbouring lanes read neighbouring 16-byte
+// pieces of a row (coalesced); the partial sums are reduced with shuffles, then across the warps
+// of a group in shared memory.
+//
+// Chained launches: the weights do not depend on the kernel before, so blocks scheduled while it
+// still runs ask L2 for their rows before they wait for it (launch.cuh).
 //
 // Q8_0, Q4_0 and Q4_1 meet activations quantized to int8 blocks (quantize_act.cu) and multiply
 // with dp4a, 4 products per instruction, as llama.cpp does; the float types and the K-quants
@@ -16,8 +20,8 @@
 //
 // RMSNorm fused (MatvecInput::norm): the float path multiplies x by the norm weights as it loads
 // them and sums x^2 from the same loads; since W (x s g) = s W (x g) for the scalar
-// s = 1 / rms(x), the sums are scaled once at the end. Every pair of warps covers the whole row,
-// so each has the whole sum of squares without another pass over x.
+// s = 1 / rms(x), the sums are scaled once at the end. The warps of a group cover the whole row,
+// so each group has the whole sum of squares without another pass over x.
 #include <algorithm>
 #include <string>
 
