@@ -25,6 +25,12 @@ namespace {
 
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
+// Whether any penalty is on, over a window (penalty_last_n) that is not empty by definition.
+bool penalties_configured(const SamplingOptions& o) noexcept {
+  return (o.repeat_penalty != 1.0f || o.frequency_penalty != 0.0f || o.presence_penalty != 0.0f) &&
+         o.penalty_last_n != 0;
+}
+
 struct Candidate {
   float logit;
   int32_t id;
@@ -219,11 +225,7 @@ struct Sampler::State {
   std::vector<float> penalized;       // all logits with the overrides applied (filters-off path)
   CandidateSet candidates;
 
-  bool penalties_active(size_t history_size) const {
-    const bool any = options.repeat_penalty != 1.0f || options.frequency_penalty != 0.0f ||
-                     options.presence_penalty != 0.0f;
-    return any && options.penalty_last_n != 0 && history_size > 0;
-  }
+  bool penalties_active(size_t history_size) const { return penalties_configured(options) && history_size > 0; }
 
   // The penalized logit of each distinct token of the window (llama.cpp: the repeat penalty once
   // per distinct token, then count * frequency + presence).
@@ -325,10 +327,7 @@ struct Sampler::State {
 };
 
 bool picks_argmax(const SamplingOptions& options) noexcept {
-  const bool penalties = (options.repeat_penalty != 1.0f || options.frequency_penalty != 0.0f ||
-                          options.presence_penalty != 0.0f) &&
-                         options.penalty_last_n != 0;
-  return options.temperature == 0.0f && !penalties;
+  return options.temperature == 0.0f && !penalties_configured(options);
 }
 
 int32_t argmax_logit(std::span<const float> logits) noexcept {

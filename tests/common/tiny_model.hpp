@@ -3,6 +3,7 @@
 // sanitizers, editing and the weight cache.
 #pragma once
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -80,6 +81,13 @@ struct TinyModel {
     writer.set("tokenizer.chat_template",
                gguf::Value::str("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"));
+  }
+
+  // Replaces the final norm's weights with NaN (build with skip = "output_norm.weight"), so that
+  // every logit is NaN.
+  void add_nan_output_norm() {
+    buffers.push_back(quantize(DType::F32, std::vector<float>(kEmbd, std::nanf(""))));
+    writer.add_tensor("output_norm.weight", DType::F32, {kEmbd}, buffers.back());
   }
 
   std::filesystem::path write(const test::TempDir& dir, const std::string& name) {

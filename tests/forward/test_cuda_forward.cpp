@@ -194,8 +194,7 @@ TEST(CudaForward, GreedyTokenOnTheDeviceIsTheHostPick) {
   }
   test::TinyModel m("output_norm.weight");
   m.add_tokenizer();
-  m.buffers.push_back(quantize(DType::F32, std::vector<float>(test::kEmbd, std::nanf(""))));
-  m.writer.add_tensor("output_norm.weight", DType::F32, {test::kEmbd}, m.buffers.back());
+  m.add_nan_output_norm();
   Session nan_session(Model::load(m.write(dir, "tiny-nan.gguf")), {.n_ctx = 32, .device = Device::cuda(0)});
   nan_session.eval(std::vector<TokenId>{1, 2});
   EXPECT_EQ(nan_session.greedy_token(), -1);

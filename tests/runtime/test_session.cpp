@@ -12,7 +12,6 @@
 
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
-#include "core/quant.hpp"
 #include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
 
@@ -183,10 +182,7 @@ TEST(Session, CallbackStreamsTheTextAndCanStop) {
 std::shared_ptr<const Model> tiny_model(const test::TempDir& dir, bool nan_norm = false) {
   test::TinyModel m(nan_norm ? "output_norm.weight" : "");
   m.add_tokenizer();
-  if (nan_norm) {
-    m.buffers.push_back(quantize(DType::F32, std::vector<float>(test::kEmbd, std::nanf(""))));
-    m.writer.add_tensor("output_norm.weight", DType::F32, {test::kEmbd}, m.buffers.back());
-  }
+  if (nan_norm) m.add_nan_output_norm();
   return Model::load(m.write(dir, nan_norm ? "tiny-nan.gguf" : "tiny.gguf"));
 }
 
