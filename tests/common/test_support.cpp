@@ -1,14 +1,16 @@
 #include "common/test_support.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 namespace lathe::test {
 
@@ -20,25 +22,61 @@ std::string oracle_python() { return LATHE_TEST_PYTHON; }
 std::filesystem::path cli_path() { return LATHE_TEST_CLI; }
 
 namespace {
-std::string drain(int fd) {
-  std::string out;
+// Reads stdout and stderr of `pid` until both close or `deadline` passes; then reaps the child,
+// killing it first when the deadline passed.
+CommandResult collect(pid_t pid, int out_fd, int err_fd, std::chrono::seconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  CommandResult r;
+  pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  int open_fds = 2;
   char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n > 0) {
-      out.append(buf, static_cast<size_t>(n));
-    } else if (n == 0 || errno != EINTR) {
+  while (open_fds > 0) {
+    int wait_ms = -1;
+    if (timeout.count() > 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        r.timed_out = true;
+        break;
+      }
+      wait_ms = static_cast<int>(std::min<long long>(left, 1000));
+    }
+    if (::poll(fds, 2, wait_ms) < 0) {
+      if (errno == EINTR) continue;
       break;
     }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;  // poll ignores negative descriptors
+        --open_fds;
+      }
+    }
   }
-  ::close(fd);
-  return out;
+  if (r.timed_out) ::kill(pid, SIGKILL);
+  for (const auto& fd : fds)
+    if (fd.fd >= 0) ::close(fd.fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (r.timed_out) r.err += "\n[test harness] killed after " + std::to_string(timeout.count()) + " s without finishing";
+  return r;
 }
 }  // namespace
 
-CommandResult run_command(const std::vector<std::string>& argv) {
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
   int out_pipe[2], err_pipe[2];
   if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) throw std::runtime_error("pipe failed");
+  // argv is built before fork: the child of a multi-threaded process should only exec.
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -48,28 +86,19 @@ CommandResult run_command(const std::vector<std::string>& argv) {
     ::close(err_pipe[0]);
     ::close(out_pipe[1]);
     ::close(err_pipe[1]);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     ::execvp(args[0], args.data());
     _exit(127);
   }
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
-  CommandResult r;
-  std::thread err_reader([&] { r.err = drain(err_pipe[0]); });
-  r.out = drain(out_pipe[0]);
-  err_reader.join();
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return collect(pid, out_pipe[0], err_pipe[0], timeout);
 }
 
-CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args) {
+CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args,
+                         std::chrono::seconds timeout) {
   std::vector<std::string> argv{oracle_python(), (source_dir() / "tests" / "oracle" / script).string()};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_command(argv);
+  return run_command(argv, timeout);
 }
 
 TempDir::TempDir(const std::string& tag) {

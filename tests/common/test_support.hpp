@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -23,11 +24,16 @@ struct CommandResult {
   int exit_code = -1;
   std::string out;  // stdout
   std::string err;  // stderr
+  bool timed_out = false;  // killed at the timeout; err ends with a line saying so
 };
-// Runs argv (no shell), capturing stdout and stderr.
-CommandResult run_command(const std::vector<std::string>& argv);
-// Runs the configured oracle Python on a script under tests/oracle/ with arguments.
-CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args);
+// Runs argv (no shell), capturing stdout and stderr. A positive `timeout` kills the command when
+// it runs longer, so that a hang fails the test with the command's output so far (ctest's own
+// timeout kills the whole test and shows nothing the command printed).
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::seconds timeout = {});
+// Runs the configured oracle Python on a script under tests/oracle/ with arguments. The default
+// timeout stays under ctest's default per-test TIMEOUT (600 s, tests/CMakeLists.txt).
+CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args,
+                         std::chrono::seconds timeout = std::chrono::seconds{540});
 
 // A fresh directory under the build tree, removed when the object goes away.
 class TempDir {

@@ -18,6 +18,10 @@ reference run's (default f16); without --reference the reference is --model itse
 peer noise is what the KV cache type alone changes. Flash attention is on for every run when
 any run keeps a q8_0 cache (llama.cpp needs it for a quantized V cache).
 
+llama.cpp keeps every weight in its plain CPU buffers (no runtime repacking, no AMX tiles), so its
+kernels are the same on every CPU. Progress goes to stderr with elapsed seconds, after a line of
+llama.cpp's build features, so that a run that fails or is killed shows how far it got.
+
 Prints one JSON object: {"lathe_vs_llama": metrics, "peer_noise": metrics | null,
 "greedy": {"identical": k, "n": n, "diverge_at": [...], "peer_identical": k | null}} where
 metrics = {positions, top1_agreement, mean_abs_diff, max_abs_diff, mean_abs_logit}.
@@ -25,12 +29,13 @@ metrics = {positions, top1_agreement, mean_abs_diff, max_abs_diff, mean_abs_logi
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llama_cpp_peer import KV_TYPES, load_llama  # noqa: E402
+from llama_cpp_peer import KV_TYPES, load_llama, system_info  # noqa: E402
 
 
 class Metrics:
@@ -92,11 +97,19 @@ def main():
     n_ctx = max([len(s) for s in sequences] + [len(q) + args.greedy_n for q in prompts])
     n_batch = max([len(s) for s in sequences] + [len(q) for q in prompts])
 
+    start = time.monotonic()
+
+    def progress(what):
+        print(f"[{time.monotonic() - start:6.1f} s] {what}", file=sys.stderr, flush=True)
+
     def load(path, kv_type):
-        return load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True, kv_type=kv_type,
-                          flash_attn=flash_attn)
+        llm = load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True, kv_type=kv_type,
+                         flash_attn=flash_attn, extra_buffers=False)
+        progress(f"loaded {path} (KV cache {kv_type})")
+        return llm
 
     llm = load(args.model, args.kv_type)
+    progress(f"llama.cpp: {system_info()}")
     ref = load(args.reference, reference_kv) if args.reference else None
     ours_vs_llama, peer_noise = Metrics(), Metrics()
     for i, ids in enumerate(sequences):
@@ -107,6 +120,7 @@ def main():
         ours_vs_llama.add(ours, theirs)
         if ref is not None:
             peer_noise.add(teacher_forced(ref, ids), theirs)
+        progress(f"sequence {i + 1}/{len(sequences)} teacher-forced ({len(ids)} tokens)")
 
     report = {"lathe_vs_llama": ours_vs_llama.report(), "peer_noise": peer_noise.report() if ref else None}
     if prompts:
@@ -119,6 +133,7 @@ def main():
             diverge.append(None if ours == theirs else k)
             if ref is not None:
                 peer_identical += greedy(ref, prompt, args.greedy_n) == theirs
+            progress(f"greedy prompt {len(diverge)}/{len(prompts)} ({args.greedy_n} tokens)")
         report["greedy"] = {"identical": identical, "n": len(prompts), "diverge_at": diverge,
                             "peer_identical": peer_identical if ref else None}
     print(json.dumps(report))
