@@ -9,9 +9,17 @@
 #   big8       the same for the Llama-3.1-8B shape (16 GB; several minutes)
 #   ablate     abliteration trial timing on the 0.5B shape (CPU engine)
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
+#   llamacpp   llama.cpp CUDA (the llama-cpp-python sdist's version, built here for sm_90 while the
+#              other stages run) as the same-run peer of big05/big8: each model converted to GGUF
+#              BF16/Q8_0/Q4_0 and run with llama-bench (bench/llama_cpp_cuda.sh; needs
+#              .gl/llama.cpp.tar.xz, made here by `bench/llama_cpp_cuda.sh pack`, carried)
 #   baseline   also build an earlier version (LATHE_GPU_BASELINE, default .gl/base.tar.gz: made here by
 #              `git archive --format=tar.gz -o .gl/base.tar.gz REV` and carried) and run big05/big8's
 #              lathe benchmarks with it too, on the same card in the same call
+# Knobs: LATHE_GPU_HF=0 (no transformers reference or speed), LATHE_GPU_HF_SPEED=0 (reference
+# only; LATHE_GPU_HF_SPEED_8B for the 8B shape alone), LATHE_GPU_BENCH=0 (no lathe benchmarks),
+# LATHE_GPU_BIG_EXTRAS=0 (no Q8_0-KV / half-activation extras), LATHE_GPU_AB_ENV=VAR=value (decode
+# again with that environment), LATHE_GPU_PROFILE_TYPES (profile05's weight types).
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -43,6 +51,13 @@ if has build; then
   ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_vs_transformers \
     test_cuda_vs_hf_big test_device_layout test_ablation_cuda lathe_bench_cuda_matvec >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
+fi
+
+# llama.cpp's CUDA build takes minutes: started now, in the background, waited for after big05/big8.
+LLAMA_WORK="$WORK/llama.cpp"; LLAMA_PID=""
+if has llamacpp; then
+  bench/llama_cpp_cuda.sh build .gl/llama.cpp.tar.xz "$LLAMA_WORK" >"$WORK/llama-build.log" 2>&1 &
+  LLAMA_PID=$!
 fi
 
 BASE=""
@@ -161,14 +176,59 @@ PY
   LATHE_CUDA_BF16_GEMM=f16 $LATHE bench -m "$dir" --device cuda -p 512 -n 0 -r 3 --json >"$LOGS/bench_${name}_f16act.json" 2>/dev/null &&
     row "$name BF16 pp512 with half activations" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_f16act.json'))[0];print(round(d['avg_ts']),'±',round(d['stddev_ts']))") t/s"
 }
-has big05 && big qwen2.5-0.5b qwen05
-has big8 && big llama-3.1-8b llama8b "${LATHE_GPU_HF_SPEED_8B:-1}" llama3
+has big05 && big qwen2.5-0.5b qwen05 "${LATHE_GPU_HF_SPEED:-1}"
+has big8 && big llama-3.1-8b llama8b "${LATHE_GPU_HF_SPEED_8B:-${LATHE_GPU_HF_SPEED:-1}}" llama3
 if { has big05 || has big8; } && [ "$(python3 -c "import json;print(len(json.load(open('$BIG_CASES'))))")" != 0 ]; then
   LATHE_HF_BIG="$BIG_CASES" run_gtest big "big models vs transformers" $T/forward/test_cuda_vs_hf_big
   grep -E '^big: ' "$LOGS/big.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   LATHE_CUDA_BF16_GEMM=f16 LATHE_HF_BIG="$BIG_CASES" $T/forward/test_cuda_vs_hf_big >"$LOGS/big_f16act.log" 2>&1
   grep -E '^big: .*production' "$LOGS/big_f16act.log" | sed 's/^/    half activations: /' | tee -a "$OUT/summary.md" || true
   for f in "$LOGS"/hf_*.json; do python3 -c "import json; d=json.load(open('$f')); 'hf_bf16_top1_vs_f32' in d and print('    $(basename "$f") transformers bf16 vs f32: top-1', round(d['hf_bf16_top1_vs_f32'], 4), 'relative error', round(d['hf_bf16_rel_err_vs_f32'], 5))" | tee -a "$OUT/summary.md"; done
+fi
+
+# llama.cpp on the same models in the same call: GGUF BF16 / Q8_0 / Q4_0, pp512 and tg128, the
+# better of flash attention off and on; lathe's figures from the bench JSON above.
+LLAMA_ROWS=()
+if [ -n "$LLAMA_PID" ]; then
+  start=$SECONDS
+  if wait "$LLAMA_PID"; then
+    row "llama.cpp CUDA build" "ok (waited $((SECONDS - start)) s after the other stages)"
+    for name in qwen05 llama8b; do
+      [ -f "$WORK/$name/config.json" ] || continue
+      start=$SECONDS
+      bench/llama_cpp_cuda.sh bench "$LLAMA_WORK" "$WORK/$name" "$LOGS/llama_$name.json" >"$LOGS/llama_$name.log" 2>&1 ||
+        { tail -20 "$LOGS/llama_$name.log"; status=1; continue; }
+      row "$name: llama.cpp convert + quantize + llama-bench" "$((SECONDS - start)) s"
+      while IFS= read -r line; do LLAMA_ROWS+=("$line"); echo "$line" >>"$OUT/summary.md"; done < <(
+        python3 - "$LOGS/llama_$name.json" "$LOGS" "$name" <<'PY'
+import json, os, sys
+runs, logs, name = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+for label in ("BF16", "Q8_0", "Q4_0"):
+    mine = [r for r in runs if r["model_filename"].endswith(f"llama-{label}.gguf")]
+    best = {}
+    for test, key in (("pp512", "n_prompt"), ("tg128", "n_gen")):
+        cands = [r for r in mine if r[key] > 0]
+        if cands: best[test] = max(cands, key=lambda r: max(r["samples_ts"]))
+    lathe_path = os.path.join(logs, f"bench_{name}_{label}.json")
+    lathe = {r["test"]: r for r in json.load(open(lathe_path))} if os.path.exists(lathe_path) else {}
+    # llama-bench's first pp512 repetition runs 10-50% slower than the others (seen on the H200):
+    # the ratios use its fastest repetition, so that the peer is not held back by its warm-up.
+    cells = []
+    for test in ("pp512", "tg128"):
+        b = best.get(test)
+        cells.append(f'{b["avg_ts"]:.1f} ± {b["stddev_ts"]:.1f}, fastest {max(b["samples_ts"]):.1f} '
+                     f'(fa {"on" if b["flash_attn"] else "off"})' if b else "-")
+    for test in ("pp512", "tg128"):
+        b, l = best.get(test), lathe.get(test)
+        cells.append(f'{l["avg_ts"] / max(b["samples_ts"]):.2f}x' if b and l else "-")
+    print(f"| {name} {label} | " + " | ".join(cells) + " |")
+PY
+      )
+    done
+  else
+    row "llama.cpp CUDA build" "FAILED"; tail -30 "$WORK/llama-build.log"; status=1
+  fi
+  cp "$WORK/llama-build.log" "$LOGS/" 2>/dev/null
 fi
 
 # Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills of the 0.5B
@@ -219,6 +279,12 @@ if [ ${#BENCH_ROWS[@]} -gt 0 ]; then
   echo "| model (CUDA) | lathe pp512 t/s | lathe tg128 t/s | lathe 16x tg128 t/s | HF eager pp512 | HF eager tg128 | HF eager 16x tg128 |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${BENCH_ROWS[@]}"
+fi
+if [ ${#LLAMA_ROWS[@]} -gt 0 ]; then
+  echo
+  echo "| model (CUDA, same call) | llama.cpp pp512 t/s | llama.cpp tg128 t/s | lathe / llama.cpp pp512 (fastest rep.) | lathe / llama.cpp tg128 (fastest rep.) |"
+  echo "|---|---:|---:|---:|---:|"
+  printf '%s\n' "${LLAMA_ROWS[@]}"
 fi
 has ablate && cat "$LOGS/ablate_table.md"
 [ -f "$LOGS/matvec_summary.md" ] && { echo; cat "$LOGS/matvec_summary.md"; }

@@ -253,13 +253,19 @@ struct CudaForward::Impl {
       }
       return;
     }
+    // The matrices reading xin share its 16-bit conversion when they want the same one.
+    cuda::GemmInput in;
+    const auto input_for = [&](const cuda::DeviceMatrix& w) {
+      in = cuda::gemm_input(w, xin, ldx, n, gemm_scratch, stream, in.x != nullptr ? &in : nullptr);
+      return in;
+    };
     for (const auto& t : targets) {
       if (ep == Epilogue::SwiGLU) {
-        cuda::gemm(*blas, t.a, xin, ldx, n, gu, 2 * n_ff, 0.0f, gemm_scratch, stream);
-        cuda::gemm(*blas, t.b, xin, ldx, n, gu + n_ff, 2 * n_ff, 0.0f, gemm_scratch, stream);
+        cuda::gemm(*blas, t.a, input_for(t.a), gu, 2 * n_ff, 0.0f, gemm_scratch, stream);
+        cuda::gemm(*blas, t.b, input_for(t.b), gu + n_ff, 2 * n_ff, 0.0f, gemm_scratch, stream);
         cuda::swiglu(gu, n, static_cast<int>(n_ff), t.y, stream);
       } else {
-        cuda::gemm(*blas, t.a, xin, ldx, n, t.y, t.ldy, ep == Epilogue::Add ? 1.0f : 0.0f, gemm_scratch, stream);
+        cuda::gemm(*blas, t.a, input_for(t.a), t.y, t.ldy, ep == Epilogue::Add ? 1.0f : 0.0f, gemm_scratch, stream);
       }
     }
   }

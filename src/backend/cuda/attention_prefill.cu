@@ -1,9 +1,11 @@
-// Prefill attention, tiled like flash attention: block (query tile, head) keeps a tile of 16
-// queries in shared memory and walks the causally visible keys 32 at a time, with an online
-// softmax (running max and sum per query), so the score matrix never exists in device memory.
-// Eight threads share a query row: each scores 4 keys of the tile and accumulates every 8th
-// dimension of the output. K/V tiles arrive with 16-byte loads; rows are padded by one float so
-// that the threads of a warp hit distinct shared-memory banks.
+// Prefill attention on float32 units, for float32 KV caches and head sizes other than 64 and
+// 128 (the others run on tensor cores: attention_prefill_mma.cu). Tiled like flash attention:
+// block (query tile, head) keeps a tile of 16 queries in shared memory and walks the causally
+// visible keys 32 at a time, with an online softmax (running max and sum per query), so the
+// score matrix never exists in device memory. Eight threads share a query row: each scores 4
+// keys of the tile and accumulates every 8th dimension of the output. K/V tiles arrive with
+// 16-byte loads; rows are padded by one float so that the threads of a warp hit distinct
+// shared-memory banks.
 #include <cmath>
 
 #include "backend/cuda/common.cuh"
@@ -147,6 +149,11 @@ void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t strea
   if (a.head_dim > 256 || a.head_dim % 8 != 0 || a.n_head % a.n_head_kv != 0)
     throw InternalError("attention_prefill: head_dim <= 256, a multiple of 8, and n_head a multiple of n_head_kv");
   require_kv_heads_fit(a.kv_format, a.head_dim, "attention_prefill");
+  if (attention_prefill_uses_tensor_cores(a)) {
+    attention_prefill_mma(a, first_pos, stream);
+    check_launch("attention_prefill_mma");
+    return;
+  }
   dispatch_kv_format(a.kv_format, [&]<KvFormat F>() { launch_d<F>(a, first_pos, stream); });
   check_launch("attention_prefill");
 }

@@ -24,6 +24,9 @@ class Blas {
   cublasHandle_t handle_ = nullptr;
 };
 
+// The 16-bit form the activations take for a product (None: float32 weights, no conversion).
+enum class Dtype16 { None, BF16, F16 };
+
 // Scratch the products need: activations in 16 bits (act16_elems halves) and decoded weight rows
 // (w16_elems halves; a quantized matrix is decoded w16_elems / cols rows at a time).
 struct GemmScratch {
@@ -37,7 +40,27 @@ struct GemmScratch {
   bool bf16_as_f16 = false;
 };
 
-// y[t * ldy + r] = beta * y[...] + sum_c W[r][c] * x[t * ldx + c] for t < n_tokens.
+// The activations of a product, in the form the weights meet: float32 (F32 weights), or converted
+// once to bfloat16 / half in scratch.act16, so that the matrices reading the same input (Q, K and
+// V; gate and up) share one conversion.
+struct GemmInput {
+  const float* x = nullptr;  // the float32 activations: x[t * ldx + c]
+  int64_t ldx = 0;
+  int n_tokens = 0;
+  int64_t cols = 0;
+  Dtype16 type16 = Dtype16::None;  // what act16 holds
+};
+
+// Prepares `x` for products with weights like `w` (type and width): converts it into
+// scratch.act16 unless it already holds that (`reuse`, from an earlier call with the same x).
+GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
+                     cudaStream_t stream, const GemmInput* reuse = nullptr);
+
+// y[t * ldy + r] = beta * y[...] + sum_c W[r][c] * x[t * ldx + c] for t < in.n_tokens.
+void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y, int64_t ldy, float beta,
+          const GemmScratch& scratch, cudaStream_t stream);
+
+// The same for one product: gemm_input, then gemm.
 void gemm(const Blas& blas, const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, float* y, int64_t ldy,
           float beta, const GemmScratch& scratch, cudaStream_t stream);
 

@@ -30,43 +30,85 @@ Blas::~Blas() {
   if (handle_ != nullptr) cublasDestroy(handle_);
 }
 
-void gemm(const Blas& blas, const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, float* y, int64_t ldy,
-          float beta, const GemmScratch& scratch, cudaStream_t stream) {
+namespace {
+
+Dtype16 activation_type(const DeviceMatrix& w, const GemmScratch& scratch) {
+  if (w.type == DType::F32) return Dtype16::None;
+  return w.type == DType::BF16 && !scratch.bf16_as_f16 ? Dtype16::BF16 : Dtype16::F16;
+}
+
+// Rows of a block-quantized matrix decoded per product: as many as the scratch holds, split
+// evenly, rounded up to a multiple of 64 rows. cuBLAS picks its fast kernels only for aligned
+// operands: chunks of 8,190 rows (the scratch's size over 4,096 columns) put the output pointer
+// of every chunk after the first at an 8-byte boundary and made it fall back to a slow kernel for
+// every chunk (8B Q4_0 prefill: 170 us per product instead of ~70).
+int64_t rows_per_chunk(int64_t rows, int64_t cols, size_t scratch_elems) {
+  constexpr int64_t kAlign = 64;
+  const int64_t fit = static_cast<int64_t>(scratch_elems / static_cast<size_t>(cols));
+  if (fit < 1) throw InternalError("gemm: weight scratch too small");
+  if (fit < kAlign || fit >= rows) return std::min(fit, rows);
+  const int64_t max_chunk = fit / kAlign * kAlign;
+  const int64_t n_chunks = (rows + max_chunk - 1) / max_chunk;
+  const int64_t even = (rows + n_chunks - 1) / n_chunks;
+  return std::min(max_chunk, (even + kAlign - 1) / kAlign * kAlign);
+}
+
+}  // namespace
+
+GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
+                     cudaStream_t stream, const GemmInput* reuse) {
+  GemmInput in{x, ldx, n_tokens, w.cols, activation_type(w, scratch)};
+  if (reuse != nullptr && reuse->x == x && reuse->ldx == ldx && reuse->n_tokens == n_tokens &&
+      reuse->cols == in.cols && reuse->type16 == in.type16)
+    return in;
+  if (in.type16 == Dtype16::None || n_tokens <= 0) return in;
+  if (scratch.act16_elems < static_cast<size_t>(n_tokens) * static_cast<size_t>(in.cols))
+    throw InternalError("gemm: activation scratch too small");
+  const int k = static_cast<int>(in.cols);
+  if (in.type16 == Dtype16::BF16) f32_to_bf16(x, ldx, n_tokens, k, scratch.act16, stream);
+  else f32_to_f16(x, ldx, n_tokens, k, scratch.act16, stream);
+  return in;
+}
+
+void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y, int64_t ldy, float beta,
+          const GemmScratch& scratch, cudaStream_t stream) {
+  const int n_tokens = in.n_tokens;
   if (n_tokens <= 0) return;
+  if (in.cols != w.cols || in.type16 != activation_type(w, scratch))
+    throw InternalError("gemm: the input was prepared for another kind of matrix");
   const float alpha = 1.0f;
   const int k = static_cast<int>(w.cols);
-  if (w.type == DType::F32) {
+  if (in.type16 == Dtype16::None) {
     // Row-major W [rows][cols] is column-major cols x rows: C (rows x n) = W^T-view * X.
     check_blas(cublasSgemm(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), n_tokens, k, &alpha,
-                           reinterpret_cast<const float*>(w.qs), k, x, static_cast<int>(ldx), &beta, y,
+                           reinterpret_cast<const float*>(w.qs), k, in.x, static_cast<int>(in.ldx), &beta, y,
                            static_cast<int>(ldy)),
                "SGEMM");
     return;
   }
-  if (scratch.act16_elems < static_cast<size_t>(n_tokens) * k)
-    throw InternalError("gemm: activation scratch too small");
-  const bool bf16 = w.type == DType::BF16 && !scratch.bf16_as_f16;
-  if (bf16) f32_to_bf16(x, ldx, n_tokens, k, scratch.act16, stream);
-  else f32_to_f16(x, ldx, n_tokens, k, scratch.act16, stream);
-  const cudaDataType_t type16 = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const cudaDataType_t type16 = in.type16 == Dtype16::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   auto product = [&](const void* a, int64_t rows, float* c) {
     check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n_tokens, k, &alpha, a,
                             type16, k, scratch.act16, type16, k, &beta, c, CUDA_R_32F, static_cast<int>(ldy),
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "GemmEx");
   };
-  if (w.type == DType::F16 || bf16) {  // straight from the weights
+  if (w.type == DType::F16 || in.type16 == Dtype16::BF16) {  // straight from the weights
     product(w.qs, w.rows, y);
     return;
   }
-  // Block-quantized: decode a chunk of rows to half, multiply, next chunk.
-  const int64_t chunk = static_cast<int64_t>(scratch.w16_elems / static_cast<size_t>(k));
-  if (chunk < 1) throw InternalError("gemm: weight scratch too small");
+  // Block-quantized (or BF16 as half): decode a chunk of rows to half, multiply, next chunk.
+  const int64_t chunk = rows_per_chunk(w.rows, w.cols, scratch.w16_elems);
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
     const int64_t n = std::min(chunk, w.rows - r0);
     dequantize_rows_f16(w, r0, n, scratch.w16, stream);
     product(scratch.w16, n, y + r0);
   }
+}
+
+void gemm(const Blas& blas, const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, float* y, int64_t ldy,
+          float beta, const GemmScratch& scratch, cudaStream_t stream) {
+  gemm(blas, w, gemm_input(w, x, ldx, n_tokens, scratch, stream), y, ldy, beta, scratch, stream);
 }
 
 }  // namespace lathe::cuda

@@ -110,7 +110,11 @@ void attention_decode(const AttentionArgs& args, int n_splits, int split_len, fl
 // attention_prefill.cu: causal attention of n_tokens consecutive queries of one sequence
 // (positions first_pos.., slots[0] for all), tiled like flash attention (online softmax, no
 // score matrix in memory).
+// Half and Q8_0 caches with head_dim 64 or 128 run on tensor cores (attention_prefill_mma.cu,
+// LATHE_CUDA_MMA_ATTENTION=0 turns that off); the rest, float32 caches included, on float32 units.
 void attention_prefill(const AttentionArgs& args, int first_pos, cudaStream_t stream);
+bool attention_prefill_uses_tensor_cores(const AttentionArgs& args);
+void attention_prefill_mma(const AttentionArgs& args, int first_pos, cudaStream_t stream);
 
 // dequantize.cu: rows [first, first + n) of m into IEEE half, row-major (n x m.cols).
 void dequantize_rows_f16(const DeviceMatrix& m, int64_t first, int64_t n, void* out, cudaStream_t stream);

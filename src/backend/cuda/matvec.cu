@@ -23,7 +23,9 @@
 // s = 1 / rms(x), the sums are scaled once at the end. The warps of a group cover the whole row,
 // so each group has the whole sum of squares without another pass over x.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/launch.cuh"
@@ -244,14 +246,27 @@ void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
 // steps), where 4 warps keep more loads in flight. Never more warps than the row has 32-step
 // slices. (A rule tuned on the benchmark alone, more warps for the 8B shapes, looked better there
 // but lost 3-5% of 8B Q8_0/Q4_0 decode in whole decode steps: docs/PERFORMANCE.md.)
-// Groups of 4 rows only for float weights on very tall matrices (>= 8192 pairs: the output head)
-// at 1-2 tokens: +2% to +7% there; the 8-bit types gained nothing from them.
+// Groups of 4 rows for float weights on very tall matrices (>= 8192 pairs: the output head) at
+// 1-2 tokens: +2% to +7% there. For the 8-bit types on tall matrices of short rows (< 64 steps:
+// Qwen2.5-0.5B's gate/up and output head, 896 columns) the benchmark gave +5% to +12% per matrix
+// and whole decode steps +3.0% (Q8_0) and +0.5% (Q4_0); on the 8B shape's long rows nothing
+// (LATHE_CUDA_Q8_ROWS4=0 turns this off, to measure what it brings).
+bool q8_four_row_groups_enabled() {
+  static const bool turned_off = [] {
+    const char* e = std::getenv("LATHE_CUDA_Q8_ROWS4");
+    return e != nullptr && std::string_view(e) == "0";
+  }();
+  return !turned_off;
+}
+
 MatvecLayout choose_layout(DType type, int64_t pairs, int64_t n_steps, int n_tokens) {
   MatvecLayout layout{pairs < 1024 ? 4 : pairs < 3072 ? 2 : n_steps >= 512 ? 4 : 1, 2};
   int& wpg = layout.warps_per_group;
   while (wpg > 1 && static_cast<int64_t>(wpg / 2) * 32 >= n_steps) wpg /= 2;
   const bool float_type = type == DType::F32 || type == DType::F16 || type == DType::BF16;
   if (pairs >= 8192 && float_type && n_tokens <= 2) layout.rows_per_group = 4;
+  if (matvec_reads_q8(type) && pairs >= 4096 && n_steps < 64 && n_tokens <= 2 && q8_four_row_groups_enabled())
+    layout.rows_per_group = 4;
   return layout;
 }
 

@@ -239,6 +239,43 @@ TEST(CudaKernels, GemmEveryWeightTypeWithAccumulation) {
   }
 }
 
+// Q, K and V (gate and up) share one 16-bit conversion of their input: two products from one
+// gemm_input equal two separate ones, and an input prepared for another weight type is refused.
+TEST(CudaKernels, GemmInputIsSharedAndCheckedAgainstTheMatrix) {
+  LATHE_REQUIRE_GPU();
+  std::mt19937 rng(14);
+  const int64_t rows = 96, cols = 256;
+  const int n = 12;
+  cudaStream_t stream = nullptr;
+  Blas blas(stream);
+  DeviceBuffer act16(2 * n * cols, "act16"), w16(2 * rows * cols, "w16");
+  GemmScratch scratch{act16.data(), static_cast<size_t>(n * cols), w16.data(), static_cast<size_t>(rows * cols)};
+  const auto x = random_floats(static_cast<size_t>(n * cols), rng);
+  auto dx = to_device(x);
+  for (DType type : {DType::BF16, DType::Q8_0}) {
+    const auto first_bytes = test::random_matrix(type, rows, cols, rng);
+    const auto second_bytes = test::random_matrix(type, rows, cols, rng);
+    const auto first = test::upload_matrix(type, first_bytes, rows, cols);
+    const auto second = test::upload_matrix(type, second_bytes, rows, cols);
+    DeviceBuffer shared_y(sizeof(float) * 2 * n * rows, "shared"), alone_y(sizeof(float) * 2 * n * rows, "alone");
+    GemmInput in = gemm_input(first.view, dx.as<float>(), cols, n, scratch, stream);
+    gemm(blas, first.view, in, shared_y.as<float>(), 2 * rows, 0.0f, scratch, stream);
+    in = gemm_input(second.view, dx.as<float>(), cols, n, scratch, stream, &in);  // reused: no conversion
+    gemm(blas, second.view, in, shared_y.as<float>() + rows, 2 * rows, 0.0f, scratch, stream);
+    gemm(blas, first.view, dx.as<float>(), cols, n, alone_y.as<float>(), 2 * rows, 0.0f, scratch, stream);
+    gemm(blas, second.view, dx.as<float>(), cols, n, alone_y.as<float>() + rows, 2 * rows, 0.0f, scratch, stream);
+    const auto shared = to_host<float>(shared_y, static_cast<size_t>(2 * n * rows));
+    const auto alone = to_host<float>(alone_y, static_cast<size_t>(2 * n * rows));
+    // Same products up to cuBLAS's choice of kernel; a stale or missing conversion is far off.
+    EXPECT_LT(nmse(shared, std::vector<double>(alone.begin(), alone.end())), 1e-10) << dtype_name(type);
+  }
+  const auto f32 = test::upload_matrix(DType::F32, test::random_matrix(DType::F32, rows, cols, rng), rows, cols);
+  const auto bf16 = test::upload_matrix(DType::BF16, test::random_matrix(DType::BF16, rows, cols, rng), rows, cols);
+  DeviceBuffer y(sizeof(float) * n * rows, "y");
+  const GemmInput for_f32 = gemm_input(f32.view, dx.as<float>(), cols, n, scratch, stream);
+  EXPECT_THROW(gemm(blas, bf16.view, for_f32, y.as<float>(), rows, 0.0f, scratch, stream), InternalError);
+}
+
 TEST(CudaKernels, EmbedAndDequantizeMatchTheReferenceDecoder) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(14);
@@ -257,11 +294,12 @@ TEST(CudaKernels, EmbedAndDequantizeMatchTheReferenceDecoder) {
     const bool converted = !is_native_device_type(type);
     EXPECT_LT(nmse(to_host<float>(out, ref.size()), ref), converted ? 1e-6 : 1e-14) << dtype_name(type);
 
-    DeviceBuffer half(2 * 10 * cols, "half");
-    dequantize_rows_f16(m.view, 30, 10, half.data(), nullptr);
-    const auto h = to_host<uint16_t>(half, static_cast<size_t>(10 * cols));
+    // Rows 30..40: 176 or 704 steps, so the last block of 128 steps is partly empty.
+    DeviceBuffer half(2 * 11 * cols, "half");
+    dequantize_rows_f16(m.view, 30, 11, half.data(), nullptr);
+    const auto h = to_host<uint16_t>(half, static_cast<size_t>(11 * cols));
     double worst = 0;
-    for (int64_t i = 0; i < 10 * cols; ++i) {
+    for (int64_t i = 0; i < 11 * cols; ++i) {
       const double r = w[30 * cols + i];
       worst = std::max(worst, std::abs(lathe::f16_to_f32(h[i]) - r) / std::max(std::abs(r), 1e-3));
     }
@@ -621,30 +659,40 @@ TEST(CudaKernels, AttentionDecodeSplitsAndGroups) {
     }
 }
 
+// Several query tiles (64 on tensor cores, 16 on float32 units) and key tiles, a partly filled
+// last tile of each, and a prompt that continues a cached one.
 TEST(CudaKernels, AttentionPrefillIsCausalFromFirstPos) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(20);
   for (HeadShape hs : kShapes)
     for (KvFormat format : kFormats)
-      for (int first_pos : {0, 13}) {
-        if (format == KvFormat::Q8_0 && hs.head_dim % 32 != 0) continue;  // refused by the engines
-        const int n = 45, n_ctx = 64, width = hs.n_head * hs.head_dim;
-        AttentionCase c(hs, format, n_ctx, rng);
-        const auto q = random_floats(static_cast<size_t>(n * width), rng);
-        const std::vector<int32_t> slots(n, 1);
-        auto dq = to_device(q), dslots = to_device(slots);
-        DeviceBuffer out(sizeof(float) * n * width, "out");
-        attention_prefill(c.args(dq.as<float>(), out.as<float>(), n, nullptr, dslots.as<int32_t>()), first_pos,
-                          nullptr);
-        std::vector<double> ref;
-        for (int t = 0; t < n; ++t) {
-          const auto r = c.reference(q, t, 1, first_pos + t + 1);
-          ref.insert(ref.end(), r.begin(), r.end());
+      for (int n : {45, 130})
+        for (int first_pos : {0, 13, 150}) {
+          if (format == KvFormat::Q8_0 && hs.head_dim % 32 != 0) continue;  // refused by the engines
+          const int n_ctx = 300, width = hs.n_head * hs.head_dim;
+          AttentionCase c(hs, format, n_ctx, rng);
+          const auto q = random_floats(static_cast<size_t>(n * width), rng);
+          const std::vector<int32_t> slots(n, 1);
+          auto dq = to_device(q), dslots = to_device(slots);
+          DeviceBuffer out(sizeof(float) * n * width, "out");
+          const AttentionArgs args = c.args(dq.as<float>(), out.as<float>(), n, nullptr, dslots.as<int32_t>());
+          attention_prefill(args, first_pos, nullptr);
+          std::vector<double> ref;
+          for (int t = 0; t < n; ++t) {
+            const auto r = c.reference(q, t, 1, first_pos + t + 1);
+            ref.insert(ref.end(), r.begin(), r.end());
+          }
+          // Tensor cores round the queries and the softmax weights to half (2^-11 relative).
+          const bool tensor_cores = attention_prefill_uses_tensor_cores(args);
+          if (format == KvFormat::F32) {
+            EXPECT_FALSE(tensor_cores) << "the float32 cache is the exact path";
+          } else if (hs.head_dim == 64 || hs.head_dim == 128) {
+            EXPECT_TRUE(tensor_cores) << kv_format_name(format) << " D=" << hs.head_dim;
+          }
+          EXPECT_LT(nmse(to_host<float>(out, ref.size()), ref), tensor_cores ? 1e-5 : 1e-10)
+              << hs.n_head << "/" << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format)
+              << " n=" << n << " first=" << first_pos << (tensor_cores ? " (tensor cores)" : "");
         }
-        EXPECT_LT(nmse(to_host<float>(out, ref.size()), ref), 1e-10)
-            << hs.n_head << "/" << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format)
-            << " first=" << first_pos;
-      }
 }
 
 TEST(CudaKernels, OutOfMemoryIsTypedAndTheDeviceStaysUsable) {
