@@ -3,6 +3,7 @@
 // without a kernel become F16 equal to the reference dequantization rounded to half.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -98,6 +99,44 @@ TEST(DeviceLayout, TypesWithoutADecoderAreRefused) {
   } catch (const UnsupportedError& e) {
     EXPECT_NE(std::string(e.what()).find("blk.0.attn_q.weight"), std::string::npos);
   }
+}
+
+// The chunks a quantized matrix is decoded in for cuBLAS: they cover the matrix, fit the scratch,
+// are a multiple of 64 rows whenever 64 rows fit (cuBLAS's fast kernels need aligned operands),
+// and are about even.
+TEST(DeviceLayout, GemmChunksFitAlignAndCoverTheMatrix) {
+  struct Case {
+    int64_t rows, cols;
+    size_t scratch;
+  };
+  const Case cases[] = {
+      {4096, 4096, 2340 * 14336},   // Llama-3.1-8B output projection in the 8B scratch: one chunk
+      {14336, 4096, 2340 * 14336},  // gate / up: 8,190 rows fit (the misaligned chunk before)
+      {4096, 14336, 2340 * 14336},  // down
+      {896, 4864, 6898 * 4864},     // Qwen2.5-0.5B down: all in one chunk
+      {300, 768, 128 * 768},        // the GPU test's shape: several chunks
+      {1000, 512, 40 * 512},        // fewer than 64 rows fit: as many as fit
+      {7, 64, 1000 * 64},           // a matrix smaller than the scratch
+  };
+  for (const Case& c : cases) {
+    const int64_t chunk = gemm_chunk_rows(c.rows, c.cols, c.scratch);
+    const auto fit = static_cast<int64_t>(c.scratch / static_cast<size_t>(c.cols));
+    EXPECT_GE(chunk, 1);
+    EXPECT_LE(chunk, fit) << c.rows << "x" << c.cols;
+    EXPECT_LE(chunk, c.rows) << c.rows << "x" << c.cols;
+    if (fit >= 64 && chunk < c.rows) {
+      EXPECT_EQ(chunk % 64, 0) << c.rows << "x" << c.cols;
+      const int64_t n_chunks = (c.rows + chunk - 1) / chunk;
+      EXPECT_EQ(n_chunks, (c.rows + fit / 64 * 64 - 1) / (fit / 64 * 64)) << "no more chunks than needed";
+    }
+    if (fit < 64) {
+      EXPECT_EQ(chunk, std::min(fit, c.rows));
+    }
+  }
+  EXPECT_EQ(gemm_chunk_rows(4096, 4096, 2340 * 14336), 4096);
+  EXPECT_EQ(gemm_chunk_rows(14336, 4096, 2340 * 14336), 7168) << "8,190 rows fit: two even, aligned chunks";
+  EXPECT_EQ(gemm_chunk_rows(4096, 14336, 2340 * 14336), 2048);
+  EXPECT_THROW(gemm_chunk_rows(10, 4096, 4095), InternalError);
 }
 
 }  // namespace

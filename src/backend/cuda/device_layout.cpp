@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -105,6 +106,19 @@ void repack_rows(DType stored, const uint8_t* src, size_t src_row_bytes, int64_t
       }
     }
   }
+}
+
+int64_t gemm_chunk_rows(int64_t rows, int64_t cols, size_t scratch_elems) {
+  constexpr int64_t kAlign = 64;
+  const int64_t fit = cols > 0 ? static_cast<int64_t>(scratch_elems / static_cast<size_t>(cols)) : 0;
+  if (fit < 1)
+    throw InternalError(fmt::format("gemm: a weight scratch of {} halves holds no row of {} columns", scratch_elems,
+                                    cols));
+  if (fit < kAlign || fit >= rows) return std::min(fit, rows);
+  const int64_t max_chunk = fit / kAlign * kAlign;
+  const int64_t n_chunks = (rows + max_chunk - 1) / max_chunk;
+  const int64_t even = (rows + n_chunks - 1) / n_chunks;
+  return std::min(max_chunk, (even + kAlign - 1) / kAlign * kAlign);
 }
 
 }  // namespace lathe::cuda

@@ -36,4 +36,13 @@ size_t scales_row_bytes(DType device, int64_t cols);
 void repack_rows(DType stored, const uint8_t* src, size_t src_row_bytes, int64_t rows, int64_t cols, uint8_t* qs_out,
                  uint8_t* scales_out);
 
+// Rows of a block-quantized matrix decoded to half per cuBLAS product in prefill, when the scratch
+// holds scratch_elems halves: as many as fit, split evenly over the chunks, and a multiple of 64
+// rows whenever 64 fit. cuBLAS takes its fast kernels only for aligned operands: chunks of 8,190
+// rows (a 32 Mi-half scratch over 4,096 columns) left the output of every later chunk 8-byte
+// aligned, and cuBLAS ran every product of an 8B Q4_0 prefill in a kernel for 2-element alignment,
+// 2.4x slower than the BF16 model's products (docs/PERFORMANCE.md). Throws InternalError when not
+// one row fits.
+int64_t gemm_chunk_rows(int64_t rows, int64_t cols, size_t scratch_elems);
+
 }  // namespace lathe::cuda

@@ -52,7 +52,8 @@ struct GemmInput {
 };
 
 // Prepares `x` for products with weights like `w` (type and width): converts it into
-// scratch.act16 unless it already holds that (`reuse`, from an earlier call with the same x).
+// scratch.act16 unless `reuse` says it already holds that. `reuse` must be the last GemmInput
+// made with this scratch (a conversion in between, gemm()'s own included, overwrites act16).
 GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
                      cudaStream_t stream, const GemmInput* reuse = nullptr);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/device_layout.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "lathe/error.hpp"
 
@@ -19,6 +20,11 @@ void check_blas(cublasStatus_t status, const char* what) {
                                 cublasGetStatusString(status)));
 }
 
+Dtype16 activation_type(const DeviceMatrix& w, const GemmScratch& scratch) {
+  if (w.type == DType::F32) return Dtype16::None;
+  return w.type == DType::BF16 && !scratch.bf16_as_f16 ? Dtype16::BF16 : Dtype16::F16;
+}
+
 }  // namespace
 
 Blas::Blas(cudaStream_t stream) {
@@ -29,31 +35,6 @@ Blas::Blas(cudaStream_t stream) {
 Blas::~Blas() {
   if (handle_ != nullptr) cublasDestroy(handle_);
 }
-
-namespace {
-
-Dtype16 activation_type(const DeviceMatrix& w, const GemmScratch& scratch) {
-  if (w.type == DType::F32) return Dtype16::None;
-  return w.type == DType::BF16 && !scratch.bf16_as_f16 ? Dtype16::BF16 : Dtype16::F16;
-}
-
-// Rows of a block-quantized matrix decoded per product: as many as the scratch holds, split
-// evenly, rounded up to a multiple of 64 rows. cuBLAS picks its fast kernels only for aligned
-// operands: chunks of 8,190 rows (the scratch's size over 4,096 columns) put the output pointer
-// of every chunk after the first at an 8-byte boundary and made it fall back to a slow kernel for
-// every chunk (8B Q4_0 prefill: 170 us per product instead of ~70).
-int64_t rows_per_chunk(int64_t rows, int64_t cols, size_t scratch_elems) {
-  constexpr int64_t kAlign = 64;
-  const int64_t fit = static_cast<int64_t>(scratch_elems / static_cast<size_t>(cols));
-  if (fit < 1) throw InternalError("gemm: weight scratch too small");
-  if (fit < kAlign || fit >= rows) return std::min(fit, rows);
-  const int64_t max_chunk = fit / kAlign * kAlign;
-  const int64_t n_chunks = (rows + max_chunk - 1) / max_chunk;
-  const int64_t even = (rows + n_chunks - 1) / n_chunks;
-  return std::min(max_chunk, (even + kAlign - 1) / kAlign * kAlign);
-}
-
-}  // namespace
 
 GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
                      cudaStream_t stream, const GemmInput* reuse) {
@@ -98,7 +79,7 @@ void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y
     return;
   }
   // Block-quantized (or BF16 as half): decode a chunk of rows to half, multiply, next chunk.
-  const int64_t chunk = rows_per_chunk(w.rows, w.cols, scratch.w16_elems);
+  const int64_t chunk = gemm_chunk_rows(w.rows, w.cols, scratch.w16_elems);  // aligned for cuBLAS
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
     const int64_t n = std::min(chunk, w.rows - r0);
     dequantize_rows_f16(w, r0, n, scratch.w16, stream);
