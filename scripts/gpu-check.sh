@@ -7,6 +7,7 @@
 #   tiny_hf    CPU and CUDA forward vs transformers on tiny models of every architecture
 #   big05      Qwen2.5-0.5B-shaped random bf16 model: logits vs transformers, HF speed, lathe bench
 #   big8       the same for the Llama-3.1-8B shape (16 GB; several minutes)
+#   profile05  Nsight Compute per kernel, decode and prefill of the big05 model (profile8: big8's)
 #   ablate     abliteration trial timing on the 0.5B shape (CPU engine)
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
 #   llamacpp   llama.cpp CUDA (the llama-cpp-python sdist's version, built here for sm_90 while the
@@ -19,7 +20,7 @@
 # Knobs: LATHE_GPU_HF=0 (no transformers reference or speed), LATHE_GPU_HF_SPEED=0 (reference
 # only; LATHE_GPU_HF_SPEED_8B for the 8B shape alone), LATHE_GPU_BENCH=0 (no lathe benchmarks),
 # LATHE_GPU_BIG_EXTRAS=0 (no Q8_0-KV / half-activation extras), LATHE_GPU_AB_ENV=VAR=value (decode
-# again with that environment), LATHE_GPU_PROFILE_TYPES (profile05's weight types).
+# again with that environment), LATHE_GPU_PROFILE_TYPES (the profile stages' weight types).
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -231,19 +232,26 @@ PY
   cp "$WORK/llama-build.log" "$LOGS/" 2>/dev/null
 fi
 
-# Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills of the 0.5B
-# shape, bf16 and Q4_0, per kernel; compare with the wall time per token from the bench above.
-if has profile05 && [ -f "$WORK/qwen05/config.json" ]; then
+# Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills, per kernel, for
+# the 0.5B shape (profile05) and the 8B shape (profile8); compare with the wall time per token
+# from the bench above. ncu serializes kernels and locks clocks: shares matter, not totals.
+profile() {  # profile NAME N_DECODE N_PREFILL: the first N kernels of decode / prefill of $WORK/NAME
+  local name="$1" n_decode="$2" n_prefill="$3"
   for label in ${LATHE_GPU_PROFILE_TYPES:-BF16 Q4_0}; do
     quant=""; [ "$label" = BF16 ] || quant="$label"
-    ncu --metrics gpu__time_duration.sum --csv --print-units base -c 700 $LATHE bench -m "$WORK/qwen05" --device cuda \
-      -p 0 -n 3 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_tg_$label.csv" 2>"$LOGS/ncu_tg_$label.err" || status=1
-    python3 bench/ncu_summary.py "$LOGS/ncu_tg_$label.csv" --label "decode qwen05 $label" >>"$LOGS/profile.txt" 2>&1
-    ncu --metrics gpu__time_duration.sum --csv --print-units base -c 1200 $LATHE bench -m "$WORK/qwen05" --device cuda \
-      -p 512 -n 0 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_pp_$label.csv" 2>"$LOGS/ncu_pp_$label.err" || status=1
-    python3 bench/ncu_summary.py "$LOGS/ncu_pp_$label.csv" --label "prefill-512 qwen05 $label" >>"$LOGS/profile.txt" 2>&1
+    ncu --metrics gpu__time_duration.sum --csv --print-units base -c $n_decode $LATHE bench -m "$WORK/$name" \
+      --device cuda -p 0 -n 3 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_tg_${name}_$label.csv" 2>"$LOGS/ncu_tg_${name}_$label.err" || status=1
+    python3 bench/ncu_summary.py "$LOGS/ncu_tg_${name}_$label.csv" --label "decode $name $label" >>"$LOGS/profile.txt" 2>&1
+    ncu --metrics gpu__time_duration.sum --csv --print-units base -c $n_prefill $LATHE bench -m "$WORK/$name" \
+      --device cuda -p 512 -n 0 -r 1 ${quant:+--requantize $quant} >"$LOGS/ncu_pp_${name}_$label.csv" 2>"$LOGS/ncu_pp_${name}_$label.err" || status=1
+    python3 bench/ncu_summary.py "$LOGS/ncu_pp_${name}_$label.csv" --label "prefill-512 $name $label" >>"$LOGS/profile.txt" 2>&1
   done
-fi
+}
+# A few decode steps (150-330 kernels each), and both prefill passes (warm-up and timed: about
+# 19 kernels per layer with BF16 weights, 30 with quantized ones, which decode chunks to half),
+# since bench/ncu_summary.py divides by the passes it sees begin.
+has profile05 && [ -f "$WORK/qwen05/config.json" ] && profile qwen05 700 1600
+has profile8 && [ -f "$WORK/llama8b/config.json" ] && profile llama8b 700 2000
 
 if has matvec; then
   build-gpu/lathe_bench_cuda_matvec --json "$LOGS/matvec.json" >"$LOGS/matvec.md" 2>&1 || { tail -5 "$LOGS/matvec.md"; status=1; }
