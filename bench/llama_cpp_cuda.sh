@@ -12,7 +12,6 @@
 #       --requantize`), and runs llama-bench pp512 / tg128, 3 repetitions, all layers on the GPU,
 #       flash attention off and on (the peer gets its better figure); writes one JSON list.
 source "$(dirname "$0")/../scripts/lib.sh"  # LATHE_ROOT, LLAMA_CPP_PYTHON_VERSION
-ROOT="$LATHE_ROOT"
 VERSION="$LLAMA_CPP_PYTHON_VERSION"
 
 pack() {
@@ -20,16 +19,16 @@ pack() {
   python3 -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check -d "$tmp" \
     "llama-cpp-python==$VERSION"
   tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
-  mkdir -p "$ROOT/.gl"
+  mkdir -p "$LATHE_ROOT/.gl"
   # Without the vocab models, docs, web UI, tests and the other GPU backends: 5 MB instead of 77.
-  tar -cJf "$ROOT/.gl/llama.cpp.tar.xz" -C "$tmp/llama_cpp_python-$VERSION/vendor" \
+  tar -cJf "$LATHE_ROOT/.gl/llama.cpp.tar.xz" -C "$tmp/llama_cpp_python-$VERSION/vendor" \
     --exclude=llama.cpp/models --exclude=llama.cpp/docs --exclude=llama.cpp/media --exclude=llama.cpp/benches \
     --exclude=llama.cpp/tests --exclude=llama.cpp/tools/ui --exclude=llama.cpp/ggml/src/ggml-sycl \
     --exclude=llama.cpp/ggml/src/ggml-opencl --exclude=llama.cpp/ggml/src/ggml-vulkan \
     --exclude=llama.cpp/ggml/src/ggml-hexagon --exclude=llama.cpp/ggml/src/ggml-metal \
     --exclude=llama.cpp/ggml/src/ggml-et llama.cpp
   rm -rf "$tmp"
-  ls -la "$ROOT/.gl/llama.cpp.tar.xz"
+  ls -la "$LATHE_ROOT/.gl/llama.cpp.tar.xz"
 }
 
 build() {

@@ -208,10 +208,7 @@ void launch(const AttentionArgs& a, int first_pos, cudaStream_t stream) {
 }
 
 bool mma_attention_turned_off() {
-  static const bool off = [] {
-    const char* e = std::getenv("LATHE_CUDA_MMA_ATTENTION");
-    return e != nullptr && std::string_view(e) == "0";
-  }();
+  static const bool off = turned_off_by_env("LATHE_CUDA_MMA_ATTENTION");
   return off;
 }
 

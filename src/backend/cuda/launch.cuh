@@ -56,13 +56,17 @@ inline DeviceFacts current_device_facts() {
   return f;
 }
 
+// Whether the environment sets `name` to "0": the switches that turn one optimization off, to
+// measure what it brings (callers keep the answer in a function-local static).
+inline bool turned_off_by_env(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::string_view(e) == "0";
+}
+
 // Whether the current device takes chained launches (compute capability 9.0 or later), unless
 // LATHE_CUDA_PDL=0 turns them off (to measure what they bring).
 inline bool chained_launch_enabled() {
-  static const bool turned_off = [] {
-    const char* e = std::getenv("LATHE_CUDA_PDL");
-    return e != nullptr && std::string_view(e) == "0";
-  }();
+  static const bool turned_off = turned_off_by_env("LATHE_CUDA_PDL");
   return !turned_off && current_device_facts().major >= 9;
 }
 
@@ -73,10 +77,7 @@ inline bool chained_launch_enabled() {
 // BF16 decode lost 13% that way), so each launch prefetches at most kPrefetchL2Fraction of L2.
 constexpr int kPrefetchL2Fraction = 8;  // 1/8 of L2: 6 MiB on an H100, ~2 us of reading
 inline bool prefetch_before_wait_enabled() {
-  static const bool turned_off = [] {
-    const char* e = std::getenv("LATHE_CUDA_PREFETCH");
-    return e != nullptr && std::string_view(e) == "0";
-  }();
+  static const bool turned_off = turned_off_by_env("LATHE_CUDA_PREFETCH");
   return !turned_off && chained_launch_enabled();
 }
 

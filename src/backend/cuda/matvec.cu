@@ -23,9 +23,7 @@
 // s = 1 / rms(x), the sums are scaled once at the end. The warps of a group cover the whole row,
 // so each group has the whole sum of squares without another pass over x.
 #include <algorithm>
-#include <cstdlib>
 #include <string>
-#include <string_view>
 
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/launch.cuh"
@@ -252,10 +250,7 @@ void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
 // and whole decode steps +3.0% (Q8_0) and +0.5% (Q4_0); on the 8B shape's long rows nothing
 // (LATHE_CUDA_Q8_ROWS4=0 turns this off, to measure what it brings).
 bool q8_four_row_groups_enabled() {
-  static const bool turned_off = [] {
-    const char* e = std::getenv("LATHE_CUDA_Q8_ROWS4");
-    return e != nullptr && std::string_view(e) == "0";
-  }();
+  static const bool turned_off = turned_off_by_env("LATHE_CUDA_Q8_ROWS4");
   return !turned_off;
 }
 
