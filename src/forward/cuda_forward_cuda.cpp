@@ -41,6 +41,9 @@ struct CudaForward::Impl {
   float *x = nullptr, *xn = nullptr, *qkv = nullptr, *attn = nullptr, *gu = nullptr, *h = nullptr;
   int8_t* q8 = nullptr;
   float* ds = nullptr;
+  // Decode attention rounds its output into q8/ds for an 8-bit output projection (saves a
+  // quantize_q8 launch per layer); LATHE_CUDA_ATTN_Q8=0 turns that off, to measure what it brings.
+  bool attention_rounds_output = true;
   float* split_scratch = nullptr;
   cuda::GemmScratch gemm_scratch;
   cuda::DeviceBuffer logits_dev;
@@ -180,6 +183,8 @@ struct CudaForward::Impl {
       if (p.where != nullptr) *p.where = p.bytes ? base + offset : nullptr;
       offset += (p.bytes + 255) / 256 * 256;
     }
+    const char* attn_q8 = std::getenv("LATHE_CUDA_ATTN_Q8");
+    attention_rounds_output = attn_q8 == nullptr || std::string(attn_q8) != "0";
     gemm_scratch.act16_elems = use_gemm ? B * dw->max_cols : 0;
     gemm_scratch.w16_elems = w16_elems;
     io = cuda::DeviceBuffer(3 * B * sizeof(int32_t), "token ids and positions");
@@ -219,8 +224,9 @@ struct CudaForward::Impl {
   // y (per target) = W x for n tokens: mat-vec kernels up to 8 tokens, cuBLAS above. With
   // `norm`, x is first RMS-normalized with those weights: fused into the mat-vec and the 8-bit
   // rounding for up to 8 tokens (two launches fewer per layer in decode), through xn above.
+  // `q8_ready`: the kernel that wrote xin also wrote its 8-bit rows into q8/ds (decode attention).
   void linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep,
-              const float* norm = nullptr) {
+              const float* norm = nullptr, bool q8_ready = false) {
     const int64_t cols = targets.begin()->a.cols;
     if (norm != nullptr && n > cuda::kMatvecMaxTokens) {
       cuda::rms_norm(xin, ldx, norm, n, static_cast<int>(cols), hp.rms_eps, xn, n_embd, stream);
@@ -240,7 +246,7 @@ struct CudaForward::Impl {
         q8_needed = q8_needed || cuda::matvec_reads_q8(t.a.type);
       }
       if (q8_needed) {
-        cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream, norm, hp.rms_eps);
+        if (!q8_ready) cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream, norm, hp.rms_eps);
         in.q8 = q8;
         in.ds = ds;
         in.ld_q8 = cols;
@@ -323,10 +329,15 @@ struct CudaForward::Impl {
     r.n_ctx = static_cast<int>(opt.n_ctx);
     cuda::rope_kv(r, stream);
 
-    const cuda::AttentionArgs a = attention_args(il, n);
+    cuda::AttentionArgs a = attention_args(il, n);
+    bool attn_q8_ready = false;
     if (prefill && n > 1) {
       cuda::attention_prefill(a, first_pos, stream);
     } else {
+      // An 8-bit output projection reads the attention output rounded by the attention kernel.
+      attn_q8_ready = attention_rounds_output && n <= cuda::kMatvecMaxTokens && cuda::matvec_reads_q8(L.wo.type) &&
+                      head_dim % 32 == 0;
+      if (attn_q8_ready) a.out_q8 = {q8, ds, q_w, q_w / 16};
       const int splits = cuda::decode_splits(static_cast<int>(opt.n_ctx), n, static_cast<int>(hp.n_head_kv),
                                              multiprocessors);
       const int split_len = static_cast<int>((opt.n_ctx + splits - 1) / splits);
@@ -334,7 +345,7 @@ struct CudaForward::Impl {
                                                          static_cast<int>(hp.n_head / hp.n_head_kv), multiprocessors);
       cuda::attention_decode(a, splits, split_len, split_scratch, stream, per_block);
     }
-    linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add);
+    linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add, nullptr, attn_q8_ready);
   }
 
   void mlp_block(const CudaLayerWeights& L, int n) {

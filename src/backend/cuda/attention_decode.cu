@@ -21,6 +21,7 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
+#include "backend/cuda/q8_block.cuh"
 #include "lathe/error.hpp"
 
 namespace lathe::cuda {
@@ -185,7 +186,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     const int head = head0 + j;
     if (n_splits == 1) {
-      a.out[t * a.ldo + static_cast<int64_t>(head) * D + d] = acc / sum;
+      const int64_t at = static_cast<int64_t>(head) * D + d;
+      a.out[t * a.ldo + at] = acc / sum;
+      // A warp holds 32 consecutive dimensions of one head (head_dim % 32 == 0): one 8-bit block.
+      if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, acc / sum);
     } else {
       const int64_t at = (static_cast<int64_t>(t) * a.n_head + head) * n_splits + split;
       part_o[at * D + d] = acc;
@@ -216,7 +220,9 @@ __global__ void attention_combine_kernel(const AttentionArgs a, int n_splits, co
       sum += l * f;
       acc += part_o[(base + s) * D + d] * f;
     }
-    a.out[t * a.ldo + static_cast<int64_t>(head) * D + d] = acc / sum;
+    const int64_t at = static_cast<int64_t>(head) * D + d;
+    a.out[t * a.ldo + at] = acc / sum;
+    if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, acc / sum);
   }
 }
 
@@ -281,6 +287,8 @@ void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float
   float* part_o = scratch;
   float* part_ml = scratch + static_cast<size_t>(a.n_tokens) * a.n_head * n_splits * a.head_dim;
   require_kv_heads_fit(a.kv_format, a.head_dim, "attention_decode");
+  if (a.out_q8.q8 != nullptr && a.head_dim % 32 != 0)
+    throw InternalError("attention_decode: rounding the output to 8-bit blocks needs head_dim % 32 == 0");
   // A block holds at most 8 query heads (kernel instances for 1, 2, 4, 8): larger groups
   // (multi-query attention) always run as sub-groups.
   const int group = std::min(heads_per_block > 0 ? std::min(heads_per_block, group_total) : group_total, 8);

@@ -96,6 +96,7 @@ struct AttentionArgs {
   const void* const* v_cache = nullptr;
   KvFormat kv_format = KvFormat::F16;
   int n_ctx = 0;  // rows per cache (locates Q8_0 scales)
+  Q8Output out_q8;  // decode: the output also rounded for the output projection (head_dim % 32 == 0)
 };
 // Partial results need split_scratch_floats() floats of scratch.
 int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors);

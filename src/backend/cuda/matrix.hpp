@@ -43,4 +43,13 @@ struct MatvecInput {
   int64_t ld_q8 = 0, ld_ds = 0;
 };
 
+// A kernel's output also written as the next mat-vec's 8-bit input (its MatvecInput::q8/ds), so
+// that no quantize_q8 launch runs between them: decode attention rounds each block of 32 outputs
+// of token t into q8 + t * ld_q8 and ds + t * ld_ds, as quantize_q8 would.
+struct Q8Output {
+  int8_t* q8 = nullptr;  // null: nothing written
+  float* ds = nullptr;
+  int64_t ld_q8 = 0, ld_ds = 0;
+};
+
 }  // namespace lathe::cuda

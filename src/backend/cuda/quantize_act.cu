@@ -7,23 +7,15 @@
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/memory.hpp"
+#include "backend/cuda/q8_block.cuh"
 
 namespace lathe::cuda {
 namespace {
 
 // Block b of row `row`, lane = element: all 32 lanes of the warp call it together.
 __device__ __forceinline__ void quantize_block(float v, int64_t row, int64_t b, int width, int8_t* q8, float* ds) {
-  const int lane = threadIdx.x % 32;
   const int64_t blocks_per_row = width / 32;
-  const float amax = warp_max(fabsf(v));
-  const float d = amax / 127.0f;
-  const int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
-  q8[row * width + b * 32 + lane] = static_cast<int8_t>(q);
-  const float sum = warp_sum(static_cast<float>(q));
-  if (lane == 0) {
-    ds[(row * blocks_per_row + b) * 2] = d;
-    ds[(row * blocks_per_row + b) * 2 + 1] = d * sum;
-  }
+  quantize_block32(v, q8 + row * width + b * 32, ds + (row * blocks_per_row + b) * 2);
 }
 
 __global__ void quantize_q8_kernel(const float* x, int64_t ldx, int n_rows, int width, int8_t* q8, float* ds) {

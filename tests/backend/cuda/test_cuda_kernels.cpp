@@ -659,6 +659,34 @@ TEST(CudaKernels, AttentionDecodeSplitsAndGroups) {
     }
 }
 
+// Decode attention that rounds its output for the output projection (AttentionArgs::out_q8) writes
+// exactly the bytes quantize_q8 makes of that output, with one split and with merged splits.
+TEST(CudaKernels, AttentionDecodeRoundsItsOutput) {
+  LATHE_REQUIRE_GPU();
+  std::mt19937 rng(32);
+  for (HeadShape hs : {HeadShape{14, 2, 64}, HeadShape{32, 8, 128}, HeadShape{6, 2, 96}}) {
+    const int n_ctx = 300;
+    AttentionCase c(hs, KvFormat::F16, n_ctx, rng);
+    const std::vector<int32_t> positions = {5, 299}, slots = {0, 1};
+    const int n = 2, width = hs.n_head * hs.head_dim;
+    auto dq = to_device(random_floats(static_cast<size_t>(n * width), rng));
+    auto dpos = to_device(positions), dslots = to_device(slots);
+    for (int splits : {1, 3}) {
+      DeviceBuffer out(sizeof(float) * n * width, "out"), q8(n * width, "q8"), ds(sizeof(float) * n * width / 16, "ds");
+      DeviceBuffer q8_ref(n * width, "q8"), ds_ref(sizeof(float) * n * width / 16, "ds");
+      DeviceBuffer scratch(sizeof(float) * split_scratch_floats(n, hs.n_head, hs.head_dim, splits), "scratch");
+      AttentionArgs a = c.args(dq.as<float>(), out.as<float>(), n, dpos.as<int32_t>(), dslots.as<int32_t>());
+      a.out_q8 = {q8.as<int8_t>(), ds.as<float>(), width, width / 16};
+      attention_decode(a, splits, (n_ctx + splits - 1) / splits, scratch.as<float>(), nullptr);
+      quantize_q8(out.as<float>(), width, n, width, q8_ref.as<int8_t>(), ds_ref.as<float>(), nullptr);
+      const std::string what = std::to_string(hs.n_head) + "/" + std::to_string(hs.head_dim) + " splits=" +
+                               std::to_string(splits);
+      EXPECT_EQ(to_host<int8_t>(q8, n * width), to_host<int8_t>(q8_ref, n * width)) << what;
+      EXPECT_EQ(to_host<float>(ds, n * width / 16), to_host<float>(ds_ref, n * width / 16)) << what;
+    }
+  }
+}
+
 // Several query tiles (64 on tensor cores, 16 on float32 units) and key tiles, a partly filled
 // last tile of each, and a prompt that continues a cached one.
 TEST(CudaKernels, AttentionPrefillIsCausalFromFirstPos) {
