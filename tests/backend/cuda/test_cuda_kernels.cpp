@@ -677,6 +677,8 @@ TEST(CudaKernels, AttentionDecodeRoundsItsOutput) {
       DeviceBuffer scratch(sizeof(float) * split_scratch_floats(n, hs.n_head, hs.head_dim, splits), "scratch");
       AttentionArgs a = c.args(dq.as<float>(), out.as<float>(), n, dpos.as<int32_t>(), dslots.as<int32_t>());
       a.out_q8 = {q8.as<int8_t>(), ds.as<float>(), width, width / 16};
+      check(cudaMemset(q8.data(), 0x55, n * width), "q8");  // not what the rounding writes
+      check(cudaMemset(ds.data(), 0x55, sizeof(float) * n * width / 16), "ds");
       attention_decode(a, splits, (n_ctx + splits - 1) / splits, scratch.as<float>(), nullptr);
       quantize_q8(out.as<float>(), width, n, width, q8_ref.as<int8_t>(), ds_ref.as<float>(), nullptr);
       const std::string what = std::to_string(hs.n_head) + "/" + std::to_string(hs.head_dim) + " splits=" +
