@@ -12,6 +12,7 @@
 #include "backend/cuda/gemm.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/memory.hpp"
+#include "backend/cuda/switches.hpp"
 #include "lathe/error.hpp"
 #include "weights/cuda_weights.hpp"
 
@@ -43,7 +44,7 @@ struct CudaForward::Impl {
   float* ds = nullptr;
   // Decode attention rounds its output into q8/ds for an 8-bit output projection (saves a
   // quantize_q8 launch per layer); LATHE_CUDA_ATTN_Q8=0 turns that off, to measure what it brings.
-  bool attention_rounds_output = true;
+  const bool attention_rounds_output = !cuda::turned_off_by_env("LATHE_CUDA_ATTN_Q8");
   float* split_scratch = nullptr;
   cuda::GemmScratch gemm_scratch;
   cuda::DeviceBuffer logits_dev;
@@ -183,8 +184,6 @@ struct CudaForward::Impl {
       if (p.where != nullptr) *p.where = p.bytes ? base + offset : nullptr;
       offset += (p.bytes + 255) / 256 * 256;
     }
-    const char* attn_q8 = std::getenv("LATHE_CUDA_ATTN_Q8");
-    attention_rounds_output = attn_q8 == nullptr || std::string(attn_q8) != "0";
     gemm_scratch.act16_elems = use_gemm ? B * dw->max_cols : 0;
     gemm_scratch.w16_elems = w16_elems;
     io = cuda::DeviceBuffer(3 * B * sizeof(int32_t), "token ids and positions");

@@ -187,9 +187,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int head = head0 + j;
     if (n_splits == 1) {
       const int64_t at = static_cast<int64_t>(head) * D + d;
-      a.out[t * a.ldo + at] = acc / sum;
+      const float o = acc / sum;
+      a.out[t * a.ldo + at] = o;
       // A warp holds 32 consecutive dimensions of one head (head_dim % 32 == 0): one 8-bit block.
-      if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, acc / sum);
+      if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, o);
     } else {
       const int64_t at = (static_cast<int64_t>(t) * a.n_head + head) * n_splits + split;
       part_o[at * D + d] = acc;
@@ -221,8 +222,9 @@ __global__ void attention_combine_kernel(const AttentionArgs a, int n_splits, co
       acc += part_o[(base + s) * D + d] * f;
     }
     const int64_t at = static_cast<int64_t>(head) * D + d;
-    a.out[t * a.ldo + at] = acc / sum;
-    if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, acc / sum);
+    const float o = acc / sum;
+    a.out[t * a.ldo + at] = o;
+    if (a.out_q8.q8 != nullptr) write_q8_block(a.out_q8, t, at / 32, o);
   }
 }
 

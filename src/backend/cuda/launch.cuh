@@ -11,10 +11,9 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <string_view>
 
 #include "backend/cuda/memory.hpp"
+#include "backend/cuda/switches.hpp"
 
 namespace lathe::cuda {
 
@@ -54,13 +53,6 @@ inline DeviceFacts current_device_facts() {
     l2_bytes[device].store(f.l2_bytes, std::memory_order_relaxed);
   }
   return f;
-}
-
-// Whether the environment sets `name` to "0": the switches that turn one optimization off, to
-// measure what it brings (callers keep the answer in a function-local static).
-inline bool turned_off_by_env(const char* name) {
-  const char* e = std::getenv(name);
-  return e != nullptr && std::string_view(e) == "0";
 }
 
 // Whether the current device takes chained launches (compute capability 9.0 or later), unless

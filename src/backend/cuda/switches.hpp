@@ -1,0 +1,16 @@
+// Environment switches that turn one CUDA optimization off ("LATHE_CUDA_...=0"), to measure what
+// it brings. Plain C++: kernels' launchers (launch.cuh) and the forward pass both read them.
+#pragma once
+
+#include <cstdlib>
+#include <string_view>
+
+namespace lathe::cuda {
+
+// Whether the environment sets `name` to "0" (callers keep the answer, read once).
+inline bool turned_off_by_env(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::string_view(e) == "0";
+}
+
+}  // namespace lathe::cuda
