@@ -45,6 +45,9 @@ struct CudaForward::Impl {
   // Decode attention rounds its output into q8/ds for an 8-bit output projection (saves a
   // quantize_q8 launch per layer); LATHE_CUDA_ATTN_Q8=0 turns that off, to measure what it brings.
   const bool attention_rounds_output = !cuda::turned_off_by_env("LATHE_CUDA_ATTN_Q8");
+  // Decode attention applies the biases, Q/K norms and RoPE and stores the K/V row itself, instead
+  // of a rope_kv launch before it (LATHE_CUDA_ROPE_IN_ATTENTION=0 keeps the separate launch).
+  const bool rope_in_attention = !cuda::turned_off_by_env("LATHE_CUDA_ROPE_IN_ATTENTION");
   float* split_scratch = nullptr;
   cuda::GemmScratch gemm_scratch;
   cuda::DeviceBuffer logits_dev;
@@ -326,13 +329,16 @@ struct CudaForward::Impl {
     r.v_cache = v_tab + size_t{il} * opt.n_slots;
     r.kv_format = opt.kv_format;
     r.n_ctx = static_cast<int>(opt.n_ctx);
-    cuda::rope_kv(r, stream);
+    // Decode attention does rope_kv's work itself (one launch fewer per layer).
+    const bool decode = !(prefill && n > 1);
+    if (!decode || !rope_in_attention) cuda::rope_kv(r, stream);
 
     cuda::AttentionArgs a = attention_args(il, n);
     bool attn_q8_ready = false;
-    if (prefill && n > 1) {
+    if (!decode) {
       cuda::attention_prefill(a, first_pos, stream);
     } else {
+      if (rope_in_attention) a.rope = r;
       // An 8-bit output projection reads the attention output rounded by the attention kernel.
       attn_q8_ready = attention_rounds_output && n <= cuda::kMatvecMaxTokens && cuda::matvec_reads_q8(L.wo.type) &&
                       head_dim % 32 == 0;

@@ -22,6 +22,7 @@
 #include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
 #include "backend/cuda/q8_block.cuh"
+#include "backend/cuda/rope_head.cuh"
 #include "lathe/error.hpp"
 
 namespace lathe::cuda {
@@ -29,6 +30,42 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kMaxHeadDim = 256;
+
+// rope_kv's work for the heads of one block (AttentionArgs::rope): its query heads, biased,
+// normalized, rotated and pre-scaled into q_s; with store_kv also the key (rotated) and value
+// rows of K/V head g at the token's position into the caches. One warp per head; o_s (not yet in
+// use) gives each warp D floats of scratch. The caller synchronizes the block afterwards.
+template <KvFormat F>
+__device__ __forceinline__ void rope_own_heads(const AttentionArgs& a, int t, int g, int head0, int group,
+                                               bool store_kv, const float* cos_t, const float* sin_t, float* q_s,
+                                               float* o_s) {
+  __syncthreads();  // the angles
+  const RopeKvArgs& r = a.rope;
+  const int D = a.head_dim, warp = threadIdx.x / 32;
+  const int pos = a.positions[t], slot = a.slots[t];
+  const int64_t q_w = static_cast<int64_t>(a.n_head) * D, kv_w = static_cast<int64_t>(a.n_head_kv) * D;
+  const int64_t scales_at = static_cast<int64_t>(kv_q8_scales_offset(a.n_ctx, kv_w));
+  const int64_t kv_at = static_cast<int64_t>(pos) * kv_w + static_cast<int64_t>(g) * D;
+  const float* row = r.qkv + t * r.ld;
+  float* buf = o_s + warp * D;
+  const int units = group + (store_kv ? 2 : 0);  // query heads, then the key and the value head
+  for (int u = warp; u < units; u += kWarps) {
+    if (u < group) {
+      const int64_t off = static_cast<int64_t>(head0 + u) * D;
+      rope_one_head(row + off, r.bq != nullptr ? r.bq + off : nullptr, r.q_norm, r.eps, D, r.rope_dim, r.neox, cos_t,
+                    sin_t, buf, [&](int i, float v) { q_s[u * D + i] = v * a.scale; });
+    } else if (u == group) {
+      const int64_t off = static_cast<int64_t>(g) * D;
+      rope_one_head(row + q_w + off, r.bk != nullptr ? r.bk + off : nullptr, r.k_norm, r.eps, D, r.rope_dim, r.neox,
+                    cos_t, sin_t, buf,
+                    [&](int i, float v) { kv_store_warp<F>(r.k_cache[slot], scales_at, kv_at + i, v); });
+    } else {
+      const int64_t off = static_cast<int64_t>(g) * D;
+      kv_store_head<F>(r.v_cache[slot], scales_at, kv_at, row + q_w + kv_w + off, r.bv != nullptr ? r.bv + off : nullptr,
+                       D);
+    }
+  }
+}
 
 // DL = ceil(head_dim / 32) dimensions per lane (at most), G = query heads per K/V head (at most).
 template <KvFormat F, int DL, int G>
@@ -41,6 +78,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   float* o_s = q_s + G * D;                          // [kWarps][G][D]
   float* m_s = o_s + kWarps * G * D;                 // [kWarps][G]
   float* l_s = m_s + kWarps * G;                     // [kWarps][G]
+  float* cos_t = l_s + kWarps * G;                   // [kMaxHeadDim / 2]: RoPE folded in (a.rope)
+  float* sin_t = cos_t + kMaxHeadDim / 2;
 
   const int split = blockIdx.x, t = blockIdx.z;
   const int n_sub = gridDim.y / a.n_head_kv;
@@ -59,10 +98,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t head_off = static_cast<int64_t>(g) * D;
 
   // Positions, slots and the cache table come from the host; the cached rows were written by
-  // earlier steps (this token's own row is being written by the kernel before, and L2 keeps the
-  // prefetch coherent with that write). Blocks scheduled while that kernel still runs fetch the
-  // first chunk of their keys and values now (at most 32 rows: all of a long context would not
-  // fit in L2).
+  // earlier steps (this token's own row is being written by the kernel before, or by this one
+  // with RoPE folded in; L2 keeps the prefetch coherent with that write). Blocks scheduled while
+  // that kernel still runs fetch the first chunk of their keys and values now (at most 32 rows:
+  // all of a long context would not fit in L2), and the RoPE angles (a table from the host).
+  const bool rope_here = a.rope.qkv != nullptr;
+  if (rope_here)
+    load_rope_angles(a.rope.cos_sin, a.rope.inv_freq, a.rope.position_scale, n_keys - 1, a.rope.rope_dim / 2, cos_t,
+                     sin_t);
   if (prefetch) {
     kv_prefetch_rows<F>(keys, kv_w, head_off, D, begin, min(end, begin + 32));
     kv_prefetch_rows<F>(values, kv_w, head_off, D, begin, min(end, begin + 32));
@@ -79,8 +122,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
 
-  for (int i = threadIdx.x; i < group * D; i += blockDim.x)
-    q_s[i] = a.q[t * a.ldq + static_cast<int64_t>(head0) * D + i] * a.scale;
+  if (rope_here) {
+    rope_own_heads<F>(a, t, g, head0, group, begin <= n_keys - 1 && n_keys - 1 < end, cos_t, sin_t, q_s, o_s);
+  } else {
+    for (int i = threadIdx.x; i < group * D; i += blockDim.x)
+      q_s[i] = a.q[t * a.ldq + static_cast<int64_t>(head0) * D + i] * a.scale;
+  }
   __syncthreads();
 
   float m[G], l[G], o[G][DL];
@@ -234,7 +281,7 @@ void launch_dl(const AttentionArgs& a, int group_total, int group, int n_splits,
   const int n_sub = (group_total + group - 1) / group;
   const dim3 grid(n_splits, a.n_head_kv * n_sub, a.n_tokens);
   auto launch = [&](auto kernel, int G) {
-    const size_t smem = sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G);
+    const size_t smem = sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G + kMaxHeadDim);
     if (smem > 48 * 1024) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                      static_cast<int>(smem)),
                                 "raising the shared memory of attention_decode");
@@ -291,6 +338,13 @@ void attention_decode(const AttentionArgs& a, int n_splits, int split_len, float
   require_kv_heads_fit(a.kv_format, a.head_dim, "attention_decode");
   if (a.out_q8.q8 != nullptr && a.head_dim % 32 != 0)
     throw InternalError("attention_decode: rounding the output to 8-bit blocks needs head_dim % 32 == 0");
+  if (a.rope.qkv != nullptr &&
+      (a.rope.head_dim != a.head_dim || a.rope.n_head != a.n_head || a.rope.n_head_kv != a.n_head_kv ||
+       a.rope.n_tokens != a.n_tokens || a.rope.rope_dim > a.head_dim || a.rope.rope_dim % 2 != 0 ||
+       a.rope.positions != a.positions || a.rope.slots != a.slots || a.rope.kv_format != a.kv_format ||
+       a.rope.n_ctx != a.n_ctx || static_cast<const void*>(a.rope.k_cache) != static_cast<const void*>(a.k_cache) ||
+       static_cast<const void*>(a.rope.v_cache) != static_cast<const void*>(a.v_cache)))
+    throw InternalError("attention_decode: the folded RoPE arguments must describe this call's heads and caches");
   // A block holds at most 8 query heads (kernel instances for 1, 2, 4, 8): larger groups
   // (multi-query attention) always run as sub-groups.
   const int group = std::min(heads_per_block > 0 ? std::min(heads_per_block, group_total) : group_total, 8);

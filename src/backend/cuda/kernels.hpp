@@ -97,6 +97,12 @@ struct AttentionArgs {
   KvFormat kv_format = KvFormat::F16;
   int n_ctx = 0;  // rows per cache (locates Q8_0 scales)
   Q8Output out_q8;  // decode: the output also rounded for the output projection (head_dim % 32 == 0)
+  // Decode: with rope.qkv set, rope_kv's work is folded in (one launch fewer per layer): each
+  // block takes its query heads from rope.qkv's raw projections and does their biases, norms and
+  // RoPE itself (q above is not read), and each block whose key range holds the token's position
+  // stores that position's K and V row of its K/V head first (the blocks of one head store the
+  // same bytes). rope's shapes, positions, slots and caches must be this call's.
+  RopeKvArgs rope;
 };
 // Partial results need split_scratch_floats() floats of scratch.
 int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors);

@@ -66,6 +66,18 @@ __device__ __forceinline__ void kv_store_warp(void* base, int64_t scales_at, int
   }
 }
 
+// D values at src (+ bias, when given) as elements at, at + 1, ... of a layer buffer, by one warp
+// (D a multiple of 32 for Q8_0, as kv_store_warp needs): a value head's row.
+template <KvFormat F>
+__device__ __forceinline__ void kv_store_head(void* base, int64_t scales_at, int64_t at, const float* src,
+                                              const float* bias, int D) {
+  for (int d = threadIdx.x % 32; d < D; d += 32) {
+    float v = src[d];
+    if (bias != nullptr) v += bias[d];
+    kv_store_warp<F>(base, scales_at, at + d, v);
+  }
+}
+
 // Asks L2 for rows [begin, end) of one head (row r at element r * row_stride + head_off,
 // head_dim elements), one 128-byte line per thread of the block and step. Q8_0's scales (1/16 of
 // the bytes) are left to the loads.

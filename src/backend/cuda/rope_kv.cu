@@ -11,6 +11,7 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/kv_access.cuh"
 #include "backend/cuda/memory.hpp"
+#include "backend/cuda/rope_head.cuh"
 #include "lathe/error.hpp"
 
 namespace lathe::cuda {
@@ -29,23 +30,10 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a
   const int slot = a.slots[t];
   const int D = a.head_dim, half = a.rope_dim / 2;
   const int64_t q_w = static_cast<int64_t>(a.n_head) * D, kv_w = static_cast<int64_t>(a.n_head_kv) * D;
-  // Angles in double, as the CPU reference: positions reach 10^5 and float angles would drift.
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    if (a.cos_sin != nullptr) {
-      const float* cs = a.cos_sin + (static_cast<int64_t>(pos) * half + i) * 2;
-      cos_t[i] = cs[0];
-      sin_t[i] = cs[1];
-    } else {
-      const double theta = static_cast<double>(pos) * static_cast<double>(a.position_scale) * a.inv_freq[i];
-      double s, c;
-      sincos(theta, &s, &c);
-      cos_t[i] = static_cast<float>(c);
-      sin_t[i] = static_cast<float>(s);
-    }
-  }
+  load_rope_angles(a.cos_sin, a.inv_freq, a.position_scale, pos, half, cos_t, sin_t);
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   const int h = blockIdx.x * kWarps + warp;  // this warp's head: query, key, then value heads
   if (h >= a.n_head + 2 * a.n_head_kv) return;
   float* row = a.qkv + t * a.ld;
@@ -53,53 +41,20 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(const RopeKvArgs a
   if (h >= a.n_head + a.n_head_kv) {  // a value head: bias, then the cache
     const int64_t off = static_cast<int64_t>(h - a.n_head - a.n_head_kv) * D;
     // head_dim is a multiple of 32 for Q8_0 (require_kv_heads_fit): the lanes store whole blocks.
-    for (int d = lane; d < D; d += 32) {
-      float v = row[q_w + kv_w + off + d];
-      if (a.bv != nullptr) v += a.bv[off + d];
-      kv_store_warp<F>(a.v_cache[slot], scales_at, static_cast<int64_t>(pos) * kv_w + off + d, v);
-    }
+    kv_store_head<F>(a.v_cache[slot], scales_at, static_cast<int64_t>(pos) * kv_w + off, row + q_w + kv_w + off,
+                     a.bv != nullptr ? a.bv + off : nullptr, D);
     return;
   }
-  float* buf = head[warp];
   const bool is_q = h < a.n_head;
   const int64_t off = is_q ? static_cast<int64_t>(h) * D : q_w + static_cast<int64_t>(h - a.n_head) * D;
   const float* bias = is_q ? a.bq : a.bk;
   const float* norm = is_q ? a.q_norm : a.k_norm;
-  float ss = 0.0f;
-  for (int d = lane; d < D; d += 32) {
-    float v = row[off + d];
-    if (bias != nullptr) v += bias[off - (is_q ? 0 : q_w) + d];
-    buf[d] = v;
-    ss += v * v;
-  }
-  if (norm != nullptr) {
-    const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(D) + a.eps);
-    for (int d = lane; d < D; d += 32) buf[d] = buf[d] * inv * norm[d];
-  }
-  __syncwarp();
-  // Rotated pairs (a, b); dimensions past rope_dim pass through.
-  for (int i = lane; i < D; i += 32) {
-    float v;
-    if (i < a.rope_dim) {
-      int pair, other;
-      bool first;
-      if (a.neox) {
-        first = i < half;
-        pair = first ? i : i - half;
-        other = first ? i + half : i - half;
-      } else {
-        first = (i % 2) == 0;
-        pair = i / 2;
-        other = first ? i + 1 : i - 1;
-      }
-      const float c = cos_t[pair], s = sin_t[pair];
-      v = first ? buf[i] * c - buf[other] * s : buf[other] * s + buf[i] * c;
-    } else {
-      v = buf[i];
-    }
-    if (is_q) row[off + i] = v;
-    else kv_store_warp<F>(a.k_cache[slot], scales_at, static_cast<int64_t>(pos) * kv_w + (off - q_w) + i, v);
-  }
+  void* k_row = a.k_cache[slot];
+  rope_one_head(row + off, bias != nullptr ? bias + off - (is_q ? 0 : q_w) : nullptr, norm, a.eps, D, a.rope_dim,
+                a.neox, cos_t, sin_t, head[warp], [&](int i, float v) {
+                  if (is_q) row[off + i] = v;
+                  else kv_store_warp<F>(k_row, scales_at, static_cast<int64_t>(pos) * kv_w + (off - q_w) + i, v);
+                });
 }
 
 }  // namespace

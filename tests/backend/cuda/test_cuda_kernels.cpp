@@ -689,6 +689,88 @@ TEST(CudaKernels, AttentionDecodeRoundsItsOutput) {
   }
 }
 
+// Decode attention with rope_kv's work folded in (AttentionArgs::rope) gives exactly what rope_kv
+// followed by decode attention gives: the same output floats and the same cache bytes, in every
+// cache format, with one split and several (only the split holding the position stores the row),
+// whole groups and sub-groups (whose blocks store the same row), both RoPE orders, partial
+// rotation, biases and Q/K norms.
+TEST(CudaKernels, AttentionDecodeWithRopeFoldedInEqualsTheTwoLaunches) {
+  LATHE_REQUIRE_GPU();
+  std::mt19937 rng(33);
+  for (HeadShape hs : {HeadShape{14, 2, 64}, HeadShape{32, 8, 128}, HeadShape{6, 2, 96}, HeadShape{4, 4, 48}})
+    for (KvFormat format : kFormats)
+      for (bool neox : {true, false}) {
+        if (format == KvFormat::Q8_0 && hs.head_dim % 32 != 0) continue;  // refused by the engines
+        const int n_ctx = 300, D = hs.head_dim, q_w = hs.n_head * D, kv_w = hs.n_head_kv * D, ld = q_w + 2 * kv_w;
+        const int rope_dim = D == 64 ? 32 : D;
+        AttentionCase c(hs, format, n_ctx, rng);
+        const size_t layer_bytes = kv_layer_bytes(format, n_ctx, kv_w);
+        const auto cache_start = to_host<uint8_t>(c.cache, 4 * layer_bytes);
+        const auto table = cpu::make_rope_table(neox ? cpu::RopeOrder::NeoX : cpu::RopeOrder::Normal, rope_dim,
+                                                10000.0f, {}, 1.0f);
+        auto d_freq = to_device(table.inv_freq);
+        auto d_bq = to_device(random_floats(q_w, rng)), d_bk = to_device(random_floats(kv_w, rng));
+        auto d_bv = to_device(random_floats(kv_w, rng)), d_qn = to_device(random_floats(D, rng));
+        auto d_kn = to_device(random_floats(D, rng));
+        // One token per sequence, as in decode: positions at the start, the end and inside.
+        for (const auto& positions : {std::vector<int32_t>{0, 299}, std::vector<int32_t>{130, 37}}) {
+          const std::vector<int32_t> slots = {1, 0};
+          const int n = 2;
+          const auto qkv = random_floats(static_cast<size_t>(n * ld), rng);
+          auto dpos = to_device(positions), dslots = to_device(slots);
+          for (int splits : {1, 3})
+            for (int per_block : {0, 1}) {
+              const auto run = [&](bool folded) {
+                check(cudaMemcpy(c.cache.data(), cache_start.data(), cache_start.size(), cudaMemcpyHostToDevice),
+                      "cache");
+                auto d_qkv = to_device(qkv);
+                RopeKvArgs r;
+                r.qkv = d_qkv.as<float>();
+                r.ld = ld;
+                r.n_tokens = n;
+                r.n_head = hs.n_head;
+                r.n_head_kv = hs.n_head_kv;
+                r.head_dim = D;
+                r.bq = d_bq.as<float>();
+                r.bk = d_bk.as<float>();
+                r.bv = d_bv.as<float>();
+                r.q_norm = d_qn.as<float>();
+                r.k_norm = d_kn.as<float>();
+                r.eps = 1e-6f;
+                r.inv_freq = d_freq.as<float>();
+                r.rope_dim = rope_dim;
+                r.neox = neox;
+                r.positions = dpos.as<int32_t>();
+                r.slots = dslots.as<int32_t>();
+                r.k_cache = c.k_tab.as<void*>();
+                r.v_cache = c.v_tab.as<void*>();
+                r.kv_format = format;
+                r.n_ctx = n_ctx;
+                DeviceBuffer out(sizeof(float) * n * q_w, "out");
+                DeviceBuffer scratch(sizeof(float) * split_scratch_floats(n, hs.n_head, D, splits), "scratch");
+                AttentionArgs a = c.args(d_qkv.as<float>(), out.as<float>(), n, dpos.as<int32_t>(),
+                                         dslots.as<int32_t>());
+                a.ldq = ld;
+                if (folded) a.rope = r;
+                else rope_kv(r, nullptr);
+                attention_decode(a, splits, (n_ctx + splits - 1) / splits, scratch.as<float>(), nullptr, per_block);
+                return std::make_pair(to_host<float>(out, static_cast<size_t>(n * q_w)),
+                                      to_host<uint8_t>(c.cache, 4 * layer_bytes));
+              };
+              const auto [out_two, cache_two] = run(false);
+              const auto [out_folded, cache_folded] = run(true);
+              const std::string what = std::to_string(hs.n_head) + "/" + std::to_string(hs.n_head_kv) +
+                                       " D=" + std::to_string(D) + " " + kv_format_name(format) +
+                                       " neox=" + std::to_string(neox) + " pos=" + std::to_string(positions[0]) +
+                                       " splits=" + std::to_string(splits) + " heads/block=" + std::to_string(per_block);
+              EXPECT_EQ(out_folded, out_two) << what;
+              EXPECT_TRUE(cache_folded == cache_two) << what;
+              EXPECT_FALSE(cache_folded == cache_start) << what;  // the rows were stored
+            }
+        }
+      }
+}
+
 // Several query tiles (64 on tensor cores, 16 on float32 units) and key tiles, a partly filled
 // last tile of each, and a prompt that continues a cached one.
 TEST(CudaKernels, AttentionPrefillIsCausalFromFirstPos) {
