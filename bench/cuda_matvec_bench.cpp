@@ -1,8 +1,8 @@
 // lathe_bench_cuda_matvec: device-memory bandwidth of the decode mat-vec (batch 1) on the
 // Qwen2.5-0.5B and Llama-3.1-8B shapes, for each weight type and each way of sharing the rows
-// among warps (groups of 2 or 4 rows, 1, 2 or 4 warps per group, and the automatic choice), with
-// and without the fused RMSNorm.
-// usage: lathe_bench_cuda_matvec [--json FILE] [--reps N]
+// among warps (groups of 2 or 4 rows, 1, 2 or 4 warps per group, and the automatic choice, also
+// with Q4_0/Q4_1's loads ahead turned off), with and without the fused RMSNorm.
+// usage: lathe_bench_cuda_matvec [--json FILE] [--reps N] [--model 0.5B|8B] [--auto-only]
 // Each configuration is captured as a CUDA graph of N launches (as the decode step replays them)
 // and timed with events after a warm-up; GB/s counts the weight bytes read once per launch. The
 // launches cycle through copies of the matrix spanning at least 512 MiB, so that every launch
@@ -122,11 +122,17 @@ double time_graph(cudaStream_t stream, int reps, Launch launch) {
 int run(int argc, char** argv) {
   std::string json_path;
   int reps = 100;
+  std::string only_model;  // --model: one shape family
+  bool auto_only = false;  // --auto-only: the automatic layouts alone
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
-    else throw InvalidArgumentError("usage: lathe_bench_cuda_matvec [--json FILE] [--reps N]");
+    else if (a == "--model" && i + 1 < argc) only_model = argv[++i];
+    else if (a == "--auto-only") auto_only = true;
+    else
+      throw InvalidArgumentError(
+          "usage: lathe_bench_cuda_matvec [--json FILE] [--reps N] [--model 0.5B|8B] [--auto-only]");
   }
   cuda::use_device(0);
   cudaDeviceProp prop{};
@@ -155,15 +161,19 @@ int run(int argc, char** argv) {
     cuda::check(cudaMemcpy(g.data(), ones.data(), ones.size() * 4, cudaMemcpyHostToDevice), "g");
   }
   std::vector<std::string> rows_json;
-  for (DType type : {DType::BF16, DType::Q8_0, DType::Q4_0})
+  for (DType type : {DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1})
     for (const Shape& s : kShapes) {
+      if (!only_model.empty() && only_model != s.model) continue;
       const Matrix a = make_matrix(type, s.rows, s.cols, rng);
       const Matrix b = s.swiglu ? make_matrix(type, s.rows, s.cols, rng) : Matrix{};
       const size_t bytes = a.bytes + b.bytes;
       for (bool norm : {false, true}) {
         if (norm && !s.after_norm) continue;
-        const cuda::MatvecLayout layouts[] = {{0, 0}, {1, 2}, {2, 2}, {4, 2}, {1, 4}, {2, 4}, {4, 4}};
+        const cuda::MatvecLayout layouts[] = {{0, 0}, {0, 0, -1}, {1, 2}, {2, 2}, {4, 2}, {1, 4}, {2, 4}, {4, 4}};
+        const bool q4 = type == DType::Q4_0 || type == DType::Q4_1;
         for (const cuda::MatvecLayout& layout : layouts) {
+          if (auto_only && layout.warps_per_group != 0) continue;
+          if (layout.loads_ahead == -1 && !q4) continue;  // the same as "auto" for the other types
           cuda::MatvecInput in;
           in.x = x.as<float>();
           in.ldx = s.cols;
@@ -185,9 +195,9 @@ int run(int argc, char** argv) {
             cuda::matvec(&target, 1, in, 1, ep, stream, layout);
           });
           const double gbs = bytes / (us * 1e3);
-          const std::string layout_name = layout.warps_per_group == 0
-                                              ? "auto"
-                                              : fmt::format("{}x{}", layout.warps_per_group, layout.rows_per_group);
+          const std::string layout_name =
+              layout.warps_per_group == 0 ? (layout.loads_ahead == -1 ? "auto, loads ahead off" : "auto")
+                                          : fmt::format("{}x{}", layout.warps_per_group, layout.rows_per_group);
           fmt::print("| {} | {} | {} x {} | {} | {} | {} | {:.1f} | {:.0f} | {:.0f}% |\n", s.model, s.name,
                      s.rows * (s.swiglu ? 2 : 1), s.cols, dtype_name(type), norm ? "fused" : "-", layout_name, us, gbs,
                      100.0 * gbs / copy_gbs);

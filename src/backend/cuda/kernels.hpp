@@ -44,10 +44,13 @@ bool matvec_reads_q8(DType type) noexcept;
 // How the rows are shared out: each group of rows_per_group rows (2 or 4; SwiGLU: half of them
 // gate rows, half the same rows of up) is computed by warps_per_group warps (1, 2 or 4). 0 picks
 // from the matrix shape (benchmarks compare the choices: bench/cuda_matvec_bench.cpp); Q4_K and
-// Q6_K always take groups of 2.
+// Q6_K always take groups of 2. loads_ahead: Q4_0/Q4_1 at one token load two steps' weights
+// before multiplying either (matvec.cu); 0 where each lane has two steps or more, 1 wherever the
+// type allows, -1 never.
 struct MatvecLayout {
   int warps_per_group = 0;
   int rows_per_group = 0;
+  int loads_ahead = 0;
 };
 void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, int n_tokens, Epilogue epilogue,
             cudaStream_t stream, MatvecLayout layout = {});

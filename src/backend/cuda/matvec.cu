@@ -15,6 +15,15 @@
 // with dp4a, 4 products per instruction, as llama.cpp does; the float types and the K-quants
 // decode to float and meet float activations.
 //
+// Loads ahead (Q4_0 and Q4_1, one token): a step of these types is only 16 bytes of quants per
+// row, so a lane that loads a step and then multiplies it keeps too few bytes in flight to cover
+// the memory latency (the compiler does not move the next step's loads above this step's dp4a).
+// Where a lane has two or more steps, it loads two steps' weights before it multiplies either:
+// the 8B shape's Q4_0 matrices went from 31-61% of the read rate to 35-70% (output head 74% ->
+// 93%), 8B Q4_0 decode +17%. Not for Q8_0 (32 bytes a step: no gain, 8B decode -6%), nor for
+// rows of a single step per lane (the 0.5B shape's 896 columns: fewer blocks fit, -1% to -7%),
+// nor the float types (F16/BF16 tried the same way: 8B BF16 decode -1%). docs/PERFORMANCE.md.
+//
 // Up to three matrices of one type run in one launch (Q, K and V: fewer launches per token,
 // which decides the speed of small models): each gets its own range of blocks.
 //
@@ -49,6 +58,7 @@ struct Params {
   MatvecInput in;
   int n_tokens = 0;
   int prefetch_blocks = 0;  // blocks below this prefetch their rows into L2 before waiting
+  bool loads_ahead = false;  // Q4_0/Q4_1, one token: matvec_kernel<..., true> (see the top)
 };
 
 // Float activations: decode the R rows' step, multiply with each token's 8 or 32 floats.
@@ -80,35 +90,61 @@ __device__ __forceinline__ void step_float(const uint8_t* const* qs, const uint8
   }
 }
 
-// 8-bit activations: one 32-element block per step, integer dot products.
-template <DType T, int R, int NCOLS>
-__device__ __forceinline__ void step_q8(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
-                                        const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS]) {
-  int wq[R][8];  // Q8_0: 32 int8; Q4_x: the 32 nibbles, each widened to a byte
-  float d[R], m[R];
+// One step of R rows of an 8-bit-path type as loaded: the quants and the half-precision scales,
+// not yet unpacked, so that the loads of two steps can be issued before either is used.
+template <DType T, int R>
+struct Q8PathStep {
+  int4 q[R][T == DType::Q8_0 ? 2 : 1];  // Q8_0: 32 int8; Q4_x: 32 nibbles
+  __half d[R];
+  __half m[R];  // Q4_1 only
+};
+
+template <DType T, int R>
+__device__ __forceinline__ void load_q8_path_step(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
+                                                  Q8PathStep<T, R>& w) {
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if constexpr (T == DType::Q8_0) {
       const int4* p = reinterpret_cast<const int4*>(qs[r] + st * 32);
-      const int4 a = p[0], b = p[1];
+      w.q[r][0] = p[0];
+      w.q[r][1] = p[1];
+      w.d[r] = *reinterpret_cast<const __half*>(sc[r] + st * 2);
+    } else {
+      w.q[r][0] = *reinterpret_cast<const int4*>(qs[r] + st * 16);
+      if constexpr (T == DType::Q4_0) {
+        w.d[r] = *reinterpret_cast<const __half*>(sc[r] + st * 2);
+      } else {
+        const __half2 dm = *reinterpret_cast<const __half2*>(sc[r] + st * 4);
+        w.d[r] = dm.x;
+        w.m[r] = dm.y;
+      }
+    }
+  }
+}
+
+// 8-bit activations: one 32-element block per step, integer dot products.
+template <DType T, int R, int NCOLS>
+__device__ __forceinline__ void dot_q8_path_step(const Q8PathStep<T, R>& w, int64_t st, const MatvecInput& in,
+                                                 int n_tokens, float (&acc)[R][NCOLS]) {
+  int wq[R][8];  // Q8_0: 32 int8; Q4_x: the 32 nibbles, each widened to a byte
+  float d[R], m[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    d[r] = __half2float(w.d[r]);
+    if constexpr (T == DType::Q8_0) {
+      const int4 a = w.q[r][0], b = w.q[r][1];
       wq[r][0] = a.x; wq[r][1] = a.y; wq[r][2] = a.z; wq[r][3] = a.w;
       wq[r][4] = b.x; wq[r][5] = b.y; wq[r][6] = b.z; wq[r][7] = b.w;
-      d[r] = load_half(sc[r] + st * 2);
       m[r] = 0.0f;
     } else {
-      const int4 a = *reinterpret_cast<const int4*>(qs[r] + st * 16);
+      const int4 a = w.q[r][0];
       // Low nibbles are elements 0..15, high nibbles 16..31 (ggml's order).
       wq[r][0] = a.x & 0x0F0F0F0F; wq[r][1] = a.y & 0x0F0F0F0F;
       wq[r][2] = a.z & 0x0F0F0F0F; wq[r][3] = a.w & 0x0F0F0F0F;
       wq[r][4] = (a.x >> 4) & 0x0F0F0F0F; wq[r][5] = (a.y >> 4) & 0x0F0F0F0F;
       wq[r][6] = (a.z >> 4) & 0x0F0F0F0F; wq[r][7] = (a.w >> 4) & 0x0F0F0F0F;
-      if constexpr (T == DType::Q4_0) {
-        d[r] = load_half(sc[r] + st * 2);
-        m[r] = -8.0f * d[r];  // value = d * (q - 8) = d * q + m
-      } else {
-        d[r] = load_half(sc[r] + st * 4);
-        m[r] = load_half(sc[r] + st * 4 + 2);
-      }
+      // Q4_0: value = d * (q - 8) = d * q + m
+      m[r] = T == DType::Q4_0 ? -8.0f * d[r] : __half2float(w.m[r]);
     }
   }
 #pragma unroll
@@ -129,12 +165,20 @@ __device__ __forceinline__ void step_q8(const uint8_t* const* qs, const uint8_t*
   }
 }
 
+template <DType T, int R, int NCOLS>
+__device__ __forceinline__ void step_q8(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
+                                        const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS]) {
+  Q8PathStep<T, R> w;
+  load_q8_path_step<T, R>(qs, sc, st, w);
+  dot_q8_path_step<T, R, NCOLS>(w, st, in, n_tokens, acc);
+}
+
 // Asks L2 for the `bytes` bytes of a row: the 128-byte lines at first, first + stride, ...
 __device__ __forceinline__ void prefetch_row(const uint8_t* row, int64_t bytes, int64_t first, int64_t stride) {
   for (int64_t off = first; off < bytes; off += stride) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + off));
 }
 
-template <DType T, int R, int NCOLS, Epilogue EP>
+template <DType T, int R, int NCOLS, Epilogue EP, bool kLoadsAhead = false>
 __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
   __shared__ float partial[kWarps][R + 1][NCOLS];  // the R rows' sums and the sum of squares
   int s = 0;
@@ -183,10 +227,22 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
   constexpr bool kQ8 = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1;
   const int64_t n_steps = active ? seg.target.a.cols / StepElems<T>::value : 0;
   const int stride = wpg * 32;
+  if constexpr (kLoadsAhead) {
+    // Steps st and st + stride: both loaded, then both multiplied in order (the same sums as below).
+    for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += 2 * stride) {
+      const bool second = st + stride < n_steps;
+      Q8PathStep<T, R> w[2];
+      load_q8_path_step<T, R>(qs, sc, st, w[0]);
+      if (second) load_q8_path_step<T, R>(qs, sc, st + stride, w[1]);
+      dot_q8_path_step<T, R, NCOLS>(w[0], st, p.in, p.n_tokens, acc);
+      if (second) dot_q8_path_step<T, R, NCOLS>(w[1], st + stride, p.in, p.n_tokens, acc);
+    }
+  } else {
 #pragma unroll 2
-  for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += stride) {
-    if constexpr (kQ8) step_q8<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
-    else step_float<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss);
+    for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += stride) {
+      if constexpr (kQ8) step_q8<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
+      else step_float<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss);
+    }
   }
 
 #pragma unroll
@@ -231,6 +287,9 @@ constexpr bool four_row_groups_fit(DType type) { return type != DType::Q4_K && t
 template <DType T, int R, Epilogue EP>
 void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
   const dim3 block(kWarps * 32);
+  if constexpr (T == DType::Q4_0 || T == DType::Q4_1) {
+    if (p.loads_ahead) return launch_chained(matvec_kernel<T, R, 1, EP, true>, n_blocks, block, 0, stream, "matvec", p);
+  }
   if (p.n_tokens <= 1) launch_chained(matvec_kernel<T, R, 1, EP>, n_blocks, block, 0, stream, "matvec", p);
   else if (p.n_tokens <= 2) launch_chained(matvec_kernel<T, R, 2, EP>, n_blocks, block, 0, stream, "matvec", p);
   else if (p.n_tokens <= 4) launch_chained(matvec_kernel<T, R, 4, EP>, n_blocks, block, 0, stream, "matvec", p);
@@ -252,6 +311,15 @@ void launch_typed(const Params& p, int n_blocks, cudaStream_t stream) {
 bool q8_four_row_groups_enabled() {
   static const bool turned_off = turned_off_by_env("LATHE_CUDA_Q8_ROWS4");
   return !turned_off;
+}
+
+// Loads ahead (see the top): LATHE_CUDA_MATVEC_AHEAD=0 turns it off, to measure what it brings.
+bool loads_ahead_enabled() {
+  static const bool turned_off = turned_off_by_env("LATHE_CUDA_MATVEC_AHEAD");
+  return !turned_off;
+}
+constexpr bool loads_ahead_applies(DType type, int n_tokens) {
+  return (type == DType::Q4_0 || type == DType::Q4_1) && n_tokens == 1;
 }
 
 MatvecLayout choose_layout(DType type, int64_t pairs, int64_t n_steps, int n_tokens) {
@@ -295,6 +363,12 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
   p.warps_per_group = automatic.warps_per_group;
   if (layout.warps_per_group == 1 || layout.warps_per_group == 2 || layout.warps_per_group == 4)
     p.warps_per_group = layout.warps_per_group;
+  // Loads ahead where a lane has a second step to load (more steps than the group has lanes),
+  // unless the caller asks for it (1: wherever the type allows) or against it (-1).
+  if (layout.loads_ahead == 1) p.loads_ahead = loads_ahead_applies(type, n_tokens);
+  else if (layout.loads_ahead == 0)
+    p.loads_ahead = loads_ahead_applies(type, n_tokens) && n_steps > int64_t{32} * p.warps_per_group &&
+                    loads_ahead_enabled();
   const int outs_per_block = (kWarps / p.warps_per_group) * (epilogue == Epilogue::SwiGLU ? rows / 2 : rows);
   if (prefetch_before_wait_enabled()) {
     // At most the first wave (16 blocks of 128 threads per multiprocessor) and 1/8 of L2.

@@ -215,6 +215,41 @@ TEST(CudaKernels, MatvecAddSwigluAndThreeTargetsInOneLaunch) {
   }
 }
 
+// Loads ahead (Q4_0/Q4_1 at one token: two steps' weights loaded before either is multiplied).
+// Rows of 80 and 130 steps leave each lane 1 to 5 steps under 1, 2 or 4 warps per group, so that
+// pairs end on a single step; the products and SwiGLU match the reference, and equal the path that
+// multiplies each step as it loads it bit for bit, since each lane adds its steps in the same order.
+TEST(CudaKernels, MatvecQ4LoadsAheadMatchesTheReferenceAndTheOtherPath) {
+  LATHE_REQUIRE_GPU();
+  std::mt19937 rng(31);
+  const int64_t rows = 37;
+  for (DType type : {DType::Q4_0, DType::Q4_1})
+    for (int64_t cols : {int64_t{2560}, int64_t{4160}}) {
+      const auto gate_bytes = test::random_matrix(type, rows, cols, rng);
+      const auto up_bytes = test::random_matrix(type, rows, cols, rng);
+      const auto gate = test::upload_matrix(type, gate_bytes, rows, cols);
+      const auto up = test::upload_matrix(type, up_bytes, rows, cols);
+      const auto x = random_floats(static_cast<size_t>(cols), rng);
+      const auto g = reference_product(test::reference_matrix(type, gate_bytes, rows, cols), rows, cols, x, 1);
+      const auto u = reference_product(test::reference_matrix(type, up_bytes, rows, cols), rows, cols, x, 1);
+      std::vector<double> h(g.size());
+      for (size_t i = 0; i < g.size(); ++i) h[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      for (int wpg : {1, 2, 4})
+        for (int rpg : {2, 4}) {
+          const MatvecLayout ahead{wpg, rpg, 1}, plain{wpg, rpg, -1};
+          const std::string where = std::string(dtype_name(type)) + " cols=" + std::to_string(cols) +
+                                    " warps/group=" + std::to_string(wpg) + " rows/group=" + std::to_string(rpg);
+          const auto y = run_matvec(gate.view, x, 1, nullptr, Epilogue::Store, nullptr, ahead);
+          EXPECT_LT(nmse(y, g), matvec_bound(type)) << where;
+          EXPECT_EQ(y, run_matvec(gate.view, x, 1, nullptr, Epilogue::Store, nullptr, plain)) << where;
+          const auto y_swiglu = run_matvec(gate.view, x, 1, nullptr, Epilogue::SwiGLU, &up.view, ahead);
+          EXPECT_LT(nmse(y_swiglu, h), 4 * matvec_bound(type)) << where << " swiglu";
+          EXPECT_EQ(y_swiglu, run_matvec(gate.view, x, 1, nullptr, Epilogue::SwiGLU, &up.view, plain))
+              << where << " swiglu";
+        }
+    }
+}
+
 TEST(CudaKernels, GemmEveryWeightTypeWithAccumulation) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(13);
