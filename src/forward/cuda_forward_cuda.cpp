@@ -48,6 +48,9 @@ struct CudaForward::Impl {
   // Decode attention applies the biases, Q/K norms and RoPE and stores the K/V row itself, instead
   // of a rope_kv launch before it (LATHE_CUDA_ROPE_IN_ATTENTION=0 keeps the separate launch).
   const bool rope_in_attention = !cuda::turned_off_by_env("LATHE_CUDA_ROPE_IN_ATTENTION");
+  // Prefill: the RMSNorms and SwiGLU write the cuBLAS products' 16-bit inputs themselves
+  // (LATHE_CUDA_WRITE16=0: float32 rows, converted by a separate kernel, to measure the gain).
+  const bool write16_direct = !cuda::turned_off_by_env("LATHE_CUDA_WRITE16");
   float* split_scratch = nullptr;
   cuda::GemmScratch gemm_scratch;
   cuda::DeviceBuffer logits_dev;
@@ -223,25 +226,55 @@ struct CudaForward::Impl {
     cuda::check(cudaMemcpyAsync(rows, hook_rows.data(), bytes, cudaMemcpyHostToDevice, stream), "writing hook rows");
   }
 
+  // The products' 16-bit input scratch, for a kernel that writes n rows of `cols` there itself.
+  void* act16_for(int n, int64_t cols) const {
+    if (gemm_scratch.act16_elems < static_cast<size_t>(n) * static_cast<size_t>(cols))
+      throw InternalError(fmt::format("CudaForward: {} x {} activations exceed the 16-bit input scratch ({} values)", n,
+                                      cols, gemm_scratch.act16_elems));
+    return gemm_scratch.act16;
+  }
+
+  // The 16-bit type every target's cuBLAS product wants its activations in, or None when they
+  // differ or one wants float32.
+  cuda::Dtype16 shared_type16(std::initializer_list<MatvecTarget> targets) const {
+    const cuda::Dtype16 type = cuda::gemm_activation_type(targets.begin()->a, gemm_scratch);
+    for (const auto& t : targets)
+      if (cuda::gemm_activation_type(t.a, gemm_scratch) != type ||
+          (t.b.qs != nullptr && cuda::gemm_activation_type(t.b, gemm_scratch) != type))
+        return cuda::Dtype16::None;
+    return type;
+  }
+
   // y (per target) = W x for n tokens: mat-vec kernels up to 8 tokens, cuBLAS above. With
   // `norm`, x is first RMS-normalized with those weights: fused into the mat-vec and the 8-bit
-  // rounding for up to 8 tokens (two launches fewer per layer in decode), through xn above.
+  // rounding for up to 8 tokens (two launches fewer per layer in decode); above, the RMSNorm
+  // writes the 16-bit input of the products itself (or float32 rows into xn, then converted).
   // `q8_ready`: the kernel that wrote xin also wrote its 8-bit rows into q8/ds (decode attention).
-  void linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep,
-              const float* norm = nullptr, bool q8_ready = false) {
+  // `swiglu_out16` (SwiGLU above 8 tokens): write h in that 16-bit type into the products' input
+  // scratch instead of t.y, and return it as the input of the next product (the down projection).
+  cuda::GemmInput linear(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n,
+                         Epilogue ep, const float* norm = nullptr, bool q8_ready = false,
+                         cuda::Dtype16 swiglu_out16 = cuda::Dtype16::None) {
     const int64_t cols = targets.begin()->a.cols;
+    cuda::GemmInput in;  // the products' input, once prepared
     if (norm != nullptr && n > cuda::kMatvecMaxTokens) {
-      cuda::rms_norm(xin, ldx, norm, n, static_cast<int>(cols), hp.rms_eps, xn, n_embd, stream);
-      xin = xn;
-      ldx = n_embd;
+      const cuda::Dtype16 type16 = write16_direct ? shared_type16(targets) : cuda::Dtype16::None;
+      if (type16 != cuda::Dtype16::None) {
+        cuda::rms_norm_16(xin, ldx, norm, n, static_cast<int>(cols), hp.rms_eps, act16_for(n, cols), type16, stream);
+        in = cuda::gemm_input_written(n, cols, type16);
+      } else {
+        cuda::rms_norm(xin, ldx, norm, n, static_cast<int>(cols), hp.rms_eps, xn, n_embd, stream);
+        xin = xn;
+        ldx = n_embd;
+      }
       norm = nullptr;
     }
     if (n <= cuda::kMatvecMaxTokens) {
-      cuda::MatvecInput in;
-      in.x = xin;
-      in.ldx = ldx;
-      in.norm = norm;
-      in.eps = hp.rms_eps;
+      cuda::MatvecInput mv;
+      mv.x = xin;
+      mv.ldx = ldx;
+      mv.norm = norm;
+      mv.eps = hp.rms_eps;
       bool same_type = true, q8_needed = false;
       for (const auto& t : targets) {
         same_type = same_type && t.a.type == targets.begin()->a.type;
@@ -249,21 +282,22 @@ struct CudaForward::Impl {
       }
       if (q8_needed) {
         if (!q8_ready) cuda::quantize_q8(xin, ldx, n, static_cast<int>(cols), q8, ds, stream, norm, hp.rms_eps);
-        in.q8 = q8;
-        in.ds = ds;
-        in.ld_q8 = cols;
-        in.ld_ds = cols / 16;
+        mv.q8 = q8;
+        mv.ds = ds;
+        mv.ld_q8 = cols;
+        mv.ld_ds = cols / 16;
       }
       if (same_type) {
-        cuda::matvec(targets.begin(), static_cast<int>(targets.size()), in, n, ep, stream);
+        cuda::matvec(targets.begin(), static_cast<int>(targets.size()), mv, n, ep, stream);
       } else {
-        for (const auto& t : targets) cuda::matvec(&t, 1, in, n, ep, stream);
+        for (const auto& t : targets) cuda::matvec(&t, 1, mv, n, ep, stream);
       }
-      return;
+      return {};
     }
-    // The matrices reading xin share its 16-bit conversion when they want the same one.
-    cuda::GemmInput in;
+    // The matrices reading xin share its 16-bit conversion when they want the same one (written
+    // by the RMSNorm above: the same for all of them).
     const auto input_for = [&](const cuda::DeviceMatrix& w) {
+      if (in.n_tokens > 0 && in.x == nullptr) return in;
       in = cuda::gemm_input(w, xin, ldx, n, gemm_scratch, stream, in.x != nullptr ? &in : nullptr);
       return in;
     };
@@ -271,11 +305,17 @@ struct CudaForward::Impl {
       if (ep == Epilogue::SwiGLU) {
         cuda::gemm(*blas, t.a, input_for(t.a), gu, 2 * n_ff, 0.0f, gemm_scratch, stream);
         cuda::gemm(*blas, t.b, input_for(t.b), gu + n_ff, 2 * n_ff, 0.0f, gemm_scratch, stream);
+        if (swiglu_out16 != cuda::Dtype16::None && targets.size() == 1) {
+          // The products above have read act16 (stream order): h may overwrite it.
+          cuda::swiglu_16(gu, n, static_cast<int>(n_ff), act16_for(n, n_ff), swiglu_out16, stream);
+          return cuda::gemm_input_written(n, n_ff, swiglu_out16);
+        }
         cuda::swiglu(gu, n, static_cast<int>(n_ff), t.y, stream);
       } else {
         cuda::gemm(*blas, t.a, input_for(t.a), t.y, t.ldy, ep == Epilogue::Add ? 1.0f : 0.0f, gemm_scratch, stream);
       }
     }
+    return {};
   }
 
   cuda::AttentionArgs attention_args(uint32_t layer, int n) const {
@@ -356,8 +396,13 @@ struct CudaForward::Impl {
   void mlp_block(const CudaLayerWeights& L, int n) {
     const cuda::DeviceMatrix gate = L.fused_gate_up() ? L.w_gate_up.row_slice(0, n_ff) : L.w_gate;
     const cuda::DeviceMatrix up = L.fused_gate_up() ? L.w_gate_up.row_slice(n_ff, n_ff) : L.w_up;
-    linear({{gate, up, h, n_ff}}, x, n_embd, n, Epilogue::SwiGLU, L.ffn_norm);
-    linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
+    // Above 8 tokens SwiGLU writes h straight in the 16-bit type the down projection reads.
+    const cuda::Dtype16 down16 =
+        n > cuda::kMatvecMaxTokens && write16_direct ? cuda::gemm_activation_type(L.w_down, gemm_scratch)
+                                                     : cuda::Dtype16::None;
+    const cuda::GemmInput h16 = linear({{gate, up, h, n_ff}}, x, n_embd, n, Epilogue::SwiGLU, L.ffn_norm, false, down16);
+    if (h16.n_tokens > 0) cuda::gemm(*blas, L.w_down, h16, x, n_embd, 1.0f, gemm_scratch, stream);
+    else linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
   }
 
   // The whole pass over n tokens whose ids, positions and slots are already on the device.

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace lathe::cuda {
 
@@ -52,6 +53,17 @@ __device__ __forceinline__ void halves8_to_float(const uint4& raw, float* out) {
     out[2 * e + 1] = f.y;
   }
 }
+
+// A float stored as Out: itself, or rounded to the nearest half / bfloat16.
+template <typename Out>
+__device__ __forceinline__ Out float_to(float v) {
+  if constexpr (std::is_same_v<Out, __half>) return __float2half_rn(v);
+  else if constexpr (std::is_same_v<Out, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else return v;
+}
+
+// Grid rows for per-token launches: tokens beyond gridDim.y's limit are looped over.
+constexpr int kMaxGridY = 65535;
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 

@@ -24,9 +24,6 @@ class Blas {
   cublasHandle_t handle_ = nullptr;
 };
 
-// The 16-bit form the activations take for a product (None: float32 weights, no conversion).
-enum class Dtype16 { None, BF16, F16 };
-
 // Scratch the products need: activations in 16 bits (act16_elems halves) and decoded weight rows
 // (w16_elems halves; a quantized matrix is decoded w16_elems / cols rows at a time).
 struct GemmScratch {
@@ -44,12 +41,21 @@ struct GemmScratch {
 // once to bfloat16 / half in scratch.act16, so that the matrices reading the same input (Q, K and
 // V; gate and up) share one conversion.
 struct GemmInput {
-  const float* x = nullptr;  // the float32 activations: x[t * ldx + c]
+  const float* x = nullptr;  // the float32 activations: x[t * ldx + c] (null: act16 was written directly)
   int64_t ldx = 0;
   int n_tokens = 0;
   int64_t cols = 0;
   Dtype16 type16 = Dtype16::None;  // what act16 holds
 };
+
+// The 16-bit type activations take to meet `w` in a product (None: float32 weights).
+Dtype16 gemm_activation_type(const DeviceMatrix& w, const GemmScratch& scratch);
+
+// The input of products whose 16-bit activations a kernel wrote into scratch.act16 itself
+// (rms_norm_16, swiglu_16): no float32 copy of them exists.
+inline GemmInput gemm_input_written(int n_tokens, int64_t cols, Dtype16 type16) {
+  return GemmInput{nullptr, cols, n_tokens, cols, type16};
+}
 
 // Prepares `x` for products with weights like `w` (type and width): converts it into
 // scratch.act16 unless `reuse` says it already holds that. `reuse` must be the last GemmInput

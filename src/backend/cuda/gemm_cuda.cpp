@@ -20,12 +20,12 @@ void check_blas(cublasStatus_t status, const char* what) {
                                 cublasGetStatusString(status)));
 }
 
-Dtype16 activation_type(const DeviceMatrix& w, const GemmScratch& scratch) {
+}  // namespace
+
+Dtype16 gemm_activation_type(const DeviceMatrix& w, const GemmScratch& scratch) {
   if (w.type == DType::F32) return Dtype16::None;
   return w.type == DType::BF16 && !scratch.bf16_as_f16 ? Dtype16::BF16 : Dtype16::F16;
 }
-
-}  // namespace
 
 Blas::Blas(cudaStream_t stream) {
   check_blas(cublasCreate(&handle_), "cublasCreate");
@@ -38,7 +38,7 @@ Blas::~Blas() {
 
 GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
                      cudaStream_t stream, const GemmInput* reuse) {
-  GemmInput in{x, ldx, n_tokens, w.cols, activation_type(w, scratch)};
+  GemmInput in{x, ldx, n_tokens, w.cols, gemm_activation_type(w, scratch)};
   if (reuse != nullptr && reuse->x == x && reuse->ldx == ldx && reuse->n_tokens == n_tokens &&
       reuse->cols == in.cols && reuse->type16 == in.type16)
     return in;
@@ -55,7 +55,7 @@ void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y
           const GemmScratch& scratch, cudaStream_t stream) {
   const int n_tokens = in.n_tokens;
   if (n_tokens <= 0) return;
-  if (in.cols != w.cols || in.type16 != activation_type(w, scratch))
+  if (in.cols != w.cols || in.type16 != gemm_activation_type(w, scratch) || (in.type16 == Dtype16::None && !in.x))
     throw InternalError("gemm: the input was prepared for another kind of matrix");
   const float alpha = 1.0f;
   const int k = static_cast<int>(w.cols);

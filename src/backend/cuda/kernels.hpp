@@ -20,6 +20,10 @@ void embed_rows(const DeviceMatrix& table, const int32_t* tokens, int n_tokens, 
 // (x rows ldx floats apart, out rows ldo apart; out may alias x).
 void rms_norm(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, float* out,
               int64_t ldo, cudaStream_t stream);
+// The same rounded to bfloat16 or half (type, not None) into dense rows of `width`: the input of a
+// cuBLAS product, written once instead of in float32 and then converted (prefill).
+void rms_norm_16(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, void* out,
+                 Dtype16 type, cudaStream_t stream);
 
 // quantize_act.cu: each 32-element block of the n_rows x width rows of x (ldx floats apart) to
 // int8 with d = max|x| / 127 (q8, width bytes per row) and the pair (d, d * sum q) (ds, width/16
@@ -136,6 +140,8 @@ void f32_to_bf16(const float* x, int64_t ldx, int n_rows, int width, void* out, 
 
 // swiglu.cu: h[t][i] = silu(gu[t][i]) * gu[t][n_ff + i] (gate and up side by side).
 void swiglu(const float* gate_up, int n_tokens, int n_ff, float* h, cudaStream_t stream);
+// The same rounded to bfloat16 or half (type, not None): the down projection's cuBLAS input.
+void swiglu_16(const float* gate_up, int n_tokens, int n_ff, void* h, Dtype16 type, cudaStream_t stream);
 
 // argmax.cu: index of the largest of the first n floats of each row (rows ld floats apart): the
 // first on ties, NaN and -inf never taken, -1 if nothing else is left (argmax_logit).

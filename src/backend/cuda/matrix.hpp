@@ -9,6 +9,9 @@
 
 namespace lathe::cuda {
 
+// The 16-bit form activations take for a cuBLAS product (None: float32 weights, no conversion).
+enum class Dtype16 { None, BF16, F16 };
+
 struct DeviceMatrix {
   DType type = DType::F32;         // device type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q6_K
   const uint8_t* qs = nullptr;     // quants or elements, qs_row bytes per row

@@ -309,6 +309,18 @@ TEST(CudaKernels, GemmInputIsSharedAndCheckedAgainstTheMatrix) {
   DeviceBuffer y(sizeof(float) * n * rows, "y");
   const GemmInput for_f32 = gemm_input(f32.view, dx.as<float>(), cols, n, scratch, stream);
   EXPECT_THROW(gemm(blas, bf16.view, for_f32, y.as<float>(), rows, 0.0f, scratch, stream), InternalError);
+  // Float32 weights read float32 rows: an input written only in 16 bits cannot serve them.
+  EXPECT_THROW(gemm(blas, f32.view, gemm_input_written(n, cols, Dtype16::None), y.as<float>(), rows, 0.0f, scratch,
+                    stream),
+               InternalError);
+
+  // An input a kernel wrote in 16 bits (here the conversion itself) gives the product gemm_input's does.
+  DeviceBuffer written_y(sizeof(float) * n * rows, "written"), converted_y(sizeof(float) * n * rows, "converted");
+  gemm(blas, bf16.view, dx.as<float>(), cols, n, converted_y.as<float>(), rows, 0.0f, scratch, stream);
+  f32_to_bf16(dx.as<float>(), cols, n, static_cast<int>(cols), act16.data(), stream);
+  gemm(blas, bf16.view, gemm_input_written(n, cols, Dtype16::BF16), written_y.as<float>(), rows, 0.0f, scratch, stream);
+  EXPECT_EQ(to_host<float>(written_y, static_cast<size_t>(n * rows)),
+            to_host<float>(converted_y, static_cast<size_t>(n * rows)));
 }
 
 TEST(CudaKernels, EmbedAndDequantizeMatchTheReferenceDecoder) {
@@ -371,6 +383,26 @@ TEST(CudaKernels, RmsNormAndSwiglu) {
       href.push_back(g / (1 + std::exp(-g)) * u);
     }
   EXPECT_LT(nmse(to_host<float>(h, href.size()), href), 1e-12);
+
+  // The 16-bit outputs (prefill: the cuBLAS products' inputs, written directly): the float32
+  // results rounded once, so within bfloat16's / half's rounding (2^-9 / 2^-12 relative).
+  const auto widen = [](const std::vector<uint16_t>& bits, Dtype16 type) {
+    std::vector<float> out;
+    for (uint16_t b : bits) out.push_back(type == Dtype16::BF16 ? lathe::bf16_to_f32(b) : lathe::f16_to_f32(b));
+    return out;
+  };
+  for (Dtype16 type : {Dtype16::BF16, Dtype16::F16}) {
+    const double bound = type == Dtype16::BF16 ? 1e-5 : 1e-7;
+    const char* name = type == Dtype16::BF16 ? "bf16" : "f16";
+    DeviceBuffer out16(2 * rows * width, "out16");
+    rms_norm_16(dx.as<float>(), width, dw.as<float>(), rows, width, 1e-5f, out16.data(), type, nullptr);
+    EXPECT_LT(nmse(widen(to_host<uint16_t>(out16, ref.size()), type), ref), bound) << name;
+    DeviceBuffer h16(2 * 3 * n_ff, "h16");
+    swiglu_16(dgu.as<float>(), 3, n_ff, h16.data(), type, nullptr);
+    EXPECT_LT(nmse(widen(to_host<uint16_t>(h16, href.size()), type), href), bound) << name;
+  }
+  DeviceBuffer unused(2 * n_ff, "unused");
+  EXPECT_THROW(swiglu_16(dgu.as<float>(), 1, n_ff, unused.data(), Dtype16::None, nullptr), InternalError);
 }
 
 TEST(CudaKernels, QuantizeQ8RoundsEachBlockToItsScale) {
