@@ -134,6 +134,8 @@ int run(int argc, char** argv) {
       throw InvalidArgumentError(
           "usage: lathe_bench_cuda_matvec [--json FILE] [--reps N] [--model 0.5B|8B] [--auto-only]");
   }
+  if (!only_model.empty() && only_model != "0.5B" && only_model != "8B")
+    throw InvalidArgumentError("lathe_bench_cuda_matvec: --model takes 0.5B or 8B, not '" + only_model + "'");
   cuda::use_device(0);
   cudaDeviceProp prop{};
   cuda::check(cudaGetDeviceProperties(&prop, 0), "device properties");

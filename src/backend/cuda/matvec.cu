@@ -19,10 +19,10 @@
 // row, so a lane that loads a step and then multiplies it keeps too few bytes in flight to cover
 // the memory latency (the compiler does not move the next step's loads above this step's dp4a).
 // Where a lane has two or more steps, it loads two steps' weights before it multiplies either:
-// the 8B shape's Q4_0 matrices went from 31-61% of the read rate to 35-70% (output head 74% ->
-// 93%), 8B Q4_0 decode +17%. Not for Q8_0 (32 bytes a step: no gain, 8B decode -6%), nor for
-// rows of a single step per lane (the 0.5B shape's 896 columns: fewer blocks fit, -1% to -7%),
-// nor the float types (F16/BF16 tried the same way: 8B BF16 decode -1%). docs/PERFORMANCE.md.
+// the 8B shape's Q4_0 layer matrices went from 36-67% of the read rate to 39-68% (output head
+// 84% -> 94%), 8B Q4_0 decode +5%. Not for Q8_0 (32 bytes a step: 8B decode -6%), nor for rows
+// of a single step per lane (more registers, fewer blocks: the 0.5B shape's gate/up 4.8 -> 5.8
+// us), nor the float types (F16/BF16 tried the same way: 8B BF16 decode -1%). PERFORMANCE.md.
 //
 // Up to three matrices of one type run in one launch (Q, K and V: fewer launches per token,
 // which decides the speed of small models): each gets its own range of blocks.
