@@ -62,7 +62,7 @@ __device__ __forceinline__ Out float_to(float v) {
   else return v;
 }
 
-// Grid rows for per-token launches: tokens beyond gridDim.y's limit are looped over.
+// The largest grid y dimension: per-token launches loop over, or split off, the tokens beyond it.
 constexpr int kMaxGridY = 65535;
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }

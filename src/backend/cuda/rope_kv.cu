@@ -66,7 +66,6 @@ void rope_kv(const RopeKvArgs& args, cudaStream_t stream) {
   require_kv_heads_fit(args.kv_format, args.head_dim, "rope_kv");
   dispatch_kv_format(args.kv_format, [&]<KvFormat F>() {
     const int heads = args.n_head + 2 * args.n_head_kv;  // query, key and value heads: a warp each
-    constexpr int kMaxGridY = 65535;
     for (int t0 = 0; t0 < args.n_tokens; t0 += kMaxGridY) {  // tokens on the grid's y axis
       RopeKvArgs part = args;
       part.n_tokens = std::min(kMaxGridY, args.n_tokens - t0);
