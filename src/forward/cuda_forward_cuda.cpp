@@ -48,7 +48,7 @@ struct CudaForward::Impl {
   // Decode attention applies the biases, Q/K norms and RoPE and stores the K/V row itself, instead
   // of a rope_kv launch before it (LATHE_CUDA_ROPE_IN_ATTENTION=0 keeps the separate launch).
   const bool rope_in_attention = !cuda::turned_off_by_env("LATHE_CUDA_ROPE_IN_ATTENTION");
-  // Prefill: the RMSNorms and SwiGLU write the cuBLAS products' 16-bit inputs themselves
+  // Prefill: the RMSNorms, SwiGLU and attention write the cuBLAS products' 16-bit inputs themselves
   // (LATHE_CUDA_WRITE16=0: float32 rows, converted by a separate kernel, to measure the gain).
   const bool write16_direct = !cuda::turned_off_by_env("LATHE_CUDA_WRITE16");
   float* split_scratch = nullptr;
@@ -376,7 +376,20 @@ struct CudaForward::Impl {
     cuda::AttentionArgs a = attention_args(il, n);
     bool attn_q8_ready = false;
     if (!decode) {
+      // Above 8 tokens the tensor-core kernel writes the output projection's 16-bit cuBLAS input
+      // itself (no float32 rows to convert).
+      const cuda::Dtype16 out16 = n > cuda::kMatvecMaxTokens && write16_direct && cuda::attention_prefill_uses_tensor_cores(a)
+                                      ? cuda::gemm_activation_type(L.wo, gemm_scratch)
+                                      : cuda::Dtype16::None;
+      if (out16 != cuda::Dtype16::None) {
+        a.out16 = act16_for(n, q_w);
+        a.out16_type = out16;
+      }
       cuda::attention_prefill(a, first_pos, stream);
+      if (out16 != cuda::Dtype16::None) {
+        cuda::gemm(*blas, L.wo, cuda::gemm_input_written(n, q_w, out16), x, n_embd, 1.0f, gemm_scratch, stream);
+        return;
+      }
     } else {
       if (rope_in_attention) a.rope = r;
       // An 8-bit output projection reads the attention output rounded by the attention kernel.

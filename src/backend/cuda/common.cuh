@@ -62,6 +62,17 @@ __device__ __forceinline__ Out float_to(float v) {
   else return v;
 }
 
+// Four floats stored as Out at dst (16 bytes for float, 8 for the 16-bit types; dst aligned so).
+template <typename Out>
+__device__ __forceinline__ void store4(Out* dst, float a, float b, float c, float d) {
+  if constexpr (std::is_same_v<Out, float>) {
+    *reinterpret_cast<float4*>(dst) = make_float4(a, b, c, d);
+  } else {
+    Out v[4] = {float_to<Out>(a), float_to<Out>(b), float_to<Out>(c), float_to<Out>(d)};
+    *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(v);
+  }
+}
+
 // The largest grid y dimension: per-token launches loop over, or split off, the tokens beyond it.
 constexpr int kMaxGridY = 65535;
 

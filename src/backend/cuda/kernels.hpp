@@ -110,6 +110,11 @@ struct AttentionArgs {
   // stores that position's K and V row of its K/V head first (the blocks of one head store the
   // same bytes). rope's shapes, positions, slots and caches must be this call's.
   RopeKvArgs rope;
+  // Prefill on tensor cores (attention_prefill_uses_tensor_cores): with out16_type set, the output
+  // is written rounded to that type into dense rows of n_head * head_dim at out16 (the output
+  // projection's cuBLAS input, gemm_input_written) instead of float32 into out.
+  void* out16 = nullptr;
+  Dtype16 out16_type = Dtype16::None;
 };
 // Partial results need split_scratch_floats() floats of scratch.
 int decode_splits(int n_ctx, int n_tokens, int n_head_kv, int multiprocessors);

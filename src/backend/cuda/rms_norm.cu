@@ -25,6 +25,65 @@ __global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* weight
   for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = float_to<Out>(row[i] * inv * weight[i]);
 }
 
+// Rows of a multiple of 4 floats, 16-byte aligned (every prefill here): read once with float4
+// loads and kept in registers (kPer float4 per thread, 256 threads) for the scaling pass, instead
+// of read twice one float at a time. 8B prefill of 512 tokens: 6.3 us per call at Nsight Compute's
+// locked clocks (the scalar kernel: 15.3 us, previous session's profile). Only for the 16-bit
+// outputs: the float32 rms_norm keeps quantize_q8's order of sums (same bytes).
+template <typename Out, int kPer>
+__global__ void rms_norm_vec_kernel(const float* x, int64_t ldx, const float* weight, int width, float eps, Out* out,
+                                    int64_t ldo) {
+  __shared__ float scratch[32];
+  wait_for_previous_kernel();
+  const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * ldx);
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  Out* dst = out + blockIdx.x * ldo;
+  const int n4 = width / 4;
+  float4 v[kPer];
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * static_cast<int>(blockDim.x);
+    v[k] = i < n4 ? row[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    sum += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+  }
+  sum = block_sum(sum, scratch);
+  const float inv = rsqrtf(sum / static_cast<float>(width) + eps);
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * static_cast<int>(blockDim.x);
+    if (i >= n4) break;
+    const float4 g = w4[i];
+    store4(dst + 4 * i, v[k].x * inv * g.x, v[k].y * inv * g.y, v[k].z * inv * g.z, v[k].w * inv * g.w);
+  }
+}
+
+constexpr int kNormThreads = 256;
+
+// float4 per thread the vector kernel needs for this row, or 0 when it does not apply.
+int vector_norm_per_thread(const float* x, int64_t ldx, const float* weight, int width, const void* out, int64_t ldo,
+                           int out_bytes) {
+  const auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  if (width % 4 != 0 || ldx % 4 != 0 || (ldo * out_bytes) % 16 != 0 || !aligned(x, 16) || !aligned(weight, 16) ||
+      !aligned(out, 16))
+    return 0;
+  const int per = (width / 4 + kNormThreads - 1) / kNormThreads;
+  return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : per <= 8 ? 8 : 0;
+}
+
+template <typename Out>
+void launch_16(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, Out* out,
+               cudaStream_t stream) {
+  const int64_t ldo = width;
+  switch (vector_norm_per_thread(x, ldx, weight, width, out, ldo, sizeof(Out))) {
+    case 1: return launch_chained(rms_norm_vec_kernel<Out, 1>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+    case 2: return launch_chained(rms_norm_vec_kernel<Out, 2>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+    case 4: return launch_chained(rms_norm_vec_kernel<Out, 4>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+    case 8: return launch_chained(rms_norm_vec_kernel<Out, 8>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+    default: return launch_chained(rms_norm_kernel<Out>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+  }
+}
+
 }  // namespace
 
 void rms_norm(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, float* out,
@@ -37,13 +96,10 @@ void rms_norm(const float* x, int64_t ldx, const float* weight, int n_rows, int 
 void rms_norm_16(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, void* out,
                  Dtype16 type, cudaStream_t stream) {
   if (n_rows <= 0) return;
-  const int64_t ldo = width;
   if (type == Dtype16::BF16)
-    launch_chained(rms_norm_kernel<__nv_bfloat16>, n_rows, 256, 0, stream, "rms_norm", x, ldx, weight, width, eps,
-                   static_cast<__nv_bfloat16*>(out), ldo);
+    launch_16(x, ldx, weight, n_rows, width, eps, static_cast<__nv_bfloat16*>(out), stream);
   else if (type == Dtype16::F16)
-    launch_chained(rms_norm_kernel<__half>, n_rows, 256, 0, stream, "rms_norm", x, ldx, weight, width, eps,
-                   static_cast<__half*>(out), ldo);
+    launch_16(x, ldx, weight, n_rows, width, eps, static_cast<__half*>(out), stream);
   else
     throw InternalError("rms_norm_16: the output must be bfloat16 or half");
   check_launch("rms_norm");

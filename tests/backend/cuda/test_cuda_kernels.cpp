@@ -391,15 +391,40 @@ TEST(CudaKernels, RmsNormAndSwiglu) {
     for (uint16_t b : bits) out.push_back(type == Dtype16::BF16 ? lathe::bf16_to_f32(b) : lathe::f16_to_f32(b));
     return out;
   };
+  // Widths of a multiple of 4 floats take the float4 kernels (1 to 8 float4 per thread), others
+  // the scalar ones.
   for (Dtype16 type : {Dtype16::BF16, Dtype16::F16}) {
     const double bound = type == Dtype16::BF16 ? 1e-5 : 1e-7;
     const char* name = type == Dtype16::BF16 ? "bf16" : "f16";
-    DeviceBuffer out16(2 * rows * width, "out16");
-    rms_norm_16(dx.as<float>(), width, dw.as<float>(), rows, width, 1e-5f, out16.data(), type, nullptr);
-    EXPECT_LT(nmse(widen(to_host<uint16_t>(out16, ref.size()), type), ref), bound) << name;
-    DeviceBuffer h16(2 * 3 * n_ff, "h16");
-    swiglu_16(dgu.as<float>(), 3, n_ff, h16.data(), type, nullptr);
-    EXPECT_LT(nmse(widen(to_host<uint16_t>(h16, href.size()), type), href), bound) << name;
+    for (int w : {1000, 1002, 4100, 8192}) {
+      const auto xw = random_floats(static_cast<size_t>(rows * w), rng, 3.0f), gw = random_floats(static_cast<size_t>(w), rng);
+      auto dxw = to_device(xw), dgw = to_device(gw);
+      std::vector<double> want(xw.size());
+      std::vector<float> r(w);
+      for (int i = 0; i < rows; ++i) {
+        cpu::rms_norm(xw.data() + i * w, gw.data(), w, 1e-5f, r.data());
+        std::copy(r.begin(), r.end(), want.begin() + i * w);
+      }
+      DeviceBuffer out16(2 * rows * w, "out16");
+      rms_norm_16(dxw.as<float>(), w, dgw.as<float>(), rows, w, 1e-5f, out16.data(), type, nullptr);
+      EXPECT_LT(nmse(widen(to_host<uint16_t>(out16, want.size()), type), want), bound) << name << " width=" << w;
+    }
+    for (int f : {333, 336}) {
+      const auto guf = random_floats(static_cast<size_t>(3 * 2 * f), rng, 2.0f);
+      auto dguf = to_device(guf);
+      std::vector<double> want;
+      for (int t = 0; t < 3; ++t)
+        for (int i = 0; i < f; ++i) {
+          const double g = guf[t * 2 * f + i], u = guf[t * 2 * f + f + i];
+          want.push_back(g / (1 + std::exp(-g)) * u);
+        }
+      DeviceBuffer h16(2 * 3 * f, "h16");
+      swiglu_16(dguf.as<float>(), 3, f, h16.data(), type, nullptr);
+      EXPECT_LT(nmse(widen(to_host<uint16_t>(h16, want.size()), type), want), bound) << name << " n_ff=" << f;
+      DeviceBuffer h32(sizeof(float) * 3 * f, "h32");
+      swiglu(dguf.as<float>(), 3, f, h32.as<float>(), nullptr);
+      EXPECT_LT(nmse(to_host<float>(h32, want.size()), want), 1e-12) << "float n_ff=" << f;
+    }
   }
   DeviceBuffer unused(2 * n_ff, "unused");
   EXPECT_THROW(swiglu_16(dgu.as<float>(), 1, n_ff, unused.data(), Dtype16::None, nullptr), InternalError);
@@ -871,6 +896,23 @@ TEST(CudaKernels, AttentionPrefillIsCausalFromFirstPos) {
           EXPECT_LT(nmse(to_host<float>(out, ref.size()), ref), tensor_cores ? 1e-5 : 1e-10)
               << hs.n_head << "/" << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format)
               << " n=" << n << " first=" << first_pos << (tensor_cores ? " (tensor cores)" : "");
+          if (!tensor_cores) continue;
+          // The 16-bit output (the output projection's input) is the float32 output rounded.
+          const auto got = to_host<float>(out, ref.size());
+          for (Dtype16 type : {Dtype16::F16, Dtype16::BF16}) {
+            DeviceBuffer out16(2 * static_cast<size_t>(n) * width, "out16");
+            AttentionArgs a16 = args;
+            a16.out = nullptr;
+            a16.out16 = out16.as<void>();
+            a16.out16_type = type;
+            attention_prefill(a16, first_pos, nullptr);
+            const auto bits = to_host<uint16_t>(out16, got.size());
+            size_t differ = 0;
+            for (size_t i = 0; i < got.size(); ++i)
+              differ += bits[i] != (type == Dtype16::F16 ? lathe::f32_to_f16(got[i]) : lathe::f32_to_bf16(got[i]));
+            EXPECT_EQ(differ, 0u) << (type == Dtype16::F16 ? "half" : "bfloat16") << " output, " << hs.n_head << "/"
+                                  << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format) << " n=" << n;
+          }
         }
 }
 
