@@ -6,10 +6,15 @@
 // save K/V reads at long contexts; at short ones the GPU would hold a handful of blocks, each
 // walking every head of its group one after another, so the groups are cut into smaller ones
 // (decode_heads_per_block) and their blocks run side by side. Within a block each warp walks
-// chunks of 32 keys: lane = key for the scores (all heads of the group), then lane = dimension for the
-// weighted sum of V, with an online softmax (running max and sum) per head. The four warps'
+// chunks of 32 keys: lane = key for the scores (all heads of the group), then lane = dimension(s)
+// for the weighted sum of V, with an online softmax (running max and sum) per head. The four warps'
 // states merge in shared memory; the block writes an unnormalized partial (o, max, sum), and
 // attention_combine merges the splits. With one split the block writes the final output.
+//
+// For head sizes 32 * DL (64, 128, 256) a lane holds DL consecutive dimensions of V and loads a
+// row's share with one vector load, 16 rows (8 for 256) before it uses any: H200 tg128, same call,
+// against the scalar loads of 8 rows: 0.5B BF16 +0.5% to +2.1%, 0.5B Q4_0 +3.2%, 8B Q4_0 +1.5%,
+// 8B BF16 unchanged (docs/PERFORMANCE.md).
 //
 // The grid is fixed by n_ctx (not by the current length), so a captured CUDA graph replays it
 // for every position; blocks past a token's length exit at once.
@@ -96,6 +101,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const void* keys = a.k_cache[a.slots[t]];
   const void* values = a.v_cache[a.slots[t]];
   const int64_t head_off = static_cast<int64_t>(g) * D;
+  const bool vector_v = D == 32 * DL;  // V rows by vector loads (below)
 
   // Positions, slots and the cache table come from the host; the cached rows were written by
   // earlier steps (this token's own row is being written by the kernel before, or by this one
@@ -150,7 +156,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
       // head_dim is a multiple of 8 (checked by the engine): 16-byte loads of 8 halves, several
       // in flight.
-#pragma unroll 4
+#pragma unroll 8
       for (int d = 0; d < D; d += 8) {
         float kd[8];
         kv_load8<F>(keys, scales_at, row + d, kd);
@@ -176,29 +182,53 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int c = 0; c < DL; ++c) o[j][c] *= alpha;
     }
-    // o += p . V, lane = dimension; eight V rows are loaded before they are used, so that eight
-    // loads are in flight (a key past the chunk's end reads row k0 with weight 0).
+    // o += p . V. When head_dim is 32 * DL (64, 128, 256), each lane holds DL consecutive
+    // dimensions and loads them with one vector load per V row, kVRows rows before any is used;
+    // otherwise lane = dimension (d = lane + 32 c), 8 rows at a time. A key past the chunk's end
+    // reads row k0 with weight 0. Either way each dimension adds the keys in order (same floats).
     const int n_in_chunk = min(32, end - k0);
-    for (int i0 = 0; i0 < n_in_chunk; i0 += 8) {
-      float v[8][DL];
+    if (vector_v) {
+      constexpr int kVRows = DL <= 4 ? 16 : 8;
+      for (int i0 = 0; i0 < n_in_chunk; i0 += kVRows) {
+        float v[kVRows][DL];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        const int key = i0 + u < n_in_chunk ? k0 + i0 + u : k0;
-        const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
+        for (int u = 0; u < kVRows; ++u) {
+          const int key = i0 + u < n_in_chunk ? k0 + i0 + u : k0;
+          kv_load_n<F, DL>(values, scales_at, static_cast<int64_t>(key) * kv_w + head_off + lane * DL, v[u]);
+        }
 #pragma unroll
-        for (int c = 0; c < DL; ++c) {
-          const int d = lane + 32 * c;
-          v[u][c] = d < D ? kv_load1<F>(values, scales_at, row + d) : 0.0f;
+        for (int j = 0; j < G; ++j) {
+          if (j >= group) break;
+#pragma unroll
+          for (int u = 0; u < kVRows; ++u) {
+            const float pu = __shfl_sync(0xffffffffu, p[j], (i0 + u) % 32);  // lanes past the chunk hold p = 0
+#pragma unroll
+            for (int c = 0; c < DL; ++c) o[j][c] += pu * v[u][c];
+          }
         }
       }
-#pragma unroll
-      for (int j = 0; j < G; ++j) {
-        if (j >= group) break;
+    } else {
+      for (int i0 = 0; i0 < n_in_chunk; i0 += 8) {
+        float v[8][DL];
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
-          const float pu = __shfl_sync(0xffffffffu, p[j], i0 + u);  // lanes past the chunk hold p = 0
+          const int key = i0 + u < n_in_chunk ? k0 + i0 + u : k0;
+          const int64_t row = static_cast<int64_t>(key) * kv_w + head_off;
 #pragma unroll
-          for (int c = 0; c < DL; ++c) o[j][c] += pu * v[u][c];
+          for (int c = 0; c < DL; ++c) {
+            const int d = lane + 32 * c;
+            v[u][c] = d < D ? kv_load1<F>(values, scales_at, row + d) : 0.0f;
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+          if (j >= group) break;
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const float pu = __shfl_sync(0xffffffffu, p[j], i0 + u);  // lanes past the chunk hold p = 0
+#pragma unroll
+            for (int c = 0; c < DL; ++c) o[j][c] += pu * v[u][c];
+          }
         }
       }
     }
@@ -214,7 +244,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 #pragma unroll
     for (int c = 0; c < DL; ++c) {
-      const int d = lane + 32 * c;
+      const int d = vector_v ? lane * DL + c : lane + 32 * c;
       if (d < D) o_s[(warp * G + j) * D + d] = o[j][c];
     }
   }

@@ -46,6 +46,64 @@ __device__ __forceinline__ void kv_load8(const void* base, int64_t scales_at, in
   }
 }
 
+// N (2, 4 or 8) consecutive elements with one vector load; `index` must be a multiple of N, so
+// that for Q8_0 the N share one block.
+template <KvFormat F, int N>
+__device__ __forceinline__ void kv_load_n(const void* base, int64_t scales_at, int64_t index, float (&out)[N]) {
+  static_assert(N == 2 || N == 4 || N == 8, "2, 4 or 8 elements");
+  if constexpr (F == KvFormat::F16) {
+    const __half* p = static_cast<const __half*>(base) + index;
+    if constexpr (N == 8) {
+      halves8_to_float(*reinterpret_cast<const uint4*>(p), out);
+    } else {
+      uint32_t words[N / 2];
+      if constexpr (N == 4) {
+        const uint2 raw = *reinterpret_cast<const uint2*>(p);
+        words[0] = raw.x;
+        words[1] = raw.y;
+      } else {
+        words[0] = *reinterpret_cast<const uint32_t*>(p);
+      }
+#pragma unroll
+      for (int e = 0; e < N / 2; ++e) {
+        __half2 h2;
+        memcpy(&h2, &words[e], 4);
+        const float2 f = __half22float2(h2);
+        out[2 * e] = f.x;
+        out[2 * e + 1] = f.y;
+      }
+    }
+  } else if constexpr (F == KvFormat::F32) {
+    const float* p = static_cast<const float*>(base) + index;
+    if constexpr (N == 2) {
+      const float2 a = *reinterpret_cast<const float2*>(p);
+      out[0] = a.x; out[1] = a.y;
+    } else {
+#pragma unroll
+      for (int e = 0; e < N; e += 4) {
+        const float4 a = *reinterpret_cast<const float4*>(p + e);
+        out[e] = a.x; out[e + 1] = a.y; out[e + 2] = a.z; out[e + 3] = a.w;
+      }
+    }
+  } else {
+    const int8_t* p = static_cast<const int8_t*>(base) + index;
+    uint32_t words[2] = {0u, 0u};
+    if constexpr (N == 8) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(p);
+      words[0] = raw.x;
+      words[1] = raw.y;
+    } else if constexpr (N == 4) {
+      words[0] = *reinterpret_cast<const uint32_t*>(p);
+    } else {
+      words[0] = *reinterpret_cast<const uint16_t*>(p);
+    }
+    const float d = kv_q8_scale(base, scales_at, index);
+#pragma unroll
+    for (int e = 0; e < N; ++e)
+      out[e] = d * static_cast<float>(static_cast<int8_t>((words[e / 4] >> (8 * (e % 4))) & 0xFF));
+  }
+}
+
 // Stores v as element `index`. The 32 lanes of a warp call it together, lane i with element i of
 // one 32-element block (index % 32 == lane): Q8_0 rounds the block with one scale, exactly as
 // core/quant.hpp's Q8_0 (d = max|x| / 127 kept as a half, q = roundf(x / d)).
