@@ -155,7 +155,8 @@ void attention_prefill(const AttentionArgs& a, int first_pos, cudaStream_t strea
     return;
   }
   if (a.out16_type != Dtype16::None)
-    throw InternalError("attention_prefill: a 16-bit output needs the tensor-core kernel (attention_prefill_uses_tensor_cores)");
+    throw InternalError(
+        "attention_prefill: a 16-bit output needs the tensor-core kernel (attention_prefill_uses_tensor_cores)");
   dispatch_kv_format(a.kv_format, [&]<KvFormat F>() { launch_d<F>(a, first_pos, stream); });
   check_launch("attention_prefill");
 }

@@ -341,7 +341,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_mma_kernel(const A
   Out* dst = out + static_cast<int64_t>(head) * D + 2 * t;
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) {
-    if (row0 + g < n_q) store_pair(dst + static_cast<int64_t>(row0 + g) * ldo + n * 8, o[n][0] * inv_lo, o[n][1] * inv_lo);
+    if (row0 + g < n_q)
+      store_pair(dst + static_cast<int64_t>(row0 + g) * ldo + n * 8, o[n][0] * inv_lo, o[n][1] * inv_lo);
     if (row0 + g + 8 < n_q)
       store_pair(dst + static_cast<int64_t>(row0 + g + 8) * ldo + n * 8, o[n][2] * inv_hi, o[n][3] * inv_hi);
   }

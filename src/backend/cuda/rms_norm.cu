@@ -27,9 +27,9 @@ __global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* weight
 
 // Rows of a multiple of 4 floats, 16-byte aligned (every prefill here): read once with float4
 // loads and kept in registers (kPer float4 per thread, 256 threads) for the scaling pass, instead
-// of read twice one float at a time. 8B prefill of 512 tokens: 6.3 us per call at Nsight Compute's
-// locked clocks (the scalar kernel: 15.3 us, previous session's profile). Only for the 16-bit
-// outputs: the float32 rms_norm keeps quantize_q8's order of sums (same bytes).
+// of read twice one float at a time. 8B prefill of 512 tokens: 6.3 us per call at Nsight
+// Compute's locked clocks (the scalar kernel writing float32: 15.3 us, an earlier profile). Only
+// for the 16-bit outputs: the float32 rms_norm keeps quantize_q8's order of sums (same bytes).
 template <typename Out, int kPer>
 __global__ void rms_norm_vec_kernel(const float* x, int64_t ldx, const float* weight, int width, float eps, Out* out,
                                     int64_t ldo) {
@@ -75,12 +75,15 @@ template <typename Out>
 void launch_16(const float* x, int64_t ldx, const float* weight, int n_rows, int width, float eps, Out* out,
                cudaStream_t stream) {
   const int64_t ldo = width;
+  const auto launch = [&](auto kernel) {
+    launch_chained(kernel, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+  };
   switch (vector_norm_per_thread(x, ldx, weight, width, out, ldo, sizeof(Out))) {
-    case 1: return launch_chained(rms_norm_vec_kernel<Out, 1>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
-    case 2: return launch_chained(rms_norm_vec_kernel<Out, 2>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
-    case 4: return launch_chained(rms_norm_vec_kernel<Out, 4>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
-    case 8: return launch_chained(rms_norm_vec_kernel<Out, 8>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
-    default: return launch_chained(rms_norm_kernel<Out>, n_rows, kNormThreads, 0, stream, "rms_norm", x, ldx, weight, width, eps, out, ldo);
+    case 1: return launch(rms_norm_vec_kernel<Out, 1>);
+    case 2: return launch(rms_norm_vec_kernel<Out, 2>);
+    case 4: return launch(rms_norm_vec_kernel<Out, 4>);
+    case 8: return launch(rms_norm_vec_kernel<Out, 8>);
+    default: return launch(rms_norm_kernel<Out>);
   }
 }
 

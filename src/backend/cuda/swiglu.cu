@@ -40,7 +40,8 @@ void launch(const float* gu, int n_tokens, int n_ff, Out* h, cudaStream_t stream
   if (n_tokens <= 0 || n_ff <= 0) return;
   const bool aligned = reinterpret_cast<uintptr_t>(gu) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
   if (n_ff % 4 == 0 && aligned) {
-    const dim3 grid(static_cast<unsigned>((n_ff / 4 + 255) / 256), static_cast<unsigned>(std::min(n_tokens, kMaxGridY)));
+    const dim3 grid(static_cast<unsigned>((n_ff / 4 + 255) / 256),
+                    static_cast<unsigned>(std::min(n_tokens, kMaxGridY)));
     swiglu_vec_kernel<Out><<<grid, 256, 0, stream>>>(gu, n_tokens, n_ff, h);
     return;
   }
