@@ -234,6 +234,13 @@ struct CudaForward::Impl {
     return gemm_scratch.act16;
   }
 
+  // The 16-bit type a kernel writes w's cuBLAS input in itself for n tokens, or None where w's
+  // product reads float32 rows: mat-vecs (up to 8 tokens), float32 weights, LATHE_CUDA_WRITE16=0.
+  cuda::Dtype16 written_type16(const cuda::DeviceMatrix& w, int n) const {
+    if (n <= cuda::kMatvecMaxTokens || !write16_direct) return cuda::Dtype16::None;
+    return cuda::gemm_activation_type(w, gemm_scratch);
+  }
+
   // The 16-bit type every target's cuBLAS product wants its activations in, or None when they
   // differ or one wants float32.
   cuda::Dtype16 shared_type16(std::initializer_list<MatvecTarget> targets) const {
@@ -378,9 +385,8 @@ struct CudaForward::Impl {
     if (!decode) {
       // Above 8 tokens the tensor-core kernel writes the output projection's 16-bit cuBLAS input
       // itself (no float32 rows to convert).
-      const cuda::Dtype16 out16 = n > cuda::kMatvecMaxTokens && write16_direct && cuda::attention_prefill_uses_tensor_cores(a)
-                                      ? cuda::gemm_activation_type(L.wo, gemm_scratch)
-                                      : cuda::Dtype16::None;
+      const cuda::Dtype16 out16 =
+          cuda::attention_prefill_uses_tensor_cores(a) ? written_type16(L.wo, n) : cuda::Dtype16::None;
       if (out16 != cuda::Dtype16::None) {
         a.out16 = act16_for(n, q_w);
         a.out16_type = out16;
@@ -410,10 +416,8 @@ struct CudaForward::Impl {
     const cuda::DeviceMatrix gate = L.fused_gate_up() ? L.w_gate_up.row_slice(0, n_ff) : L.w_gate;
     const cuda::DeviceMatrix up = L.fused_gate_up() ? L.w_gate_up.row_slice(n_ff, n_ff) : L.w_up;
     // Above 8 tokens SwiGLU writes h straight in the 16-bit type the down projection reads.
-    const cuda::Dtype16 down16 =
-        n > cuda::kMatvecMaxTokens && write16_direct ? cuda::gemm_activation_type(L.w_down, gemm_scratch)
-                                                     : cuda::Dtype16::None;
-    const cuda::GemmInput h16 = linear({{gate, up, h, n_ff}}, x, n_embd, n, Epilogue::SwiGLU, L.ffn_norm, false, down16);
+    const cuda::GemmInput h16 =
+        linear({{gate, up, h, n_ff}}, x, n_embd, n, Epilogue::SwiGLU, L.ffn_norm, false, written_type16(L.w_down, n));
     if (h16.n_tokens > 0) cuda::gemm(*blas, L.w_down, h16, x, n_embd, 1.0f, gemm_scratch, stream);
     else linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
   }

@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 8
       for (int d = 0; d < D; d += 8) {
         float kd[8];
-        kv_load8<F>(keys, scales_at, row + d, kd);
+        kv_load_n<F, 8>(keys, scales_at, row + d, kd);
 #pragma unroll
         for (int j = 0; j < G; ++j) {
           if (j >= group) break;

@@ -62,8 +62,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(const Atten
       const int key = k0 + row;
       float kv[8], vv[8];
       if (key < n_keys) {
-        kv_load8<F>(keys, scales_at, key * kv_w + kv_off + d, kv);
-        kv_load8<F>(values, scales_at, key * kv_w + kv_off + d, vv);
+        kv_load_n<F, 8>(keys, scales_at, key * kv_w + kv_off + d, kv);
+        kv_load_n<F, 8>(values, scales_at, key * kv_w + kv_off + d, vv);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.0f;

@@ -175,10 +175,8 @@ __device__ __forceinline__ void stage_tile(const KvHead& h, int k0, __half* k_s,
       }
     }
     const auto to_halves = [](uint2 raw, float d) {
-      const auto q = [&](int e) {
-        const uint32_t word = e < 4 ? raw.x : raw.y;
-        return d * static_cast<float>(static_cast<int8_t>((word >> (8 * (e % 4))) & 0xFF));
-      };
+      const uint32_t words[2] = {raw.x, raw.y};
+      const auto q = [&](int e) { return kv_q8_unpack(words, e, d); };
       return uint4{pack_half2(q(0), q(1)), pack_half2(q(2), q(3)), pack_half2(q(4), q(5)), pack_half2(q(6), q(7))};
     };
 #pragma unroll

@@ -24,30 +24,13 @@ __device__ __forceinline__ float kv_load1(const void* base, int64_t scales_at, i
   else return kv_q8_scale(base, scales_at, index) * static_cast<float>(static_cast<const int8_t*>(base)[index]);
 }
 
-// Eight consecutive elements with one wide load (16 bytes, or 8 for Q8_0); `index` must be a
-// multiple of 8, so the eight share one Q8_0 block.
-template <KvFormat F>
-__device__ __forceinline__ void kv_load8(const void* base, int64_t scales_at, int64_t index, float* out) {
-  if constexpr (F == KvFormat::F16) {
-    halves8_to_float(*reinterpret_cast<const uint4*>(static_cast<const __half*>(base) + index), out);
-  } else if constexpr (F == KvFormat::F32) {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
-    const float4 a = p[0], b = p[1];
-    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
-  } else {
-    const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const int8_t*>(base) + index);
-    const float d = kv_q8_scale(base, scales_at, index);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const uint32_t word = e < 4 ? raw.x : raw.y;
-      out[e] = d * static_cast<float>(static_cast<int8_t>((word >> (8 * (e % 4))) & 0xFF));
-    }
-  }
+// Element e (0..7) of the 8-bit quants packed four to a word in `words`, times the block scale d.
+__device__ __forceinline__ float kv_q8_unpack(const uint32_t* words, int e, float d) {
+  return d * static_cast<float>(static_cast<int8_t>((words[e / 4] >> (8 * (e % 4))) & 0xFF));
 }
 
-// N (2, 4 or 8) consecutive elements with one vector load; `index` must be a multiple of N, so
-// that for Q8_0 the N share one block.
+// N (2, 4 or 8) consecutive elements with one vector load (8 halves: 16 bytes; 8 Q8_0 quants: 8
+// bytes); `index` must be a multiple of N, so that for Q8_0 the N share one block.
 template <KvFormat F, int N>
 __device__ __forceinline__ void kv_load_n(const void* base, int64_t scales_at, int64_t index, float (&out)[N]) {
   static_assert(N == 2 || N == 4 || N == 8, "2, 4 or 8 elements");
@@ -99,8 +82,7 @@ __device__ __forceinline__ void kv_load_n(const void* base, int64_t scales_at, i
     }
     const float d = kv_q8_scale(base, scales_at, index);
 #pragma unroll
-    for (int e = 0; e < N; ++e)
-      out[e] = d * static_cast<float>(static_cast<int8_t>((words[e / 4] >> (8 * (e % 4))) & 0xFF));
+    for (int e = 0; e < N; ++e) out[e] = kv_q8_unpack(words, e, d);
   }
 }
 
