@@ -66,8 +66,11 @@ inline bool chained_launch_enabled() {
 // L2 before they wait for it: only useful when launches are chained (LATHE_CUDA_PREFETCH=0 turns
 // it off, to measure what it brings). Only the blocks scheduled while the kernel before still runs
 // gain from it, and prefetching more than L2 holds evicts lines before they are read (Llama-3.1-8B
-// BF16 decode lost 13% that way), so each launch prefetches at most kPrefetchL2Fraction of L2.
-constexpr int kPrefetchL2Fraction = 8;  // 1/8 of L2: 6 MiB on an H100, ~2 us of reading
+// BF16 decode lost 13% that way), so each launch prefetches at most 1/kPrefetchL2Fraction of L2.
+// Less also pays at the other end: the prefetches compete with the tail of the kernel before.
+// H200 decode, same call, 1/16 against 1/8: 8B BF16 +1.2%, Q4_0 +1.5%, Q8_0 +0.4%, 0.5B BF16
+// +1.4%, Q4_0 -0.7%, Q8_0 -0.9% (1/32 was no better on the 8B shape; docs/PERFORMANCE.md).
+constexpr int kPrefetchL2Fraction = 16;  // 1/16 of L2: 3 MiB on an H100, 3.75 MiB on an H200, ~1 us of reading
 inline bool prefetch_before_wait_enabled() {
   static const bool turned_off = turned_off_by_env("LATHE_CUDA_PREFETCH");
   return !turned_off && chained_launch_enabled();

@@ -11,6 +11,9 @@
 // Chained launches: the weights do not depend on the kernel before, so blocks scheduled while it
 // still runs ask L2 for their rows before they wait for it (launch.cuh).
 //
+// Weights bypass L1 where a lane's step is one 16-byte load (F16, BF16, Q4_0, Q4_1 quants): they
+// are read once, and the activations that every warp reads again stay in L1 (load_weights16).
+//
 // Q8_0, Q4_0 and Q4_1 meet activations quantized to int8 blocks (quantize_act.cu) and multiply
 // with dp4a, 4 products per instruction, as llama.cpp does; the float types and the K-quants
 // decode to float and meet float activations.
@@ -59,17 +62,40 @@ struct Params {
   int n_tokens = 0;
   int prefetch_blocks = 0;  // blocks below this prefetch their rows into L2 before waiting
   bool loads_ahead = false;  // Q4_0/Q4_1, one token: matvec_kernel<..., true> (see the top)
+  bool weights_skip_l1 = false;  // load_weights16
 };
+
+// 16 bytes of weights, not kept in L1 (weights_skip_l1): they are read once, and in L1 they would
+// evict the activations that every warp of the multiprocessor reads again (H200 decode in three
+// calls: 8B BF16 +1.6% to +3.5%, 8B Q4_0 +2.5% to +3.0%, 0.5B BF16 +0.7% to +4.7%, 0.5B Q4_0
+// +1.7% to +1.8%; docs/PERFORMANCE.md). Only for steps that are one 16-byte
+// load per lane: where a lane loads 32 contiguous bytes in two halves (Q8_0, F32), the second
+// half is an L1 hit of the first half's sector, and skipping L1 lost 5% of 8B Q8_0 decode.
+template <typename V>
+__device__ __forceinline__ V load_weights16(const V* p, bool skip_l1) {
+  static_assert(sizeof(V) == 16);
+  if (!skip_l1) return *p;
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return *reinterpret_cast<V*>(&v);
+}
 
 // Float activations: decode the R rows' step, multiply with each token's 8 or 32 floats.
 template <DType T, int R, int NCOLS>
 __device__ __forceinline__ void step_float(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
                                            const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS],
-                                           float (&ss)[NCOLS]) {
+                                           float (&ss)[NCOLS], bool skip_l1) {
   constexpr int E = StepElems<T>::value;
   float w[R][E];
 #pragma unroll
-  for (int r = 0; r < R; ++r) decode_step<T>(qs[r], sc[r], st, w[r]);
+  for (int r = 0; r < R; ++r) {
+    const uint4* p = reinterpret_cast<const uint4*>(qs[r]) + st;
+    if constexpr (T == DType::BF16) bf16x8_to_float(load_weights16(p, skip_l1), w[r]);
+    else if constexpr (T == DType::F16) halves8_to_float(load_weights16(p, skip_l1), w[r]);
+    else decode_step<T>(qs[r], sc[r], st, w[r]);
+  }
   const float4* gp = in.norm != nullptr ? reinterpret_cast<const float4*>(in.norm + st * E) : nullptr;
 #pragma unroll
   for (int t = 0; t < NCOLS; ++t) {
@@ -101,7 +127,7 @@ struct Q8PathStep {
 
 template <DType T, int R>
 __device__ __forceinline__ void load_q8_path_step(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
-                                                  Q8PathStep<T, R>& w) {
+                                                  Q8PathStep<T, R>& w, bool skip_l1) {
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if constexpr (T == DType::Q8_0) {
@@ -110,7 +136,7 @@ __device__ __forceinline__ void load_q8_path_step(const uint8_t* const* qs, cons
       w.q[r][1] = p[1];
       w.d[r] = *reinterpret_cast<const __half*>(sc[r] + st * 2);
     } else {
-      w.q[r][0] = *reinterpret_cast<const int4*>(qs[r] + st * 16);
+      w.q[r][0] = load_weights16(reinterpret_cast<const int4*>(qs[r] + st * 16), skip_l1);
       if constexpr (T == DType::Q4_0) {
         w.d[r] = *reinterpret_cast<const __half*>(sc[r] + st * 2);
       } else {
@@ -167,9 +193,9 @@ __device__ __forceinline__ void dot_q8_path_step(const Q8PathStep<T, R>& w, int6
 
 template <DType T, int R, int NCOLS>
 __device__ __forceinline__ void step_q8(const uint8_t* const* qs, const uint8_t* const* sc, int64_t st,
-                                        const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS]) {
+                                        const MatvecInput& in, int n_tokens, float (&acc)[R][NCOLS], bool skip_l1) {
   Q8PathStep<T, R> w;
-  load_q8_path_step<T, R>(qs, sc, st, w);
+  load_q8_path_step<T, R>(qs, sc, st, w, skip_l1);
   dot_q8_path_step<T, R, NCOLS>(w, st, in, n_tokens, acc);
 }
 
@@ -232,16 +258,16 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const Params p) {
     for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += 2 * stride) {
       const bool second = st + stride < n_steps;
       Q8PathStep<T, R> w[2];
-      load_q8_path_step<T, R>(qs, sc, st, w[0]);
-      if (second) load_q8_path_step<T, R>(qs, sc, st + stride, w[1]);
+      load_q8_path_step<T, R>(qs, sc, st, w[0], p.weights_skip_l1);
+      if (second) load_q8_path_step<T, R>(qs, sc, st + stride, w[1], p.weights_skip_l1);
       dot_q8_path_step<T, R, NCOLS>(w[0], st, p.in, p.n_tokens, acc);
       if (second) dot_q8_path_step<T, R, NCOLS>(w[1], st + stride, p.in, p.n_tokens, acc);
     }
   } else {
 #pragma unroll 2
     for (int64_t st = (warp % wpg) * 32 + lane; st < n_steps; st += stride) {
-      if constexpr (kQ8) step_q8<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc);
-      else step_float<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss);
+      if constexpr (kQ8) step_q8<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, p.weights_skip_l1);
+      else step_float<T, R, NCOLS>(qs, sc, st, p.in, p.n_tokens, acc, ss, p.weights_skip_l1);
     }
   }
 
@@ -313,6 +339,13 @@ bool q8_four_row_groups_enabled() {
   return !turned_off;
 }
 
+// Weights not kept in L1 (load_weights16): LATHE_CUDA_WEIGHTS_SKIP_L1=0 turns it off, to measure
+// what it brings.
+bool weights_skip_l1_enabled() {
+  static const bool turned_off = turned_off_by_env("LATHE_CUDA_WEIGHTS_SKIP_L1");
+  return !turned_off;
+}
+
 // Loads ahead (see the top): LATHE_CUDA_MATVEC_AHEAD=0 turns it off, to measure what it brings.
 bool loads_ahead_enabled() {
   static const bool turned_off = turned_off_by_env("LATHE_CUDA_MATVEC_AHEAD");
@@ -346,6 +379,7 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
     if (targets[i].a.type != targets[0].a.type || targets[i].a.cols != targets[0].a.cols)
       throw InternalError("matvec: the matrices of one launch must share type and width");
   Params p;
+  p.weights_skip_l1 = weights_skip_l1_enabled();
   p.n_seg = n_targets;
   p.in = in;
   p.n_tokens = n_tokens;
@@ -371,7 +405,8 @@ void matvec(const MatvecTarget* targets, int n_targets, const MatvecInput& in, i
                     loads_ahead_enabled();
   const int outs_per_block = (kWarps / p.warps_per_group) * (epilogue == Epilogue::SwiGLU ? rows / 2 : rows);
   if (prefetch_before_wait_enabled()) {
-    // At most the first wave (16 blocks of 128 threads per multiprocessor) and 1/8 of L2.
+    // At most the first wave (16 blocks of 128 threads per multiprocessor) and 1/kPrefetchL2Fraction
+    // of L2.
     const DeviceFacts device = current_device_facts();
     const int64_t block_bytes = static_cast<int64_t>(kWarps / p.warps_per_group) * rows * (m0.qs_row + m0.sc_row);
     p.prefetch_blocks = static_cast<int>(std::min<int64_t>(int64_t{device.multiprocessors} * 16,

@@ -25,6 +25,16 @@ __device__ __forceinline__ void k4_scale_min(const uint8_t* scales, int g, int& 
   }
 }
 
+// Eight bfloat16 values, as loaded, to floats (bf16 is the top half of a float32).
+__device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(words[i] << 16);
+    out[2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
+  }
+}
+
 // Decodes step `st` of a row whose quants start at `qs` and scales at `sc`.
 template <DType T>
 __device__ __forceinline__ void decode_step(const uint8_t* qs, const uint8_t* sc, int64_t st, float* out) {
@@ -36,14 +46,7 @@ __device__ __forceinline__ void decode_step(const uint8_t* qs, const uint8_t* sc
   } else if constexpr (T == DType::F16) {
     halves8_to_float(reinterpret_cast<const uint4*>(qs)[st], out);
   } else if constexpr (T == DType::BF16) {
-    const uint4 v = reinterpret_cast<const uint4*>(qs)[st];
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      // bf16 is the top half of a float32.
-      out[2 * i] = __uint_as_float(words[i] << 16);
-      out[2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
-    }
+    bf16x8_to_float(reinterpret_cast<const uint4*>(qs)[st], out);
   } else if constexpr (T == DType::Q8_0) {
     const float d = load_half(sc + st * 2);
     const int4* p = reinterpret_cast<const int4*>(qs + st * 32);
