@@ -548,6 +548,61 @@ float kv_value_at(const uint8_t* layer, KvFormat format, int n_ctx, int row_elem
 
 constexpr KvFormat kFormats[] = {KvFormat::F16, KvFormat::F32, KvFormat::Q8_0};
 
+// Random inputs of RoPE + KV store with every option in use (Q/K/V biases, Q/K norms; partial
+// rotation for head size 64, Phi-3 style), on the host for the CPU steps and on the device.
+struct RopeInputs {
+  int rope_dim = 0;
+  bool neox = false;
+  cpu::RopeTable table;
+  std::vector<float> bq, bk, bv, q_norm, k_norm;
+  DeviceBuffer d_bq, d_bk, d_bv, d_q_norm, d_k_norm, d_inv_freq;
+
+  RopeInputs(HeadShape hs, bool neox_order, std::mt19937& rng)
+      : rope_dim(hs.head_dim == 64 ? 32 : hs.head_dim),
+        neox(neox_order),
+        table(cpu::make_rope_table(neox ? cpu::RopeOrder::NeoX : cpu::RopeOrder::Normal, rope_dim, 10000.0f, {},
+                                   1.0f)),
+        bq(random_floats(hs.n_head * hs.head_dim, rng)),
+        bk(random_floats(hs.n_head_kv * hs.head_dim, rng)),
+        bv(random_floats(hs.n_head_kv * hs.head_dim, rng)),
+        q_norm(random_floats(hs.head_dim, rng)),
+        k_norm(random_floats(hs.head_dim, rng)),
+        d_bq(to_device(bq)),
+        d_bk(to_device(bk)),
+        d_bv(to_device(bv)),
+        d_q_norm(to_device(q_norm)),
+        d_k_norm(to_device(k_norm)),
+        d_inv_freq(to_device(table.inv_freq)) {}
+
+  // rope_kv's arguments for n tokens of rows qkv (ld floats apart) into the caches k/v[slot].
+  RopeKvArgs args(HeadShape hs, float* qkv, int64_t ld, int n, const DeviceBuffer& positions, const DeviceBuffer& slots,
+                  void** k_cache, void** v_cache, KvFormat format, int n_ctx) const {
+    RopeKvArgs a;
+    a.qkv = qkv;
+    a.ld = ld;
+    a.n_tokens = n;
+    a.n_head = hs.n_head;
+    a.n_head_kv = hs.n_head_kv;
+    a.head_dim = hs.head_dim;
+    a.bq = d_bq.as<float>();
+    a.bk = d_bk.as<float>();
+    a.bv = d_bv.as<float>();
+    a.q_norm = d_q_norm.as<float>();
+    a.k_norm = d_k_norm.as<float>();
+    a.eps = 1e-6f;
+    a.inv_freq = d_inv_freq.as<float>();
+    a.rope_dim = rope_dim;
+    a.neox = neox;
+    a.positions = positions.as<int32_t>();
+    a.slots = slots.as<int32_t>();
+    a.k_cache = k_cache;
+    a.v_cache = v_cache;
+    a.kv_format = format;
+    a.n_ctx = n_ctx;
+    return a;
+  }
+};
+
 TEST(CudaKernels, RopeKvMatchesTheCpuSteps) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(18);
@@ -556,45 +611,18 @@ TEST(CudaKernels, RopeKvMatchesTheCpuSteps) {
       for (HeadShape hs : {HeadShape{6, 2, 64}, HeadShape{4, 4, 48}}) {
         if (format == KvFormat::Q8_0 && hs.head_dim % 32 != 0) continue;  // refused by the engines
         const int D = hs.head_dim, q_w = hs.n_head * D, kv_w = hs.n_head_kv * D, ld = q_w + 2 * kv_w;
-        const int rope_dim = D == 64 ? 32 : D;  // partial rotation too (Phi-3 style)
         const int n = 4, n_ctx = 40;
-        const auto table = cpu::make_rope_table(neox ? cpu::RopeOrder::NeoX : cpu::RopeOrder::Normal, rope_dim,
-                                                10000.0f, {}, 1.0f);
+        const RopeInputs in(hs, neox, rng);
         const auto qkv = random_floats(static_cast<size_t>(n * ld), rng);
-        const auto bq = random_floats(q_w, rng), bk = random_floats(kv_w, rng), bv = random_floats(kv_w, rng);
-        const auto qn = random_floats(D, rng), kn = random_floats(D, rng);
         const std::vector<int32_t> positions = {0, 5, 39, 17}, slots = {0, 1, 1, 0};
-        auto d_qkv = to_device(qkv), d_bq = to_device(bq), d_bk = to_device(bk), d_bv = to_device(bv);
-        auto d_qn = to_device(qn), d_kn = to_device(kn), d_freq = to_device(table.inv_freq);
-        auto d_pos = to_device(positions), d_slots = to_device(slots);
+        auto d_qkv = to_device(qkv), d_pos = to_device(positions), d_slots = to_device(slots);
         const size_t cache_bytes = kv_layer_bytes(format, n_ctx, kv_w);
         DeviceBuffer caches(4 * cache_bytes, "caches");
         std::vector<void*> k_tab = {caches.as<uint8_t>(), caches.as<uint8_t>() + cache_bytes};
         std::vector<void*> v_tab = {caches.as<uint8_t>() + 2 * cache_bytes, caches.as<uint8_t>() + 3 * cache_bytes};
         auto d_k = to_device(k_tab), d_v = to_device(v_tab);
-        RopeKvArgs a;
-        a.qkv = d_qkv.as<float>();
-        a.ld = ld;
-        a.n_tokens = n;
-        a.n_head = hs.n_head;
-        a.n_head_kv = hs.n_head_kv;
-        a.head_dim = D;
-        a.bq = d_bq.as<float>();
-        a.bk = d_bk.as<float>();
-        a.bv = d_bv.as<float>();
-        a.q_norm = d_qn.as<float>();
-        a.k_norm = d_kn.as<float>();
-        a.eps = 1e-6f;
-        a.inv_freq = d_freq.as<float>();
-        a.rope_dim = rope_dim;
-        a.neox = neox;
-        a.positions = d_pos.as<int32_t>();
-        a.slots = d_slots.as<int32_t>();
-        a.k_cache = d_k.as<void*>();
-        a.v_cache = d_v.as<void*>();
-        a.kv_format = format;
-        a.n_ctx = n_ctx;
-        rope_kv(a, nullptr);
+        rope_kv(in.args(hs, d_qkv.as<float>(), ld, n, d_pos, d_slots, d_k.as<void*>(), d_v.as<void*>(), format, n_ctx),
+                nullptr);
 
         const auto q_out = to_host<float>(d_qkv, static_cast<size_t>(n * ld));
         const auto cache_host = to_host<uint8_t>(caches, 4 * cache_bytes);
@@ -604,12 +632,14 @@ TEST(CudaKernels, RopeKvMatchesTheCpuSteps) {
           std::vector<float> q(qkv.begin() + t * ld, qkv.begin() + t * ld + q_w);
           std::vector<float> k(qkv.begin() + t * ld + q_w, qkv.begin() + t * ld + q_w + kv_w);
           std::vector<float> v(qkv.begin() + t * ld + q_w + kv_w, qkv.begin() + (t + 1) * ld);
-          for (int i = 0; i < q_w; ++i) q[i] += bq[i];
-          for (int i = 0; i < kv_w; ++i) k[i] += bk[i], v[i] += bv[i];
-          for (int h = 0; h < hs.n_head; ++h) cpu::rms_norm(q.data() + h * D, qn.data(), D, 1e-6f, q.data() + h * D);
-          for (int h = 0; h < hs.n_head_kv; ++h) cpu::rms_norm(k.data() + h * D, kn.data(), D, 1e-6f, k.data() + h * D);
-          cpu::apply_rope(q.data(), hs.n_head, D, positions[t], table);
-          cpu::apply_rope(k.data(), hs.n_head_kv, D, positions[t], table);
+          for (int i = 0; i < q_w; ++i) q[i] += in.bq[i];
+          for (int i = 0; i < kv_w; ++i) k[i] += in.bk[i], v[i] += in.bv[i];
+          for (int h = 0; h < hs.n_head; ++h)
+            cpu::rms_norm(q.data() + h * D, in.q_norm.data(), D, 1e-6f, q.data() + h * D);
+          for (int h = 0; h < hs.n_head_kv; ++h)
+            cpu::rms_norm(k.data() + h * D, in.k_norm.data(), D, 1e-6f, k.data() + h * D);
+          cpu::apply_rope(q.data(), hs.n_head, D, positions[t], in.table);
+          cpu::apply_rope(k.data(), hs.n_head_kv, D, positions[t], in.table);
           for (int i = 0; i < q_w; ++i) q_ref.push_back(q[i]), q_got_f.push_back(q_out[t * ld + i]);
           const uint8_t* klayer = cache_host.data() + slots[t] * cache_bytes;
           const uint8_t* vlayer = klayer + 2 * cache_bytes;
@@ -794,16 +824,10 @@ TEST(CudaKernels, AttentionDecodeWithRopeFoldedInEqualsTheTwoLaunches) {
       for (bool neox : {true, false}) {
         if (format == KvFormat::Q8_0 && hs.head_dim % 32 != 0) continue;  // refused by the engines
         const int n_ctx = 300, D = hs.head_dim, q_w = hs.n_head * D, kv_w = hs.n_head_kv * D, ld = q_w + 2 * kv_w;
-        const int rope_dim = D == 64 ? 32 : D;
         AttentionCase c(hs, format, n_ctx, rng);
         const size_t layer_bytes = kv_layer_bytes(format, n_ctx, kv_w);
         const auto cache_start = to_host<uint8_t>(c.cache, 4 * layer_bytes);
-        const auto table = cpu::make_rope_table(neox ? cpu::RopeOrder::NeoX : cpu::RopeOrder::Normal, rope_dim,
-                                                10000.0f, {}, 1.0f);
-        auto d_freq = to_device(table.inv_freq);
-        auto d_bq = to_device(random_floats(q_w, rng)), d_bk = to_device(random_floats(kv_w, rng));
-        auto d_bv = to_device(random_floats(kv_w, rng)), d_qn = to_device(random_floats(D, rng));
-        auto d_kn = to_device(random_floats(D, rng));
+        const RopeInputs in(hs, neox, rng);
         // One token per sequence, as in decode: positions at the start, the end and inside.
         for (const auto& positions : {std::vector<int32_t>{0, 299}, std::vector<int32_t>{130, 37}}) {
           const std::vector<int32_t> slots = {1, 0};
@@ -816,28 +840,8 @@ TEST(CudaKernels, AttentionDecodeWithRopeFoldedInEqualsTheTwoLaunches) {
                 check(cudaMemcpy(c.cache.data(), cache_start.data(), cache_start.size(), cudaMemcpyHostToDevice),
                       "cache");
                 auto d_qkv = to_device(qkv);
-                RopeKvArgs r;
-                r.qkv = d_qkv.as<float>();
-                r.ld = ld;
-                r.n_tokens = n;
-                r.n_head = hs.n_head;
-                r.n_head_kv = hs.n_head_kv;
-                r.head_dim = D;
-                r.bq = d_bq.as<float>();
-                r.bk = d_bk.as<float>();
-                r.bv = d_bv.as<float>();
-                r.q_norm = d_qn.as<float>();
-                r.k_norm = d_kn.as<float>();
-                r.eps = 1e-6f;
-                r.inv_freq = d_freq.as<float>();
-                r.rope_dim = rope_dim;
-                r.neox = neox;
-                r.positions = dpos.as<int32_t>();
-                r.slots = dslots.as<int32_t>();
-                r.k_cache = c.k_tab.as<void*>();
-                r.v_cache = c.v_tab.as<void*>();
-                r.kv_format = format;
-                r.n_ctx = n_ctx;
+                const RopeKvArgs r = in.args(hs, d_qkv.as<float>(), ld, n, dpos, dslots, c.k_tab.as<void*>(),
+                                             c.v_tab.as<void*>(), format, n_ctx);
                 DeviceBuffer out(sizeof(float) * n * q_w, "out");
                 DeviceBuffer scratch(sizeof(float) * split_scratch_floats(n, hs.n_head, D, splits), "scratch");
                 AttentionArgs a = c.args(d_qkv.as<float>(), out.as<float>(), n, dpos.as<int32_t>(),
