@@ -69,8 +69,8 @@ struct Params {
 // evict the activations that every warp of the multiprocessor reads again (H200 decode in three
 // calls: 8B BF16 +1.6% to +3.5%, 8B Q4_0 +2.5% to +3.0%, 0.5B BF16 +0.7% to +4.7%, 0.5B Q4_0
 // +1.7% to +1.8%; docs/PERFORMANCE.md). Only for steps that are one 16-byte
-// load per lane: where a lane loads 32 contiguous bytes in two halves (Q8_0, F32), the second
-// half is an L1 hit of the first half's sector, and skipping L1 lost 5% of 8B Q8_0 decode.
+// load per lane: where a lane loads 32 contiguous bytes in two halves (Q8_0, F32), skipping L1
+// lost 5% of 8B Q8_0 decode (presumably the second half is an L1 hit of the first one's sector).
 template <typename V>
 __device__ __forceinline__ V load_weights16(const V* p, bool skip_l1) {
   static_assert(sizeof(V) == 16);
