@@ -66,8 +66,8 @@ __device__ __forceinline__ void rope_own_heads(const AttentionArgs& a, int t, in
                     [&](int i, float v) { kv_store_warp<F>(r.k_cache[slot], scales_at, kv_at + i, v); });
     } else {
       const int64_t off = static_cast<int64_t>(g) * D;
-      kv_store_head<F>(r.v_cache[slot], scales_at, kv_at, row + q_w + kv_w + off, r.bv != nullptr ? r.bv + off : nullptr,
-                       D);
+      const float* bias = r.bv != nullptr ? r.bv + off : nullptr;
+      kv_store_head<F>(r.v_cache[slot], scales_at, kv_at, row + q_w + kv_w + off, bias, D);
     }
   }
 }
@@ -311,7 +311,9 @@ void launch_dl(const AttentionArgs& a, int group_total, int group, int n_splits,
   const int n_sub = (group_total + group - 1) / group;
   const dim3 grid(n_splits, a.n_head_kv * n_sub, a.n_tokens);
   auto launch = [&](auto kernel, int G) {
-    const size_t smem = sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G + kMaxHeadDim);
+    // q_s and o_s, m_s and l_s, the RoPE angles (cos_t, sin_t)
+    const size_t smem =
+        sizeof(float) * (static_cast<size_t>(G) * a.head_dim * (1 + kWarps) + 2 * kWarps * G + kMaxHeadDim);
     if (smem > 48 * 1024) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                      static_cast<int>(smem)),
                                 "raising the shared memory of attention_decode");

@@ -130,7 +130,8 @@ TEST(CudaKernels, MatvecWithFusedRmsNormMatchesNormThenProduct) {
           for (int rpg : {2, 4}) {
             const double e = nmse(run_matvec(m.view, x, n, &g, Epilogue::Store, nullptr, {wpg, rpg}), ref);
             EXPECT_LT(e, matvec_bound(type))
-                << dtype_name(type) << " cols=" << cols << " n=" << n << " warps/group=" << wpg << " rows/group=" << rpg;
+                << dtype_name(type) << " cols=" << cols << " n=" << n << " warps/group=" << wpg
+                << " rows/group=" << rpg;
           }
       }
     }
@@ -397,7 +398,8 @@ TEST(CudaKernels, RmsNormAndSwiglu) {
     const double bound = type == Dtype16::BF16 ? 1e-5 : 1e-7;
     const char* name = type == Dtype16::BF16 ? "bf16" : "f16";
     for (int w : {1000, 1002, 4100, 8192}) {
-      const auto xw = random_floats(static_cast<size_t>(rows * w), rng, 3.0f), gw = random_floats(static_cast<size_t>(w), rng);
+      const auto xw = random_floats(static_cast<size_t>(rows * w), rng, 3.0f);
+      const auto gw = random_floats(static_cast<size_t>(w), rng);
       auto dxw = to_device(xw), dgw = to_device(gw);
       std::vector<double> want(xw.size());
       std::vector<float> r(w);
@@ -858,7 +860,8 @@ TEST(CudaKernels, AttentionDecodeWithRopeFoldedInEqualsTheTwoLaunches) {
               const std::string what = std::to_string(hs.n_head) + "/" + std::to_string(hs.n_head_kv) +
                                        " D=" + std::to_string(D) + " " + kv_format_name(format) +
                                        " neox=" + std::to_string(neox) + " pos=" + std::to_string(positions[0]) +
-                                       " splits=" + std::to_string(splits) + " heads/block=" + std::to_string(per_block);
+                                       " splits=" + std::to_string(splits) +
+                                       " heads/block=" + std::to_string(per_block);
               EXPECT_EQ(out_folded, out_two) << what;
               EXPECT_TRUE(cache_folded == cache_two) << what;
               EXPECT_FALSE(cache_folded == cache_start) << what;  // the rows were stored
@@ -921,7 +924,8 @@ TEST(CudaKernels, AttentionPrefillIsCausalFromFirstPos) {
             for (size_t i = 0; i < got.size(); ++i)
               differ += bits[i] != (type == Dtype16::F16 ? lathe::f32_to_f16(got[i]) : lathe::f32_to_bf16(got[i]));
             EXPECT_EQ(differ, 0u) << (type == Dtype16::F16 ? "half" : "bfloat16") << " output, " << hs.n_head << "/"
-                                  << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format) << " n=" << n;
+                                  << hs.n_head_kv << " D=" << hs.head_dim << " " << kv_format_name(format)
+                                  << " n=" << n;
           }
         }
 }
