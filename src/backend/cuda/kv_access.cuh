@@ -111,6 +111,7 @@ __device__ __forceinline__ void kv_store_warp(void* base, int64_t scales_at, int
 template <KvFormat F>
 __device__ __forceinline__ void kv_store_head(void* base, int64_t scales_at, int64_t at, const float* src,
                                               const float* bias, int D) {
+#pragma unroll 1
   for (int d = threadIdx.x % 32; d < D; d += 32) {
     float v = src[d];
     if (bias != nullptr) v += bias[d];
