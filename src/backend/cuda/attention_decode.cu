@@ -333,17 +333,14 @@ void launch_dl(const AttentionArgs& a, int group_total, int group, int n_splits,
     launch_chained(kernel, grid, kWarps * 32, smem, stream, "attention_decode", a, group_total, group, split_len,
                    part_o, part_ml, prefetch_before_wait_enabled());
   };
-  if (a.head_dim == 32 * DL) {
-    if (group <= 1) launch(attention_decode_kernel<F, DL, 1, true>, 1);
-    else if (group <= 2) launch(attention_decode_kernel<F, DL, 2, true>, 2);
-    else if (group <= 4) launch(attention_decode_kernel<F, DL, 4, true>, 4);
-    else launch(attention_decode_kernel<F, DL, 8, true>, 8);
-  } else {
-    if (group <= 1) launch(attention_decode_kernel<F, DL, 1, false>, 1);
-    else if (group <= 2) launch(attention_decode_kernel<F, DL, 2, false>, 2);
-    else if (group <= 4) launch(attention_decode_kernel<F, DL, 4, false>, 4);
-    else launch(attention_decode_kernel<F, DL, 8, false>, 8);
-  }
+  const auto by_group = [&]<bool kExactD>() {
+    if (group <= 1) launch(attention_decode_kernel<F, DL, 1, kExactD>, 1);
+    else if (group <= 2) launch(attention_decode_kernel<F, DL, 2, kExactD>, 2);
+    else if (group <= 4) launch(attention_decode_kernel<F, DL, 4, kExactD>, 4);
+    else launch(attention_decode_kernel<F, DL, 8, kExactD>, 8);
+  };
+  if (a.head_dim == 32 * DL) by_group.template operator()<true>();
+  else by_group.template operator()<false>();
 }
 
 template <KvFormat F>
