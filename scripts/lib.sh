@@ -10,6 +10,9 @@ JOBS="${JOBS:-$(nproc)}"
 LATHE_DEFAULT_MODEL="$LATHE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 LATHE_DEFAULT_MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
+# sha256_of FILE: the file's sha256 in hex.
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
 log() { printf '\033[1m[lathe]\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
