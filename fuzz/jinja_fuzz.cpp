@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/jinja.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/jinja.hpp"
 
 namespace {
 

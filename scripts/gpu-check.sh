@@ -3,7 +3,8 @@
 # short table last. Stages (LATHE_GPU_STAGES, comma-separated; default: all but big8):
 #   build      CUDA build for sm_90 (only the targets the later stages need)
 #   kernels    every CUDA kernel vs the CPU reference (tests/backend/cuda)
-#   forward    CUDA vs CPU on whole models, hooks, batching, 100-generation memory check
+#   forward    CUDA vs CPU on whole models, hooks, batching, 100-generation memory check, batch
+#              invariance of the scheduler's mixed passes (tests/forward/test_cuda_batch.cpp)
 #   tiny_hf    CPU and CUDA forward vs transformers on tiny models of every architecture
 #   big05      Qwen2.5-0.5B-shaped random bf16 model: logits vs transformers, HF speed, lathe bench
 #   big8       the same for the Llama-3.1-8B shape (16 GB; several minutes)
@@ -51,8 +52,8 @@ if has build; then
   start=$SECONDS
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-  ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_vs_transformers \
-    test_cuda_vs_hf_big test_device_layout test_ablation_cuda lathe_bench_cuda_matvec >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
+  ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_vs_transformers \
+    test_cuda_vs_hf_big test_device_layout test_ablation_cuda lathe_bench_cuda_matvec lathe_bench_mixed >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
 fi
 
@@ -109,6 +110,8 @@ if has forward; then
     row "default SmolLM2 GGUF on CUDA" "not checked: model not here (carry it in parts: scripts/gpu-model-parts.sh)"
   fi
   run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward $default_filter
+  run_gtest batch "batches: mixed passes, batch invariance" $T/forward/test_cuda_batch
+  grep -E 'token-identical|differs from|steps$' "$LOGS/batch.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
   grep -E '^(F32|F16|BF16|Q8_0|Q4_0|Q4_1) n_batch' "$LOGS/forward.log" | tr '\n' ';' | sed 's/^/    /'; echo
   run_gtest ablation "abliteration study on CUDA vs CPU" build-gpu/tests/edit/test_ablation_cuda

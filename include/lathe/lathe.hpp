@@ -19,13 +19,13 @@
 #include <string_view>
 #include <vector>
 
+#include "lathe/compute.hpp"
 #include "lathe/error.hpp"
+#include "lathe/generate.hpp"
 #include "lathe/hooks.hpp"
 #include "lathe/sampling.hpp"
 
 namespace lathe {
-
-using TokenId = int32_t;
 
 struct LoadOptions {
   // Scan every weight for NaN/Inf at load (slow on big models); the first bad tensor is reported
@@ -82,39 +82,17 @@ class Model {
   static std::shared_ptr<Model> load_mutable(const std::filesystem::path& path, const LoadOptions& options = {});
 
   struct Impl;
-  const Impl& impl() const noexcept { return *impl_; }
-  Impl& impl() noexcept { return *impl_; }
 
  private:
+  // lathe's own rooms reach the inside through api/model_impl.hpp (internals()), users do not.
+  friend struct Internals;
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
-// KV cache element type: IEEE half (default), float32, or Q8_0 (8-bit blocks of 32 with a half
-// scale, as llama.cpp's q8_0 cache: about half of F16's memory; needs head_dim % 32 == 0).
-enum class KvType { F16, F32, Q8_0 };
-
-// Where a session computes: the CPU, or a CUDA GPU (weights uploaded once per model and device,
-// KV cache on the device).
-struct Device {
-  enum class Kind { Cpu, Cuda };
-  Kind kind = Kind::Cpu;
-  int index = 0;  // CUDA device number
-
-  static Device cpu() noexcept { return {}; }
-  static Device cuda(int index = 0) noexcept { return {Kind::Cuda, index}; }
-  // "cpu", "cuda" (= cuda:0) or "cuda:N"; InvalidArgumentError listing the accepted forms.
-  static Device parse(std::string_view text);
-  std::string name() const;  // "cpu", "cuda:0"
-  bool is_cuda() const noexcept { return kind == Kind::Cuda; }
-};
-
 struct SessionOptions {
-  uint32_t n_ctx = 0;       // context length in tokens; 0 = min(training context, 4096)
-  uint32_t n_batch = 512;   // tokens evaluated per forward pass during prefill
-  int n_threads = 0;        // 0 = one per hardware thread (CPU)
-  KvType kv_type = KvType::F16;
-  Device device = Device::cpu();
+  uint32_t n_ctx = 0;  // context length in tokens; 0 = min(training context, 4096)
+  ComputeOptions compute;
 };
 
 // Memory a session holds, by purpose (bytes).
@@ -167,42 +145,12 @@ class Session {
   void set_hooks(std::shared_ptr<ResidualHooks> hooks);
   const std::shared_ptr<ResidualHooks>& hooks() const noexcept;
 
- private:
   struct Impl;
+
+ private:
+  friend GenerateResult generate(Session&, std::span<const TokenId>, const GenerateOptions&, const TextCallback&);
   std::unique_ptr<Impl> impl_;
 };
-
-class ContextLengthError : public InvalidArgumentError {
- public:
-  ContextLengthError(uint64_t needed, uint64_t n_ctx);
-  uint64_t needed() const noexcept { return needed_; }
-  uint64_t n_ctx() const noexcept { return n_ctx_; }
-
- private:
-  uint64_t needed_, n_ctx_;
-};
-
-struct GenerateOptions {
-  int32_t max_tokens = 128;  // >= 0
-  SamplingOptions sampling;
-  bool stop_at_end_of_generation = true;
-  // When prompt + max_tokens exceed the context: false -> ContextLengthError before any work;
-  // true -> keep the last tokens of the prompt that leave room for max_tokens.
-  bool truncate_prompt = false;
-};
-
-enum class StopReason { MaxTokens, EndOfGeneration, Callback };
-
-struct GenerateResult {
-  std::vector<TokenId> tokens;  // generated ids (without the prompt)
-  std::string text;             // their text
-  uint32_t n_prompt = 0;        // prompt tokens evaluated by this call
-  double prompt_seconds = 0, generate_seconds = 0;
-  StopReason stop = StopReason::MaxTokens;
-};
-
-// Called with each new piece of text as soon as it is complete UTF-8; return false to stop.
-using TextCallback = std::function<bool(std::string_view piece)>;
 
 // Evaluates `prompt` on top of what the session holds and samples up to max_tokens tokens,
 // streaming their text. The session keeps the prompt and the generated tokens (multi-turn chat
@@ -214,9 +162,7 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
 struct BatchGenerateOptions {
   GenerateOptions generate;     // per sequence (truncate_prompt is not supported here)
   uint32_t n_parallel = 16;     // sequences decoded together (continuous batching)
-  int n_threads = 0;            // 0 = one per hardware thread
-  KvType kv_type = KvType::F16;
-  Device device = Device::cpu();
+  ComputeOptions compute;
   std::shared_ptr<ResidualHooks> hooks;  // applied to every sequence (captures see batched rows)
 };
 
@@ -232,5 +178,44 @@ using BatchStopCheck = std::function<bool(size_t index, std::string_view text)>;
 std::vector<GenerateResult> generate_batch(const std::shared_ptr<const Model>& model,
                                            const std::vector<std::vector<TokenId>>& prompts,
                                            const BatchGenerateOptions& options, const BatchStopCheck& stop = {});
+
+// A long-lived engine: one model on one device with a pool of sequence slots (each with its own
+// KV cache of n_ctx tokens) and a scheduler that evaluates every running sequence in one forward
+// pass per step: prefill chunks of newly admitted prompts mixed with one decode token of each of
+// the others (continuous batching). Create it once and reuse it: later calls allocate nothing
+// and, on a GPU, reuse the captured decode step.
+struct EngineOptions {
+  uint32_t n_slots = 16;  // sequences in flight at once
+  uint32_t n_ctx = 0;     // tokens per sequence (prompt + generated); 0 = min(training context, 4096)
+  ComputeOptions compute;
+};
+
+class Engine {
+ public:
+  // Throws InvalidArgumentError for bad options, UnsupportedError / DeviceError /
+  // OutOfMemoryError as Session does.
+  Engine(std::shared_ptr<const Model> model, const EngineOptions& options);
+  ~Engine();
+  Engine(Engine&&) noexcept;
+  Engine& operator=(Engine&&) noexcept;
+
+  const Model& model() const noexcept;
+  const EngineOptions& options() const noexcept;  // with n_ctx resolved
+  MemoryUse memory_use() const;
+
+  struct Impl;
+
+ private:
+  friend struct Internals;
+  std::unique_ptr<Impl> impl_;
+};
+
+// generate_batch() on a long-lived engine: up to options().n_slots sequences at once. Every prompt
+// + max_tokens must fit the engine's n_ctx (ContextLengthError otherwise, before any work);
+// `hooks` run on every sequence. Not to be called from two threads at once on one engine.
+std::vector<GenerateResult> generate_batch(Engine& engine, const std::vector<std::vector<TokenId>>& prompts,
+                                           const GenerateOptions& options,
+                                           const std::shared_ptr<ResidualHooks>& hooks = {},
+                                           const BatchStopCheck& stop = {});
 
 }  // namespace lathe

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "core/dtype.hpp"
+#include "lathe/dtype.hpp"
 
 namespace lathe {
 

@@ -1,14 +1,11 @@
-#include <chrono>
+// generate(): one sequence on a session's slot, through the runtime's scheduler (which holds the
+// per-token loop). The session keeps the prompt and every kept token, and ends with the logits
+// that follow the last one.
 #include <fmt/format.h>
 
 #include "api/model_impl.hpp"
 
 namespace lathe {
-namespace {
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-}  // namespace
 
 GenerateResult generate(Session& session, std::span<const TokenId> prompt, const GenerateOptions& options,
                         const TextCallback& on_text) {
@@ -28,41 +25,31 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
     prompt = prompt.subspan(prompt.size() - room);
   }
 
+  Session::Impl& s = *session.impl_;
+  const Model::Impl& model = internals(*s.model);
+  if (s.hooks) s.hooks->validate(model.weights.hp.n_layer, model.weights.hp.n_embd);
+  runtime::Scheduler scheduler(*s.engine, model.vocabulary());
+  runtime::SequenceRequest request;
+  request.prompt.assign(prompt.begin(), prompt.end());
+  request.options = options;
+  request.hooks = s.hooks;
+  request.slot = s.slot;
+  request.history = s.tokens;
+  request.evaluate_last = true;  // a later generate() or chat turn continues from the last token
+  request.on_text = on_text;
   GenerateResult result;
-  const auto& model = session.model();
-  Sampler sampler(options.sampling);
-  const auto prompt_start = std::chrono::steady_clock::now();
-  if (!prompt.empty()) session.eval(prompt);
-  result.n_prompt = static_cast<uint32_t>(prompt.size());
-  result.prompt_seconds = seconds_since(prompt_start);
-
-  const auto gen_start = std::chrono::steady_clock::now();
-  tokenizer::StreamDecoder decoder(model.impl().tokenizer);
-  auto emit = [&](const std::string& piece) {
-    result.text += piece;
-    return piece.empty() || !on_text || on_text(piece);
-  };
-  // Greedy without penalties: the argmax where the logits are (on a GPU only the id comes back);
-  // a step whose logits are all NaN or -inf goes to the sampler, which names the problem.
-  const bool argmax_only = picks_argmax(options.sampling);
-  for (int32_t i = 0; i < options.max_tokens; ++i) {
-    TokenId next = argmax_only ? session.greedy_token() : -1;
-    if (next < 0) next = sampler.sample(model.impl().samplable(session.logits()), session.tokens());
-    if (options.stop_at_end_of_generation && model.is_end_of_generation(next)) {
-      result.stop = StopReason::EndOfGeneration;
-      break;
-    }
-    result.tokens.push_back(next);
-    if (!emit(decoder.push(next))) {
-      result.stop = StopReason::Callback;
-      break;
-    }
-    // Every kept token is evaluated, so the session always ends with the logits that follow its
-    // last token and a later generate() (or chat turn) can continue from it.
-    session.eval(std::span<const TokenId>(&next, 1));
-  }
-  emit(decoder.finish());
-  result.generate_seconds = seconds_since(gen_start);
+  request.on_done = [&result](GenerateResult&& done) { result = std::move(done); };
+  scheduler.submit(std::move(request));
+  // On an exception the session stays as it was (rows written past its tokens are overwritten
+  // by later evaluations).
+  s.n_logit_rows = 0;
+  s.rows_in_engine = false;
+  scheduler.run_until_idle();
+  s.tokens.insert(s.tokens.end(), prompt.begin(), prompt.end());
+  s.tokens.insert(s.tokens.end(), result.tokens.begin(), result.tokens.end());
+  // The scheduler's last pass left this sequence's row (its only one) as the engine's row 0.
+  s.n_logit_rows = 1;
+  s.rows_in_engine = true;
   return result;
 }
 

@@ -22,7 +22,6 @@
 #include "edit/study.hpp"
 #include "lathe/error.hpp"
 #include "lathe/lathe.hpp"
-#include "api/model_impl.hpp"
 
 namespace lathe::cli {
 namespace {
@@ -131,11 +130,11 @@ int run_ablate(const AblateOptions& o) {
   so.cache_weights = o.cache_weights;
   so.evaluation.max_new_tokens = o.max_new_tokens;
   so.evaluation.n_parallel = o.n_parallel;
-  so.evaluation.n_threads = o.threads;
+  so.evaluation.compute.n_threads = o.threads;
   if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
-  so.n_threads = o.threads;
-  so.device = Device::parse(o.device);
-  so.evaluation.device = so.device;
+  so.compute.n_threads = o.threads;
+  so.compute.device = Device::parse(o.device);
+  so.evaluation.compute.device = so.compute.device;
 
   // Bad prompt files fail here, before a journal is created for a study that cannot run.
   for (const auto& file : {so.harmful_train, so.harmless_train, so.harmful_val, so.harmless_val})
@@ -181,37 +180,26 @@ int run_ablate(const AblateOptions& o) {
                cached * 1e3, reloaded * 1e3);
   }
 
-  // The search.
-  edit::MultiObjectiveTpe tpe(space, 2, {.seed = o.seed, .n_startup = o.startup});
-  std::vector<edit::Trial> trials = journal.trials();
+  // The search (edit/study.hpp); here only its progress output.
   const size_t n_harmful = study.baseline_refusals().total;
+  std::vector<edit::Trial> trials = journal.trials();
   if (static_cast<int>(trials.size()) < o.trials) {
     edit::ProgressBar bar("trials", o.trials, std::cerr, tty);
     bar.update(trials.size(), "");
-    while (static_cast<int>(trials.size()) < o.trials) {
-      edit::Trial trial;
-      trial.number = static_cast<int>(trials.size());
-      trial.params = tpe.suggest(trials);
-      const auto params = edit::params_from_point(trial.params, so.per_layer_directions, so.components);
-      const auto outcome = study.run_trial(params);
-      const auto& tm = outcome.timing;
-      trial.values = {outcome.refusals.rate, outcome.kl};
-      trial.seconds = tm.reset + tm.edit + tm.refusals + tm.kl;
-      trial.extra = {{"refused", outcome.refusals.refused}, {"total", outcome.refusals.total},
-                     {"reset_s", tm.reset}, {"edit_s", tm.edit}, {"refusals_s", tm.refusals}, {"kl_s", tm.kl},
-                     {"edited_matrices", outcome.edit.n_matrices},
-                     {"requantization_rel_rms", outcome.edit.requantization_rel_rms}};
-      journal.append(trial);
-      trials.push_back(trial);
-      const std::string line = fmt::format(
-          "trial {:>3}: refusals {:>3}/{} ({:5.1f}%)  KL {:.4f}  [reset {:.1f} ms, edit {:.0f} ms, refusals {:.1f} s, "
-          "KL {:.1f} s]  {}",
-          trial.number, outcome.refusals.refused, outcome.refusals.total, 100 * outcome.refusals.rate, outcome.kl,
-          tm.reset * 1e3, tm.edit * 1e3, tm.refusals, tm.kl, params_text(trial.params));
-      if (tty) fmt::print(stderr, "\r\033[K{}\n", line);
-      else fmt::print(stderr, "{}\n", line);
-      bar.update(trials.size(), fmt::format("last: {:.1f}% / KL {:.3f}", 100 * outcome.refusals.rate, outcome.kl));
-    }
+    trials = study.search(journal, {.n_trials = o.trials, .seed = o.seed, .n_startup = o.startup},
+                          [&](const edit::Trial& trial, const edit::TrialOutcome& outcome) {
+                            const auto& tm = outcome.timing;
+                            const std::string line = fmt::format(
+                                "trial {:>3}: refusals {:>3}/{} ({:5.1f}%)  KL {:.4f}  [reset {:.1f} ms, edit {:.0f} "
+                                "ms, refusals {:.1f} s, KL {:.1f} s]  {}",
+                                trial.number, outcome.refusals.refused, outcome.refusals.total,
+                                100 * outcome.refusals.rate, outcome.kl, tm.reset * 1e3, tm.edit * 1e3, tm.refusals,
+                                tm.kl, params_text(trial.params));
+                            if (tty) fmt::print(stderr, "\r\033[K{}\n", line);
+                            else fmt::print(stderr, "{}\n", line);
+                            bar.update(static_cast<size_t>(trial.number) + 1,
+                                       fmt::format("last: {:.1f}% / KL {:.3f}", 100 * outcome.refusals.rate, outcome.kl));
+                          });
     bar.finish();
   }
 
@@ -234,8 +222,6 @@ int run_ablate(const AblateOptions& o) {
   }
   const auto& chosen = choose_trial(trials, front, o.export_trial, o.max_kl);
   fmt::print("exporting trial {}: refusals {:.1f}%, KL {:.4f}\n", chosen.number, 100 * chosen.values[0], chosen.values[1]);
-  const auto outcome = study.run_trial(edit::params_from_point(chosen.params, so.per_layer_directions, so.components),
-                                       /*evaluate=*/false);
   edit::ExportOptions eo;
   eo.force = o.force;
   eo.metadata = {{"lathe.ablation.trial", std::to_string(chosen.number)},
@@ -243,9 +229,8 @@ int run_ablate(const AblateOptions& o) {
                  {"lathe.ablation.metrics",
                   nlohmann::json{{"refusal_rate", chosen.values[0]}, {"kl_divergence", chosen.values[1]},
                                  {"baseline_refusal_rate", study.baseline_refusals().rate}}.dump()},
-                 {"lathe.ablation.settings", settings.dump()},
-                 {"lathe.ablation.requantization_rel_rms", fmt::format("{:.6g}", outcome.edit.requantization_rel_rms)}};
-  const auto result = edit::export_model(model->impl().weights, o.out, eo);
+                 {"lathe.ablation.settings", settings.dump()}};
+  const auto result = study.export_trial(chosen, o.out, eo);
   fmt::print("wrote {} ({}, {} edited tensors)\n", o.out, human_bytes(result.bytes), result.n_edited_tensors);
   return 0;
 }

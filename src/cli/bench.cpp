@@ -121,9 +121,7 @@ TestResult bench_parallel(const std::shared_ptr<const Model>& model, const Sessi
   options.generate.sampling.temperature = 0;
   options.generate.stop_at_end_of_generation = false;
   options.n_parallel = n_parallel;
-  options.n_threads = so.n_threads;
-  options.kv_type = so.kv_type;
-  options.device = so.device;
+  options.compute = so.compute;
   for (int64_t rep = -1; rep < reps; ++rep) {
     size_t generated = 0;
     const double seconds = seconds_of([&] {
@@ -150,12 +148,12 @@ int bench(const BenchArgs& args) {
     throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too small for the tests: they need {} tokens",
                                            session_options.n_ctx, needed));
   const int threads =
-      session_options.n_threads > 0 ? session_options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+      session_options.compute.n_threads > 0 ? session_options.compute.n_threads : static_cast<int>(std::thread::hardware_concurrency());
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
   Session session(model, session_options);
   report_device_memory(session);
-  const std::string backend = session_options.device.is_cuda() ? session_options.device.name() : "cpu";
+  const std::string backend = session_options.compute.device.is_cuda() ? session_options.compute.device.name() : "cpu";
   std::vector<TestResult> results;
   if (args.n_prompt > 0) results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps));
   if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps));
@@ -176,7 +174,7 @@ int bench(const BenchArgs& args) {
                      {"model_bytes", s.weight_bytes},
                      {"backend", backend},
                      {"device", device},
-                     {"n_batch", session_options.n_batch},
+                     {"n_batch", session_options.compute.n_batch},
                      {"kv_type", args.session.kv_type},
                      {"threads", threads},
                      {"test", t.name},

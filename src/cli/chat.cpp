@@ -12,7 +12,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/generation.hpp"
-#include "edit/prompt_file.hpp"
+#include "lathe/chat.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe::cli {
@@ -54,7 +54,7 @@ class Conversation {
   void turn(const std::string& user_text) {
     messages_.push_back({{"role", "user"}, {"content", user_text}});
     const std::vector<TokenId> ids =
-        edit::tokenize_chat_rendering(*model_, edit::render_chat_prompt(*model_, messages_));
+        tokenize_chat_rendering(*model_, render_chat_prompt(*model_, messages_));
     const uint32_t n_ctx = session_.n_ctx();
     if (ids.size() >= n_ctx) {
       messages_.erase(messages_.size() - 1);

@@ -22,7 +22,7 @@ namespace {
 
 struct CvectorArgs {
   std::string model, positive, negative, out, method = "mean", layers, column = "prompt";
-  std::string system = edit::ChatPromptOptions{}.system;
+  std::string system = ChatPromptOptions{}.system;
   bool no_template = false;
   int64_t limit = 0, n_threads = 0;
   std::string device = "cpu";
@@ -42,8 +42,8 @@ int cvector(const CvectorArgs& args) {
   edit::ControlVectorTraining training;
   training.method = edit::parse_direction_method(args.method);
   training.chat = {.system = args.system, .use_template = !args.no_template};
-  training.n_threads = static_cast<int>(args.n_threads);
-  training.device = Device::parse(args.device);
+  training.compute.n_threads = static_cast<int>(args.n_threads);
+  training.compute.device = Device::parse(args.device);
   if (!args.layers.empty()) training.layers = edit::parse_layer_range(args.layers, "--layers");
   const auto positive = read_prompt_set(args.positive, args);
   const auto negative = read_prompt_set(args.negative, args);

@@ -76,15 +76,15 @@ SessionOptions resolve_session(const SessionArgs& args) {
     throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16, f32 or q8_0", args.kv_type));
   SessionOptions options;
   options.n_ctx = static_cast<uint32_t>(args.n_ctx);
-  options.n_threads = static_cast<int>(args.n_threads);
-  options.kv_type = args.kv_type == "f32" ? KvType::F32 : args.kv_type == "q8_0" ? KvType::Q8_0 : KvType::F16;
-  options.n_batch = static_cast<uint32_t>(args.n_batch);
-  options.device = Device::parse(args.device);
+  options.compute.n_threads = static_cast<int>(args.n_threads);
+  options.compute.kv_type = args.kv_type == "f32" ? KvType::F32 : args.kv_type == "q8_0" ? KvType::Q8_0 : KvType::F16;
+  options.compute.n_batch = static_cast<uint32_t>(args.n_batch);
+  options.compute.device = Device::parse(args.device);
   return options;
 }
 
 void report_device_memory(const Session& session) {
-  if (!session.options().device.is_cuda()) return;
+  if (!session.options().compute.device.is_cuda()) return;
   const MemoryUse m = session.memory_use();
   auto mib = [](uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); };
   fmt::print(stderr, "{}: weights {}, KV cache {}, scratch {}; {} free of {}\n", m.device, mib(m.weights), mib(m.kv),

@@ -9,7 +9,7 @@
 #include "cli/commands.hpp"
 #include "cli/format.hpp"
 #include "cli/generation.hpp"
-#include "edit/prompt_file.hpp"
+#include "lathe/chat.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe::cli {
@@ -50,6 +50,7 @@ const char* stop_name(StopReason stop) {
     case StopReason::MaxTokens: return "max tokens";
     case StopReason::EndOfGeneration: return "end of generation";
     case StopReason::Callback: return "stopped";
+    case StopReason::Cancelled: return "cancelled";
   }
   return "?";
 }
@@ -70,11 +71,11 @@ int run(const RunArgs& args) {
   std::string text = prompt;
   std::vector<TokenId> ids;
   if (args.chat) {
-    // The same rendering as edit::chat_prompt_tokens, kept in pieces to display the text.
-    text = edit::render_chat_prompt(*model, edit::chat_messages(prompt, args.system));
-    ids = edit::tokenize_chat_rendering(*model, text);
+    // The same rendering as chat_prompt_tokens, kept in pieces to display the text.
+    text = render_chat_prompt(*model, chat_messages(prompt, args.system));
+    ids = tokenize_chat_rendering(*model, text);
   } else {
-    ids = edit::chat_prompt_tokens(*model, prompt, {.system = "", .use_template = false});
+    ids = chat_prompt_tokens(*model, prompt, {.system = "", .use_template = false});
   }
   Session session(model, session_options);
   session.set_hooks(resolve_control_vectors(args.control_vectors, *model));

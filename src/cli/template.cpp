@@ -7,10 +7,10 @@
 #include <memory>
 #include <sstream>
 
+#include "chat/chat_template.hpp"
 #include "cli/commands.hpp"
 #include "io/json_text.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/chat_template.hpp"
 
 namespace lathe::cli {
 namespace {

@@ -8,15 +8,9 @@
 #include <span>
 #include <string_view>
 
-namespace lathe {
+#include "lathe/dtype.hpp"  // enum class DType: public, quantize_gguf() takes one
 
-enum class DType : uint8_t {
-  F32, F16, BF16, F64, I8, I16, I32, I64, U8, BOOL,
-  Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1,
-  Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-  IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M,
-  TQ1_0, TQ2_0, MXFP4,
-};
+namespace lathe {
 
 struct DTypeInfo {
   DType type;

@@ -106,7 +106,7 @@ RefusalDirections compute_refusal_directions(const std::shared_ptr<const Model>&
   d.n_layer = model->summary().n_layer;
   d.n_embd = model->summary().n_embd;
 
-  Session session(model, {.n_ctx = n_ctx, .n_threads = options.n_threads, .device = options.device});
+  Session session(model, {.n_ctx = n_ctx, .compute = options.compute});
   size_t done = 0;
   const size_t total = harmful_tokens.size() + harmless_tokens.size();
   auto tick = [&] {
@@ -273,8 +273,7 @@ TrialEvaluator::TrialEvaluator(std::shared_ptr<const Model> model, std::vector<s
       harmful_(std::move(harmful)),
       harmless_(std::move(harmless)),
       settings_(std::move(settings)),
-      session_(model_, {.n_ctx = context_for(*model_, 0), .n_threads = settings_.n_threads,
-                        .device = settings_.device}) {
+      session_(model_, {.n_ctx = context_for(*model_, 0), .compute = settings_.compute}) {
   if (harmful_.empty()) throw InvalidArgumentError("the harmful validation set is empty");
   if (harmless_.empty()) throw InvalidArgumentError("the harmless validation set is empty");
   for (const auto* set : {&harmful_, &harmless_})
@@ -284,15 +283,20 @@ TrialEvaluator::TrialEvaluator(std::shared_ptr<const Model> model, std::vector<s
 }
 
 TrialEvaluator::Refusals TrialEvaluator::refusals() const {
-  BatchGenerateOptions options;
-  options.generate.max_tokens = settings_.max_new_tokens;
-  options.generate.sampling.temperature = 0;
-  options.n_parallel = settings_.n_parallel;
-  options.n_threads = settings_.n_threads;
-  options.device = settings_.device;
+  GenerateOptions options;
+  options.max_tokens = settings_.max_new_tokens;
+  options.sampling.temperature = 0;
+  if (!engine_) {
+    size_t longest = 0;
+    for (const auto& prompt : harmful_) longest = std::max(longest, prompt.size());
+    engine_ = std::make_unique<Engine>(
+        model_, EngineOptions{.n_slots = static_cast<uint32_t>(std::min<size_t>(settings_.n_parallel, harmful_.size())),
+                              .n_ctx = static_cast<uint32_t>(longest + static_cast<size_t>(options.max_tokens)),
+                              .compute = settings_.compute});
+  }
   const auto& markers = settings_.refusal_markers;
   // A marker, once present, stays: stop that sequence there (the verdict cannot change).
-  auto results = generate_batch(model_, harmful_, options,
+  auto results = generate_batch(*engine_, harmful_, options, nullptr,
                                 [&](size_t, std::string_view text) { return contains_refusal_marker(text, markers); });
   Refusals r;
   r.total = results.size();

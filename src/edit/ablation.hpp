@@ -30,9 +30,8 @@ struct RefusalDirections {
 struct DirectionOptions {
   bool orthogonalize = true;
   ChatPromptOptions chat;
-  int n_threads = 0;
   uint32_t n_ctx = 0;  // prompts longer than this are skipped (0: min(training context, 4096))
-  Device device = Device::cpu();
+  ComputeOptions compute;
   std::function<void(size_t done, size_t total)> progress;
 };
 
@@ -91,8 +90,7 @@ struct EvaluationSettings {
   std::vector<std::string> refusal_markers = default_refusal_markers();
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
-  int n_threads = 0;
-  Device device = Device::cpu();
+  ComputeOptions compute;
 };
 
 // Scores the current weights of `model` on fixed validation prompts: the refusal rate on harmful
@@ -121,6 +119,9 @@ class TrialEvaluator {
   std::vector<std::vector<TokenId>> harmful_, harmless_;
   EvaluationSettings settings_;
   Session session_;
+  // The refusal generations' engine: made at the first refusals() and reused by every trial (no
+  // new KV caches, scratch or CUDA graph capture per trial; edits change the weights in place).
+  mutable std::unique_ptr<Engine> engine_;
   std::vector<float> original_logprobs_;
 };
 

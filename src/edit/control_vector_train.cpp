@@ -171,8 +171,7 @@ ControlVector train_control_vector(const std::shared_ptr<const Model>& model, co
                                            longest, summary.n_ctx_train));
   SessionOptions session_options;
   session_options.n_ctx = static_cast<uint32_t>(longest);
-  session_options.n_threads = options.n_threads;
-  session_options.device = options.device;
+  session_options.compute = options.compute;
   Session session(model, session_options);
   LayerReader reader(session, layers);
 

@@ -40,8 +40,7 @@ DirectionMethod parse_direction_method(std::string_view name);
 struct ControlVectorTraining {
   DirectionMethod method = DirectionMethod::Mean;
   ChatPromptOptions chat;
-  int n_threads = 0;                                     // 0 = one per hardware thread
-  Device device = Device::cpu();
+  ComputeOptions compute;
   std::optional<std::pair<uint32_t, uint32_t>> layers;   // default [1, n_layer - 1]
   // Called after each pair: (pairs done, pairs total).
   std::function<void(size_t done, size_t total)> progress;

@@ -36,8 +36,7 @@ using EditedTensors = std::map<std::string, EditedTensor, std::less<>>;
 EditedTensors edited_tensors(const ModelWeights& w) {
   std::vector<const cpu::MatrixView*> views = {&w.token_embd, &w.output};
   for (const auto& lw : w.layers)
-    for (const auto* v : {&lw.wq, &lw.wk, &lw.wv, &lw.wqkv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_gate_up, &lw.w_down})
-      views.push_back(v);
+    lw.for_each_matrix([&](const cpu::MatrixView& m) { views.push_back(&m); });
   EditedTensors edited;
   for (const auto* v : views) {
     if (v->data == nullptr || !is_editable(w, *v)) continue;

@@ -95,7 +95,7 @@ std::vector<ParamSpec> AblationStudy::space() const {
 }
 
 void AblationStudy::prepare() {
-  auto& weights = model_->impl().weights;
+  auto& weights = internals(*model_).weights;
   const PromptFileOptions train{.limit = options_.train_limit};
   const auto harmful_train = read_prompts(options_.harmful_train, train);
   const auto harmless_train = read_prompts(options_.harmless_train, train);
@@ -107,9 +107,8 @@ void AblationStudy::prepare() {
     ProgressBar bar("directions", harmful_train.size() + harmless_train.size(), log_, log_is_tty_);
     DirectionOptions d{.orthogonalize = options_.orthogonalize,
                        .chat = options_.chat,
-                       .n_threads = options_.n_threads,
                        .n_ctx = 0,
-                       .device = options_.device,
+                       .compute = options_.compute,
                        .progress = [&](size_t done, size_t) { bar.update(done, "prefill"); }};
     directions_ = compute_refusal_directions(model_, harmful_train, harmless_train, d);
     bar.finish();
@@ -157,7 +156,7 @@ void AblationStudy::prepare() {
 
 void AblationStudy::restore(const std::vector<uint32_t>& layers) {
   if (layers.empty()) return;
-  auto& weights = model_->impl().weights;
+  auto& weights = internals(*model_).weights;
   if (cache_)
     cache_->restore(weights, layers);
   else
@@ -166,7 +165,7 @@ void AblationStudy::restore(const std::vector<uint32_t>& layers) {
 }
 
 void AblationStudy::reload_from_file(const std::vector<uint32_t>& layers) {
-  auto& weights = model_->impl().weights;
+  auto& weights = internals(*model_).weights;
   const auto fresh = load_model_weights(model_->summary().path);
   for (uint32_t layer : layers) {
     for (EditComponent c : options_.components) {
@@ -196,9 +195,9 @@ TrialOutcome AblationStudy::run_trial(const AblationParams& params, bool evaluat
   reset_weights();
   out.timing.reset = since(t);
   t = Clock::now();
-  out.edit = apply_ablation(model_->impl().weights, *directions_, params, options_.norm_preserving);
+  out.edit = apply_ablation(internals(*model_).weights, *directions_, params, options_.norm_preserving);
   dirty_layers_ = out.edit.layers;
-  sync_device_copies(model_->impl().weights, dirty_layers_, options_.components);
+  sync_device_copies(internals(*model_).weights, dirty_layers_, options_.components);
   out.timing.edit = since(t);
   if (!evaluate) return out;
   t = Clock::now();
@@ -218,17 +217,52 @@ std::pair<double, double> AblationStudy::measure_restore(int repeats) {
     // Both include copying the restored matrices to the GPU when the model has a device copy.
     auto t = Clock::now();
     if (cache_) {
-      cache_->restore(model_->impl().weights, all);
-      sync_device_copies(model_->impl().weights, all, options_.components);
+      cache_->restore(internals(*model_).weights, all);
+      sync_device_copies(internals(*model_).weights, all, options_.components);
     }
     cached += since(t);
     t = Clock::now();
     reload_from_file(all);
-    sync_device_copies(model_->impl().weights, all, options_.components);
+    sync_device_copies(internals(*model_).weights, all, options_.components);
     reloaded += since(t);
   }
   dirty_layers_.clear();
   return {cache_ ? cached / repeats : -1.0, reloaded / repeats};
+}
+
+std::vector<Trial> AblationStudy::search(Journal& journal, const SearchOptions& o,
+                                         const std::function<void(const Trial&, const TrialOutcome&)>& on_trial) {
+  const auto space_now = space();
+  MultiObjectiveTpe tpe(space_now, 2, {.seed = o.seed, .n_startup = o.n_startup});
+  std::vector<Trial> trials = journal.trials();
+  while (static_cast<int>(trials.size()) < o.n_trials) {
+    Trial trial;
+    trial.number = static_cast<int>(trials.size());
+    trial.params = tpe.suggest(trials);
+    const auto outcome =
+        run_trial(params_from_point(trial.params, options_.per_layer_directions, options_.components));
+    const auto& tm = outcome.timing;
+    trial.values = {outcome.refusals.rate, outcome.kl};
+    trial.seconds = tm.reset + tm.edit + tm.refusals + tm.kl;
+    trial.extra = {{"refused", outcome.refusals.refused}, {"total", outcome.refusals.total},
+                   {"reset_s", tm.reset}, {"edit_s", tm.edit}, {"refusals_s", tm.refusals}, {"kl_s", tm.kl},
+                   {"edited_matrices", outcome.edit.n_matrices},
+                   {"requantization_rel_rms", outcome.edit.requantization_rel_rms}};
+    journal.append(trial);
+    trials.push_back(trial);
+    if (on_trial) on_trial(trials.back(), outcome);
+  }
+  return trials;
+}
+
+ExportResult AblationStudy::export_trial(const Trial& trial, const std::filesystem::path& out,
+                                         const ExportOptions& options) {
+  const auto outcome =
+      run_trial(params_from_point(trial.params, options_.per_layer_directions, options_.components), /*evaluate=*/false);
+  ExportOptions with_rms = options;
+  with_rms.metadata.emplace_back("lathe.ablation.requantization_rel_rms",
+                                 fmt::format("{:.6g}", outcome.edit.requantization_rel_rms));
+  return export_model(internals(*model_).weights, out, with_rms);
 }
 
 }  // namespace lathe::edit

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <memory>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "edit/ablation.hpp"
+#include "edit/export.hpp"
+#include "edit/journal.hpp"
 #include "edit/tpe.hpp"
 #include "weights/weight_cache.hpp"
 
@@ -41,8 +44,7 @@ struct StudyOptions {
   std::vector<EditComponent> components{EditComponent::AttnOutput, EditComponent::MlpDown};
   bool cache_weights = true;   // false: each trial re-reads the original matrices from the model file
   EvaluationSettings evaluation;
-  int n_threads = 0;
-  Device device = Device::cpu();  // directions and evaluation; edits run on the host and are copied over
+  ComputeOptions compute;  // directions and evaluation; edits run on the host and are copied over
 };
 
 struct TrialTiming {
@@ -54,6 +56,12 @@ struct TrialOutcome {
   double kl = 0;
   EditStats edit;
   TrialTiming timing;
+};
+
+struct SearchOptions {
+  int n_trials = 200;  // trials the journal holds at the end (a resumed study runs the missing ones)
+  uint64_t seed = 0;
+  int n_startup = 20;  // random trials before TPE
 };
 
 class AblationStudy {
@@ -81,6 +89,15 @@ class AblationStudy {
   // Seconds to restore every cached matrix from the cache, and to re-read them from the model
   // file, each the mean of `repeats` runs (the benchmark of the cache).
   std::pair<double, double> measure_restore(int repeats);
+
+  // The search: multi-objective TPE over space() (refusal rate, KL divergence), continuing the
+  // trials `journal` holds until it has options.n_trials; each trial is appended to the journal
+  // as soon as it is scored, then reported to on_trial (progress output). Returns every trial.
+  std::vector<Trial> search(Journal& journal, const SearchOptions& options,
+                            const std::function<void(const Trial&, const TrialOutcome&)>& on_trial = {});
+  // Applies the trial's parameters (without scoring) and writes the edited model to `out` in the
+  // input's format, with options.metadata and the edit's lathe.ablation.requantization_rel_rms.
+  ExportResult export_trial(const Trial& trial, const std::filesystem::path& out, const ExportOptions& options);
 
   const Model& model() const noexcept { return *model_; }
 

@@ -2,10 +2,11 @@
 // Q/K/V [+bias] [+per-head norm] -> RoPE -> KV cache -> attention -> output projection ->
 // residual -> RMSNorm -> SwiGLU MLP -> residual, final norm, logits), each one kernel (or one
 // cuBLAS product) from backend/cuda. The weights are uploaded once per model
-// (weights/cuda_weights.hpp); the KV caches of `n_slots` sequences live on the device; per call
-// only token ids, positions and logits (or, for greedy steps, the argmax ids) cross PCIe. A
-// single-token step without hooks is captured
-// once as a CUDA graph and replayed for every later token.
+// (weights/cuda_weights.hpp) and reached through the weights seam (weights/layer_source.hpp); the
+// KV caches of the engine's slots live on the device, owned by the runtime (DeviceKvView); per
+// call only token ids, positions, slots and logits (or, for greedy steps, the argmax ids) cross
+// PCIe. A single-token step without hooks is captured once as a CUDA graph and replayed for every
+// later token.
 // Header without CUDA types; the implementation exists in CUDA builds only.
 #pragma once
 
@@ -15,17 +16,27 @@
 #include <string>
 
 #include "core/kv_format.hpp"
+#include "forward/batch.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe {
 
+// The slots' KV caches on the device, owned by the runtime (runtime/device_kv_cache.hpp): device
+// tables of the addresses of each layer's and slot's n_ctx rows, indexed [layer * n_slots + slot].
+struct DeviceKvView {
+  void** k_tables = nullptr;
+  void** v_tables = nullptr;
+  uint32_t n_slots = 0;  // sequences with their own cache
+  uint32_t n_ctx = 0;    // positions per cache
+  KvFormat format = KvFormat::F16;
+  uint64_t bytes = 0;
+};
+
 struct CudaForwardOptions {
   int device = 0;
-  uint32_t n_slots = 1;    // sequences with their own KV cache
-  uint32_t n_ctx = 0;      // positions per cache
   uint32_t max_batch = 1;  // tokens per call
-  KvFormat kv_format = KvFormat::F16;
+  DeviceKvView kv;
 };
 
 // Device memory held, by purpose.
@@ -45,12 +56,13 @@ class CudaForward {
   CudaForward(const CudaForward&) = delete;
   CudaForward& operator=(const CudaForward&) = delete;
 
-  // Tokens of sequence `slot` at positions first_pos.. (n <= max_batch); logits of every token
-  // (all_logits) or of the last one, kept on the device until logits() or argmax() asks.
-  void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits, bool last_chunk);
-  // One token per listed slot, each at its own position; logits of every token.
-  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots,
-                 std::span<const uint32_t> positions);
+  // Evaluates every entry of the batch (forward/batch.hpp; at most max_batch, checked by the
+  // engine). Logits of the entries that ask for them stay on the device until logits() or
+  // argmax() asks. hooks[s] runs on slot s's rows (through host memory); empty span: no hooks.
+  // Fast paths by shape: a single decode token without hooks replays the captured graph; a batch
+  // of one token per slot runs decode attention with RoPE folded in; runs of several tokens of one
+  // sequence use the tiled (tensor-core) prefill attention.
+  void forward(const Batch& batch, std::span<ResidualHooks* const> hooks);
   // Pinned host memory: the rows written by the last call (n_vocab floats each), copied from the
   // device on the first call after a run (a greedy step that asks argmax() instead copies none).
   const float* logits() const;
@@ -58,7 +70,6 @@ class CudaForward {
   // the device (first on ties, NaN and -inf never taken, -1 if all are): only the ids come back.
   void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const;
 
-  void set_hooks(ResidualHooks* hooks) noexcept;
   uint32_t max_batch() const noexcept;
   CudaMemoryUse memory() const;
 

@@ -26,15 +26,16 @@ struct CudaForward::Impl {
   const HParams& hp;
   CudaForwardOptions opt;
   std::shared_ptr<CudaWeights> dw;
+  std::unique_ptr<ResidentLayersOf<CudaLayerWeights>> resident;
+  CudaLayerSource* layers = nullptr;  // where each layer's weights come from (the weights seam)
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::Blas> blas;
   int multiprocessors = 1;
   std::string device_name;
   int64_t n_embd = 0, head_dim = 0, q_w = 0, kv_w = 0, qkv_w = 0, n_ff = 0, n_vocab = 0;
 
-  cuda::DeviceBuffer kv, kv_tables;
   cuda::DeviceBuffer rope_table;  // [n_ctx][rope_dim/2] (cos, sin), when it fits 256 MiB
-  void** k_tab = nullptr;  // [layer][slot]
+  void** k_tab = nullptr;  // [layer][slot] (the runtime's DeviceKvCache)
   void** v_tab = nullptr;
   cuda::DeviceBuffer io;  // tokens | positions | slots, max_batch each
   cuda::PinnedBuffer io_host;
@@ -61,16 +62,24 @@ struct CudaForward::Impl {
   cuda::DeviceBuffer argmax_dev;  // greedy ids, max_batch
   cuda::PinnedBuffer argmax_host;
   cuda::PinnedBuffer hook_rows;
-  ResidualHooks* hooks = nullptr;
   cudaGraphExec_t graph = nullptr;
+
+  // The plan of the current pass, from its batch (host side).
+  std::span<ResidualHooks* const> hooks;        // by slot; empty: none
+  std::vector<uint32_t> row_slot, out_slot;     // slot of each row / of each logits row
+  std::vector<uint8_t> row_ends, out_ends;      // ... and whether it ends its sequence's input
+  std::vector<Batch::Run> runs;                 // the batch's runs of one sequence
+  std::vector<int32_t> positions_host, slots_host;
+  bool one_token_per_slot = true;               // a pure decode step (RoPE may fold into attention)
+  std::vector<std::pair<int, int>> logit_stretches;  // (first row, count) of rows that keep logits
 
   int32_t* d_tokens() const { return io.as<int32_t>(); }
   int32_t* d_positions() const { return io.as<int32_t>() + opt.max_batch; }
   int32_t* d_slots() const { return io.as<int32_t>() + 2 * opt.max_batch; }
 
   Impl(const ModelWeights& weights, const CudaForwardOptions& o) : w(weights), hp(weights.hp), opt(o) {
-    if (opt.max_batch == 0 || opt.n_slots == 0 || opt.n_ctx == 0)
-      throw InvalidArgumentError("CUDA forward: max_batch, n_slots and n_ctx must be at least 1");
+    if (opt.max_batch == 0 || opt.kv.n_slots == 0 || opt.kv.n_ctx == 0 || opt.kv.k_tables == nullptr)
+      throw InvalidArgumentError("CUDA forward: max_batch, n_slots and n_ctx must be at least 1, with a KV cache");
     head_dim = hp.head_dim;
     if (head_dim % 8 != 0 || head_dim > 256 || hp.n_head % hp.n_head_kv != 0)
       throw UnsupportedError(fmt::format("{}: the CUDA kernels need head_dim a multiple of 8 up to 256 and whole "
@@ -83,6 +92,8 @@ struct CudaForward::Impl {
     multiprocessors = prop.multiProcessorCount;
     device_name = prop.name;
     dw = CudaWeights::get(w, opt.device);
+    resident = std::make_unique<ResidentLayersOf<CudaLayerWeights>>(dw->layers);
+    layers = resident.get();
     n_embd = hp.n_embd;
     q_w = int64_t{hp.n_head} * head_dim;
     kv_w = int64_t{hp.n_head_kv} * head_dim;
@@ -92,7 +103,8 @@ struct CudaForward::Impl {
 
     cuda::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a CUDA stream");
     blas = std::make_unique<cuda::Blas>(stream);
-    allocate_kv();
+    k_tab = opt.kv.k_tables;
+    v_tab = opt.kv.v_tables;
     allocate_rope_table();
     allocate_scratch();
     grow_logits(1);
@@ -105,34 +117,13 @@ struct CudaForward::Impl {
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
-  void allocate_kv() {
-    const size_t per_cache = kv_layer_bytes(opt.kv_format, opt.n_ctx, kv_w);  // one layer's K (or V)
-    const size_t n_caches = size_t{opt.n_slots} * hp.n_layer * 2;
-    kv = cuda::DeviceBuffer(per_cache * n_caches,
-                            fmt::format("the KV cache ({} sequence(s) x {} tokens x {} layers, {})", opt.n_slots,
-                                        opt.n_ctx, hp.n_layer, kv_format_name(opt.kv_format)));
-    std::vector<void*> tables(n_caches);
-    auto* base = kv.as<uint8_t>();
-    for (uint32_t l = 0; l < hp.n_layer; ++l)
-      for (uint32_t s = 0; s < opt.n_slots; ++s) {
-        const size_t index = (size_t{s} * hp.n_layer + l) * 2;
-        tables[size_t{l} * opt.n_slots + s] = base + index * per_cache;
-        tables[n_caches / 2 + size_t{l} * opt.n_slots + s] = base + (index + 1) * per_cache;
-      }
-    kv_tables = cuda::DeviceBuffer(n_caches * sizeof(void*), "the KV cache tables");
-    cuda::check(cudaMemcpy(kv_tables.data(), tables.data(), n_caches * sizeof(void*), cudaMemcpyHostToDevice),
-                "copying the KV cache tables");
-    k_tab = kv_tables.as<void*>();
-    v_tab = k_tab + n_caches / 2;
-  }
-
   // The RoPE angles of every position, computed once as the CPU computes them (double angles).
   void allocate_rope_table() {
     const size_t half = static_cast<size_t>(w.rope.rope_dim / 2);
-    const size_t floats = size_t{opt.n_ctx} * half * 2;
+    const size_t floats = size_t{opt.kv.n_ctx} * half * 2;
     if (half == 0 || floats > (64u << 20)) return;  // long contexts: the kernel computes them
     std::vector<float> table(floats);
-    for (uint32_t pos = 0; pos < opt.n_ctx; ++pos) {
+    for (uint32_t pos = 0; pos < opt.kv.n_ctx; ++pos) {
       const double position = static_cast<double>(pos) * w.rope.position_scale;
       for (size_t i = 0; i < half; ++i) {
         const double theta = position * w.rope.inv_freq[i];
@@ -173,7 +164,7 @@ struct CudaForward::Impl {
         {B * qkv_w * 4, reinterpret_cast<void**>(&qkv)},
         {B * q_w * 4, reinterpret_cast<void**>(&attn)},
         {use_gemm ? B * 2 * n_ff * 4 : 0, reinterpret_cast<void**>(&gu)},
-        {B * n_ff * 4, reinterpret_cast<void**>(&h)},
+        {B * std::max(n_ff, n_embd) * 4, reinterpret_cast<void**>(&h)},  // also gathers logit rows
         {B * widest_input, reinterpret_cast<void**>(&q8)},
         {B * (widest_input / 32) * 2 * 4, reinterpret_cast<void**>(&ds)},
         {cuda::split_scratch_floats(static_cast<int>(split_slots()), hp.n_head, static_cast<int>(head_dim), 1) * 4,
@@ -214,15 +205,27 @@ struct CudaForward::Impl {
 
   // ---- building blocks -------------------------------------------------------------------
 
-  // Runs the hooks of `site` on device rows: through host memory (hooks are host code).
-  void hook(HookPoint point, uint32_t layer, float* rows, int n_rows, bool last_chunk) {
-    if (hooks == nullptr) return;
+  // Runs each sequence's hooks of `site` on its device rows, through host memory (hooks are host
+  // code). Row r of `rows` belongs to slot slots[r].
+  void hook(HookPoint point, uint32_t layer, float* rows, const std::vector<uint32_t>& slots,
+            const std::vector<uint8_t>& ends) {
+    if (hooks.empty()) return;
     const HookSite site{point, layer};
-    if (!hooks->has(site)) return;
-    const size_t bytes = size_t(n_rows) * n_embd * 4;
+    bool any = false;
+    for (uint32_t s : slots) any = any || (hooks[s] != nullptr && hooks[s]->has(site));
+    if (!any) return;
+    const size_t bytes = slots.size() * n_embd * 4;
     cuda::check(cudaMemcpyAsync(hook_rows.data(), rows, bytes, cudaMemcpyDeviceToHost, stream), "reading hook rows");
     cuda::check(cudaStreamSynchronize(stream), "reading hook rows");
-    hooks->apply(site, hook_rows.as<float>(), n_rows, n_embd, last_chunk);
+    float* host = hook_rows.as<float>();
+    for (size_t begin = 0; begin < slots.size();) {
+      size_t end = begin + 1;
+      while (end < slots.size() && slots[end] == slots[begin]) ++end;
+      ResidualHooks* h = hooks[slots[begin]];
+      if (h != nullptr && h->has(site))
+        h->apply(site, host + begin * n_embd, static_cast<int64_t>(end - begin), n_embd, ends[end - 1] != 0);
+      begin = end;
+    }
     cuda::check(cudaMemcpyAsync(rows, hook_rows.data(), bytes, cudaMemcpyHostToDevice, stream), "writing hook rows");
   }
 
@@ -325,27 +328,43 @@ struct CudaForward::Impl {
     return {};
   }
 
-  cuda::AttentionArgs attention_args(uint32_t layer, int n) const {
+  // Attention over rows row0 .. row0 + n - 1 of the pass.
+  cuda::AttentionArgs attention_args(uint32_t layer, int row0, int n) const {
     cuda::AttentionArgs a;
-    a.q = qkv;
+    a.q = qkv + int64_t{row0} * qkv_w;
     a.ldq = qkv_w;
-    a.out = attn;
+    a.out = attn + int64_t{row0} * q_w;
     a.ldo = q_w;
     a.n_tokens = n;
     a.n_head = static_cast<int>(hp.n_head);
     a.n_head_kv = static_cast<int>(hp.n_head_kv);
     a.head_dim = static_cast<int>(head_dim);
     a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    a.positions = d_positions();
-    a.slots = d_slots();
-    a.k_cache = k_tab + size_t{layer} * opt.n_slots;
-    a.v_cache = v_tab + size_t{layer} * opt.n_slots;
-    a.kv_format = opt.kv_format;
-    a.n_ctx = static_cast<int>(opt.n_ctx);
+    a.positions = d_positions() + row0;
+    a.slots = d_slots() + row0;
+    a.k_cache = k_tab + size_t{layer} * opt.kv.n_slots;
+    a.v_cache = v_tab + size_t{layer} * opt.kv.n_slots;
+    a.kv_format = opt.kv.format;
+    a.n_ctx = static_cast<int>(opt.kv.n_ctx);
     return a;
   }
 
-  void attention_block(const CudaLayerWeights& L, uint32_t il, int n, bool prefill, int first_pos) {
+  // Decode attention over rows row0 .. row0 + n - 1, one token each (of any sequences) at its own
+  // position; `rope`: the kernel also applies RoPE and stores the K/V rows (one token per slot).
+  void attention_decode_rows(const cuda::AttentionArgs& a_in, const cuda::RopeKvArgs* rope, bool round_q8) {
+    cuda::AttentionArgs a = a_in;
+    if (rope != nullptr) a.rope = *rope;
+    if (round_q8) a.out_q8 = {q8, ds, q_w, q_w / 16};
+    const int n = a.n_tokens;
+    const int splits =
+        cuda::decode_splits(static_cast<int>(opt.kv.n_ctx), n, static_cast<int>(hp.n_head_kv), multiprocessors);
+    const int split_len = static_cast<int>((opt.kv.n_ctx + splits - 1) / splits);
+    const int per_block = cuda::decode_heads_per_block(splits, n, static_cast<int>(hp.n_head_kv),
+                                                       static_cast<int>(hp.n_head / hp.n_head_kv), multiprocessors);
+    cuda::attention_decode(a, splits, split_len, split_scratch, stream, per_block);
+  }
+
+  void attention_block(const CudaLayerWeights& L, uint32_t il, int n) {
     if (L.fused_qkv()) {
       linear({{L.wqkv, {}, qkv, qkv_w}}, x, n_embd, n, Epilogue::Store, L.attn_norm);
     } else {
@@ -372,44 +391,58 @@ struct CudaForward::Impl {
     r.cos_sin = rope_table.as<float>();
     r.positions = d_positions();
     r.slots = d_slots();
-    r.k_cache = k_tab + size_t{il} * opt.n_slots;
-    r.v_cache = v_tab + size_t{il} * opt.n_slots;
-    r.kv_format = opt.kv_format;
-    r.n_ctx = static_cast<int>(opt.n_ctx);
-    // Decode attention does rope_kv's work itself (one launch fewer per layer).
-    const bool decode = !(prefill && n > 1);
-    if (!decode || !rope_in_attention) cuda::rope_kv(r, stream);
+    r.k_cache = k_tab + size_t{il} * opt.kv.n_slots;
+    r.v_cache = v_tab + size_t{il} * opt.kv.n_slots;
+    r.kv_format = opt.kv.format;
+    r.n_ctx = static_cast<int>(opt.kv.n_ctx);
+    // A pure decode step (one token per slot): decode attention does rope_kv's work itself, one
+    // launch fewer per layer. Otherwise every row's K/V is stored first, so that a run of several
+    // tokens of one sequence sees its own earlier rows.
+    const bool all_decode = runs.size() == static_cast<size_t>(n);  // every run is one token
+    const bool fold_rope = all_decode && one_token_per_slot && rope_in_attention;
+    if (!fold_rope) cuda::rope_kv(r, stream);
 
-    cuda::AttentionArgs a = attention_args(il, n);
-    bool attn_q8_ready = false;
-    if (!decode) {
-      // Above 8 tokens the tensor-core kernel writes the output projection's 16-bit cuBLAS input
-      // itself (no float32 rows to convert).
+    if (all_decode) {
+      // An 8-bit output projection reads the attention output rounded by the attention kernel.
+      const bool attn_q8_ready = attention_rounds_output && n <= cuda::kMatvecMaxTokens &&
+                                 cuda::matvec_reads_q8(L.wo.type) && head_dim % 32 == 0;
+      attention_decode_rows(attention_args(il, 0, n), fold_rope ? &r : nullptr, attn_q8_ready);
+      linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add, nullptr, attn_q8_ready);
+      return;
+    }
+    if (runs.size() == 1) {
+      // One sequence's chunk: above 8 tokens the tensor-core kernel writes the output
+      // projection's 16-bit cuBLAS input itself (no float32 rows to convert).
+      cuda::AttentionArgs a = attention_args(il, 0, n);
       const cuda::Dtype16 out16 =
           cuda::attention_prefill_uses_tensor_cores(a) ? written_type16(L.wo, n) : cuda::Dtype16::None;
       if (out16 != cuda::Dtype16::None) {
         a.out16 = act16_for(n, q_w);
         a.out16_type = out16;
       }
-      cuda::attention_prefill(a, first_pos, stream);
+      cuda::attention_prefill(a, static_cast<int>(runs[0].first_pos), stream);
       if (out16 != cuda::Dtype16::None) {
         cuda::gemm(*blas, L.wo, cuda::gemm_input_written(n, q_w, out16), x, n_embd, 1.0f, gemm_scratch, stream);
         return;
       }
     } else {
-      if (rope_in_attention) a.rope = r;
-      // An 8-bit output projection reads the attention output rounded by the attention kernel.
-      attn_q8_ready = attention_rounds_output && n <= cuda::kMatvecMaxTokens && cuda::matvec_reads_q8(L.wo.type) &&
-                      head_dim % 32 == 0;
-      if (attn_q8_ready) a.out_q8 = {q8, ds, q_w, q_w / 16};
-      const int splits = cuda::decode_splits(static_cast<int>(opt.n_ctx), n, static_cast<int>(hp.n_head_kv),
-                                             multiprocessors);
-      const int split_len = static_cast<int>((opt.n_ctx + splits - 1) / splits);
-      const int per_block = cuda::decode_heads_per_block(splits, n, static_cast<int>(hp.n_head_kv),
-                                                         static_cast<int>(hp.n_head / hp.n_head_kv), multiprocessors);
-      cuda::attention_decode(a, splits, split_len, split_scratch, stream, per_block);
+      // A mixed batch: each run of several tokens through prefill attention, each stretch of
+      // single tokens through one decode attention launch.
+      for (size_t i = 0; i < runs.size();) {
+        const Batch::Run& run = runs[i];
+        if (run.size > 1) {
+          cuda::attention_prefill(attention_args(il, static_cast<int>(run.begin), static_cast<int>(run.size)),
+                                  static_cast<int>(run.first_pos), stream);
+          ++i;
+          continue;
+        }
+        size_t j = i;
+        while (j < runs.size() && runs[j].size == 1) ++j;
+        attention_decode_rows(attention_args(il, static_cast<int>(run.begin), static_cast<int>(j - i)), nullptr, false);
+        i = j;
+      }
     }
-    linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add, nullptr, attn_q8_ready);
+    linear({{L.wo, {}, x, n_embd}}, attn, q_w, n, Epilogue::Add);
   }
 
   void mlp_block(const CudaLayerWeights& L, int n) {
@@ -422,38 +455,82 @@ struct CudaForward::Impl {
     else linear({{L.w_down, {}, x, n_embd}}, h, n_ff, n, Epilogue::Add);
   }
 
-  // The whole pass over n tokens whose ids, positions and slots are already on the device.
-  // prefill: one sequence at consecutive positions from first_pos (tiled causal attention);
-  // otherwise each token attends over its own cache (decode).
-  void forward(int n, bool prefill, int first_pos, bool all_logits, bool last_chunk) {
+  // The whole pass over the n rows of the current plan, whose ids, positions and slots are
+  // already on the device; logits for the rows in logit_stretches.
+  void forward_pass(int n) {
     cuda::embed_rows(dw->token_embd, d_tokens(), n, x, stream);
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
-      const CudaLayerWeights& L = dw->layers[il];
-      hook(HookPoint::ResidPre, il, x, n, last_chunk);
-      attention_block(L, il, n, prefill, first_pos);
-      hook(HookPoint::ResidMid, il, x, n, last_chunk);
+      const CudaLayerWeights& L = layers->acquire(il);
+      hook(HookPoint::ResidPre, il, x, row_slot, row_ends);
+      attention_block(L, il, n);
+      hook(HookPoint::ResidMid, il, x, row_slot, row_ends);
       mlp_block(L, n);
-      hook(HookPoint::ResidPost, il, x, n, last_chunk);
+      hook(HookPoint::ResidPost, il, x, row_slot, row_ends);
+      layers->release(il);
     }
-    const int rows = all_logits ? n : 1;
-    const float* last = x + (all_logits ? 0 : int64_t(n - 1) * n_embd);
+    const int rows = static_cast<int>(out_slot.size());
+    if (rows == 0) return;
+    // The rows that keep logits: in place when they are one stretch, else gathered into h (free
+    // at this point of the pass) stretch by stretch.
+    const float* last = x + int64_t{logit_stretches[0].first} * n_embd;
+    if (logit_stretches.size() > 1) {
+      int64_t at = 0;
+      for (const auto& [first, count] : logit_stretches) {
+        cuda::check(cudaMemcpyAsync(h + at * n_embd, x + int64_t{first} * n_embd, size_t(count) * n_embd * 4,
+                                    cudaMemcpyDeviceToDevice, stream),
+                    "gathering the rows that keep logits");
+        at += count;
+      }
+      last = h;
+    }
     const MatvecTarget head{dw->output, {}, logits_dev.as<float>(), n_vocab};
-    if (hooks != nullptr && hooks->has({HookPoint::FinalNorm, 0})) {  // the hook sees the normalized rows
+    const bool final_hooked = std::any_of(out_slot.begin(), out_slot.end(), [&](uint32_t s) {
+      return !hooks.empty() && hooks[s] != nullptr && hooks[s]->has({HookPoint::FinalNorm, 0});
+    });
+    if (final_hooked) {  // the hook sees the normalized rows
       cuda::rms_norm(last, n_embd, dw->output_norm, rows, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
-      hook(HookPoint::FinalNorm, 0, xn, rows, last_chunk);
+      hook(HookPoint::FinalNorm, 0, xn, out_slot, out_ends);
       linear({head}, xn, n_embd, rows, Epilogue::Store);
     } else {
       linear({head}, last, n_embd, rows, Epilogue::Store, dw->output_norm);
     }
   }
 
-  void upload_io(std::span<const int32_t> tokens, const std::vector<int32_t>& positions,
-                 const std::vector<int32_t>& slots) {
+  // The host-side plan of a pass: rows' slots, runs, the rows that keep logits.
+  void plan(const Batch& batch, std::span<ResidualHooks* const> hooks_by_slot) {
+    const size_t n = batch.size();
+    hooks = hooks_by_slot;
+    row_slot.assign(batch.slots().begin(), batch.slots().end());
+    row_ends.resize(n);
+    out_slot.clear();
+    out_ends.clear();
+    logit_stretches.clear();
+    positions_host.resize(n);
+    slots_host.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      row_ends[i] = batch.ends_input(i) ? 1 : 0;
+      positions_host[i] = static_cast<int32_t>(batch.positions()[i]);
+      slots_host[i] = static_cast<int32_t>(batch.slots()[i]);
+      if (!batch.wants_logits(i)) continue;
+      out_slot.push_back(row_slot[i]);
+      out_ends.push_back(row_ends[i]);
+      const bool extends = !logit_stretches.empty() &&
+                           logit_stretches.back().first + logit_stretches.back().second == static_cast<int>(i);
+      if (extends)
+        ++logit_stretches.back().second;
+      else
+        logit_stretches.emplace_back(static_cast<int>(i), 1);
+    }
+    runs = batch.runs();
+    one_token_per_slot = runs.size() == n && batch.one_token_per_slot();
+  }
+
+  void upload_io(std::span<const int32_t> tokens) {
     const size_t n = tokens.size(), B = opt.max_batch;
     auto* host = io_host.as<int32_t>();
     std::memcpy(host, tokens.data(), n * 4);
-    std::memcpy(host + B, positions.data(), n * 4);
-    std::memcpy(host + 2 * B, slots.data(), n * 4);
+    std::memcpy(host + B, positions_host.data(), n * 4);
+    std::memcpy(host + 2 * B, slots_host.data(), n * 4);
     cuda::check(cudaMemcpyAsync(io.data(), host, 3 * B * 4, cudaMemcpyHostToDevice, stream), "copying token ids");
   }
 
@@ -495,7 +572,7 @@ struct CudaForward::Impl {
       cudaGraph_t captured = nullptr;
       cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
       try {
-        forward(1, false, 0, false, true);
+        forward_pass(1);
       } catch (...) {
         cudaStreamEndCapture(stream, &captured);
         if (captured != nullptr) cudaGraphDestroy(captured);
@@ -509,38 +586,20 @@ struct CudaForward::Impl {
     cuda::check(cudaGraphLaunch(graph, stream), "launching the decode graph");
   }
 
-  void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits, bool last_chunk) {
-    const int n = static_cast<int>(tokens.size());
-    if (n < 1 || tokens.size() > opt.max_batch || slot >= opt.n_slots || first_pos + tokens.size() > opt.n_ctx)
-      throw InternalError("CudaForward::run: batch, slot or positions out of range");
-    std::vector<int32_t> positions(tokens.size()), slots(tokens.size(), static_cast<int32_t>(slot));
-    for (int i = 0; i < n; ++i) positions[i] = static_cast<int32_t>(first_pos) + i;
-    const int rows = all_logits ? n : 1;
-    grow_logits(static_cast<uint32_t>(rows));
-    upload_io(tokens, positions, slots);
-    const bool hooked = hooks != nullptr && !hooks->empty();
-    if (n == 1 && !hooked) decode_step_graph();
-    else forward(n, true, static_cast<int>(first_pos), all_logits, last_chunk);
+  void forward(const Batch& batch, std::span<ResidualHooks* const> hooks_by_slot) {
+    const int n = static_cast<int>(batch.size());
+    if (n < 1 || batch.size() > opt.max_batch) throw InternalError("CudaForward::forward: batch size out of range");
+    plan(batch, hooks_by_slot);
+    const int rows = static_cast<int>(batch.n_logits());
+    grow_logits(static_cast<uint32_t>(std::max(rows, 1)));
+    upload_io(batch.tokens());
+    const bool hooked =
+        std::any_of(hooks.begin(), hooks.end(), [](const ResidualHooks* h) { return h != nullptr && !h->empty(); });
+    // The captured step: one token that keeps its logits, no hooks (the same plan every time),
+    // over weights that stay where the capture saw them.
+    if (n == 1 && rows == 1 && !hooked && layers->resident()) decode_step_graph();
+    else forward_pass(n);
     finish_run(rows);
-  }
-
-  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots_in,
-                 std::span<const uint32_t> positions_in) {
-    const int n = static_cast<int>(tokens.size());
-    if (n < 1 || tokens.size() > opt.max_batch) throw InternalError("CudaForward::run_batch: batch out of range");
-    std::vector<int32_t> positions(tokens.size()), slots(tokens.size());
-    for (int i = 0; i < n; ++i) {
-      if (slots_in[i] >= opt.n_slots || positions_in[i] >= opt.n_ctx)
-        throw InternalError("CudaForward::run_batch: slot or position out of range");
-      positions[i] = static_cast<int32_t>(positions_in[i]);
-      slots[i] = static_cast<int32_t>(slots_in[i]);
-    }
-    grow_logits(static_cast<uint32_t>(n));
-    upload_io(tokens, positions, slots);
-    const bool hooked = hooks != nullptr && !hooks->empty();
-    if (n == 1 && !hooked) decode_step_graph();
-    else forward(n, false, 0, true, true);
-    finish_run(n);
   }
 };
 
@@ -548,19 +607,12 @@ CudaForward::CudaForward(const ModelWeights& weights, const CudaForwardOptions& 
     : impl_(std::make_unique<Impl>(weights, options)) {}
 CudaForward::~CudaForward() = default;
 
-void CudaForward::run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,
-                      bool last_chunk) {
-  impl_->run(slot, tokens, first_pos, all_logits, last_chunk);
-}
-
-void CudaForward::run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots,
-                            std::span<const uint32_t> positions) {
-  impl_->run_batch(tokens, slots, positions);
+void CudaForward::forward(const Batch& batch, std::span<ResidualHooks* const> hooks) {
+  impl_->forward(batch, hooks);
 }
 
 const float* CudaForward::logits() const { return impl_->host_logits(); }
 void CudaForward::argmax(uint32_t n_rows, uint32_t n, int32_t* out) const { impl_->argmax(n_rows, n, out); }
-void CudaForward::set_hooks(ResidualHooks* hooks) noexcept { impl_->hooks = hooks; }
 uint32_t CudaForward::max_batch() const noexcept { return impl_->opt.max_batch; }
 
 CudaMemoryUse CudaForward::memory() const {
@@ -569,8 +621,8 @@ CudaMemoryUse CudaForward::memory() const {
   m.device = s.opt.device;
   m.device_name = s.device_name;
   m.weights = s.dw->bytes;
-  m.kv = s.kv.bytes();
-  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.kv_tables.bytes() + s.rope_table.bytes() +
+  m.kv = s.opt.kv.bytes;
+  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.rope_table.bytes() +
               s.argmax_dev.bytes();
   cuda::use_device(s.opt.device);
   const auto info = cuda::mem_info();

@@ -1,5 +1,6 @@
 #include "forward/forward.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -30,8 +31,8 @@ void split_columns(const float* src, int64_t n, int64_t a, int64_t b, int64_t c,
 
 }  // namespace
 
-Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx)
-    : w_(weights), max_batch_(max_batch), n_ctx_(n_ctx) {
+Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx, LayerSource* layers)
+    : w_(weights), resident_(weights.layers), layers_(layers ? layers : &resident_), max_batch_(max_batch), n_ctx_(n_ctx) {
   const auto& hp = w_.hp;
   const size_t n = max_batch;
   const size_t q_width = size_t{hp.n_head} * hp.head_dim, kv_width = size_t{hp.n_head_kv} * hp.head_dim;
@@ -49,34 +50,42 @@ Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx
   kv_.resize(n);
 }
 
-void Forward::run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits,
-                  float* logits, cpu::ThreadPool& pool, bool last_chunk) {
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    pos_[t] = first_pos + static_cast<uint32_t>(t);
-    kv_[t] = &kv;
+void Forward::run_hooks(HookSite site, float* rows, std::span<const uint32_t> row_slot,
+                        std::span<const uint8_t> row_ends) {
+  // Rows come in runs of one sequence; each run gets its sequence's hooks.
+  const int64_t n_embd = w_.hp.n_embd;
+  for (size_t begin = 0; begin < row_slot.size();) {
+    size_t end = begin + 1;
+    while (end < row_slot.size() && row_slot[end] == row_slot[begin]) ++end;
+    ResidualHooks* hooks = row_slot[begin] < hooks_.size() ? hooks_[row_slot[begin]] : nullptr;
+    if (hooks != nullptr && hooks->has(site))
+      hooks->apply(site, rows + static_cast<int64_t>(begin) * n_embd, static_cast<int64_t>(end - begin), n_embd,
+                   row_ends[end - 1] != 0);
+    begin = end;
   }
-  forward_rows(tokens, all_logits, logits, pool, last_chunk);
 }
 
-void Forward::run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> positions,
-                        std::span<KvCacheView* const> kvs, float* logits, cpu::ThreadPool& pool) {
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    pos_[t] = positions[t];
-    kv_[t] = kvs[t];
-  }
-  forward_rows(tokens, true, logits, pool, true);
-}
-
-void Forward::run_hooks(HookPoint point, uint32_t layer, float* rows, int64_t n_rows, bool last_chunk) {
-  const HookSite site{point, layer};
-  if (hooks_->has(site)) hooks_->apply(site, rows, n_rows, w_.hp.n_embd, last_chunk);
-}
-
-void Forward::forward_rows(std::span<const int32_t> tokens, bool all_logits, float* logits, cpu::ThreadPool& pool,
-                           bool last_chunk) {
+void Forward::forward(const Batch& batch, std::span<KvCacheView* const> caches, std::span<ResidualHooks* const> hooks,
+                      float* logits, cpu::ThreadPool& pool) {
   const auto& hp = w_.hp;
+  const auto tokens = batch.tokens();
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
   const int64_t n_embd = hp.n_embd;
+  hooks_ = hooks;
+  const bool hooked = std::any_of(hooks.begin(), hooks.end(), [](const ResidualHooks* h) { return h != nullptr; });
+  row_slot_.assign(batch.slots().begin(), batch.slots().end());
+  row_ends_.resize(tokens.size());
+  out_slot_.clear();
+  out_ends_.clear();
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    pos_[t] = batch.positions()[t];
+    kv_[t] = caches[batch.slots()[t]];
+    row_ends_[t] = batch.ends_input(t) ? 1 : 0;
+    if (batch.wants_logits(t)) {
+      out_slot_.push_back(batch.slots()[t]);
+      out_ends_.push_back(row_ends_[t]);
+    }
+  }
 
   // 1. Token embeddings: row `id` of the embedding matrix, decoded from its stored type.
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -86,21 +95,23 @@ void Forward::forward_rows(std::span<const int32_t> tokens, bool all_logits, flo
 
   // 2. The blocks, each adding to the residual stream x_ (hooks read or change it in between).
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
-    const LayerWeights& lw = w_.layers[il];
-    if (hooks_) run_hooks(HookPoint::ResidPre, il, x_.data(), n_tokens, last_chunk);
+    const LayerWeights& lw = layers_->acquire(il);
+    if (hooked) run_hooks({HookPoint::ResidPre, il}, x_.data(), row_slot_, row_ends_);
     attention_block(lw, il, n_tokens, pool);
-    if (hooks_) run_hooks(HookPoint::ResidMid, il, x_.data(), n_tokens, last_chunk);
+    if (hooked) run_hooks({HookPoint::ResidMid, il}, x_.data(), row_slot_, row_ends_);
     mlp_block(lw, n_tokens, pool);
-    if (hooks_) run_hooks(HookPoint::ResidPost, il, x_.data(), n_tokens, last_chunk);
+    if (hooked) run_hooks({HookPoint::ResidPost, il}, x_.data(), row_slot_, row_ends_);
+    layers_->release(il);
   }
 
-  // 3. Final norm and the output projection, for every token or only the last.
-  const int64_t first_out = all_logits ? 0 : n_tokens - 1;
-  const int64_t n_out = n_tokens - first_out;
-  for (int64_t t = 0; t < n_out; ++t)
-    cpu::rms_norm(x_.data() + (first_out + t) * n_embd, w_.output_norm.data(), n_embd, hp.rms_eps,
-                  xn_.data() + t * n_embd);
-  if (hooks_) run_hooks(HookPoint::FinalNorm, 0, xn_.data(), n_out, last_chunk);
+  // 3. Final norm and the output projection, for the entries that asked for logits.
+  int64_t n_out = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (!batch.wants_logits(static_cast<size_t>(t))) continue;
+    cpu::rms_norm(x_.data() + t * n_embd, w_.output_norm.data(), n_embd, hp.rms_eps, xn_.data() + n_out * n_embd);
+    ++n_out;
+  }
+  if (hooked) run_hooks({HookPoint::FinalNorm, 0}, xn_.data(), out_slot_, out_ends_);
   cpu::matmul(w_.output, xn_.data(), n_out, logits, pool);
 }
 

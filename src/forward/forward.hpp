@@ -11,6 +11,7 @@
 
 #include "backend/cpu/thread_pool.hpp"
 #include "core/kv_format.hpp"
+#include "forward/batch.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
@@ -28,41 +29,37 @@ struct KvCacheView {
 
 class Forward {
  public:
-  // Scratch for up to max_batch tokens per call and attention over up to n_ctx positions.
-  Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx);
+  // Scratch for up to max_batch tokens per call and attention over up to n_ctx positions. Layer
+  // weights come from `layers` (not owned; nullptr: the model's resident layers).
+  Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx, LayerSource* layers = nullptr);
 
-  // Evaluates tokens at positions first_pos.. first_pos + n - 1 (n <= max_batch; the caller checks
-  // ids and the context bound). Writes the logits of every token (all_logits: n x n_vocab) or of
-  // the last one (n_vocab) into `logits`.
-  // `last_chunk`: whether these tokens end the caller's eval() (hooks capturing the last row).
-  void run(std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits, float* logits,
-           cpu::ThreadPool& pool, bool last_chunk = true);
-
-  // Batched decode over independent sequences: token t sits at positions[t] of its own cache
-  // kvs[t] (whose rows before positions[t] are filled). Writes every token's logits
-  // (n x n_vocab). A sequence may appear at most once per call.
-  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> positions,
-                 std::span<KvCacheView* const> kvs, float* logits, cpu::ThreadPool& pool);
-
-  // Residual-stream hooks run inside every later call (nullptr: none). Not owned.
-  void set_hooks(ResidualHooks* hooks) noexcept { hooks_ = hooks; }
+  // Evaluates every entry of `batch` (at most max_batch; the engine has checked slots, positions
+  // and ids): entry i writes its K/V row at positions[i] of caches[slots[i]] and attends over
+  // that cache's rows 0..positions[i]. Writes one row of n_vocab logits per entry that asks for
+  // them, in batch order. hooks[s] (nullptr: none) runs on slot s's rows; an empty span: no hooks.
+  void forward(const Batch& batch, std::span<KvCacheView* const> caches, std::span<ResidualHooks* const> hooks,
+               float* logits, cpu::ThreadPool& pool);
 
   uint32_t max_batch() const noexcept { return max_batch_; }
 
  private:
-  void forward_rows(std::span<const int32_t> tokens, bool all_logits, float* logits, cpu::ThreadPool& pool,
-                    bool last_chunk);
   void attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_tokens, cpu::ThreadPool& pool);
-  void run_hooks(HookPoint point, uint32_t layer, float* rows, int64_t n_rows, bool last_chunk);
+  // Runs each sequence's hooks of `site` on its rows of `rows` (row r belongs to row_slot[r]).
+  void run_hooks(HookSite site, float* rows, std::span<const uint32_t> row_slot, std::span<const uint8_t> row_ends);
   void mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool);
 
   const ModelWeights& w_;
+  ResidentLayers resident_;
+  LayerSource* layers_;
   uint32_t max_batch_;
   uint32_t n_ctx_;
-  ResidualHooks* hooks_ = nullptr;
-  // Per token of the current call: its position and the cache it reads and writes.
+  std::span<ResidualHooks* const> hooks_;  // of the current call, by slot
+  // Per token of the current call: its position and the cache it reads and writes; per row of
+  // the residual stream and per logit row: the slot and whether it ends its sequence's input.
   std::vector<uint32_t> pos_;
   std::vector<KvCacheView*> kv_;
+  std::vector<uint32_t> row_slot_, out_slot_;
+  std::vector<uint8_t> row_ends_, out_ends_;
   // Activations, row-major [n_tokens x width].
   std::vector<float> x_;      // residual stream (n_embd)
   std::vector<float> xn_;     // normalized input of the current sub-block (n_embd)

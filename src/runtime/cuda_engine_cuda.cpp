@@ -1,34 +1,22 @@
-// The CUDA engine: a thin adapter from the Engine interface to CudaForward.
+// The CUDA engine: a thin adapter from the runtime's Engine to CudaForward.
 #include <fmt/format.h>
 
 #include "forward/cuda_forward.hpp"
+#include "runtime/device_kv_cache.hpp"
 #include "runtime/engine.hpp"
-#include "runtime/kv_cache.hpp"
 
-namespace lathe {
+namespace lathe::runtime {
 namespace {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(const ModelWeights& weights, const EngineOptions& o)
-      : forward_((require_kv_format_fits(weights.hp, o.kv_format), weights),
-                 {.device = o.cuda_device,
-                  .n_slots = o.n_slots,
-                  .n_ctx = o.n_ctx,
-                  .max_batch = o.max_batch,
-                  .kv_format = o.kv_format}) {}
+  CudaEngine(const ModelWeights& weights, const EngineConfig& c)
+      : Engine(weights, c),
+        kv_(weights.hp, c.compute.device.index, c.n_slots, c.n_ctx, kv_format(c.compute.kv_type)),
+        forward_(weights, {.device = c.compute.device.index, .max_batch = max_batch_for(c), .kv = kv_.view()}) {}
 
-  void run(uint32_t slot, std::span<const int32_t> tokens, uint32_t first_pos, bool all_logits,
-           bool last_chunk) override {
-    forward_.run(slot, tokens, first_pos, all_logits, last_chunk);
-  }
-  void run_batch(std::span<const int32_t> tokens, std::span<const uint32_t> slots,
-                 std::span<const uint32_t> positions) override {
-    forward_.run_batch(tokens, slots, positions);
-  }
   const float* logits() const override { return forward_.logits(); }
   void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const override { forward_.argmax(n_rows, n, out); }
-  void set_hooks(ResidualHooks* hooks) override { forward_.set_hooks(hooks); }
   uint32_t max_batch() const override { return forward_.max_batch(); }
   EngineMemory memory() const override {
     const CudaMemoryUse u = forward_.memory();
@@ -36,13 +24,16 @@ class CudaEngine final : public Engine {
   }
 
  private:
+  void evaluate(const Batch& batch, std::span<ResidualHooks* const> hooks) override { forward_.forward(batch, hooks); }
+
+  DeviceKvCache kv_;  // before forward_, which reads it
   CudaForward forward_;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cuda_engine(const ModelWeights& weights, const EngineOptions& options) {
-  return std::make_unique<CudaEngine>(weights, options);
+std::unique_ptr<Engine> make_cuda_engine(const ModelWeights& weights, const EngineConfig& config) {
+  return std::make_unique<CudaEngine>(weights, config);
 }
 
-}  // namespace lathe
+}  // namespace lathe::runtime

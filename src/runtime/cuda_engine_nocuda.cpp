@@ -4,13 +4,13 @@
 #include "lathe/error.hpp"
 #include "runtime/engine.hpp"
 
-namespace lathe {
+namespace lathe::runtime {
 
-std::unique_ptr<Engine> make_cuda_engine(const ModelWeights&, const EngineOptions& options) {
+std::unique_ptr<Engine> make_cuda_engine(const ModelWeights&, const EngineConfig& config) {
   throw UnsupportedError(fmt::format(
       "cuda:{} was requested but this lathe was built without CUDA; install the CUDA toolkit (nvcc) and rebuild "
       "(cmake -DLATHE_CUDA=ON), or use --device cpu",
-      options.cuda_device));
+      config.compute.device.index));
 }
 
-}  // namespace lathe
+}  // namespace lathe::runtime

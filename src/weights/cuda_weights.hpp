@@ -52,4 +52,7 @@ class CudaWeights {
   cuda::DeviceBuffer arena_;
 };
 
+// The CUDA forward pass's weights seam (weights/layer_source.hpp).
+using CudaLayerSource = LayerSourceOf<CudaLayerWeights>;
+
 }  // namespace lathe

@@ -106,8 +106,7 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
   plan_vector(w.output_norm);
   plan_vector(w.rope.inv_freq);
   for (const auto& lw : w.layers) {
-    for (const auto* m : {&lw.wq, &lw.wk, &lw.wv, &lw.wqkv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_gate_up, &lw.w_down})
-      plan_matrix(*m);
+    lw.for_each_matrix(plan_matrix);
     for (const auto* v : {&lw.attn_norm, &lw.ffn_norm, &lw.bq, &lw.bk, &lw.bv, &lw.q_norm, &lw.k_norm}) plan_vector(*v);
   }
 

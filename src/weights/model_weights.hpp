@@ -15,6 +15,7 @@
 #include "arch/hparams.hpp"
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/ops.hpp"
+#include "weights/layer_source.hpp"
 
 namespace lathe {
 
@@ -31,6 +32,19 @@ struct LayerWeights {
 
   bool fused_qkv() const noexcept { return wqkv.data != nullptr; }
   bool fused_gate_up() const noexcept { return w_gate_up.data != nullptr; }
+
+  // f(view) for every matrix this layer has, in one fixed order (absent ones skipped): the one
+  // list of a layer's matrices, used by device upload, requantization and export.
+  template <class F>
+  void for_each_matrix(F&& f) {
+    for (cpu::MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
+      if (m->data != nullptr) f(*m);
+  }
+  template <class F>
+  void for_each_matrix(F&& f) const {
+    for (const cpu::MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
+      if (m->data != nullptr) f(*m);
+  }
 };
 
 struct ModelWeights {
@@ -67,6 +81,10 @@ struct ModelWeights {
 struct WeightLoadOptions {
   bool check_tensors = false;  // scan every tensor for NaN/Inf (FormatError naming the first bad tensor)
 };
+
+// The CPU forward pass's weights seam (weights/layer_source.hpp).
+using LayerSource = LayerSourceOf<LayerWeights>;
+using ResidentLayers = ResidentLayersOf<LayerWeights>;
 
 // A GGUF file or a Hugging Face model directory (see io/model_dir.hpp).
 ModelWeights load_model_weights(const std::filesystem::path& path, const WeightLoadOptions& options = {});

@@ -23,8 +23,7 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
   views.push_back(&w.token_embd);
   views.push_back(&w.output);
   for (auto& lw : w.layers)
-    for (auto* m : {&lw.wq, &lw.wk, &lw.wv, &lw.wqkv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_gate_up, &lw.w_down})
-      views.push_back(m);
+    lw.for_each_matrix([&](cpu::MatrixView& m) { views.push_back(&m); });
   std::map<const uint8_t*, size_t> job_of;  // source buffer -> job
   struct Job {
     cpu::MatrixView source;

@@ -35,10 +35,10 @@ StudyRun run_study(const test::TempDir& dir, Device device) {
   o.harmless_train = o.harmless_val = dir / "harmless.txt";
   o.evaluation.max_new_tokens = 6;
   o.evaluation.n_parallel = 2;
-  o.evaluation.n_threads = 2;
-  o.evaluation.device = device;
-  o.n_threads = 2;
-  o.device = device;
+  o.evaluation.compute.n_threads = 2;
+  o.evaluation.compute.device = device;
+  o.compute.n_threads = 2;
+  o.compute.device = device;
   std::ostringstream log;
   AblationStudy study(model, o, log, false);
   study.prepare();

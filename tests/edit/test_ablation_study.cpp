@@ -32,14 +32,14 @@ StudyOptions tiny_study(const test::TempDir& dir) {
   o.harmless_train = o.harmless_val = dir / "harmless.txt";
   o.evaluation.max_new_tokens = 6;
   o.evaluation.n_parallel = 2;
-  o.evaluation.n_threads = 2;
-  o.n_threads = 2;
+  o.evaluation.compute.n_threads = 2;
+  o.compute.n_threads = 2;
   return o;
 }
 
 std::vector<std::vector<uint8_t>> edited_bytes(const Model& model) {
   std::vector<std::vector<uint8_t>> out;
-  const auto& w = model.impl().weights;
+  const auto& w = internals(model).weights;
   for (const auto& layer : w.layers)
     for (const auto* m : {&layer.wo, &layer.w_down})
       out.emplace_back(m->data, m->data + static_cast<size_t>(m->rows) * m->row_bytes);
@@ -137,17 +137,17 @@ TEST(AblationStudy, ModelWithoutChatTemplateIsAClearError) {
 TEST(Sampling, NeverPicksPaddedEmbeddingRows) {
   test::TempDir dir("padded");
   const auto model = Model::load(tiny_chat_model(dir));
-  ASSERT_LT(model->impl().tokenizer.vocab().size(), model->n_vocab());
+  ASSERT_LT(internals(*model).tokenizer.vocab().size(), model->n_vocab());
   BatchGenerateOptions options;
   options.generate.max_tokens = 40;
   options.generate.sampling.temperature = 2.0f;  // flat: every row would be drawn sometimes
   options.generate.sampling.seed = 5;
   options.generate.stop_at_end_of_generation = false;
-  options.n_threads = 2;
+  options.compute.n_threads = 2;
   const std::vector<std::vector<TokenId>> prompts(4, model->tokenize("abc", false));
   for (const auto& r : generate_batch(model, prompts, options))
     for (TokenId id : r.tokens) EXPECT_LT(static_cast<uint32_t>(id), test::kTinyTokens);
-  Session session(model, {.n_ctx = 64, .n_threads = 2});
+  Session session(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   for (TokenId id : generate(session, prompts[0], options.generate).tokens)
     EXPECT_LT(static_cast<uint32_t>(id), test::kTinyTokens);
 }

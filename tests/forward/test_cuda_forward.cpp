@@ -65,8 +65,8 @@ TEST(CudaForward, TinyModelMatchesTheCpuBackend) {
     const auto model = tiny_model(dir, type);
     const double bound = bound_for(type);
     for (uint32_t n_batch : {512u, 8u, 3u}) {  // cuBLAS prefill; mat-vec prefill; odd chunks
-      Session cpu(model, {.n_ctx = 128, .n_batch = n_batch, .n_threads = 2, .kv_type = KvType::F32});
-      Session gpu(model, {.n_ctx = 128, .n_batch = n_batch, .kv_type = KvType::F32, .device = Device::cuda(0)});
+      Session cpu(model, {.n_ctx = 128, .compute = {.n_batch = n_batch, .n_threads = 2, .kv_type = KvType::F32}});
+      Session gpu(model, {.n_ctx = 128, .compute = {.n_batch = n_batch, .kv_type = KvType::F32, .device = Device::cuda(0)}});
       const auto ids = some_ids(41, test::kVocab);
       cpu.eval(ids, true);
       gpu.eval(ids, true);
@@ -98,8 +98,8 @@ TEST(CudaForward, F16KvCacheStaysCloseAndTruncateReusesTheCache) {
   LATHE_REQUIRE_GPU();
   test::TempDir dir("cuda_tiny_kv");
   const auto model = tiny_model(dir, DType::F32);
-  Session cpu(model, {.n_ctx = 100, .n_threads = 2});
-  Session gpu(model, {.n_ctx = 100, .device = Device::cuda(0)});
+  Session cpu(model, {.n_ctx = 100, .compute = {.n_threads = 2}});
+  Session gpu(model, {.n_ctx = 100, .compute = {.device = Device::cuda(0)}});
   const auto ids = some_ids(30, test::kVocab);
   cpu.eval(ids);
   gpu.eval(ids);
@@ -126,9 +126,9 @@ TEST(CudaForward, Q8_0KvCacheMatchesTheCpu) {
   m.writer.set("llama.attention.head_count_kv", gguf::Value::u32(1));
   const auto model = Model::load(m.write(dir, "tiny-d32.gguf"));
   for (uint32_t n_batch : {512u, 8u}) {  // cuBLAS prefill with tiled attention; mat-vec with decode attention
-    Session cpu(model, {.n_ctx = 100, .n_batch = n_batch, .n_threads = 2, .kv_type = KvType::Q8_0});
-    Session gpu(model, {.n_ctx = 100, .n_batch = n_batch, .kv_type = KvType::Q8_0, .device = Device::cuda(0)});
-    Session exact(model, {.n_ctx = 100, .n_threads = 2, .kv_type = KvType::F32});
+    Session cpu(model, {.n_ctx = 100, .compute = {.n_batch = n_batch, .n_threads = 2, .kv_type = KvType::Q8_0}});
+    Session gpu(model, {.n_ctx = 100, .compute = {.n_batch = n_batch, .kv_type = KvType::Q8_0, .device = Device::cuda(0)}});
+    Session exact(model, {.n_ctx = 100, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
     const auto ids = some_ids(40, test::kVocab);
     cpu.eval(ids, true);
     gpu.eval(ids, true);
@@ -149,7 +149,7 @@ TEST(CudaForward, Q8_0KvCacheMatchesTheCpu) {
       EXPECT_LT(nmse(gpu.logits(), cpu.logits()), 1e-4) << "decode step " << step;
     }
   }
-  EXPECT_EQ(Session(model, {.n_ctx = 100, .kv_type = KvType::Q8_0, .device = Device::cuda(0)}).memory_use().kv,
+  EXPECT_EQ(Session(model, {.n_ctx = 100, .compute = {.kv_type = KvType::Q8_0, .device = Device::cuda(0)}}).memory_use().kv,
             2u * test::kLayers * 100u * 32u * 34u / 32u);
 }
 
@@ -164,9 +164,9 @@ TEST(CudaForward, BatchedGreedyGenerationMatchesTheCpu) {
   options.generate.sampling.temperature = 0;
   options.generate.stop_at_end_of_generation = false;
   options.n_parallel = 3;
-  options.kv_type = KvType::F32;
+  options.compute.kv_type = KvType::F32;
   const auto on_cpu = generate_batch(model, prompts, options);
-  options.device = Device::cuda(0);
+  options.compute.device = Device::cuda(0);
   const auto on_gpu = generate_batch(model, prompts, options);
   ASSERT_EQ(on_gpu.size(), prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(on_gpu[i].tokens, on_cpu[i].tokens) << "prompt " << i;
@@ -181,7 +181,7 @@ TEST(CudaForward, GreedyTokenOnTheDeviceIsTheHostPick) {
   test::TempDir dir("cuda_greedy");
   for (DType type : {DType::F32, DType::Q4_0}) {
     const auto model = tiny_model(dir, type);
-    Session gpu(model, {.n_ctx = 64, .kv_type = KvType::F32, .device = Device::cuda(0)});
+    Session gpu(model, {.n_ctx = 64, .compute = {.kv_type = KvType::F32, .device = Device::cuda(0)}});
     gpu.eval(some_ids(9, test::kVocab));
     for (int step = 0; step < 16; ++step) {
       const TokenId id = gpu.greedy_token();  // before the logits are copied
@@ -195,7 +195,7 @@ TEST(CudaForward, GreedyTokenOnTheDeviceIsTheHostPick) {
   test::TinyModel m("output_norm.weight");
   m.add_tokenizer();
   m.add_nan_output_norm();
-  Session nan_session(Model::load(m.write(dir, "tiny-nan.gguf")), {.n_ctx = 32, .device = Device::cuda(0)});
+  Session nan_session(Model::load(m.write(dir, "tiny-nan.gguf")), {.n_ctx = 32, .compute = {.device = Device::cuda(0)}});
   nan_session.eval(std::vector<TokenId>{1, 2});
   EXPECT_EQ(nan_session.greedy_token(), -1);
   GenerateOptions options;
@@ -216,8 +216,8 @@ TEST(CudaForward, HooksSeeAndChangeTheSameResidualStream) {
     hooks->capture(HookSite::parse("final_norm"), CaptureRows::Last);
     return hooks;
   };
-  Session cpu(model, {.n_ctx = 64, .n_threads = 2, .kv_type = KvType::F32});
-  Session gpu(model, {.n_ctx = 64, .kv_type = KvType::F32, .device = Device::cuda(0)});
+  Session cpu(model, {.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
+  Session gpu(model, {.n_ctx = 64, .compute = {.kv_type = KvType::F32, .device = Device::cuda(0)}});
   auto hc = make_hooks(), hg = make_hooks();
   cpu.set_hooks(hc);
   gpu.set_hooks(hg);
@@ -255,7 +255,7 @@ TEST(CudaForward, HundredGenerationsLeaveDeviceMemoryUnchanged) {
   gen.max_tokens = 8;
   gen.sampling.seed = 1;
   auto one = [&] {
-    Session session(model, {.n_ctx = 64, .device = Device::cuda(0)});
+    Session session(model, {.n_ctx = 64, .compute = {.device = Device::cuda(0)}});
     generate(session, some_ids(6, test::kTinyTokens), gen);
   };
   one();  // uploads the weights (kept with the model) and warms the CUDA context
@@ -291,9 +291,9 @@ TEST(CudaForward, DefaultModelCudaMatchesCpu) {
   LATHE_REQUIRE_MODEL();
   const auto model = Model::load(test::default_model());
   const auto exact_model = Model::load(test::default_model(), {.requantize = "F32"});
-  Session exact(exact_model, {.n_ctx = 512, .n_threads = 8, .kv_type = KvType::F32});
-  Session cpu(model, {.n_ctx = 512, .n_threads = 8});
-  Session gpu(model, {.n_ctx = 512, .device = Device::cuda(0)});
+  Session exact(exact_model, {.n_ctx = 512, .compute = {.n_threads = 8, .kv_type = KvType::F32}});
+  Session cpu(model, {.n_ctx = 512, .compute = {.n_threads = 8}});
+  Session gpu(model, {.n_ctx = 512, .compute = {.device = Device::cuda(0)}});
   const auto ids = model->tokenize(
       "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
       "combined movable metal type, oil-based ink and a wooden screw press into one system.",

@@ -68,7 +68,7 @@ TEST(CudaVsTransformersBig, TeacherForcedLogits) {
     ASSERT_TRUE(ref_in.good()) << c.dump();
     const std::string name = c.at("name").get<std::string>();
     {
-      Session exact(model, {.n_ctx = 512, .n_batch = 8, .kv_type = KvType::F32, .device = Device::cuda(0)});
+      Session exact(model, {.n_ctx = 512, .compute = {.n_batch = 8, .kv_type = KvType::F32, .device = Device::cuda(0)}});
       const Score s = compare(exact, ids, ref, n_vocab);
       std::cout << "big: " << name << " exact path: top-1 " << s.agree << "/" << s.n << ", relative error "
                 << s.rel_err << "\n";
@@ -82,7 +82,7 @@ TEST(CudaVsTransformersBig, TeacherForcedLogits) {
     {
       // The exact path with a Q8_0 KV cache: the cache's 8-bit rounding is the only difference, and
       // it must cost less than transformers' own bf16 inference does.
-      Session q8kv(model, {.n_ctx = 512, .n_batch = 8, .kv_type = KvType::Q8_0, .device = Device::cuda(0)});
+      Session q8kv(model, {.n_ctx = 512, .compute = {.n_batch = 8, .kv_type = KvType::Q8_0, .device = Device::cuda(0)}});
       const Score s = compare(q8kv, ids, ref, n_vocab);
       std::cout << "big: " << name << " exact path with a Q8_0 KV cache: top-1 " << s.agree << "/" << s.n
                 << ", relative error " << s.rel_err << "\n";
@@ -90,7 +90,7 @@ TEST(CudaVsTransformersBig, TeacherForcedLogits) {
       EXPECT_LE(s.rel_err, hf_err) << name << " (transformers bf16: " << hf_err << ")";
     }
     {
-      Session production(model, {.n_ctx = 512, .device = Device::cuda(0)});
+      Session production(model, {.n_ctx = 512, .compute = {.device = Device::cuda(0)}});
       const Score s = compare(production, ids, ref, n_vocab);
       std::cout << "big: " << name << " production path: top-1 " << s.agree << "/" << s.n << ", relative error "
                 << s.rel_err << "\n";

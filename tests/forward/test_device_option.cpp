@@ -22,14 +22,14 @@ TEST(DeviceOption, RequestingCudaWithoutADeviceIsAClearError) {
   test::TempDir dir("cuda_none");
   const auto model = load_tiny(dir);
   try {
-    Session session(model, {.n_ctx = 32, .device = Device::cuda(0)});
+    Session session(model, {.n_ctx = 32, .compute = {.device = Device::cuda(0)}});
     FAIL() << "a CUDA session was created without a device";
   } catch (const Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("--device cpu"), std::string::npos) << message;
     EXPECT_TRUE(e.code() == ErrorCode::Device || e.code() == ErrorCode::Unsupported) << message;
   }
-  Session cpu(model, {.n_ctx = 32, .n_threads = 1});
+  Session cpu(model, {.n_ctx = 32, .compute = {.n_threads = 1}});
   cpu.eval(std::vector<TokenId>{1, 2, 3, 4});
   EXPECT_EQ(cpu.n_past(), 4u);
 }

@@ -1,6 +1,7 @@
 // Residual-stream hooks and batched decode on the tiny synthetic model (so the sanitizer run
 // covers them): hook names, no-op when empty, capture semantics, add and project-out effects
-// checked through identities of the residual stream, and run_batch against one-sequence runs.
+// checked through identities of the residual stream, and batches that mix sequences (decode
+// tokens and prefill chunks in one pass, hooks on one sequence only) against one-sequence runs.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,6 +23,18 @@ using test::kVocab;
 
 const std::vector<int32_t> kTokens = {1, 5, 9, 3, 39, 0, 17};
 
+// One pass over a chunk of one sequence (slot 0) with `hooks` on it; `last`: the chunk ends the
+// sequence's input.
+void run_chunk(Forward& f, std::span<const int32_t> tokens, uint32_t first_pos, KvCacheView& kv, bool all_logits,
+               float* logits, cpu::ThreadPool& pool, ResidualHooks* hooks = nullptr, bool last = true) {
+  Batch batch;
+  batch.add_chunk(0, tokens, first_pos, all_logits, true, last);
+  KvCacheView* caches[] = {&kv};
+  ResidualHooks* by_slot[] = {hooks};
+  f.forward(batch, caches, hooks ? std::span<ResidualHooks* const>(by_slot) : std::span<ResidualHooks* const>(),
+            logits, pool);
+}
+
 struct TinyRun {
   test::TempDir dir{"hooks"};
   ModelWeights w;
@@ -34,12 +47,11 @@ struct TinyRun {
   std::vector<float> logits(ResidualHooks* hooks, size_t chunk = kTokens.size()) {
     KvCache kv(w.hp, 16, KvFormat::F32);
     Forward f(w, 8, 16);
-    f.set_hooks(hooks);
     std::vector<float> out(kTokens.size() * kVocab);
     for (size_t begin = 0; begin < kTokens.size(); begin += chunk) {
       const size_t n = std::min(chunk, kTokens.size() - begin);
-      f.run(std::span(kTokens).subspan(begin, n), static_cast<uint32_t>(begin), kv.view(), true,
-            out.data() + begin * kVocab, pool, begin + n == kTokens.size());
+      run_chunk(f, std::span(kTokens).subspan(begin, n), static_cast<uint32_t>(begin), kv.view(), true,
+                out.data() + begin * kVocab, pool, hooks, begin + n == kTokens.size());
     }
     return out;
   }
@@ -152,33 +164,81 @@ TEST(ResidualHooks, ProjectOutLeavesNoComponentAlongTheDirection) {
   EXPECT_LT(std::abs(along(after.captured(ca).sum)), 1e-4);
 }
 
-TEST(Forward, RunBatchMatchesOneSequenceRuns) {
+// The logits of `tokens` evaluated alone in a fresh cache, last row only.
+std::vector<float> alone(TinyRun& run, const std::vector<int32_t>& tokens, ResidualHooks* hooks = nullptr) {
+  KvCache kv(run.w.hp, 16, KvFormat::F16);
+  Forward single(run.w, 8, 16);
+  std::vector<float> out(kVocab);
+  run_chunk(single, tokens, 0, kv.view(), false, out.data(), run.pool, hooks);
+  return out;
+}
+
+TEST(Forward, DecodeBatchMatchesOneSequenceRuns) {
   TinyRun run;
   // Three sequences with different prompt lengths; after their prefill each decodes one token,
-  // all three in one run_batch call.
+  // all three in one pass.
   const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {7, 8, 9, 10, 11}, {4}};
   const std::vector<int32_t> next = {12, 13, 14};
   std::vector<KvCache> caches;
   Forward f(run.w, 8, 16);
   std::vector<float> scratch(kVocab);
-  std::vector<KvCacheView*> views;
-  std::vector<uint32_t> positions;
   for (size_t s = 0; s < prompts.size(); ++s) caches.emplace_back(run.w.hp, 16, KvFormat::F16);
-  for (size_t s = 0; s < prompts.size(); ++s) {
-    f.run(prompts[s], 0, caches[s].view(), false, scratch.data(), run.pool);
-    views.push_back(&caches[s].view());
-    positions.push_back(static_cast<uint32_t>(prompts[s].size()));
+  std::vector<KvCacheView*> views;
+  for (auto& c : caches) views.push_back(&c.view());
+  Batch batch;
+  for (uint32_t s = 0; s < prompts.size(); ++s) {
+    batch.clear();
+    batch.add_chunk(s, prompts[s], 0, false, true, true);
+    f.forward(batch, views, {}, scratch.data(), run.pool);
   }
+  batch.clear();
+  for (uint32_t s = 0; s < prompts.size(); ++s)
+    batch.add(next[s], s, static_cast<uint32_t>(prompts[s].size()), Batch::kLogits | Batch::kEndsInput);
   std::vector<float> batched(prompts.size() * kVocab);
-  f.run_batch(next, positions, views, batched.data(), run.pool);
+  f.forward(batch, views, {}, batched.data(), run.pool);
   for (size_t s = 0; s < prompts.size(); ++s) {
-    KvCache kv(run.w.hp, 16, KvFormat::F16);
     auto tokens = prompts[s];
     tokens.push_back(next[s]);
-    Forward single(run.w, 8, 16);
-    single.run(tokens, 0, kv.view(), false, scratch.data(), run.pool);
-    for (uint32_t v = 0; v < kVocab; ++v) EXPECT_NEAR(batched[s * kVocab + v], scratch[v], 1e-4) << s << " " << v;
+    const auto single = alone(run, tokens);
+    for (uint32_t v = 0; v < kVocab; ++v) EXPECT_NEAR(batched[s * kVocab + v], single[v], 1e-4) << s << " " << v;
   }
+}
+
+// One pass holding a decode token of sequence 0, the whole prompt of sequence 1 (logits for its
+// last token only) and a second chunk of sequence 2's prompt, with a steering vector on sequence 1
+// alone: each sequence's logits are those of its own run, hooks included, and nothing leaks
+// between them.
+TEST(Forward, MixedBatchOfPrefillAndDecodeMatchesSeparateRuns) {
+  TinyRun run;
+  const std::vector<int32_t> seq0 = {1, 2, 3}, seq1 = {7, 8, 9, 10}, seq2 = {20, 21, 22, 23, 24};
+  ResidualHooks steer;
+  steer.add({HookPoint::ResidPost, 0}, random_vector(5, 0.5f));
+  std::vector<KvCache> caches;
+  for (int s = 0; s < 3; ++s) caches.emplace_back(run.w.hp, 16, KvFormat::F16);
+  std::vector<KvCacheView*> views;
+  for (auto& c : caches) views.push_back(&c.view());
+  Forward f(run.w, 16, 16);
+  std::vector<float> scratch(kVocab);
+  Batch batch;
+  batch.add_chunk(0, std::span(seq0).first(2), 0, false, true, true);
+  batch.add_chunk(2, std::span(seq2).first(2), 0, false, false, false);
+  f.forward(batch, views, {}, scratch.data(), run.pool);
+
+  batch.clear();
+  batch.add(seq0[2], 0, 2, Batch::kLogits | Batch::kEndsInput);
+  batch.add_chunk(1, seq1, 0, false, true, true);
+  batch.add_chunk(2, std::span(seq2).subspan(2), 2, false, true, true);
+  ASSERT_EQ(batch.n_logits(), 3u);
+  ASSERT_EQ(batch.runs().size(), 3u);
+  ResidualHooks* hooks[] = {nullptr, &steer, nullptr};
+  std::vector<float> mixed(3 * kVocab);
+  f.forward(batch, views, hooks, mixed.data(), run.pool);
+
+  const std::vector<float> expected[] = {alone(run, seq0), alone(run, seq1, &steer), alone(run, seq2)};
+  for (size_t s = 0; s < 3; ++s)
+    for (uint32_t v = 0; v < kVocab; ++v) EXPECT_NEAR(mixed[s * kVocab + v], expected[s][v], 1e-4) << s << " " << v;
+  // The steering vector changes sequence 1's logits (so the check above could fail).
+  EXPECT_GT(max_abs_diff(alone(run, seq1), expected[1]), 1e-3);
 }
 
 }  // namespace

@@ -29,9 +29,9 @@ TEST(SafetensorsPath, SameLogitsAsGguf) {
   const auto ids = gguf_model->tokenize("The quick brown fox jumps over the lazy dog. Once upon a time, in a land far away,", false);
   ASSERT_EQ(ids, hf_model->tokenize("The quick brown fox jumps over the lazy dog. Once upon a time, in a land far away,", false));
 
-  Session a(gguf_model, {.n_ctx = 128, .n_threads = 2});
-  Session b(hf_model, {.n_ctx = 128, .n_threads = 2, .kv_type = KvType::F32});
-  Session a32(gguf_model, {.n_ctx = 128, .n_threads = 2, .kv_type = KvType::F32});
+  Session a(gguf_model, {.n_ctx = 128, .compute = {.n_threads = 2}});
+  Session b(hf_model, {.n_ctx = 128, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
+  Session a32(gguf_model, {.n_ctx = 128, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
   a.eval(ids, true);
   a32.eval(ids, true);
   b.eval(ids, true);

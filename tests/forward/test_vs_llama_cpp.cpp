@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <stdexcept>
 #include <nlohmann/json.hpp>
@@ -68,7 +69,7 @@ nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& mo
                        const std::vector<std::string>& oracle_args = {}) {
   const auto model = Model::load(model_path);
   const auto prompts = read_prompts("harmless_val.jsonl");
-  Session session(model, {.n_ctx = 512, .n_threads = 2, .kv_type = kv_type});
+  Session session(model, {.n_ctx = 512, .compute = {.n_threads = 2, .kv_type = kv_type}});
   std::vector<std::vector<TokenId>> sequences, chat_prompts, continuations;
   for (size_t i = 0; i < 8; ++i) {
     sequences.push_back(teacher_sequence(*model, prompts, i));
@@ -91,6 +92,30 @@ nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& mo
     options.stop_at_end_of_generation = false;
     continuations.push_back(generate(session, chat_prompts.back(), options).tokens);
   }
+  // lathe's own top-1 minus top-2 logit at each generated step (teacher-forced over its own
+  // continuation): where two engines' greedy picks part, a small margin marks a near-tie.
+  nlohmann::json margins = nlohmann::json::array();
+  for (size_t i = 0; i < 8; ++i) {
+    auto tokens = chat_prompts[i];
+    tokens.insert(tokens.end(), continuations[i].begin(), continuations[i].end());
+    session.reset();
+    session.eval(tokens, true);
+    nlohmann::json per_step = nlohmann::json::array();
+    for (size_t k = 0; k < continuations[i].size(); ++k) {
+      const auto row = session.logits_at(chat_prompts[i].size() - 1 + k);
+      float first = -INFINITY, second = -INFINITY;
+      for (float v : row) {
+        if (v > first) {
+          second = first;
+          first = v;
+        } else if (v > second) {
+          second = v;
+        }
+      }
+      per_step.push_back(first - second);
+    }
+    margins.push_back(per_step);
+  }
   test::write_file(dir / "sequences.json", nlohmann::json(sequences).dump());
   test::write_file(dir / "prompts.json", nlohmann::json(chat_prompts).dump());
   test::write_file(dir / "greedy.json", nlohmann::json(continuations).dump());
@@ -108,8 +133,9 @@ nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& mo
   // for lathe's part, so that a hang ends in the oracle's own progress lines, not ctest's silent kill.
   const auto r = test::run_oracle("llama_cpp_compare.py", args, std::chrono::seconds{900});
   if (r.exit_code != 0) throw std::runtime_error("llama_cpp_compare.py failed (exit " + std::to_string(r.exit_code) + "):\n" + r.err);
-  const auto report = nlohmann::json::parse(r.out);
+  auto report = nlohmann::json::parse(r.out);
   std::cout << r.err << model_path.filename().string() << ": " << report.dump() << "\n";
+  report["lathe_margins"] = std::move(margins);
   return report;
 }
 
@@ -169,10 +195,17 @@ TEST(VsLlamaCpp, Q8_0KvCacheWithinLlamaCppKvRoundingNoise) {
   EXPECT_GT(peer.at("mean_abs_diff").get<double>(), 0.0);  // the caches really differ: the bound is not vacuous
   EXPECT_LE(ours.at("mean_abs_diff").get<double>(), 2.5 * peer.at("mean_abs_diff").get<double>());
   EXPECT_GE(ours.at("top1_agreement").get<double>(), peer.at("top1_agreement").get<double>() - 0.03);
-  for (const auto& at : report.at("greedy").at("diverge_at")) {
-    if (!at.is_null()) {
-      EXPECT_GE(at.get<int>(), 16) << report.at("greedy").dump();
-    }
+  // A continuation may part from llama.cpp's early only at a near-tie: where lathe's own top-2
+  // margin is below the engines' mean logit difference (seen on 2026-12-06: prompt 7's first token,
+  // margin 0.022 against a mean difference of 0.093, went llama.cpp's other way with a llama.cpp
+  // built for another CPU). A cache stored wrongly parts at clear margins, within a few tokens.
+  const auto& diverge_at = report.at("greedy").at("diverge_at");
+  for (size_t i = 0; i < diverge_at.size(); ++i) {
+    if (diverge_at[i].is_null() || diverge_at[i].get<int>() >= 16) continue;
+    const double margin = report.at("lathe_margins").at(i).at(diverge_at[i].get<size_t>()).get<double>();
+    EXPECT_LT(margin, ours.at("mean_abs_diff").get<double>())
+        << "prompt " << i << " parts from llama.cpp at token " << diverge_at[i] << " where lathe's top-2 margin is "
+        << margin << ": " << report.at("greedy").dump();
   }
 }
 

@@ -37,7 +37,7 @@ TEST_P(VsTransformers, LogitsMatch) {
 
   const auto model = Model::load(dir / "model");
   EXPECT_EQ(model->summary().architecture, arch == "llama3" ? "llama" : arch);
-  Session session(model, {.n_ctx = 128, .n_threads = 2, .kv_type = KvType::F32, .device = device});
+  Session session(model, {.n_ctx = 128, .compute = {.n_threads = 2, .kv_type = KvType::F32, .device = device}});
   session.eval(ids, true);
   const size_t n_vocab = model->n_vocab();
   std::vector<float> ref(ids.size() * n_vocab);

@@ -20,12 +20,12 @@ TEST(GenerateBatch, GreedyMatchesOneSessionPerPrompt) {
   options.generate.max_tokens = 24;
   options.generate.sampling.temperature = 0;
   options.n_parallel = 3;  // fewer slots than prompts: slots are reused
-  options.n_threads = 2;
+  options.compute.n_threads = 2;
   const auto batched = generate_batch(model, prompts, options);
   ASSERT_EQ(batched.size(), prompts.size());
   size_t identical = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    Session session(model, {.n_ctx = 256, .n_threads = 2});
+    Session session(model, {.n_ctx = 256, .compute = {.n_threads = 2}});
     const auto single = generate(session, prompts[i], options.generate);
     EXPECT_FALSE(batched[i].tokens.empty()) << texts[i];
     identical += batched[i].tokens == single.tokens;
@@ -46,7 +46,7 @@ TEST(GenerateBatch, StopCheckEndsOnlyThatSequence) {
   options.generate.max_tokens = 16;
   options.generate.sampling.temperature = 0;
   options.generate.stop_at_end_of_generation = false;
-  options.n_threads = 2;
+  options.compute.n_threads = 2;
   const auto results = generate_batch(model, prompts, options, [](size_t index, std::string_view) { return index == 1; });
   EXPECT_EQ(results[0].tokens.size(), 16u);
   EXPECT_EQ(results[0].stop, StopReason::MaxTokens);

@@ -25,7 +25,7 @@ TEST(Session, SameSeedSameTokens) {
   options.sampling.temperature = 1.0f;
   options.sampling.seed = 1234;
   options.stop_at_end_of_generation = false;
-  Session s(model, {.n_ctx = 128, .n_threads = 2});
+  Session s(model, {.n_ctx = 128, .compute = {.n_threads = 2}});
   const auto first = generate(s, prompt, options);
   s.reset();
   const auto second = generate(s, prompt, options);
@@ -45,7 +45,7 @@ long resident_kib() {
 TEST(Session, NoMemoryGrowthOver100Generations) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();
-  Session s(model, {.n_ctx = 256, .n_threads = 2});
+  Session s(model, {.n_ctx = 256, .compute = {.n_threads = 2}});
   GenerateOptions options;
   options.max_tokens = 8;
   options.sampling.seed = 7;

@@ -34,11 +34,11 @@ TEST(Session, ChunkedAndIncrementalEvaluationMatchOneShot) {
   auto model = default_model();
   const auto ids = model->tokenize("In the beginning the Universe was created. This has made a lot of people very angry", false);
   ASSERT_GT(ids.size(), 10u);
-  Session one_shot(model, {.n_ctx = 64, .n_threads = 2});
+  Session one_shot(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   one_shot.eval(ids);
-  Session chunked(model, {.n_ctx = 64, .n_batch = 3, .n_threads = 1});
+  Session chunked(model, {.n_ctx = 64, .compute = {.n_batch = 3, .n_threads = 1}});
   chunked.eval(ids);
-  Session incremental(model, {.n_ctx = 64, .n_threads = 2});
+  Session incremental(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   for (auto id : ids) incremental.eval(std::span<const TokenId>(&id, 1));
   EXPECT_EQ(one_shot.n_past(), ids.size());
   // Batched and single-token paths may round differently (blocked vs mat-vec kernels).
@@ -51,7 +51,7 @@ TEST(Session, TruncateReusesThePrefix) {
   auto model = default_model();
   const auto a = model->tokenize("The capital of France is", false);
   const auto b = model->tokenize(" a city of lights", false);
-  Session s(model, {.n_ctx = 64, .n_threads = 2});
+  Session s(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   s.eval(a);
   s.eval(b);
   const std::vector<float> after_b(s.logits().begin(), s.logits().end());
@@ -70,9 +70,9 @@ TEST(Session, TruncateReusesThePrefix) {
 TEST(Session, Q8_0KvCacheIsSmallerCloseAndRefusesNarrowHeads) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();
-  Session q8(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::Q8_0});
-  Session f16(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::F16});
-  Session f32(model, {.n_ctx = 256, .n_threads = 2, .kv_type = KvType::F32});
+  Session q8(model, {.n_ctx = 256, .compute = {.n_threads = 2, .kv_type = KvType::Q8_0}});
+  Session f16(model, {.n_ctx = 256, .compute = {.n_threads = 2, .kv_type = KvType::F16}});
+  Session f32(model, {.n_ctx = 256, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
   EXPECT_EQ(q8.kv_bytes() * 32, f16.kv_bytes() * 17);
   const auto ids = model->tokenize(
       "The printing press was invented in the fifteenth century. It changed how books were made, who could read "
@@ -109,7 +109,7 @@ TEST(Session, Q8_0KvCacheIsSmallerCloseAndRefusesNarrowHeads) {
   tiny.add_tokenizer();
   const auto narrow = Model::load(tiny.write(dir, "tiny.gguf"));
   try {
-    Session s(narrow, {.kv_type = KvType::Q8_0});
+    Session s(narrow, {.compute = {.kv_type = KvType::Q8_0}});
     FAIL() << "a Q8_0 cache with 16-wide heads was accepted";
   } catch (const UnsupportedError& e) {
     EXPECT_NE(std::string(e.what()).find("--kv-type f16"), std::string::npos) << e.what();
@@ -119,7 +119,7 @@ TEST(Session, Q8_0KvCacheIsSmallerCloseAndRefusesNarrowHeads) {
 TEST(Session, ContextLengthIsATypedError) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();
-  Session s(model, {.n_ctx = 16, .n_threads = 1});
+  Session s(model, {.n_ctx = 16, .compute = {.n_threads = 1}});
   std::vector<TokenId> ids(17, 42);
   try {
     s.eval(ids);
@@ -144,7 +144,7 @@ TEST(Session, ContextLengthIsATypedError) {
 TEST(Session, BadArgumentsAreRejected) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();
-  Session s(model, {.n_ctx = 32, .n_threads = 1});
+  Session s(model, {.n_ctx = 32, .compute = {.n_threads = 1}});
   EXPECT_THROW(s.eval(std::vector<TokenId>{}), InvalidArgumentError);
   EXPECT_THROW(s.eval(std::vector<TokenId>{-1}), InvalidArgumentError);
   EXPECT_THROW(s.eval(std::vector<TokenId>{static_cast<TokenId>(model->n_vocab())}), InvalidArgumentError);
@@ -155,14 +155,14 @@ TEST(Session, BadArgumentsAreRejected) {
   options.max_tokens = 1;
   options.sampling.temperature = -1;
   EXPECT_THROW(generate(s, std::vector<TokenId>{1}, options), InvalidArgumentError);
-  EXPECT_THROW(Session(model, {.n_batch = 0}), InvalidArgumentError);
+  EXPECT_THROW(Session(model, {.compute = {.n_batch = 0}}), InvalidArgumentError);
   EXPECT_THROW(Session(nullptr), InvalidArgumentError);
 }
 
 TEST(Session, CallbackStreamsTheTextAndCanStop) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();
-  Session s(model, {.n_ctx = 128, .n_threads = 2});
+  Session s(model, {.n_ctx = 128, .compute = {.n_threads = 2}});
   GenerateOptions options;
   options.max_tokens = 16;
   options.sampling.temperature = 0;
@@ -195,7 +195,7 @@ TEST(Session, GreedyTokenIsTheGreedySamplersDraw) {
   SamplingOptions greedy_options;
   greedy_options.temperature = 0;
   Sampler greedy(greedy_options);
-  Session s(model, {.n_ctx = 64, .n_threads = 2});
+  Session s(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   EXPECT_THROW(s.greedy_token(), InvalidArgumentError);  // no logits yet
   const std::vector<TokenId> prompt = {3, 7, 11};
   // Every token id after a BOS-less one-token prompt, and a greedy run of 24 steps.
@@ -223,7 +223,7 @@ TEST(Session, GreedyTokenIsTheGreedySamplersDraw) {
   options.max_tokens = 12;
   options.sampling = greedy_options;
   options.stop_at_end_of_generation = false;
-  Session a(model, {.n_ctx = 64, .n_threads = 2}), b(model, {.n_ctx = 64, .n_threads = 2});
+  Session a(model, {.n_ctx = 64, .compute = {.n_threads = 2}}), b(model, {.n_ctx = 64, .compute = {.n_threads = 2}});
   const auto result = generate(a, prompt, options);
   b.eval(prompt);
   std::vector<TokenId> expected;
@@ -240,7 +240,7 @@ TEST(Session, GreedyTokenIsTheGreedySamplersDraw) {
 TEST(Session, GreedyGenerationOnNaNLogitsIsTheSamplersError) {
   test::TempDir dir("greedy_nan");
   const auto model = tiny_model(dir, true);
-  Session s(model, {.n_ctx = 32, .n_threads = 2});
+  Session s(model, {.n_ctx = 32, .compute = {.n_threads = 2}});
   s.eval(std::vector<TokenId>{1, 2});
   EXPECT_EQ(s.greedy_token(), -1);
   GenerateOptions options;

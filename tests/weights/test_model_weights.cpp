@@ -89,9 +89,17 @@ TEST_P(TinyForward, FiniteLogitsAndIncrementalEqualsOneShot) {
   KvCache kv_a(w.hp, 16, KvFormat::F16), kv_b(w.hp, 16, KvFormat::F16);
   Forward fa(w, 8, 16), fb(w, 8, 16);
   std::vector<float> all(tokens.size() * kVocab), last(kVocab);
-  fa.run(tokens, 0, kv_a.view(), true, all.data(), pool);
-  fb.run(std::span(tokens).first(4), 0, kv_b.view(), false, last.data(), pool);
-  fb.run(std::span(tokens).subspan(4), 4, kv_b.view(), false, last.data(), pool);
+  // One sequence (slot 0) in one pass with every row's logits, and in two chunks keeping the last.
+  auto run = [&](Forward& f, KvCache& kv, std::span<const int32_t> chunk, uint32_t first_pos, bool all_logits,
+                 float* logits) {
+    Batch batch;
+    batch.add_chunk(0, chunk, first_pos, all_logits, true, true);
+    KvCacheView* caches[] = {&kv.view()};
+    f.forward(batch, caches, {}, logits, pool);
+  };
+  run(fa, kv_a, tokens, 0, true, all.data());
+  run(fb, kv_b, std::span(tokens).first(4), 0, false, last.data());
+  run(fb, kv_b, std::span(tokens).subspan(4), 4, false, last.data());
   for (float v : all) ASSERT_TRUE(std::isfinite(v));
   for (uint32_t v = 0; v < kVocab; ++v) EXPECT_NEAR(last[v], all[(tokens.size() - 1) * kVocab + v], 1e-3) << v;
 }

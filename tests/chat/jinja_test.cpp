@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "chat/jinja.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/jinja.hpp"
 
 namespace lathe::jinja {
 namespace {

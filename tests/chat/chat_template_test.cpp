@@ -4,10 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/chat_template.hpp"
 #include "chat_oracle.hpp"
 #include "common/test_support.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/chat_template.hpp"
 
 namespace lathe::test {
 namespace {

@@ -2,9 +2,9 @@
 // rendered by lathe and by jinja2: same template bytes, byte-identical prompts.
 #include <gtest/gtest.h>
 
+#include "chat/chat_template.hpp"
 #include "chat_oracle.hpp"
 #include "common/test_support.hpp"
-#include "tokenizer/chat_template.hpp"
 
 namespace lathe::test {
 namespace {

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.hpp"
+#include "chat/jinja.hpp"
 #include "common/test_support.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/chat_template.hpp"
-#include "tokenizer/jinja.hpp"
 
 namespace lathe::test {
 

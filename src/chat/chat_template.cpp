@@ -1,4 +1,4 @@
-#include "tokenizer/chat_template.hpp"
+#include "chat/chat_template.hpp"
 #include "io/json_text.hpp"
 
 #include <fmt/format.h>
@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "chat/jinja.hpp"
 #include "io/gguf.hpp"
 #include "lathe/error.hpp"
-#include "tokenizer/jinja.hpp"
 
 namespace lathe {
 

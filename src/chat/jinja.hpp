@@ -1,4 +1,6 @@
-// A Jinja2 subset for chat templates: lexer, parser (AST) and tree-walking interpreter.
+// A Jinja2 subset for chat templates: lexer, parser (AST) and tree-walking interpreter
+// (jinja_lexer.cpp, jinja_parser.cpp, jinja_interpreter.cpp; their internal headers are
+// jinja_value.hpp, jinja_lexer.hpp and jinja_ast.hpp).
 //
 // The environment matches what Hugging Face transformers renders chat templates with:
 // jinja2's ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) plus the

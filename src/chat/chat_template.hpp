@@ -1,6 +1,6 @@
 // Chat templates: turning a conversation (JSON messages) into the prompt text a model expects, by
 // rendering the model's Jinja chat template the way Hugging Face transformers'
-// apply_chat_template does (see tokenizer/jinja.hpp and docs/CHAT_TEMPLATES.md).
+// apply_chat_template does (see chat/jinja.hpp and docs/CHAT_TEMPLATES.md).
 #pragma once
 
 #include <filesystem>

@@ -1,0 +1,41 @@
+// Where and how lathe computes: the device, CPU threads, tokens per forward pass and the KV
+// cache's element type. One struct, shared by every option set that runs a model (sessions,
+// batched generation, the engine, editing and training), so these settings are declared once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace lathe {
+
+// KV cache element type: IEEE half (default), float32, or Q8_0 (8-bit blocks of 32 with a half
+// scale, as llama.cpp's q8_0 cache: about half of F16's memory; needs head_dim % 32 == 0).
+enum class KvType { F16, F32, Q8_0 };
+
+// Where a model computes: the CPU, or a CUDA GPU (weights uploaded once per model and device,
+// KV cache on the device).
+struct Device {
+  enum class Kind { Cpu, Cuda };
+  Kind kind = Kind::Cpu;
+  int index = 0;  // CUDA device number
+
+  static Device cpu() noexcept { return {}; }
+  static Device cuda(int index = 0) noexcept { return {Kind::Cuda, index}; }
+  // "cpu", "cuda" (= cuda:0) or "cuda:N"; InvalidArgumentError listing the accepted forms.
+  static Device parse(std::string_view text);
+  std::string name() const;  // "cpu", "cuda:0"
+  bool is_cuda() const noexcept { return kind == Kind::Cuda; }
+};
+
+struct ComputeOptions {
+  uint32_t n_batch = 512;  // tokens per forward pass (prefill chunk)
+  int n_threads = 0;       // CPU threads; 0 = one per hardware thread
+  KvType kv_type = KvType::F16;
+  Device device = Device::cpu();
+};
+
+// InvalidArgumentError naming the field when n_batch is 0 or n_threads negative.
+void validate(const ComputeOptions& options);
+
+}  // namespace lathe

@@ -1,0 +1,106 @@
+// The scheduler: continuous batching of many sequences over one engine's slots. Each step it
+// (1) takes in what other threads submitted or cancelled, (2) admits waiting sequences into free
+// slots, (3) forms one batch from everything running — one decode token of every sequence that
+// is generating, then prefill chunks of the newly admitted prompts up to the engine's tokens per
+// pass (chunked prefill) —, (4) evaluates it, (5) samples each sequence's next token, streams its
+// text, checks its stop conditions, and (6) retires finished or cancelled sequences at once,
+// freeing their slots for the next step. The per-token loop (greedy shortcut, sampling, end of
+// generation, streaming decoder, stops) lives here once; generate(), generate_batch() and the
+// server are its users.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "forward/batch.hpp"
+#include "lathe/generate.hpp"
+#include "lathe/hooks.hpp"
+#include "runtime/engine.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace lathe::runtime {
+
+// What the scheduler needs of the model's vocabulary.
+struct Vocabulary {
+  const tokenizer::Tokenizer* tokenizer = nullptr;
+  const std::unordered_set<TokenId>* end_of_generation = nullptr;  // EOS and end-of-turn ids
+  uint32_t n_samplable = 0;  // logit entries that are tokens (embedding rows may be padded)
+};
+
+// One sequence to generate.
+struct SequenceRequest {
+  std::vector<TokenId> prompt;  // evaluated after what the slot already holds
+  GenerateOptions options;      // max_tokens, sampling, stop at end of generation
+  std::shared_ptr<ResidualHooks> hooks;  // run on this sequence's rows only (nullptr: none)
+  // A slot the caller holds (a Session's), whose first history.size() cache rows hold `history`:
+  // the scheduler neither takes nor frees it. Without one, a free slot of the engine is taken at
+  // admission and freed when the sequence ends.
+  std::optional<uint32_t> slot;
+  std::vector<TokenId> history;
+  // Also evaluate the last kept token before finishing, so that the slot ends with the logits
+  // that follow it (a session continues from there).
+  bool evaluate_last = false;
+  // Called on the stepping thread: each new piece of text (false: stop, StopReason::Callback);
+  // after each token with all text so far (true: stop); once at the end with the result.
+  TextCallback on_text;
+  std::function<bool(std::string_view text)> stop_check;
+  std::function<void(GenerateResult&&)> on_done;
+};
+
+using SequenceId = uint64_t;
+
+class Scheduler {
+ public:
+  Scheduler(Engine& engine, const Vocabulary& vocabulary);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a sequence; thread-safe. Throws InvalidArgumentError for bad options, an empty prompt
+  // on an empty slot or an id outside the vocabulary, ContextLengthError when history + prompt +
+  // max_tokens exceed the engine's n_ctx (nothing is queued then).
+  SequenceId submit(SequenceRequest request);
+  // Stops a sequence at the next step (StopReason::Cancelled), waiting or running; its slot is
+  // free for the step after. Thread-safe; an unknown or finished id is ignored.
+  void cancel(SequenceId id);
+
+  // One step (see the top of this file). Returns false when there was nothing to do. Only one
+  // thread steps a scheduler.
+  bool step();
+  // Steps until every submitted sequence has finished.
+  void run_until_idle();
+
+  size_t n_running() const noexcept { return running_.size(); }
+  size_t n_waiting() const;
+
+ private:
+  struct Sequence;
+  void take_inbox();
+  void admit();
+  void form_batch();
+  void sample_rows();
+  void accept(Sequence& seq, uint32_t row, TokenId argmax);
+  void finish(Sequence& seq, StopReason reason);
+  void retire_finished();
+
+  Engine& engine_;
+  Vocabulary vocab_;
+  mutable std::mutex inbox_mutex_;
+  std::vector<std::unique_ptr<Sequence>> inbox_;  // submitted, not yet seen by step()
+  std::vector<SequenceId> cancelled_;             // cancel() calls not yet applied
+  SequenceId next_id_ = 1;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  Batch batch_;
+  std::vector<Sequence*> row_owner_;  // the sequence of each logits row of the batch
+  std::vector<TokenId> greedy_;
+};
+
+}  // namespace lathe::runtime
