@@ -70,7 +70,12 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, cons
 
 std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, const LoadOptions& options) {
   const auto path = resolve_model_path(spec.string());
-  auto weights = load_model_weights(path, WeightLoadOptions{.check_tensors = options.check_tensors});
+  const WeightLoadOptions weight_options{.check_tensors = options.check_tensors};
+  // A GGUF file is parsed once for the weights, the tokenizer and the chat template. A
+  // directory's parts are separate files (config.json, tokenizer.json, tokenizer_config.json).
+  std::shared_ptr<const gguf::File> gguf_file;
+  if (!std::filesystem::is_directory(path)) gguf_file = std::make_shared<const gguf::File>(gguf::File::open(path));
+  auto weights = gguf_file ? load_model_weights(gguf_file, weight_options) : load_model_weights(path, weight_options);
   if (!options.requantize.empty()) {
     const auto type = dtype_from_name(options.requantize);
     if (!type || !can_quantize(*type))
@@ -78,7 +83,7 @@ std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, co
                                              options.requantize));
     requantize_matrices(weights, *type);
   }
-  auto tok = tokenizer::Tokenizer::from_path(path);
+  auto tok = gguf_file ? tokenizer::Tokenizer::from_gguf(*gguf_file) : tokenizer::Tokenizer::from_path(path);
   if (tok.vocab().size() > weights.hp.n_vocab) {
     throw FormatError(fmt::format("{}: the tokenizer has {} tokens but the embedding matrix only {} rows; the "
                                   "tokenizer does not belong to these weights",
@@ -86,7 +91,8 @@ std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, co
   }
   auto eog = end_of_generation_ids(tok.vocab(), path);
   auto summary = summarize(weights, path);
-  auto impl = std::unique_ptr<Impl>(new Impl{std::move(weights), std::move(tok), load_chat_template(path),
+  auto chat_template = gguf_file ? load_chat_template(*gguf_file) : load_chat_template(path);
+  auto impl = std::unique_ptr<Impl>(new Impl{std::move(weights), std::move(tok), std::move(chat_template),
                                              std::move(eog), std::move(summary)});
   return std::shared_ptr<Model>(new Model(std::move(impl)));
 }

@@ -117,7 +117,10 @@ ChatTemplateSource load_chat_template(const std::filesystem::path& model) {
   if (!std::filesystem::exists(model))
     throw NotFoundError(model.string() + ": no such file or directory; give a GGUF file, a model directory or a tokenizer directory");
   if (std::filesystem::is_directory(model)) return from_directory(model);
-  const gguf::File file = gguf::File::open(model);
+  return load_chat_template(gguf::File::open(model));
+}
+
+ChatTemplateSource load_chat_template(const gguf::File& file) {
   ChatTemplateSource result;
   if (const gguf::Value* t = file.find("tokenizer.chat_template")) {
     result.source = t->as_string(file.display_name() + ": tokenizer.chat_template");

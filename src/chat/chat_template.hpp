@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.hpp"
+
 namespace lathe {
 
 // Renders `template_source` with the variables transformers passes: messages,
@@ -37,5 +39,7 @@ struct ChatTemplateSource {
 // chat_template.json; bos_token/eos_token as strings or {"content": ...}). A model without a
 // template gives an empty `source`; unreadable files throw the io/format errors.
 ChatTemplateSource load_chat_template(const std::filesystem::path& model);
+// The same from a GGUF file already open (a model's file is parsed once for all its parts).
+ChatTemplateSource load_chat_template(const gguf::File& file);
 
 }  // namespace lathe

@@ -14,6 +14,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/format.hpp"
+#include "cli/generation.hpp"
 #include "edit/export.hpp"
 #include "edit/journal.hpp"
 #include "edit/pareto_plot.hpp"
@@ -48,8 +49,7 @@ struct AblateOptions {
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
   bool cache_weights = true, force = false, bench_restore = false;
-  int threads = 0;
-  std::string device = "cpu";
+  ComputeArgs compute;
 };
 
 std::vector<std::string> read_markers(const fs::path& path) {
@@ -130,11 +130,9 @@ int run_ablate(const AblateOptions& o) {
   so.cache_weights = o.cache_weights;
   so.evaluation.max_new_tokens = o.max_new_tokens;
   so.evaluation.n_parallel = o.n_parallel;
-  so.evaluation.compute.n_threads = o.threads;
+  so.compute = resolve_compute(o.compute);
+  so.evaluation.compute = so.compute;
   if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
-  so.compute.n_threads = o.threads;
-  so.compute.device = Device::parse(o.device);
-  so.evaluation.compute.device = so.compute.device;
 
   // Bad prompt files fail here, before a journal is created for a study that cannot run.
   for (const auto& file : {so.harmful_train, so.harmless_train, so.harmful_val, so.harmless_val})
@@ -270,11 +268,9 @@ Runner add_ablate(CLI::App& app) {
   cmd->add_option("--export-trial", o->export_trial, "Trial to export (default: fewest refusals with KL <= --max-kl)");
   cmd->add_option("--max-kl", o->max_kl, "KL bound for the automatic choice")->capture_default_str();
   cmd->add_flag("--force", o->force, "Replace an existing output");
-  cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all)")->capture_default_str();
-  cmd->add_option("--device", o->device,
-                  "where directions and evaluations run: cpu, cuda or cuda:N (edits run on the host and are copied "
-                  "to the device)")
-      ->capture_default_str();
+  add_compute_flags(*cmd, o->compute,
+                    "where directions and evaluations run: cpu, cuda or cuda:N (edits run on the host and are "
+                    "copied to the device)");
   return [o] { return run_ablate(*o); };
 }
 

@@ -147,13 +147,13 @@ int bench(const BenchArgs& args) {
   if (session_options.n_ctx < needed)
     throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too small for the tests: they need {} tokens",
                                            session_options.n_ctx, needed));
-  const int threads =
-      session_options.compute.n_threads > 0 ? session_options.compute.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  const ComputeOptions& compute = session_options.compute;
+  const int threads = compute.n_threads > 0 ? compute.n_threads : static_cast<int>(std::thread::hardware_concurrency());
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
   Session session(model, session_options);
   report_device_memory(session);
-  const std::string backend = session_options.compute.device.is_cuda() ? session_options.compute.device.name() : "cpu";
+  const std::string backend = compute.device.is_cuda() ? compute.device.name() : "cpu";
   std::vector<TestResult> results;
   if (args.n_prompt > 0) results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps));
   if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps));

@@ -24,8 +24,8 @@ struct CvectorArgs {
   std::string model, positive, negative, out, method = "mean", layers, column = "prompt";
   std::string system = ChatPromptOptions{}.system;
   bool no_template = false;
-  int64_t limit = 0, n_threads = 0;
-  std::string device = "cpu";
+  int64_t limit = 0;
+  ComputeArgs compute;
 };
 
 std::vector<std::string> read_prompt_set(const std::string& path, const CvectorArgs& args) {
@@ -37,13 +37,10 @@ std::vector<std::string> read_prompt_set(const std::string& path, const CvectorA
 
 int cvector(const CvectorArgs& args) {
   require_non_negative("--limit", args.limit);
-  require_non_negative("-t/--threads", args.n_threads);
-  if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
   edit::ControlVectorTraining training;
   training.method = edit::parse_direction_method(args.method);
   training.chat = {.system = args.system, .use_template = !args.no_template};
-  training.compute.n_threads = static_cast<int>(args.n_threads);
-  training.compute.device = Device::parse(args.device);
+  training.compute = resolve_compute(args.compute);
   if (!args.layers.empty()) training.layers = edit::parse_layer_range(args.layers, "--layers");
   const auto positive = read_prompt_set(args.positive, args);
   const auto negative = read_prompt_set(args.negative, args);
@@ -84,8 +81,7 @@ Runner add_cvector(CLI::App& app) {
   cmd->add_flag("--no-template", args->no_template, "use the raw prompt text with BOS instead of the chat template");
   cmd->add_option("--column", args->column, "JSONL field / CSV column holding the prompt")->capture_default_str();
   cmd->add_option("--limit", args->limit, "use the first N prompts of each file; 0 = all")->capture_default_str();
-  cmd->add_option("-t,--threads", args->n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
-  cmd->add_option("--device", args->device, "where the prompts run: cpu, cuda or cuda:N")->capture_default_str();
+  add_compute_flags(*cmd, args->compute, "where the prompts run: cpu, cuda or cuda:N");
   cmd->add_option("--layers", args->layers, "write directions for layers A-B only (default: 1..n_layer-1)");
   return [args]() -> int { return cvector(*args); };
 }

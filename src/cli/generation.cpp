@@ -48,14 +48,26 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved) {
     fmt::print(stderr, "seed: {} (repeat this run with --seed {})\n", resolved.seed, resolved.seed);
 }
 
+void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help) {
+  cmd.add_option("-t,--threads", args.n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
+  cmd.add_option("--device", args.device, device_help)->capture_default_str();
+}
+
+ComputeOptions resolve_compute(const ComputeArgs& args) {
+  require_non_negative("-t/--threads", args.n_threads);
+  if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
+  ComputeOptions options;
+  options.n_threads = static_cast<int>(args.n_threads);
+  options.device = Device::parse(args.device);
+  return options;
+}
+
 void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type) {
   cmd.add_option("-c,--ctx-size", args.n_ctx, "context length in tokens; 0 = the model's, at most 4096")
       ->capture_default_str();
-  cmd.add_option("-t,--threads", args.n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
   cmd.add_option("-b,--batch-size", args.n_batch, "prompt tokens per forward pass (prefill batch)")
       ->capture_default_str();
-  cmd.add_option("--device", args.device, "where to compute: cpu, cuda or cuda:N (see `lathe devices`)")
-      ->capture_default_str();
+  add_compute_flags(cmd, args.compute);
   if (with_kv_type)
     cmd.add_option("--kv-type", args.kv_type, "KV cache element type: f16, f32 or q8_0 (half of f16's memory)")
         ->capture_default_str();
@@ -67,19 +79,16 @@ void require_non_negative(const char* flag, int64_t value) {
 
 SessionOptions resolve_session(const SessionArgs& args) {
   require_non_negative("-c/--ctx-size", args.n_ctx);
-  require_non_negative("-t/--threads", args.n_threads);
   if (args.n_ctx > UINT32_MAX) throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too large", args.n_ctx));
-  if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
   if (args.n_batch < 1 || args.n_batch > 65536)
     throw InvalidArgumentError(fmt::format("-b/--batch-size {} must be in 1..65536", args.n_batch));
   if (args.kv_type != "f16" && args.kv_type != "f32" && args.kv_type != "q8_0")
     throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16, f32 or q8_0", args.kv_type));
   SessionOptions options;
   options.n_ctx = static_cast<uint32_t>(args.n_ctx);
-  options.compute.n_threads = static_cast<int>(args.n_threads);
+  options.compute = resolve_compute(args.compute);
   options.compute.kv_type = args.kv_type == "f32" ? KvType::F32 : args.kv_type == "q8_0" ? KvType::Q8_0 : KvType::F16;
   options.compute.n_batch = static_cast<uint32_t>(args.n_batch);
-  options.compute.device = Device::parse(args.device);
   return options;
 }
 

@@ -30,12 +30,21 @@ bool seed_given(const SamplingArgs& args);
 // seed was given or decoding is greedy). Call it once the work is about to start.
 void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved);
 
+// -t/--threads and --device: declared here once for every command that runs a model.
+struct ComputeArgs {
+  int64_t n_threads = 0;
+  std::string device = "cpu";
+};
+void add_compute_flags(CLI::App& cmd, ComputeArgs& args,
+                       const std::string& device_help = "where to compute: cpu, cuda or cuda:N (see `lathe devices`)");
+// Threads in 0..4096 and a device lathe knows (InvalidArgumentError naming the flag otherwise).
+ComputeOptions resolve_compute(const ComputeArgs& args);
+
 struct SessionArgs {
   int64_t n_ctx = 0;
-  int64_t n_threads = 0;
+  ComputeArgs compute;
   int64_t n_batch = 512;
   std::string kv_type = "f16";
-  std::string device = "cpu";
 };
 
 // -c/--ctx-size, -t/--threads, -b/--batch-size, --device (and --kv-type when with_kv_type).

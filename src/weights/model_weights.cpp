@@ -36,7 +36,7 @@ class TensorSource {
 
 class GgufSource : public TensorSource {
  public:
-  explicit GgufSource(gguf::File file) : file_(std::move(file)) {}
+  explicit GgufSource(std::shared_ptr<const gguf::File> file) : owner_(std::move(file)), file_(*owner_) {}
   const gguf::File& file() const { return file_; }
   std::optional<RawTensor> find(std::string_view name) const override {
     const auto* info = file_.find_tensor(name);
@@ -54,7 +54,8 @@ class GgufSource : public TensorSource {
     RawTensor t{info.name, info.type, {info.shape.rbegin(), info.shape.rend()}, file_.tensor_data(info)};
     return t;
   }
-  gguf::File file_;
+  std::shared_ptr<const gguf::File> owner_;
+  const gguf::File& file_;
 };
 
 class ModelDirSource : public TensorSource {
@@ -304,8 +305,11 @@ ModelWeights load_model_weights(const std::filesystem::path& path, const WeightL
     const HParams hp = hparams_from_hf_config(dir.config(), dir.config_path().string());
     return build(std::make_shared<ModelDirSource>(std::move(dir), hp.arch), hp, options);
   }
-  auto file = gguf::File::open(path);
-  const HParams hp = hparams_from_gguf(file);
+  return load_model_weights(std::make_shared<const gguf::File>(gguf::File::open(path)), options);
+}
+
+ModelWeights load_model_weights(std::shared_ptr<const gguf::File> file, const WeightLoadOptions& options) {
+  const HParams hp = hparams_from_gguf(*file);
   return build(std::make_shared<GgufSource>(std::move(file)), hp, options);
 }
 

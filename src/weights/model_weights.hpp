@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arch/hparams.hpp"
+#include "io/gguf.hpp"
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/ops.hpp"
 #include "weights/layer_source.hpp"
@@ -88,5 +89,8 @@ using ResidentLayers = ResidentLayersOf<LayerWeights>;
 
 // A GGUF file or a Hugging Face model directory (see io/model_dir.hpp).
 ModelWeights load_model_weights(const std::filesystem::path& path, const WeightLoadOptions& options = {});
+// A GGUF file already open (the model's file is parsed once: Model::load reads its tokenizer and
+// chat template from the same parse); the weights keep the file (and its mapping) alive.
+ModelWeights load_model_weights(std::shared_ptr<const gguf::File> file, const WeightLoadOptions& options = {});
 
 }  // namespace lathe
