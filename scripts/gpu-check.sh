@@ -110,7 +110,7 @@ if has forward; then
     row "default SmolLM2 GGUF on CUDA" "not checked: model not here (carry it in parts: scripts/gpu-model-parts.sh)"
   fi
   run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward $default_filter
-  run_gtest batch "batches: mixed passes, batch invariance" $T/forward/test_cuda_batch
+  run_gtest batch "batches: mixed passes, batch invariance" $T/forward/test_cuda_batch $default_filter
   grep -E 'token-identical|differs from|steps$' "$LOGS/batch.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
   grep -E '^(F32|F16|BF16|Q8_0|Q4_0|Q4_1) n_batch' "$LOGS/forward.log" | tr '\n' ';' | sed 's/^/    /'; echo

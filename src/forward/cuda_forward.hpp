@@ -30,7 +30,8 @@ struct DeviceKvView {
   uint32_t n_slots = 0;  // sequences with their own cache
   uint32_t n_ctx = 0;    // positions per cache
   KvFormat format = KvFormat::F16;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;        // the rows (reported as the KV cache)
+  uint64_t table_bytes = 0;  // the address tables (reported with the scratch)
 };
 
 struct CudaForwardOptions {

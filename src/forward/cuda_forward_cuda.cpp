@@ -622,7 +622,7 @@ CudaMemoryUse CudaForward::memory() const {
   m.device_name = s.device_name;
   m.weights = s.dw->bytes;
   m.kv = s.opt.kv.bytes;
-  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.rope_table.bytes() +
+  m.scratch = s.act.bytes() + s.logits_dev.bytes() + s.io.bytes() + s.opt.kv.table_bytes + s.rope_table.bytes() +
               s.argmax_dev.bytes();
   cuda::use_device(s.opt.device);
   const auto info = cuda::mem_info();

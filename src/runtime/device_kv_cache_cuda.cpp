@@ -39,7 +39,8 @@ DeviceKvCache::DeviceKvCache(const HParams& hp, int device, uint32_t n_slots, ui
   view_.n_slots = n_slots;
   view_.n_ctx = n_ctx;
   view_.format = format;
-  view_.bytes = buffers_->rows.bytes() + buffers_->tables.bytes();
+  view_.bytes = buffers_->rows.bytes();
+  view_.table_bytes = buffers_->tables.bytes();
 }
 
 DeviceKvCache::~DeviceKvCache() = default;
