@@ -40,8 +40,8 @@ struct SequenceRequest {
   GenerateOptions options;      // max_tokens, sampling, stop at end of generation
   std::shared_ptr<ResidualHooks> hooks;  // run on this sequence's rows only (nullptr: none)
   // A slot the caller holds (a Session's), whose first history.size() cache rows hold `history`:
-  // the scheduler neither takes nor frees it. Without one, a free slot of the engine is taken at
-  // admission and freed when the sequence ends.
+  // the scheduler neither takes nor frees it, and the caller runs one sequence on it at a time.
+  // Without one, a free slot of the engine is taken at admission and freed when the sequence ends.
   std::optional<uint32_t> slot;
   std::vector<TokenId> history;
   // Also evaluate the last kept token before finishing, so that the slot ends with the logits
@@ -77,6 +77,7 @@ class Scheduler {
   // Steps until every submitted sequence has finished.
   void run_until_idle();
 
+  // Sequences running / waiting for a slot (submitted ones included); for the stepping thread.
   size_t n_running() const noexcept { return running_.size(); }
   size_t n_waiting() const;
 
