@@ -33,7 +33,6 @@ void Engine::forward(const Batch& batch) {
     if (batch.positions()[i] >= n_ctx()) throw ContextLengthError(uint64_t{batch.positions()[i]} + 1, n_ctx());
   }
   evaluate(batch, n_hooked_ > 0 ? std::span<ResidualHooks* const>(hooks_) : std::span<ResidualHooks* const>());
-  ++passes_;
 }
 
 void Engine::set_hooks(uint32_t slot, ResidualHooks* hooks) {

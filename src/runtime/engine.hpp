@@ -80,8 +80,6 @@ class Engine {
   uint32_t n_vocab() const noexcept { return weights_.hp.n_vocab; }
   const EngineConfig& config() const noexcept { return config_; }
   const ModelWeights& weights() const noexcept { return weights_; }
-  // Passes evaluated so far (a logits row read after a later pass is stale).
-  uint64_t passes() const noexcept { return passes_; }
 
  protected:
   Engine(const ModelWeights& weights, const EngineConfig& config);
@@ -95,7 +93,6 @@ class Engine {
   uint32_t n_hooked_ = 0;  // slots with hooks
   mutable std::mutex pool_mutex_;
   std::vector<uint8_t> slot_taken_;
-  uint64_t passes_ = 0;
 };
 
 // Tokens per pass for a config: n_batch, but at least one per slot (a decode step of every slot
