@@ -26,9 +26,8 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
   }
 
   Session::Impl& s = *session.impl_;
-  const Model::Impl& model = internals(*s.model);
-  if (s.hooks) s.hooks->validate(model.weights.hp.n_layer, model.weights.hp.n_embd);
-  runtime::Scheduler scheduler(*s.engine, model.vocabulary());
+  // The scheduler checks the request (hooks included) before anything runs.
+  runtime::Scheduler scheduler(*s.engine, internals(*s.model).vocabulary());
   runtime::SequenceRequest request;
   request.prompt.assign(prompt.begin(), prompt.end());
   request.options = options;
