@@ -66,7 +66,7 @@ struct Result {
   double seconds, gflops, gbps;
 };
 
-double time_matmul(const lathe::cpu::MatrixView& w, const float* x, int64_t tokens, float* y,
+double time_matmul(const lathe::MatrixView& w, const float* x, int64_t tokens, float* y,
                    lathe::cpu::ThreadPool& pool, double budget) {
   lathe::cpu::matmul(w, x, tokens, y, pool);  // warm-up
   double best = 1e30, spent = 0;
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     for (DType type : types) {
       for (const Shape& shape : kShapes) {
         const auto weights = make_weights(type, shape.rows, shape.cols, rng);
-        const lathe::cpu::MatrixView w{type, weights.data(), shape.rows, shape.cols,
+        const lathe::MatrixView w{type, weights.data(), shape.rows, shape.cols,
                                        weights.size() / static_cast<size_t>(shape.rows), "bench"};
         for (int64_t tokens : {int64_t{1}, int64_t{512}}) {
           // The lm-head shape at 512 tokens is not run in practice (only the last token's

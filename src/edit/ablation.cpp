@@ -214,7 +214,7 @@ EditStats apply_ablation(ModelWeights& weights, const RefusalDirections& directi
       std::vector<float> own;
       if (global.empty()) own.assign(directions.per_layer[layer].begin(), directions.per_layer[layer].end());
       const float* v = global.empty() ? own.data() : global.data();
-      for (cpu::MatrixView* view : component_matrices(weights, layer, component)) {
+      for (MatrixView* view : component_matrices(weights, layer, component)) {
         if (view->rows != static_cast<int64_t>(weights.hp.n_embd))
           throw UnsupportedError(fmt::format("{}: {} has {} output rows, expected the hidden size {}", weights.source,
                                              view->name, view->rows, weights.hp.n_embd));

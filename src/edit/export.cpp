@@ -34,9 +34,9 @@ struct EditedTensor {
 using EditedTensors = std::map<std::string, EditedTensor, std::less<>>;
 
 EditedTensors edited_tensors(const ModelWeights& w) {
-  std::vector<const cpu::MatrixView*> views = {&w.token_embd, &w.output};
+  std::vector<const MatrixView*> views = {&w.token_embd, &w.output};
   for (const auto& lw : w.layers)
-    lw.for_each_matrix([&](const cpu::MatrixView& m) { views.push_back(&m); });
+    lw.for_each_matrix([&](const MatrixView& m) { views.push_back(&m); });
   EditedTensors edited;
   for (const auto* v : views) {
     if (v->data == nullptr || !is_editable(w, *v)) continue;

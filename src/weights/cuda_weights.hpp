@@ -46,7 +46,7 @@ class CudaWeights {
 
   // Copies a matrix of `weights` again from the host (after an edit of its bytes): the device
   // matrix keeps its address, so captured CUDA graphs stay valid.
-  void refresh(const cpu::MatrixView& host, const cuda::DeviceMatrix& device_matrix) const;
+  void refresh(const MatrixView& host, const cuda::DeviceMatrix& device_matrix) const;
 
  private:
   cuda::DeviceBuffer arena_;

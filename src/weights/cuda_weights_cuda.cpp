@@ -23,7 +23,7 @@ struct MatrixPlan {
   size_t qs_row = 0, sc_row = 0, qs_offset = 0, sc_offset = 0;
 };
 
-void check_shape(const cpu::MatrixView& m, DType device) {
+void check_shape(const MatrixView& m, DType device) {
   const int64_t step = (device == DType::F32 || device == DType::F16 || device == DType::BF16) ? 8
                        : (device == DType::Q4_K || device == DType::Q6_K)                    ? 256
                                                                                                : 32;
@@ -35,7 +35,7 @@ void check_shape(const cpu::MatrixView& m, DType device) {
 
 // Repacks the rows of `host` into the device layout a chunk at a time through `staging` and copies
 // them to qs_dst / sc_dst (qs_row / sc_row bytes per row; no scale array when sc_row is 0).
-void copy_rows(const cpu::MatrixView& host, uint8_t* qs_dst, uint8_t* sc_dst, size_t qs_row, size_t sc_row,
+void copy_rows(const MatrixView& host, uint8_t* qs_dst, uint8_t* sc_dst, size_t qs_row, size_t sc_row,
                uint8_t* staging, size_t staging_bytes, int device) {
   const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(staging_bytes / (qs_row + sc_row)));
   const std::string what = fmt::format("copying tensor {} to cuda:{}", host.name, device);
@@ -52,7 +52,7 @@ void copy_rows(const cpu::MatrixView& host, uint8_t* qs_dst, uint8_t* sc_dst, si
 
 }  // namespace
 
-void CudaWeights::refresh(const cpu::MatrixView& host, const cuda::DeviceMatrix& dm) const {
+void CudaWeights::refresh(const MatrixView& host, const cuda::DeviceMatrix& dm) const {
   cuda::use_device(device);
   // Pageable staging: a refresh copies one edited matrix, and pinning memory per call costs more
   // than it saves.
@@ -72,8 +72,8 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
   size_t total = 0;
   // Matrices, once per host buffer (tied embeddings share one).
   std::map<const uint8_t*, MatrixPlan> plans;
-  std::vector<const cpu::MatrixView*> order;
-  auto plan_matrix = [&](const cpu::MatrixView& m) {
+  std::vector<const MatrixView*> order;
+  auto plan_matrix = [&](const MatrixView& m) {
     if (m.data == nullptr || plans.count(m.data)) return;
     MatrixPlan p;
     p.device_type = cuda::device_type(m.type, std::string(m.name).c_str());
@@ -125,7 +125,7 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
     cuda::check(cudaMemcpy(base + offset, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice),
                 fmt::format("copying the vectors of {} to cuda:{}", w.source, device));
 
-  auto matrix = [&](const cpu::MatrixView& m) {
+  auto matrix = [&](const MatrixView& m) {
     cuda::DeviceMatrix d;
     if (m.data == nullptr) return d;
     const MatrixPlan& p = plans.at(m.data);

@@ -27,7 +27,7 @@ EditComponent parse_component(std::string_view name) {
 namespace {
 template <class Weights>
 auto matrices_of(Weights& weights, uint32_t layer, EditComponent component) {
-  using View = std::conditional_t<std::is_const_v<Weights>, const cpu::MatrixView, cpu::MatrixView>;
+  using View = std::conditional_t<std::is_const_v<Weights>, const MatrixView, MatrixView>;
   if (layer >= weights.layers.size()) {
     throw NotFoundError(fmt::format("{}: layer {} does not exist (the model has layers 0..{})", weights.source, layer,
                                     weights.layers.size() == 0 ? 0 : weights.layers.size() - 1));
@@ -39,16 +39,16 @@ auto matrices_of(Weights& weights, uint32_t layer, EditComponent component) {
 }
 }  // namespace
 
-std::vector<cpu::MatrixView*> component_matrices(ModelWeights& weights, uint32_t layer, EditComponent component) {
+std::vector<MatrixView*> component_matrices(ModelWeights& weights, uint32_t layer, EditComponent component) {
   return matrices_of(weights, layer, component);
 }
 
-std::vector<const cpu::MatrixView*> component_matrices(const ModelWeights& weights, uint32_t layer,
+std::vector<const MatrixView*> component_matrices(const ModelWeights& weights, uint32_t layer,
                                                        EditComponent component) {
   return matrices_of(weights, layer, component);
 }
 
-bool is_editable(const ModelWeights& weights, const cpu::MatrixView& view) noexcept {
+bool is_editable(const ModelWeights& weights, const MatrixView& view) noexcept {
   for (const auto& owned : weights.owned_matrices)
     if (view.data == owned.bytes.get()) return true;
   return false;
@@ -57,7 +57,7 @@ bool is_editable(const ModelWeights& weights, const cpu::MatrixView& view) noexc
 void make_editable(ModelWeights& weights, std::span<const EditComponent> components) {
   for (uint32_t layer = 0; layer < weights.layers.size(); ++layer) {
     for (EditComponent component : components) {
-      for (cpu::MatrixView* view : component_matrices(weights, layer, component)) {
+      for (MatrixView* view : component_matrices(weights, layer, component)) {
         if (view->data == nullptr || is_editable(weights, *view)) continue;
         const size_t size = static_cast<size_t>(view->rows) * view->row_bytes;
         ModelWeights::OwnedMatrix owned;
@@ -76,7 +76,7 @@ void make_editable(ModelWeights& weights, std::span<const EditComponent> compone
   }
 }
 
-std::span<uint8_t> writable_bytes(ModelWeights& weights, const cpu::MatrixView& view) {
+std::span<uint8_t> writable_bytes(ModelWeights& weights, const MatrixView& view) {
   for (auto& owned : weights.owned_matrices)
     if (view.data == owned.bytes.get()) return {owned.bytes.get(), owned.size};
   throw InvalidArgumentError(fmt::format("{}: tensor {} is read-only (memory-mapped); make it editable first "

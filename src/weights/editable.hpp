@@ -25,8 +25,8 @@ EditComponent parse_component(std::string_view name);
 
 // The views of one component in one layer: one matrix for dense models (a vector so that MoE
 // experts fit the same shape later). Throws NotFoundError when the layer index is out of range.
-std::vector<cpu::MatrixView*> component_matrices(ModelWeights& weights, uint32_t layer, EditComponent component);
-std::vector<const cpu::MatrixView*> component_matrices(const ModelWeights& weights, uint32_t layer,
+std::vector<MatrixView*> component_matrices(ModelWeights& weights, uint32_t layer, EditComponent component);
+std::vector<const MatrixView*> component_matrices(const ModelWeights& weights, uint32_t layer,
                                                        EditComponent component);
 
 // Copies every layer's matrices of `components` into owned, writable buffers (no-op for those
@@ -34,10 +34,10 @@ std::vector<const cpu::MatrixView*> component_matrices(const ModelWeights& weigh
 void make_editable(ModelWeights& weights, std::span<const EditComponent> components);
 
 // Whether `view` points into a buffer made by make_editable().
-bool is_editable(const ModelWeights& weights, const cpu::MatrixView& view) noexcept;
+bool is_editable(const ModelWeights& weights, const MatrixView& view) noexcept;
 
 // The writable bytes behind `view` (rows * row_bytes). Throws InvalidArgumentError naming the
 // tensor when it was not made editable first.
-std::span<uint8_t> writable_bytes(ModelWeights& weights, const cpu::MatrixView& view);
+std::span<uint8_t> writable_bytes(ModelWeights& weights, const MatrixView& view);
 
 }  // namespace lathe

@@ -103,7 +103,7 @@ class Loader {
     return *t;
   }
 
-  cpu::MatrixView matrix(const RawTensor& t, uint64_t rows, uint64_t cols) const {
+  MatrixView matrix(const RawTensor& t, uint64_t rows, uint64_t cols) const {
     if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols) {
       throw FormatError(fmt::format("{}: tensor {} has shape {} but the model's hyper-parameters need [{}, {}] "
                                     "(rows, cols); the file and its configuration disagree",
@@ -123,11 +123,11 @@ class Loader {
                                     t.data.size(), cols));
     }
     count_type(t.type, rows * cols);
-    return cpu::MatrixView{t.type, t.data.data(), static_cast<int64_t>(rows), static_cast<int64_t>(cols),
+    return MatrixView{t.type, t.data.data(), static_cast<int64_t>(rows), static_cast<int64_t>(cols),
                            static_cast<size_t>(*row_bytes), names_.emplace_back(t.name)};
   }
 
-  cpu::MatrixView matrix(const std::string& name, uint64_t rows, uint64_t cols) const {
+  MatrixView matrix(const std::string& name, uint64_t rows, uint64_t cols) const {
     return matrix(require(name), rows, cols);
   }
 
@@ -211,11 +211,11 @@ LayerWeights load_layer(const Loader& loader, const HParams& hp, uint32_t il) {
   return lw;
 }
 
-cpu::RopeTable make_rope(const HParams& hp, const Loader& loader, const TensorSource& source) {
+RopeTable make_rope(const HParams& hp, const Loader& loader, const TensorSource& source) {
   // GGUF Llama checkpoints had their Q/K rows permuted by the converter so that RoPE rotates
   // adjacent pairs; every other combination keeps Hugging Face's half-split (NeoX) layout.
   const bool adjacent_pairs = hp.arch == Arch::Llama && source.format() == "gguf";
-  const auto order = adjacent_pairs ? cpu::RopeOrder::Normal : cpu::RopeOrder::NeoX;
+  const auto order = adjacent_pairs ? RopeOrder::Normal : RopeOrder::NeoX;
   const auto rope_dim = static_cast<int32_t>(hp.rope_dim);
   std::vector<float> factors;
   float position_scale = 1.0f;
@@ -229,7 +229,7 @@ cpu::RopeTable make_rope(const HParams& hp, const Loader& loader, const TensorSo
                                       "add it to rope_scaling in config.json",
                                       source.display_name()));
       }
-      factors = cpu::llama3_freq_factors(rope_dim, hp.rope_freq_base, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
+      factors = llama3_freq_factors(rope_dim, hp.rope_freq_base, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
                                     rs.original_context);
     } else if (rs.type == "linear") {
       position_scale = 1.0f / rs.factor;
@@ -238,7 +238,7 @@ cpu::RopeTable make_rope(const HParams& hp, const Loader& loader, const TensorSo
                                          source.display_name(), rs.type));
     }
   }
-  return cpu::make_rope_table(order, rope_dim, hp.rope_freq_base, factors, position_scale);
+  return make_rope_table(order, rope_dim, hp.rope_freq_base, factors, position_scale);
 }
 
 void check_finite(const TensorSource& source) {

@@ -23,13 +23,13 @@ namespace lathe {
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
   // Separate Q/K/V (Llama, Qwen) or one fused QKV matrix (Phi-3: Q rows, then K, then V).
-  cpu::MatrixView wq, wk, wv, wqkv;
+  MatrixView wq, wk, wv, wqkv;
   std::vector<float> bq, bk, bv;          // Qwen2 biases; empty when absent
   std::vector<float> q_norm, k_norm;      // Qwen3 per-head RMSNorm weights (head_dim); empty when absent
-  cpu::MatrixView wo;
+  MatrixView wo;
   // Separate gate/up or one fused matrix (Phi-3: gate rows, then up rows).
-  cpu::MatrixView w_gate, w_up, w_gate_up;
-  cpu::MatrixView w_down;
+  MatrixView w_gate, w_up, w_gate_up;
+  MatrixView w_down;
 
   bool fused_qkv() const noexcept { return wqkv.data != nullptr; }
   bool fused_gate_up() const noexcept { return w_gate_up.data != nullptr; }
@@ -38,12 +38,12 @@ struct LayerWeights {
   // list of a layer's matrices, used by device upload, requantization and export.
   template <class F>
   void for_each_matrix(F&& f) {
-    for (cpu::MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
+    for (MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
       if (m->data != nullptr) f(*m);
   }
   template <class F>
   void for_each_matrix(F&& f) const {
-    for (const cpu::MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
+    for (const MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
       if (m->data != nullptr) f(*m);
   }
 };
@@ -52,11 +52,11 @@ struct ModelWeights {
   HParams hp;
   std::string source;   // path for messages
   std::string format;   // "gguf" or "safetensors"
-  cpu::MatrixView token_embd;  // [n_vocab rows x n_embd]
-  cpu::MatrixView output;      // [n_vocab rows x n_embd]; the embedding matrix when tied
+  MatrixView token_embd;  // [n_vocab rows x n_embd]
+  MatrixView output;      // [n_vocab rows x n_embd]; the embedding matrix when tied
   std::vector<float> output_norm;
   std::vector<LayerWeights> layers;
-  cpu::RopeTable rope;
+  RopeTable rope;
   uint64_t n_params = 0;
   uint64_t weight_bytes = 0;
   std::string weight_type;  // most common matrix type

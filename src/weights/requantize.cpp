@@ -19,15 +19,15 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
     throw UnsupportedError(fmt::format("cannot quantize to {}: lathe quantizes to F32, F16, BF16, Q8_0, Q4_0, Q4_1",
                                        dtype_name(type)));
   // Each matrix once (tied embeddings share their buffer with the output).
-  std::vector<cpu::MatrixView*> views;
+  std::vector<MatrixView*> views;
   views.push_back(&w.token_embd);
   views.push_back(&w.output);
   for (auto& lw : w.layers)
-    lw.for_each_matrix([&](cpu::MatrixView& m) { views.push_back(&m); });
+    lw.for_each_matrix([&](MatrixView& m) { views.push_back(&m); });
   std::map<const uint8_t*, size_t> job_of;  // source buffer -> job
   struct Job {
-    cpu::MatrixView source;
-    std::vector<cpu::MatrixView*> views;
+    MatrixView source;
+    std::vector<MatrixView*> views;
     ModelWeights::OwnedMatrix out;
     size_t row_bytes = 0;
   };

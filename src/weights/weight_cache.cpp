@@ -53,7 +53,7 @@ constexpr std::string_view kRebuild = "rebuild the weight cache from this model 
 [[noreturn]] void fail(Kind kind, const std::string& message) { throw WeightCacheError(kind, message); }
 
 // The tensor's name for messages, also when the model has no view for it (name empty).
-std::string tensor_name(const ModelWeights& w, uint32_t layer, EditComponent component, const cpu::MatrixView* view) {
+std::string tensor_name(const ModelWeights& w, uint32_t layer, EditComponent component, const MatrixView* view) {
   if (view != nullptr && !view->name.empty()) return std::string(view->name);
   const std::string canonical =
       fmt::format("blk.{}.{}.weight", layer, component == EditComponent::AttnOutput ? "attn_output" : "ffn_down");
@@ -64,7 +64,7 @@ std::string tensor_name(const ModelWeights& w, uint32_t layer, EditComponent com
 
 // "layer 3, mlp_down, matrix 0 (blk.3.ffn_down.weight)"
 std::string where(const ModelWeights& w, uint32_t layer, EditComponent component, size_t index,
-                  const cpu::MatrixView* view) {
+                  const MatrixView* view) {
   return fmt::format("layer {}, {}, matrix {} ({})", layer, component_name(component), index,
                      tensor_name(w, layer, component, view));
 }
@@ -92,7 +92,7 @@ std::optional<uint64_t> matrix_bytes(int64_t rows, size_t row_bytes) {
 }
 
 CachedMatrix copy_matrix(const ModelWeights& w, uint32_t layer, EditComponent component, size_t index,
-                         const cpu::MatrixView& view, uint64_t& total, const WeightCacheOptions& options) {
+                         const MatrixView& view, uint64_t& total, const WeightCacheOptions& options) {
   const auto size = matrix_bytes(view.rows, view.row_bytes);
   const auto over_limit = [&](uint64_t bytes) {
     return options.max_bytes != 0 && (bytes > options.max_bytes || total > options.max_bytes - bytes);
@@ -125,7 +125,7 @@ CachedMatrix copy_matrix(const ModelWeights& w, uint32_t layer, EditComponent co
   return m;
 }
 
-std::vector<const cpu::MatrixView*> layer_matrices(const ModelWeights& w, uint32_t layer, EditComponent component) {
+std::vector<const MatrixView*> layer_matrices(const ModelWeights& w, uint32_t layer, EditComponent component) {
   try {
     return component_matrices(w, layer, component);
   } catch (const std::exception& e) {
@@ -151,7 +151,7 @@ bool convertible(DType from, DType to, int64_t cols) {
 }
 
 void check_matrix(const ModelWeights& w, uint32_t layer, EditComponent component, size_t index,
-                  const CachedMatrix& cached, const cpu::MatrixView& view) {
+                  const CachedMatrix& cached, const MatrixView& view) {
   const std::string at = where(w, layer, component, index, &view);
   if (view.data == nullptr) {
     fail(Kind::ComponentMissingInModel,
@@ -279,7 +279,7 @@ void WeightCache::validate(const ModelWeights& w) const {
 namespace {
 
 void copy_back(ModelWeights& w, uint32_t layer, EditComponent component, size_t index, const CachedMatrix& cached,
-               const cpu::MatrixView& view, const std::function<void(std::string_view)>& warn) {
+               const MatrixView& view, const std::function<void(std::string_view)>& warn) {
   std::span<uint8_t> dst;
   try {
     dst = writable_bytes(w, view);

@@ -135,7 +135,7 @@ TEST(DirectionAt, InterpolatesBetweenLayersAndNormalizes) {
   EXPECT_THROW(direction_at(d, 2.01), InvalidArgumentError);
 }
 
-std::vector<float> dequantized(const cpu::MatrixView& m) {
+std::vector<float> dequantized(const MatrixView& m) {
   std::vector<float> out(static_cast<size_t>(m.rows * m.cols));
   for (int64_t r = 0; r < m.rows; ++r) dequantize_row(m.type, m.data + r * m.row_bytes, out.data() + r * m.cols, m.cols);
   return out;

@@ -31,12 +31,12 @@ using test::TinyModel;
 const std::pair<std::string, std::string> kParams{"lathe.ablation.params", R"({"layers":[1],"scale":1.5})"};
 
 std::vector<uint8_t> span_bytes(std::span<const uint8_t> s) { return {s.begin(), s.end()}; }
-std::vector<uint8_t> view_bytes(const cpu::MatrixView& v) {
+std::vector<uint8_t> view_bytes(const MatrixView& v) {
   return {v.data, v.data + static_cast<size_t>(v.rows) * v.row_bytes};
 }
 
 // Replaces a matrix's values with a ramp, stored in the matrix's own type.
-std::vector<uint8_t> edit_matrix(ModelWeights& w, const cpu::MatrixView& view) {
+std::vector<uint8_t> edit_matrix(ModelWeights& w, const MatrixView& view) {
   std::vector<float> ramp(static_cast<size_t>(view.rows * view.cols));
   for (size_t i = 0; i < ramp.size(); ++i) ramp[i] = 0.001f * static_cast<float>(i % 997) - 0.4f;
   const auto edited = quantize(view.type, ramp);

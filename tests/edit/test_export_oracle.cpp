@@ -29,7 +29,7 @@ json oracle(const std::string& script, const std::vector<std::string>& args) {
 }
 
 // Negates every value of a float32 matrix in place.
-void negate(ModelWeights& w, const cpu::MatrixView& view) {
+void negate(ModelWeights& w, const MatrixView& view) {
   auto bytes = writable_bytes(w, view);
   for (size_t i = 0; i + 4 <= bytes.size(); i += 4) bytes[i + 3] ^= 0x80;
 }

@@ -35,7 +35,7 @@ TEST(ModelWeights, LoadsATinyLlamaWithTiedEmbeddings) {
   EXPECT_EQ(w.layers.size(), kLayers);
   EXPECT_EQ(w.format, "gguf");
   EXPECT_EQ(w.output.data, w.token_embd.data);  // no output.weight: tied
-  EXPECT_EQ(w.rope.order, cpu::RopeOrder::Normal);  // GGUF llama: permuted Q/K rows
+  EXPECT_EQ(w.rope.order, RopeOrder::Normal);  // GGUF llama: permuted Q/K rows
   EXPECT_EQ(w.weight_type, "F32");
   EXPECT_EQ(w.layers[1].wk.rows, kKvHeads * (kEmbd / kHeads));
 }

@@ -26,7 +26,7 @@ using test::kFf;
 using test::kLayers;
 using test::TinyModel;
 
-std::vector<uint8_t> view_bytes(const cpu::MatrixView& v) {
+std::vector<uint8_t> view_bytes(const MatrixView& v) {
   return {v.data, v.data + static_cast<size_t>(v.rows) * v.row_bytes};
 }
 

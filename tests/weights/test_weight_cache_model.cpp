@@ -14,7 +14,7 @@
 namespace lathe {
 namespace {
 
-std::vector<uint8_t> view_bytes(const cpu::MatrixView& v) {
+std::vector<uint8_t> view_bytes(const MatrixView& v) {
   return {v.data, v.data + static_cast<size_t>(v.rows) * v.row_bytes};
 }
 

@@ -10,20 +10,9 @@
 
 #include "backend/cpu/thread_pool.hpp"
 #include "core/dtype.hpp"
+#include "core/matrix.hpp"
 
 namespace lathe::cpu {
-
-// A weight matrix as stored in the model file: `rows` rows (output features) of `cols` elements
-// (input features), each row contiguous in `type`, row r starting at data + r * row_bytes.
-// `name` (the tensor's name) is used in error messages.
-struct MatrixView {
-  DType type = DType::F32;
-  const uint8_t* data = nullptr;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  size_t row_bytes = 0;
-  std::string_view name;
-};
 
 // Whether matmul() handles matrices of this type.
 bool matmul_supports(DType type) noexcept;

@@ -555,14 +555,14 @@ constexpr KvFormat kFormats[] = {KvFormat::F16, KvFormat::F32, KvFormat::Q8_0};
 struct RopeInputs {
   int rope_dim = 0;
   bool neox = false;
-  cpu::RopeTable table;
+  RopeTable table;
   std::vector<float> bq, bk, bv, q_norm, k_norm;
   DeviceBuffer d_bq, d_bk, d_bv, d_q_norm, d_k_norm, d_inv_freq;
 
   RopeInputs(HeadShape hs, bool neox_order, std::mt19937& rng)
       : rope_dim(hs.head_dim == 64 ? 32 : hs.head_dim),
         neox(neox_order),
-        table(cpu::make_rope_table(neox ? cpu::RopeOrder::NeoX : cpu::RopeOrder::Normal, rope_dim, 10000.0f, {},
+        table(make_rope_table(neox ? RopeOrder::NeoX : RopeOrder::Normal, rope_dim, 10000.0f, {},
                                    1.0f)),
         bq(random_floats(hs.n_head * hs.head_dim, rng)),
         bk(random_floats(hs.n_head_kv * hs.head_dim, rng)),
