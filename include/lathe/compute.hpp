@@ -30,12 +30,18 @@ struct Device {
 
 struct ComputeOptions {
   uint32_t n_batch = 512;  // tokens per forward pass (prefill chunk)
-  int n_threads = 0;       // CPU threads; 0 = one per hardware thread
+  int n_threads = 0;       // CPU threads; 0 = default_cpu_threads()
   KvType kv_type = KvType::F16;
   Device device = Device::cpu();
 };
 
 // InvalidArgumentError naming the field when n_batch is 0 or n_threads negative.
 void validate(const ComputeOptions& options);
+
+// The CPUs this process may run on (its affinity mask). More threads than this still compute the
+// same results, but the extra ones wait for cores, so decode gets slower, not faster.
+int available_cpus() noexcept;
+// The thread count n_threads = 0 stands for: one per physical core among available_cpus().
+int default_cpu_threads() noexcept;
 
 }  // namespace lathe

@@ -148,7 +148,7 @@ int bench(const BenchArgs& args) {
     throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too small for the tests: they need {} tokens",
                                            session_options.n_ctx, needed));
   const ComputeOptions& compute = session_options.compute;
-  const int threads = compute.n_threads > 0 ? compute.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads = compute.n_threads > 0 ? compute.n_threads : default_cpu_threads();
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
   Session session(model, session_options);

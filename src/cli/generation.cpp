@@ -49,7 +49,9 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved) {
 }
 
 void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help) {
-  cmd.add_option("-t,--threads", args.n_threads, "CPU threads; 0 = one per hardware thread")->capture_default_str();
+  cmd.add_option("-t,--threads", args.n_threads,
+                 fmt::format("CPU threads; 0 = one per physical core ({} here)", default_cpu_threads()))
+      ->capture_default_str();
   cmd.add_option("--device", args.device, device_help)->capture_default_str();
 }
 
@@ -59,6 +61,12 @@ ComputeOptions resolve_compute(const ComputeArgs& args) {
   ComputeOptions options;
   options.n_threads = static_cast<int>(args.n_threads);
   options.device = Device::parse(args.device);
+  // More threads than CPUs compute the same results, only slower: say so rather than refuse.
+  if (!options.device.is_cuda() && options.n_threads > available_cpus())
+    fmt::print(stderr,
+               "warning: -t/--threads {} is more than the {} CPUs this process may use; the extra threads wait for "
+               "cores and make decoding slower (use -t {} or less, or 0 for one per physical core)\n",
+               options.n_threads, available_cpus(), available_cpus());
   return options;
 }
 

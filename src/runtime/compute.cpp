@@ -1,6 +1,7 @@
 // lathe/compute.hpp: devices by name and the checks of the compute options.
 #include <fmt/format.h>
 
+#include "backend/cpu/thread_pool.hpp"
 #include "lathe/compute.hpp"
 #include "lathe/error.hpp"
 #include "lathe/generate.hpp"
@@ -30,6 +31,9 @@ void validate(const ComputeOptions& options) {
   if (options.n_threads < 0)
     throw InvalidArgumentError(fmt::format("threads (-t/--threads) must be >= 0 (got {})", options.n_threads));
 }
+
+int available_cpus() noexcept { return cpu::available_cpus(); }
+int default_cpu_threads() noexcept { return cpu::default_threads(); }
 
 ContextLengthError::ContextLengthError(uint64_t needed, uint64_t n_ctx)
     : InvalidArgumentError(fmt::format("context length exceeded: {} > {} (tokens needed > context size); start a "

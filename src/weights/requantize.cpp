@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/cpu/thread_pool.hpp"
 #include "core/quant.hpp"
 #include "lathe/error.hpp"
 
@@ -86,7 +87,7 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
       }
     }
   };
-  const unsigned n = n_threads > 0 ? static_cast<unsigned>(n_threads) : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned n = static_cast<unsigned>(n_threads > 0 ? n_threads : cpu::default_threads());
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) threads.emplace_back(worker);
   worker();

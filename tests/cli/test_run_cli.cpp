@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,25 @@ TEST(CliRun, BadInputExitsWithError) {
   EXPECT_NE(context.err.find("context length exceeded"), std::string::npos) << context.err;
   const auto top_p = lathe_cli({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
   EXPECT_NE(top_p.err.find("top_p"), std::string::npos) << top_p.err;
+}
+
+// Far more threads than CPUs (each pass's loops then wait for threads the OS has not scheduled):
+// a short greedy run still finishes promptly with the same text as one thread, after a warning
+// that names the flag and the CPU count. Before the thread pool handed a loop's indices to
+// whichever thread runs, `-t 1000` took about a minute per token on 2 CPUs: the 120 s bound
+// catches that, and is far above a normal run's few seconds.
+TEST(CliRun, ManyMoreThreadsThanCpusWarnsAndStillFinishes) {
+  LATHE_REQUIRE_MODEL();
+  const auto one = lathe_cli(run_args({"--temp", "0", "-t", "1"}, "6"));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.err.find("warning: -t/--threads"), std::string::npos) << one.err;
+  auto args = run_args({"--temp", "0", "-t", "1000"}, "6");
+  args.insert(args.begin(), cli_path().string());
+  const auto many = run_command(args, std::chrono::seconds(120));
+  ASSERT_FALSE(many.timed_out) << many.err;
+  ASSERT_EQ(many.exit_code, 0) << many.err;
+  EXPECT_EQ(many.out, one.out);
+  EXPECT_NE(many.err.find("warning: -t/--threads 1000 is more than the"), std::string::npos) << many.err;
 }
 
 TEST(CliRun, TruncateKeepsTheEndOfALongPrompt) {
