@@ -7,6 +7,14 @@
 source "$(dirname "$0")/lib.sh"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 
+# Wall time per phase, printed with the summary (CI must stay well under its limit: see
+# docs/RELIABILITY.md for what each phase costs on a fresh 2-core machine).
+PHASES=(); phase_start=$SECONDS; phase_name="setup (apt, model, Python oracles, llama-cpp-python wheel)"
+phase() {
+  PHASES+=("$(printf '%5d s  %s' $((SECONDS - phase_start)) "$phase_name")")
+  phase_name="$1"; phase_start=$SECONDS
+}
+
 apt_ensure "${LATHE_BUILD_DEPS[@]}" "${LATHE_TEST_DEPS[@]}"
 "$LATHE_ROOT/scripts/fetch-model.sh"
 ensure_venv
@@ -29,17 +37,28 @@ run_ctest() {
 }
 
 log "1/3 release build and tests"
-configure_build "$LATHE_BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python"
+phase "release build"
+# Without a GPU the CUDA sources (when nvcc is here) are only compiled, to catch errors: for one
+# architecture (Hopper, the one the GPU checks run on), not every one the build supports.
+cuda_args=()
+if [ ! -f "$LATHE_BUILD/build.ninja" ] && ! nvidia-smi -L >/dev/null 2>&1; then
+  cuda_args=(-DCMAKE_CUDA_ARCHITECTURES=90)
+fi
+configure_build "$LATHE_BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python" "${cuda_args[@]}"
 "$LATHE_ROOT/scripts/make-variants.sh" "$LATHE_BUILD/lathe"  # Q8_0/F16 copies of the default model
+phase "release tests (every label)"
 run_ctest "$LATHE_BUILD"
 
 log "2/3 sanitizer build (ASan+UBSan) and tests"
+phase "sanitizer build"
 configure_build "$LATHE_ROOT/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATHE_SANITIZE=ON -DLATHE_CUDA=OFF \
   -DLATHE_ORACLE_PYTHON="$LATHE_VENV/bin/python"
+phase "sanitizer tests (-LE 'slow|gpu')"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_ctest "$LATHE_ROOT/build-asan" -LE 'slow|gpu'
 
 log "3/3 fuzzing, ${FUZZ_SECONDS}s per target"
+phase "fuzz build and fuzzing"
 CC=clang CXX=clang++ configure_build "$LATHE_ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATHE_FUZZ=ON \
   -DLATHE_SANITIZE=ON -DLATHE_CUDA=OFF -DLATHE_BUILD_TESTS=OFF
 for fuzzer in "$LATHE_ROOT"/build-fuzz/fuzz/lathe_fuzz_*; do
@@ -62,5 +81,7 @@ for fuzzer in "$LATHE_ROOT"/build-fuzz/fuzz/lathe_fuzz_*; do
   fi
 done
 
+phase ""
+printf '%s\n' "time per phase:" "${PHASES[@]}" "$(printf '%5d s  total' "$SECONDS")"
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,8 +63,10 @@ CommandResult collect(pid_t pid, int out_fd, int err_fd, std::chrono::seconds ti
   for (const auto& fd : fds)
     if (fd.fd >= 0) ::close(fd.fd);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  rusage usage{};
+  while (::wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
   }
+  r.max_rss_kib = static_cast<uint64_t>(usage.ru_maxrss);  // Linux: KiB
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (r.timed_out) r.err += "\n[test harness] killed after " + std::to_string(timeout.count()) + " s without finishing";
   return r;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
   bool timed_out = false;  // killed at the timeout; err ends with a line saying so
+  uint64_t max_rss_kib = 0;  // the command's peak resident memory
 };
 // Runs argv (no shell), capturing stdout and stderr. A positive `timeout` kills the command when
 // it runs longer, so that a hang fails the test with the command's output so far (ctest's own

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/cublas_api.hpp"
 #include "backend/cuda/device_layout.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "lathe/error.hpp"
@@ -16,8 +17,8 @@ void check_blas(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_ALLOC_FAILED)
     throw OutOfMemoryError(fmt::format("cuBLAS ran out of device memory in {}; use a smaller batch (-b) or context",
                                        what));
-  throw DeviceError(fmt::format("cuBLAS {} failed: {} ({})", what, cublasGetStatusName(status),
-                                cublasGetStatusString(status)));
+  throw DeviceError(fmt::format("cuBLAS {} failed: {} ({})", what, cublas().status_name(status),
+                                cublas().status_string(status)));
 }
 
 }  // namespace
@@ -28,12 +29,12 @@ Dtype16 gemm_activation_type(const DeviceMatrix& w, const GemmScratch& scratch) 
 }
 
 Blas::Blas(cudaStream_t stream) {
-  check_blas(cublasCreate(&handle_), "cublasCreate");
-  check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
+  check_blas(cublas().create(&handle_), "cublasCreate");
+  check_blas(cublas().set_stream(handle_, stream), "cublasSetStream");
 }
 
 Blas::~Blas() {
-  if (handle_ != nullptr) cublasDestroy(handle_);
+  if (handle_ != nullptr) cublas().destroy(handle_);
 }
 
 GemmInput gemm_input(const DeviceMatrix& w, const float* x, int64_t ldx, int n_tokens, const GemmScratch& scratch,
@@ -61,7 +62,7 @@ void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y
   const int k = static_cast<int>(w.cols);
   if (in.type16 == Dtype16::None) {
     // Row-major W [rows][cols] is column-major cols x rows: C (rows x n) = W^T-view * X.
-    check_blas(cublasSgemm(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), n_tokens, k, &alpha,
+    check_blas(cublas().sgemm(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), n_tokens, k, &alpha,
                            reinterpret_cast<const float*>(w.qs), k, in.x, static_cast<int>(in.ldx), &beta, y,
                            static_cast<int>(ldy)),
                "SGEMM");
@@ -69,7 +70,7 @@ void gemm(const Blas& blas, const DeviceMatrix& w, const GemmInput& in, float* y
   }
   const cudaDataType_t type16 = in.type16 == Dtype16::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   auto product = [&](const void* a, int64_t rows, float* c) {
-    check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n_tokens, k, &alpha, a,
+    check_blas(cublas().gemm_ex(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n_tokens, k, &alpha, a,
                             type16, k, scratch.act16, type16, k, &beta, c, CUDA_R_32F, static_cast<int>(ldy),
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "GemmEx");
