@@ -34,6 +34,9 @@ struct LoadOptions {
   // Convert every weight matrix to this type after loading ("Q8_0", "Q4_0", "Q4_1", "F16",
   // "BF16", "F32"), as llama-quantize would, without writing a file; empty: keep the stored types.
   std::string requantize = {};
+  // A Jinja chat template file that replaces the model's own (tokenizer.chat_template /
+  // chat_template); empty: the model's. IoError when it cannot be read.
+  std::filesystem::path chat_template_file = {};
 };
 
 // What a loaded model is, for display and for callers sizing things.
@@ -90,8 +93,13 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
+// The longest context a session accepts (tokens).
+inline constexpr uint32_t kMaxContextLength = 1u << 22;
+
 struct SessionOptions {
-  uint32_t n_ctx = 0;  // context length in tokens; 0 = min(training context, 4096)
+  // Context length in tokens, at most kMaxContextLength; 0 = min(training context, 4096). On the
+  // CPU the KV cache's memory is committed as positions are used, not all up front.
+  uint32_t n_ctx = 0;
   ComputeOptions compute;
 };
 

@@ -41,11 +41,14 @@ std::optional<uint32_t> llama_file_type(DType target) noexcept;
 //   * tensors with two or more dimensions (weight matrices, token_embd included) dequantized and
 //     re-encoded as `target`, or as F16 when a row is not a whole number of the target's blocks;
 //   * one-dimensional tensors (norms, biases) written as F32.
-// The output is written atomically (temporary file, then rename). The converted tensors are held
-// in memory until the file is written (as much memory as the output's size).
+// The output is written atomically (temporary file "OUT.tmp.PID", then rename; the temporary is
+// removed on SIGINT/SIGTERM). The converted tensors are held in memory until the file is written
+// (as much memory as the output's size). The output path is checked before the input is read.
 // Throws NotFoundError/FormatError for the input, UnsupportedError for a target that is not
 // supported or a tensor type lathe cannot dequantize, InvalidArgumentError when `out` exists and
-// options.force is false or when `out` is `in`, IoError when writing fails.
+// options.force is false or when `out` is `in` (also through a symbolic or hard link),
+// NotFoundError when out's directory does not exist, IoError when it is not writable or writing
+// fails.
 void quantize_gguf(const std::filesystem::path& in, const std::filesystem::path& out, DType target,
                    const QuantizeOptions& options = {});
 

@@ -5,12 +5,14 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "arch/hparams.hpp"
 #include "arch/tensor_names.hpp"
 #include "core/quant.hpp"
 #include "io/gguf.hpp"
 #include "io/mapped_file.hpp"
+#include "io/output_path.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
 #include "tokenizer/export_hf.hpp"
@@ -35,19 +37,10 @@ DType parse_out_type(const std::string& name) {
   return *t;
 }
 
-void prepare_out_dir(const fs::path& dir, bool force) {
-  std::error_code ec;
-  if (fs::exists(dir, ec)) {
-    if (!fs::is_directory(dir, ec))
-      throw InvalidArgumentError(fmt::format("convert: output path {} exists and is not a directory; choose another -o",
-                                             dir.string()));
-    if (!force && !fs::is_empty(dir, ec))
-      throw InvalidArgumentError(fmt::format("convert: output directory {} is not empty; choose an empty one or pass "
-                                             "--force to overwrite the files convert writes",
-                                             dir.string()));
-  }
-  fs::create_directories(dir, ec);
-  if (ec) throw IoError(fmt::format("convert: cannot create {}: {}", dir.string(), ec.message()));
+// Names convert writes besides the safetensors weights: replaced or removed in an earlier export.
+bool is_convert_file(std::string_view name) {
+  return name == "config.json" || name == "generation_config.json" || name == "tokenizer.json" ||
+         name == "tokenizer_config.json";
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -91,6 +84,14 @@ std::optional<uint32_t> optional_id(const gguf::File& file, const char* key) {
 ConvertResult convert_gguf_to_hf(const std::string& gguf_path, const ConvertOptions& options) {
   const DType out_type = parse_out_type(options.out_type);
   if (options.out_dir.empty()) throw InvalidArgumentError("convert: no output directory given; pass -o DIR");
+  if (options.max_shard_bytes == 0)
+    throw InvalidArgumentError("convert: the largest shard size is 0; pass a positive --max-shard-size such as 5GB");
+  check_output({.flag = "convert: -o",
+                .path = options.out_dir,
+                .kind = OutputRequest::Kind::Directory,
+                .force = options.force,
+                .inputs = {{"the input model", gguf_path}},
+                .managed = is_convert_file});
   const auto file = gguf::File::open(gguf_path);
   const HParams hp = hparams_from_gguf(file);
 
@@ -123,8 +124,8 @@ ConvertResult convert_gguf_to_hf(const std::string& gguf_path, const ConvertOpti
     in_shard += t.out_bytes;
   }
 
-  const fs::path dir(options.out_dir);
-  prepare_out_dir(dir, options.force);
+  StagedDirectory staged{fs::path(options.out_dir)};
+  const fs::path& dir = staged.staging();
   nlohmann::json weight_map = nlohmann::json::object();
   size_t done = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
@@ -171,6 +172,7 @@ ConvertResult convert_gguf_to_hf(const std::string& gguf_path, const ConvertOpti
                tokenizer::tokenizer_config_from_vocabulary(tok.vocab(), options).dump(2) + "\n");
     result.files_written.insert(result.files_written.end(), {"tokenizer.json", "tokenizer_config.json"});
   }
+  staged.commit(is_convert_file);
   return result;
 }
 

@@ -63,7 +63,7 @@ std::vector<GenerateResult> generate_batch(const std::shared_ptr<const Model>& m
   const auto& gen = options.generate;
   check_generate_options(gen);
   if (options.n_parallel == 0 || options.n_parallel > 512)
-    throw InvalidArgumentError(fmt::format("n_parallel must be in 1..512 (got {})", options.n_parallel));
+    throw InvalidArgumentError(fmt::format("n_parallel (sequences decoded together: --parallel, --n-parallel) must be in 1..512 (got {})", options.n_parallel));
   validate(options.compute);
   const auto& hp = internals(*model).weights.hp;
   if (options.hooks) options.hooks->validate(hp.n_layer, hp.n_embd);

@@ -69,6 +69,20 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& spec, cons
 }
 
 std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, const LoadOptions& options) {
+  // A replacement chat template is read first: a missing file fails before the weights load.
+  std::string template_text;
+  if (!options.chat_template_file.empty()) {
+    std::ifstream in(options.chat_template_file, std::ios::binary);
+    std::ostringstream text;
+    if (in) text << in.rdbuf();
+    if (!in || in.bad())
+      throw IoError(fmt::format("{}: cannot read the chat template file (--template); check the path",
+                                options.chat_template_file.string()));
+    template_text = text.str();
+    if (template_text.empty())
+      throw InvalidArgumentError(fmt::format("the chat template file {} (--template) is empty",
+                                             options.chat_template_file.string()));
+  }
   const auto path = resolve_model_path(spec.string());
   const WeightLoadOptions weight_options{.check_tensors = options.check_tensors};
   // A GGUF file is parsed once for the weights, the tokenizer and the chat template. A
@@ -91,7 +105,21 @@ std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, co
   }
   auto eog = end_of_generation_ids(tok.vocab(), path);
   auto summary = summarize(weights, path);
-  auto chat_template = gguf_file ? load_chat_template(*gguf_file) : load_chat_template(path);
+  ChatTemplateSource chat_template;
+  try {
+    chat_template = gguf_file ? load_chat_template(*gguf_file) : load_chat_template(path);
+  } catch (const Error&) {
+    // The model's own template is unusable; a replacement makes it irrelevant (its BOS/EOS text
+    // then comes from the vocabulary).
+    if (template_text.empty()) throw;
+    const auto& vocab = tok.vocab();
+    if (vocab.bos) chat_template.bos_token = tok.token_text(*vocab.bos);
+    if (vocab.eos) chat_template.eos_token = tok.token_text(*vocab.eos);
+  }
+  if (!template_text.empty()) {
+    chat_template.source = std::move(template_text);
+    chat_template.origin = options.chat_template_file.string();
+  }
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(weights), std::move(tok), std::move(chat_template),
                                              std::move(eog), std::move(summary)});
   return std::shared_ptr<Model>(new Model(std::move(impl)));

@@ -7,6 +7,7 @@
 
 #include "core/quant.hpp"
 #include "io/gguf.hpp"
+#include "io/output_path.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe {
@@ -22,20 +23,6 @@ struct Target {
 constexpr Target kTargets[] = {
     {DType::F32, 0}, {DType::F16, 1}, {DType::Q4_0, 2}, {DType::Q4_1, 3}, {DType::Q8_0, 7}, {DType::BF16, 32},
 };
-
-void check_paths(const fs::path& in, const fs::path& out, bool force) {
-  std::error_code ec;
-  if (!fs::exists(out, ec)) return;
-  if (fs::is_directory(out, ec))
-    throw InvalidArgumentError(fmt::format("quantize: output {} is a directory; give a file name", out.string()));
-  if (fs::exists(in, ec) && fs::equivalent(in, out, ec))
-    throw InvalidArgumentError(
-        fmt::format("quantize: output {} is the input file; write to another file", out.string()));
-  if (!force)
-    throw InvalidArgumentError(
-        fmt::format("quantize: output {} already exists; choose another name or pass --force to replace it",
-                    out.string()));
-}
 
 // The type a tensor is written as: 1-D tensors stay exact in F32; matrices take the target unless
 // their rows do not split into whole target blocks (then F16, as llama-quantize does).
@@ -92,7 +79,14 @@ void quantize_gguf(const fs::path& in, const fs::path& out, DType target, const 
     throw UnsupportedError(fmt::format("quantize: target type {} is not supported; use F32, F16, BF16, Q8_0, "
                                        "Q4_0 or Q4_1",
                                        dtype_name(target)));
-  check_paths(in, out, options.force);
+  // Every refusal (output is the input, exists without force, unwritable or missing directory)
+  // comes before the input is read.
+  check_output({.flag = "quantize: output",
+                .path = out,
+                .kind = OutputRequest::Kind::File,
+                .force = options.force,
+                .inputs = {{"the input model", in}},
+                .managed = {}});
   const auto file = gguf::File::open(in);
 
   gguf::Writer writer;

@@ -15,12 +15,12 @@ uint32_t default_context(const Model& model, uint32_t requested) {
 }
 
 namespace {
-constexpr uint32_t kMaxContext = 1u << 22;
-
 uint32_t checked_context(const Model& model, uint32_t requested) {
   const uint32_t n_ctx = default_context(model, requested);
-  if (n_ctx > kMaxContext)
-    throw InvalidArgumentError(fmt::format("context size {} is larger than lathe supports ({})", n_ctx, kMaxContext));
+  if (n_ctx > kMaxContextLength)
+    throw InvalidArgumentError(fmt::format("context size {} (SessionOptions::n_ctx, -c/--ctx-size) is larger than lathe "
+                                           "supports ({})",
+                                           n_ctx, kMaxContextLength));
   return n_ctx;
 }
 }  // namespace

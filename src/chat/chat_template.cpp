@@ -64,10 +64,10 @@ std::string config_template(const nlohmann::json& value, const std::filesystem::
       if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
           entry["template"].is_string())
         return entry["template"].get<std::string>();
-    throw UnsupportedError(path.string() + ": chat_template is a list without a \"default\" entry; pass the one you want with --template FILE");
+    throw UnsupportedError(path.string() + ": chat_template is a list without a \"default\" entry; pass the one you want with --template FILE (`lathe run`, `lathe chat` and `lathe template` take one)");
   }
   throw FormatError(path.string(), "chat_template", 0, std::string("expected a string or a list, got ") + value.type_name(),
-                    "fix the tokenizer_config.json or pass --template FILE");
+                    "fix the tokenizer_config.json or pass --template FILE (`lathe run`, `lathe chat` and `lathe template` take one)");
 }
 
 ChatTemplateSource from_directory(const std::filesystem::path& dir) {

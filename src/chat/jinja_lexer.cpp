@@ -95,7 +95,7 @@ class Lexer {
 
   [[noreturn]] void fail(size_t offset, const std::string& what) const {
     const Pos p = pos_of(offset);
-    throw FormatError(fmt::format("{}: line {}, column {}: template syntax error: {}; fix the template or pass another one with --template FILE",
+    throw FormatError(fmt::format("{}: line {}, column {}: template syntax error: {}; fix the template or pass another one with --template FILE (`lathe run`, `lathe chat` and `lathe template` take one)",
                                   name_, p.line, p.col, what));
   }
 

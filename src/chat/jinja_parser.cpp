@@ -78,7 +78,7 @@ class Parser {
   }
 
   [[noreturn]] void fail(Pos pos, const std::string& what) const {
-    throw FormatError(fmt::format("{}: line {}, column {}: template syntax error: {}; fix the template or pass another one with --template FILE",
+    throw FormatError(fmt::format("{}: line {}, column {}: template syntax error: {}; fix the template or pass another one with --template FILE (`lathe run`, `lathe chat` and `lathe template` take one)",
                                   name_, pos.line, pos.col, what));
   }
   [[noreturn]] void unsupported(Pos pos, const std::string& what) const {

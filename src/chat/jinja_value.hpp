@@ -15,7 +15,7 @@
 namespace lathe::jinja {
 
 inline constexpr const char* kRemedy =
-    "rewrite the template within the supported subset (docs/CHAT_TEMPLATES.md) or pass another one with --template FILE";
+    "rewrite the template within the supported subset (docs/CHAT_TEMPLATES.md) or pass another one with --template FILE (`lathe run`, `lathe chat` and `lathe template` take one)";
 
 struct Value;
 struct Interp;  // the interpreter (jinja_interpreter.cpp); built-in functions are called with it

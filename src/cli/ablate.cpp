@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,9 @@
 #include "edit/progress.hpp"
 #include "edit/prompt_file.hpp"
 #include "edit/study.hpp"
+#include "io/fingerprint.hpp"
+#include "io/model_dir.hpp"
+#include "io/output_path.hpp"
 #include "lathe/error.hpp"
 #include "lathe/lathe.hpp"
 
@@ -48,7 +53,7 @@ struct AblateOptions {
   double max_kl = 0.5;
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
-  bool cache_weights = true, force = false, bench_restore = false;
+  bool cache_weights = true, force = false, restart = false, bench_restore = false;
   ComputeArgs compute;
 };
 
@@ -105,11 +110,40 @@ void print_front(const std::vector<edit::Trial>& trials, const std::vector<size_
   }
 }
 
-int run_ablate(const AblateOptions& o) {
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
+// Every option's range, before anything is read.
+void check_options(const AblateOptions& o) {
   if (o.trials < 0) throw InvalidArgumentError(fmt::format("--trials must be >= 0 (got {})", o.trials));
   if (o.startup < 0) throw InvalidArgumentError(fmt::format("--startup must be >= 0 (got {})", o.startup));
   if (o.max_new_tokens < 1) throw InvalidArgumentError("--max-new-tokens must be at least 1");
+  if (o.n_parallel < 1 || o.n_parallel > 4096)
+    throw InvalidArgumentError(fmt::format("--n-parallel {} is out of range: it must be in 1..4096", o.n_parallel));
+  if (!std::isfinite(o.max_kl) || o.max_kl < 0)
+    throw InvalidArgumentError(fmt::format("--max-kl must be a number >= 0 (got {})", o.max_kl));
+  if (o.export_trial < -1)
+    throw InvalidArgumentError(fmt::format("--export-trial must be a trial number >= 0 (got {})", o.export_trial));
+  if (o.export_trial >= 0 && o.out.empty())
+    throw InvalidArgumentError(fmt::format("--export-trial {} needs --out PATH to write the trial's model to",
+                                           o.export_trial));
+  if (o.components.empty()) throw InvalidArgumentError("--components is empty; give attn_output, mlp_down or both");
+}
+
+[[noreturn]] void throw_no_such_trial(int trial, int n_trials) {
+  throw InvalidArgumentError(fmt::format("--export-trial {} cannot exist: this study will have {}; choose one of them or "
+                                         "raise --trials",
+                                         trial, n_trials == 0 ? std::string("no trials")
+                                                              : fmt::format("trials 0 to {}", n_trials - 1)));
+}
+
+// "models/x.gguf" -> "x.gguf", also for a directory given with a trailing separator.
+std::string base_name(const fs::path& path) {
+  fs::path p = path.lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+int run_ablate(const AblateOptions& o) {
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  check_options(o);
   const auto dir = data_dir() / "prompts";
   auto pick = [&](const std::string& given, const char* name) { return given.empty() ? dir / name : fs::path(given); };
 
@@ -134,11 +168,53 @@ int run_ablate(const AblateOptions& o) {
   so.evaluation.compute = so.compute;
   if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
 
+  // Every path is checked before the model is loaded: the journal, the plot and the export are
+  // never an input or one another, their directories exist and are writable, the plot (of a new
+  // study) and the export are not replaced without --force.
+  const fs::path model_path = resolve_model_path(o.model);
+  const bool model_is_dir = fs::is_directory(model_path);
+  const fs::path journal_path = o.journal.empty() ? fs::path(base_name(model_path) + ".ablate.jsonl") : fs::path(o.journal);
+  const fs::path plot_path = o.plot.empty() ? fs::path(journal_path.string() + ".svg") : fs::path(o.plot);
+  const bool journal_exists = fs::exists(journal_path);
+  std::vector<std::pair<std::string, fs::path>> inputs = {
+      {"the input model", model_path},           {"the --harmful-train file", so.harmful_train},
+      {"the --harmless-train file", so.harmless_train}, {"the --harmful-val file", so.harmful_val},
+      {"the --harmless-val file", so.harmless_val}};
+  if (!o.refusal_markers.empty()) inputs.emplace_back("the --refusal-markers file", o.refusal_markers);
+  auto with = [&](std::initializer_list<std::pair<std::string, fs::path>> more) {
+    auto all = inputs;
+    all.insert(all.end(), more);
+    return all;
+  };
+  check_output({.flag = "--journal", .path = journal_path, .kind = OutputRequest::Kind::File, .force = true,
+                .inputs = with({{"the --plot file", plot_path}, {"the --out path", o.out}}), .managed = {}});
+  // A plot beside an existing journal is that study's own and is redrawn; a new study needs --force
+  // to replace an existing file.
+  check_output({.flag = "--plot", .path = plot_path, .kind = OutputRequest::Kind::File,
+                .force = o.force || journal_exists,
+                .inputs = with({{"the --journal file", journal_path}, {"the --out path", o.out}}), .managed = {}});
+  if (!o.out.empty())
+    check_output({.flag = "--out", .path = o.out,
+                  .kind = model_is_dir ? OutputRequest::Kind::Directory : OutputRequest::Kind::File, .force = o.force,
+                  .inputs = with({{"the --journal file", journal_path}, {"the --plot file", plot_path}}),
+                  .managed = {}});
+
+  if (!journal_exists && o.export_trial >= o.trials) throw_no_such_trial(o.export_trial, o.trials);
+
   // Bad prompt files fail here, before a journal is created for a study that cannot run.
   for (const auto& file : {so.harmful_train, so.harmless_train, so.harmful_val, so.harmless_val})
     edit::read_prompts(file, {.limit = 1});
 
-  auto model = Model::load_mutable(o.model);
+  // The journal names its inputs by content: a different model or prompt file at the same path
+  // does not resume (and mix trials of) another study.
+  nlohmann::json study_inputs = {{"model", {{"path", fs::absolute(model_path).string()},
+                                            {"fingerprint", model_fingerprint(model_path)}}}};
+  for (const auto& [name, file] : {std::pair<const char*, fs::path>{"harmful_train", so.harmful_train},
+                                   {"harmless_train", so.harmless_train}, {"harmful_val", so.harmful_val},
+                                   {"harmless_val", so.harmless_val}})
+    study_inputs[name] = {{"path", fs::absolute(file).string()}, {"fingerprint", file_fingerprint(file)}};
+
+  auto model = Model::load_mutable(model_path);
   if (!o.no_template && !model->has_chat_template())
     throw NotFoundError(fmt::format("{} has no chat template; pass --no-template to use the prompts as plain text",
                                     o.model));
@@ -146,15 +222,11 @@ int run_ablate(const AblateOptions& o) {
   fmt::print(stderr, "model: {} ({}, {} layers, {}, {} parameters)\n", summary.path, summary.architecture,
              summary.n_layer, summary.weight_type, human_count(summary.n_params));
 
-  // The journal identifies the study by its space and settings; a resumed run must match them.
-  const fs::path journal_path =
-      o.journal.empty() ? fs::path(fs::path(summary.path).filename().string() + ".ablate.jsonl") : fs::path(o.journal);
+  // The journal identifies the study by its space, settings and inputs (by content); a resumed run
+  // must match them.
   std::vector<std::string> component_names;
   for (auto c : so.components) component_names.emplace_back(component_name(c));
-  nlohmann::json settings = {{"model", fs::absolute(summary.path).string()},
-                             {"harmful_train", so.harmful_train.string()}, {"harmless_train", so.harmless_train.string()},
-                             {"harmful_val", so.harmful_val.string()}, {"harmless_val", so.harmless_val.string()},
-                             {"train_limit", so.train_limit}, {"harmful_val_limit", so.harmful_val_limit},
+  nlohmann::json settings = {{"train_limit", so.train_limit}, {"harmful_val_limit", so.harmful_val_limit},
                              {"harmless_val_limit", so.harmless_val_limit}, {"system", o.system},
                              {"template", !o.no_template}, {"orthogonalize", so.orthogonalize},
                              {"norm_preserving", so.norm_preserving}, {"per_layer_directions", so.per_layer_directions},
@@ -162,8 +234,17 @@ int run_ablate(const AblateOptions& o) {
                              {"refusal_markers", so.evaluation.refusal_markers}};
   const auto space = edit::ablation_space(summary.n_layer, so.per_layer_directions, so.components);
   auto journal = edit::Journal::open(journal_path, edit::make_study_header(space, {"refusal_rate", "kl_divergence"},
-                                                                          o.seed, settings),
-                                     [](std::string_view m) { fmt::print(stderr, "warning: {}\n", m); });
+                                                                          o.seed, settings, study_inputs),
+                                     [](std::string_view m) { fmt::print(stderr, "warning: {}\n", m); }, o.restart);
+  if (o.export_trial >= 0) {
+    const int n_trials = std::max(o.trials, static_cast<int>(journal.trials().size()));
+    if (o.export_trial >= n_trials) throw_no_such_trial(o.export_trial, n_trials);
+    for (const auto& t : journal.trials())
+      if (t.number == o.export_trial && !t.completed())
+        throw InvalidArgumentError(fmt::format("--export-trial {}: that trial failed (the journal {} holds no result "
+                                               "for it); choose a completed trial",
+                                               o.export_trial, journal_path.string()));
+  }
   if (!journal.trials().empty())
     fmt::print(stderr, "journal: {} holds {} trial(s); continuing to {}\n", journal_path.string(),
                journal.trials().size(), o.trials);
@@ -209,7 +290,7 @@ int run_ablate(const AblateOptions& o) {
     return 0;
   }
   print_front(trials, front, n_harmful);
-  const fs::path plot = o.plot.empty() ? fs::path(journal_path.string() + ".svg") : fs::path(o.plot);
+  const fs::path& plot = plot_path;
   edit::write_pareto_svg(plot, trials, front, "refusal rate (harmful validation)", "KL divergence (harmless validation)",
                          fmt::format("lathe ablate: {}", fs::path(summary.path).filename().string()));
   fmt::print("plot: {}\n", plot.string());
@@ -227,7 +308,8 @@ int run_ablate(const AblateOptions& o) {
                  {"lathe.ablation.metrics",
                   nlohmann::json{{"refusal_rate", chosen.values[0]}, {"kl_divergence", chosen.values[1]},
                                  {"baseline_refusal_rate", study.baseline_refusals().rate}}.dump()},
-                 {"lathe.ablation.settings", settings.dump()}};
+                 {"lathe.ablation.settings", settings.dump()},
+                 {"lathe.ablation.inputs", study_inputs.dump()}};
   const auto result = study.export_trial(chosen, o.out, eo);
   fmt::print("wrote {} ({}, {} edited tensors)\n", o.out, human_bytes(result.bytes), result.n_edited_tensors);
   return 0;
@@ -264,10 +346,13 @@ Runner add_ablate(CLI::App& app) {
   cmd->add_option("--cache-weights", o->cache_weights, "Keep a copy of the edited matrices to reset each trial (true|false)")
       ->capture_default_str();
   cmd->add_flag("--bench-restore", o->bench_restore, "Measure restoring from the cache vs re-reading the model file");
-  cmd->add_option("-o,--out", o->out, "Write the chosen trial's edited model here (same format as the input)");
+  cmd->add_option("-o,--out", o->out,
+                  "Write the chosen trial's edited model here (same format as the input; its directory must exist)");
   cmd->add_option("--export-trial", o->export_trial, "Trial to export (default: fewest refusals with KL <= --max-kl)");
   cmd->add_option("--max-kl", o->max_kl, "KL bound for the automatic choice")->capture_default_str();
-  cmd->add_flag("--force", o->force, "Replace an existing output");
+  cmd->add_flag("--force", o->force, "Replace an existing --out (and an existing --plot when starting a new study)");
+  cmd->add_flag("--restart", o->restart,
+                "Discard the trials of an existing --journal and start the study over (e.g. after the model changed)");
   add_compute_flags(*cmd, o->compute,
                     "where directions and evaluations run: cpu, cuda or cuda:N (edits run on the host and are "
                     "copied to the device)");

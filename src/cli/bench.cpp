@@ -138,9 +138,16 @@ int bench(const BenchArgs& args) {
   require_non_negative("-n/--n-gen", args.n_gen);
   if (args.reps < 1) throw InvalidArgumentError(fmt::format("-r/--repetitions is {}; it must be >= 1", args.reps));
   if (args.parallel < 0 || args.parallel > 512)
-    throw InvalidArgumentError(fmt::format("--parallel is {}; it must be in 0..512", args.parallel));
+    throw InvalidArgumentError(fmt::format("--parallel {} is out of range: it must be in 0..512 (0 = skip)", args.parallel));
   if (args.n_prompt > 1'000'000 || args.n_gen > 1'000'000)
-    throw InvalidArgumentError("-p and -n must be at most 1000000 tokens");
+    throw InvalidArgumentError(fmt::format("-p/--n-prompt {} and -n/--n-gen {} must each be at most 1000000 tokens",
+                                           args.n_prompt, args.n_gen));
+  // Options that would measure nothing are refused rather than skipped.
+  if (args.n_prompt == 0 && args.n_gen == 0)
+    throw InvalidArgumentError("-p/--n-prompt 0 and -n/--n-gen 0 leave nothing to measure; give one of them > 0");
+  if (args.parallel > 0 && args.n_gen == 0)
+    throw InvalidArgumentError(fmt::format("--parallel {} times generation, which -n/--n-gen 0 skips; give -n > 0",
+                                           args.parallel));
   SessionOptions session_options = resolve_session(args.session);
   const auto needed = static_cast<uint32_t>(std::max<int64_t>({args.n_prompt, args.n_gen + 1, 1}));
   if (session_options.n_ctx == 0) session_options.n_ctx = needed;
@@ -151,6 +158,7 @@ int bench(const BenchArgs& args) {
   const int threads = compute.n_threads > 0 ? compute.n_threads : default_cpu_threads();
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
+  check_context_size(session_options, *model);
   Session session(model, session_options);
   report_device_memory(session);
   const std::string backend = compute.device.is_cuda() ? compute.device.name() : "cpu";

@@ -33,9 +33,11 @@ uint64_t parse_size(const std::string& text) {
   else if (unit == "KB" || unit == "kB") scale = 1e3;
   else if (unit == "MB") scale = 1e6;
   else if (unit == "GB") scale = 1e9;
-  if (pos == 0 || scale == 0 || !(value > 0))
-    throw InvalidArgumentError(fmt::format("--max-shard-size '{}' is not a size; use e.g. 2GB, 500MB or a byte count", text));
-  return static_cast<uint64_t>(value * scale);
+  const double bytes = value * scale;
+  if (pos == 0 || scale == 0 || !(bytes >= 1) || !(bytes < 9e18))
+    throw InvalidArgumentError(fmt::format("--max-shard-size '{}' is not a size from 1 byte to 9EB; use e.g. 2GB, 500MB "
+                                           "or a byte count", text));
+  return static_cast<uint64_t>(bytes);
 }
 
 }  // namespace
@@ -44,18 +46,21 @@ Runner add_convert(CLI::App& app) {
   auto args = std::make_shared<ConvertArgs>();
   auto* cmd = app.add_subcommand("convert", "Export a GGUF model as a Hugging Face safetensors directory");
   cmd->add_option("model", args->model, "GGUF file")->required();
-  cmd->add_option("-o,--output", args->options.out_dir, "Output directory (created; must be empty unless --force)")
+  cmd->add_option("-o,--output", args->options.out_dir,
+                  "Output directory (created; its parent must exist; must be empty unless --force)")
       ->required();
   cmd->add_option("--type", args->options.out_type, "Tensor type written: F32 (default), F16 or BF16");
   cmd->add_option("--max-shard-size", args->max_shard, "Largest shard, e.g. 5GB (default) or 500MB");
-  cmd->add_flag("--force", args->options.force, "Write into a non-empty output directory");
+  cmd->add_flag("--force", args->options.force,
+                "Replace the export in a non-empty output directory (its weights, config and tokenizer files; "
+                "other files are kept)");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   return [args] {
     args->options.max_shard_bytes = parse_size(args->max_shard);
     if (!args->quiet) {
-      args->options.progress = [](size_t done, size_t total, const std::string& name) {
-        fmt::print(stderr, "\r[{:>4}/{}] {:<40}", done, total, name);
-        if (done == total) fmt::print(stderr, "\n");
+      args->options.progress = [progress = std::make_shared<ItemProgress>()](size_t done, size_t total,
+                                                                            const std::string& name) {
+        progress->update(done, total, name);
       };
     }
     const auto result = convert_gguf_to_hf(args->model, args->options);

@@ -15,6 +15,8 @@
 #include "edit/control_vector_train.hpp"
 #include "edit/progress.hpp"
 #include "edit/prompt_file.hpp"
+#include "io/model_dir.hpp"
+#include "io/output_path.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe::cli {
@@ -23,7 +25,7 @@ namespace {
 struct CvectorArgs {
   std::string model, positive, negative, out, method = "mean", layers, column = "prompt";
   std::string system = ChatPromptOptions{}.system;
-  bool no_template = false;
+  bool no_template = false, force = false;
   int64_t limit = 0;
   ComputeArgs compute;
 };
@@ -42,6 +44,17 @@ int cvector(const CvectorArgs& args) {
   training.chat = {.system = args.system, .use_template = !args.no_template};
   training.compute = resolve_compute(args.compute);
   if (!args.layers.empty()) training.layers = edit::parse_layer_range(args.layers, "--layers");
+  // The output is refused (it is an input, exists without --force, its directory is missing or not
+  // writable) before the model is loaded or a prompt runs.
+  check_output({.flag = "cvector: -o",
+                .path = args.out,
+                .kind = OutputRequest::Kind::File,
+                .force = args.force,
+                .inputs = {{"the input model", resolve_model_path(args.model)},
+                           {"the input model", args.model},
+                           {"the --positive file", args.positive},
+                           {"the --negative file", args.negative}},
+                .managed = {}});
   const auto positive = read_prompt_set(args.positive, args);
   const auto negative = read_prompt_set(args.negative, args);
   if (positive.size() != negative.size())
@@ -73,7 +86,8 @@ Runner add_cvector(CLI::App& app) {
   cmd->add_option("--positive", args->positive, "prompts of the behaviour to steer toward (.jsonl, .csv or .txt)")
       ->required();
   cmd->add_option("--negative", args->negative, "the paired prompts to steer away from (same count)")->required();
-  cmd->add_option("-o,--output", args->out, "control vector GGUF to write")->required();
+  cmd->add_option("-o,--output", args->out, "control vector GGUF to write (its directory must exist)")->required();
+  cmd->add_flag("--force", args->force, "replace an existing output file");
   cmd->add_option("--method", args->method, "mean (of the paired differences) or pca (their first component)")
       ->capture_default_str();
   cmd->add_option("--system", args->system, "system message of the chat template (empty: none)")

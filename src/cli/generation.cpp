@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -30,8 +31,34 @@ void add_sampling_flags(CLI::App& cmd, SamplingArgs& args) {
   args.seed_option = cmd.add_option("--seed", o.seed, "random seed (default: random, printed to stderr)");
 }
 
+namespace {
+
+// The sampling flags checked by their own names before the API's validate() (which names the
+// fields of SamplingOptions). Every value is used as given or refused: no negative top-k "off".
+void check_sampling_flags(const SamplingOptions& o) {
+  auto refuse = [](const char* flag, auto value, const char* allowed) {
+    throw InvalidArgumentError(fmt::format("{} {} is out of range: {}", flag, value, allowed));
+  };
+  if (!std::isfinite(o.temperature) || o.temperature < 0.0f)
+    refuse("--temp", o.temperature, "it must be a finite number >= 0 (0 = greedy)");
+  if (o.top_k < 0) refuse("--top-k", o.top_k, "it must be >= 0 (0 = off)");
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) refuse("--top-p", o.top_p, "it must be in (0, 1] (1 = off)");
+  if (!(o.min_p >= 0.0f && o.min_p <= 1.0f)) refuse("--min-p", o.min_p, "it must be in [0, 1] (0 = off)");
+  if (!std::isfinite(o.repeat_penalty) || o.repeat_penalty <= 0.0f)
+    refuse("--repeat-penalty", o.repeat_penalty, "it must be a finite number > 0 (1 = off)");
+  if (!std::isfinite(o.frequency_penalty))
+    refuse("--frequency-penalty", o.frequency_penalty, "it must be a finite number (0 = off)");
+  if (!std::isfinite(o.presence_penalty))
+    refuse("--presence-penalty", o.presence_penalty, "it must be a finite number (0 = off)");
+  if (o.penalty_last_n < -1)
+    refuse("--repeat-last-n", o.penalty_last_n, "it must be >= -1 (-1 = the whole history, 0 = off)");
+}
+
+}  // namespace
+
 SamplingOptions resolve_sampling(const SamplingArgs& args) {
   SamplingOptions options = args.options;
+  check_sampling_flags(options);
   validate(options);
   if (!seed_given(args)) {
     std::random_device device;
@@ -56,11 +83,16 @@ void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& devi
 }
 
 ComputeOptions resolve_compute(const ComputeArgs& args) {
-  require_non_negative("-t/--threads", args.n_threads);
-  if (args.n_threads > 4096) throw InvalidArgumentError(fmt::format("-t/--threads {} is too large", args.n_threads));
+  if (args.n_threads < 0 || args.n_threads > 4096)
+    throw InvalidArgumentError(
+        fmt::format("-t/--threads {} is out of range: it must be in 0..4096 (0 = one per physical core)", args.n_threads));
   ComputeOptions options;
   options.n_threads = static_cast<int>(args.n_threads);
-  options.device = Device::parse(args.device);
+  try {
+    options.device = Device::parse(args.device);
+  } catch (const InvalidArgumentError& e) {
+    throw InvalidArgumentError(fmt::format("--device: {}", e.what()));
+  }
   // More threads than CPUs compute the same results, only slower: say so rather than refuse.
   if (!options.device.is_cuda() && options.n_threads > available_cpus())
     fmt::print(stderr,
@@ -71,7 +103,10 @@ ComputeOptions resolve_compute(const ComputeArgs& args) {
 }
 
 void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type) {
-  cmd.add_option("-c,--ctx-size", args.n_ctx, "context length in tokens; 0 = the model's, at most 4096")
+  cmd.add_option("-c,--ctx-size", args.n_ctx,
+                 fmt::format("context length in tokens, at most {}; 0 = the model's trained context, at most 4096 "
+                             "(on the CPU, KV cache memory is committed as the context fills)",
+                             kMaxContextLength))
       ->capture_default_str();
   cmd.add_option("-b,--batch-size", args.n_batch, "prompt tokens per forward pass (prefill batch)")
       ->capture_default_str();
@@ -87,9 +122,12 @@ void require_non_negative(const char* flag, int64_t value) {
 
 SessionOptions resolve_session(const SessionArgs& args) {
   require_non_negative("-c/--ctx-size", args.n_ctx);
-  if (args.n_ctx > UINT32_MAX) throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too large", args.n_ctx));
+  if (args.n_ctx > kMaxContextLength)
+    throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is larger than lathe supports: it must be in 0..{} (0 = "
+                                           "the model's trained context, at most 4096)",
+                                           args.n_ctx, kMaxContextLength));
   if (args.n_batch < 1 || args.n_batch > 65536)
-    throw InvalidArgumentError(fmt::format("-b/--batch-size {} must be in 1..65536", args.n_batch));
+    throw InvalidArgumentError(fmt::format("-b/--batch-size {} is out of range: it must be in 1..65536", args.n_batch));
   if (args.kv_type != "f16" && args.kv_type != "f32" && args.kv_type != "q8_0")
     throw InvalidArgumentError(fmt::format("--kv-type {} is not supported; use f16, f32 or q8_0", args.kv_type));
   SessionOptions options;
@@ -98,6 +136,15 @@ SessionOptions resolve_session(const SessionArgs& args) {
   options.compute.kv_type = args.kv_type == "f32" ? KvType::F32 : args.kv_type == "q8_0" ? KvType::Q8_0 : KvType::F16;
   options.compute.n_batch = static_cast<uint32_t>(args.n_batch);
   return options;
+}
+
+void check_context_size(const SessionOptions& options, const Model& model) {
+  const uint32_t trained = model.summary().n_ctx_train;
+  if (options.n_ctx != 0 && trained != 0 && options.n_ctx > trained)
+    fmt::print(stderr,
+               "warning: -c/--ctx-size {} is more than the {} tokens {} was trained on; past that the model's output "
+               "usually degrades (use -c {} or less, or 0 for the default)\n",
+               options.n_ctx, trained, model.summary().path, trained);
 }
 
 void report_device_memory(const Session& session) {
@@ -125,10 +172,22 @@ std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& 
   std::vector<edit::ControlVectorSpec> specs;
   for (const auto& spec : args.specs) specs.push_back(edit::parse_control_vector_spec(spec));
   std::optional<std::pair<uint32_t, uint32_t>> range;
-  if (!args.layers.empty()) range = edit::parse_layer_range(args.layers, "--control-vector-layers");
-  auto hooks = std::make_shared<ResidualHooks>();
   const ModelSummary& summary = model.summary();
+  if (!args.layers.empty()) {
+    range = edit::parse_layer_range(args.layers, "--control-vector-layers");
+    if (range->second >= summary.n_layer)
+      throw InvalidArgumentError(fmt::format("--control-vector-layers {}: the model has layers 0..{}; give a range "
+                                             "within them",
+                                             args.layers, summary.n_layer - 1));
+  }
+  auto hooks = std::make_shared<ResidualHooks>();
   edit::add_control_vectors(*hooks, specs, summary.n_layer, summary.n_embd, range);
+  if (hooks->empty())
+    throw InvalidArgumentError(fmt::format("--control-vector{}: no direction of the control vector(s) falls in {}, so "
+                                           "they would change nothing; the vectors hold directions for other layers",
+                                           range ? "-layers " + args.layers : "",
+                                           range ? "that range" : "the model's layers 1.." +
+                                                                      std::to_string(summary.n_layer - 1)));
   return hooks;
 }
 

@@ -50,6 +50,10 @@ struct SessionArgs {
 // -c/--ctx-size, -t/--threads, -b/--batch-size, --device (and --kv-type when with_kv_type).
 void add_session_flags(CLI::App& cmd, SessionArgs& args, bool with_kv_type);
 
+// A warning on stderr when -c asks for more tokens than the model was trained on (call it once
+// the model is loaded; the context is still used as given).
+void check_context_size(const SessionOptions& options, const Model& model);
+
 // On a GPU: "cuda:0 (NAME): weights X, KV cache Y, scratch Z; F free of T" to stderr.
 void report_device_memory(const Session& session);
 

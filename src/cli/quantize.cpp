@@ -24,7 +24,7 @@ Runner add_quantize(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("quantize", "Write a copy of a GGUF model with its weight matrices in another type");
   cmd->add_option("input", opts->in, "GGUF file to read")->required();
-  cmd->add_option("output", opts->out, "GGUF file to write")->required();
+  cmd->add_option("output", opts->out, "GGUF file to write (its directory must exist; never the input)")->required();
   cmd->add_option("type", opts->type, "Target type: F32, F16, BF16, Q8_0, Q4_0 or Q4_1")->required();
   cmd->add_flag("--force", opts->force, "Replace an existing output file");
   cmd->add_flag("-q,--quiet", opts->quiet, "No progress output");
@@ -37,14 +37,12 @@ Runner add_quantize(CLI::App& app) {
     std::vector<std::string> fallbacks;
     QuantizeOptions options;
     options.force = opts->force;
+    ItemProgress progress;
     options.progress = [&, quiet = opts->quiet](const QuantizedTensor& t) {
       ++written_as[std::string(dtype_name(t.to))];
       if (t.fallback) fallbacks.push_back(t.name);
-      if (!quiet) {
-        fmt::print(stderr, "\r[{:>4}/{}] {:<32} {:>5} -> {:<5}", t.index, t.total, t.name, dtype_name(t.from),
-                   dtype_name(t.to));
-        if (t.index == t.total) fmt::print(stderr, "\n");
-      }
+      if (!quiet)
+        progress.update(t.index, t.total, fmt::format("{:<32} {:>5} -> {:<5}", t.name, dtype_name(t.from), dtype_name(t.to)));
     };
     quantize_gguf(opts->in, opts->out, *target, options);
 

@@ -158,9 +158,9 @@ ControlVectorSpec parse_control_vector_spec(std::string_view spec) {
   if (colon != std::string_view::npos) {
     if (const auto scale = parse_scale(spec.substr(colon + 1))) {
       if (colon == 0)
-        throw InvalidArgumentError(fmt::format("control vector '{}' has a scale but no file; give FILE:SCALE", spec));
+        throw InvalidArgumentError(fmt::format("--control-vector '{}' has a scale but no file; give FILE:SCALE", spec));
       if (!std::isfinite(*scale))
-        throw InvalidArgumentError(fmt::format("control vector '{}': the scale must be a finite number", spec));
+        throw InvalidArgumentError(fmt::format("--control-vector '{}': the scale must be a finite number", spec));
       return {std::filesystem::path(spec.substr(0, colon)), *scale};
     }
   }

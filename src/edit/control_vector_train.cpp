@@ -145,10 +145,15 @@ ControlVector train_control_vector(const std::shared_ptr<const Model>& model, co
   const uint32_t n_layer = summary.n_layer, n_embd = summary.n_embd;
   // direction.0 does not exist in the format, so block 0's output is never measured.
   const auto [first, last] = options.layers.value_or(std::pair<uint32_t, uint32_t>{1, n_layer - 1});
+  // A given range is used as given: layers outside 1..n_layer-1 are refused, not skipped.
+  if (options.layers && (first < 1 || last >= n_layer))
+    throw InvalidArgumentError(fmt::format("cvector: --layers {}-{} goes outside the steerable layers 1..{} of {} (it "
+                                           "has blocks 0..{}; direction.0 does not exist in the format)",
+                                           first, last, n_layer - 1, summary.path, n_layer - 1));
   std::vector<uint32_t> layers;
   for (uint32_t layer = std::max(first, 1u); layer <= last && layer < n_layer; ++layer) layers.push_back(layer);
   if (layers.empty())
-    throw InvalidArgumentError(fmt::format("cvector: layers {}-{} hold no steerable layer; {} has blocks 0..{} and "
+    throw InvalidArgumentError(fmt::format("cvector: --layers {}-{} hold no steerable layer; {} has blocks 0..{} and "
                                            "directions exist for 1..{}",
                                            first, last, summary.path, n_layer - 1, n_layer - 1));
 

@@ -14,6 +14,7 @@
 #include "io/json_text.hpp"
 #include "io/mapped_file.hpp"
 #include "io/model_dir.hpp"
+#include "io/output_path.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
 #include "weights/editable.hpp"
@@ -126,8 +127,10 @@ void prepare_output_dir(const fs::path& out, bool force) {
                                              out.string()));
     }
   }
-  fs::create_directories(out, ec);
-  if (ec) throw IoError(fmt::format("export: cannot create the directory {}: {}", out.string(), ec.message()));
+  if (out.has_parent_path()) {
+    fs::create_directories(out.parent_path(), ec);
+    if (ec) throw IoError(fmt::format("export: cannot create the directory {}: {}", out.parent_path().string(), ec.message()));
+  }
 }
 
 uint64_t size_of(const fs::path& path) {
@@ -186,19 +189,6 @@ bool is_other_weight_file(const fs::path& name) {
 
 std::string shard_file_name(const safetensors::File& shard) { return fs::path(shard.display_name()).filename().string(); }
 
-// With force, a stale single-file model.safetensors in the output would be preferred over the
-// exported shards by every loader (ModelDir, transformers): refuse rather than delete it.
-void refuse_shadowing_weights(const fs::path& out, const std::set<std::string>& written_names) {
-  const fs::path single = out / "model.safetensors";
-  std::error_code ec;
-  if (!written_names.count("model.safetensors") && fs::exists(single, ec)) {
-    throw InvalidArgumentError(fmt::format("export: the output directory holds {}, which the export does not write "
-                                           "(it writes shards) and which loaders would read instead of them; remove "
-                                           "it or choose an empty directory",
-                                           single.string()));
-  }
-}
-
 nlohmann::json updated_index(const ModelDir& dir, const nlohmann::json& weight_map, uint64_t total_size) {
   const auto text = [&] {
     MappedFile map(*dir.index_path());
@@ -219,16 +209,13 @@ std::vector<fs::path> copy_side_files(const fs::path& in, const fs::path& out) {
   for (const auto& entry : fs::directory_iterator(in, ec)) {
     std::error_code entry_ec;
     if (!entry.is_regular_file(entry_ec) || is_other_weight_file(entry.path().filename())) continue;
+    // `out` is the staging directory (a registered temporary): a plain copy is enough.
     const fs::path target = out / entry.path().filename();
-    const fs::path tmp = target.string() + ".tmp";
-    fs::copy_file(entry.path(), tmp, fs::copy_options::overwrite_existing, entry_ec);
-    if (!entry_ec) fs::rename(tmp, target, entry_ec);
-    if (entry_ec) {
-      fs::remove(tmp, ec);
+    fs::copy_file(entry.path(), target, fs::copy_options::overwrite_existing, entry_ec);
+    if (entry_ec)
       throw IoError(fmt::format("export: cannot copy {} to {}: {}", entry.path().string(), target.string(),
                                 entry_ec.message()));
-    }
-    copied.push_back(target);
+    copied.push_back(entry.path().filename());
   }
   if (ec) throw IoError(fmt::format("export: cannot list the model directory {}: {}", in.string(), ec.message()));
   return copied;
@@ -238,23 +225,23 @@ ExportResult export_hf(const ModelWeights& w, const fs::path& out, const ExportO
   const fs::path in(w.source);
   refuse_input_as_output(in, out);
   const auto dir = ModelDir::open(in);
-  std::set<std::string> weight_names;
   size_t total_tensors = 0;
-  for (const auto& shard : dir.shards()) {
-    weight_names.insert(shard_file_name(shard));
-    total_tensors += shard.tensors().size();
-  }
+  for (const auto& shard : dir.shards()) total_tensors += shard.tensors().size();
   prepare_output_dir(out, options.force);
-  refuse_shadowing_weights(out, weight_names);
   auto edited = edited_tensors(w);
   // Every edit must land somewhere before the first shard is written.
   for (const auto& [name, t] : edited)
     if (!dir.find_tensor(name)) throw_lost_edit(dir.path().string(), name);
 
-  ExportResult result;
+  // Written into a staging directory and moved into place as one unit (io/output_path.hpp): an
+  // earlier export in `out` is replaced, stale weight files included, and no reader sees a mix.
+  StagedDirectory staged(out);
+  const fs::path& stage = staged.staging();
+  std::vector<std::string> names;  // relative to out, in writing order
   nlohmann::json weight_map = nlohmann::json::object();
   uint64_t total_size = 0;
   size_t done = 0;
+  size_t n_edited = 0;
   for (const auto& shard : dir.shards()) {
     safetensors::Writer writer;
     for (const auto& [key, value] : shard.metadata()) writer.set_metadata(key, value);
@@ -263,25 +250,29 @@ ExportResult export_hf(const ModelWeights& w, const fs::path& out, const ExportO
     const std::string name = shard_file_name(shard);
     for (const auto& info : shard.tensors()) {
       const auto bytes = tensor_bytes(edited, shard.display_name(), info.name, info.type, shard.tensor_data(info),
-                                      result.n_edited_tensors);
+                                      n_edited);
       writer.add_tensor(info.name, info.type, info.shape, bytes);
       weight_map[info.name] = name;
       total_size += bytes.size();
     }
-    writer.write(out / name);
-    result.files.push_back(out / name);
+    writer.write(stage / name);
+    names.push_back(name);
     done += shard.tensors().size();
     if (options.progress) options.progress(done, total_tensors);
   }
   if (dir.index_path()) {
-    // Written after the shards so that an index never names a shard that is not there yet.
-    const fs::path index = out / std::string(kIndexName);
-    write_text(index, updated_index(dir, weight_map, total_size).dump(2) + "\n");
-    result.files.push_back(index);
+    write_text(stage / std::string(kIndexName), updated_index(dir, weight_map, total_size).dump(2) + "\n");
+    names.emplace_back(kIndexName);
   }
-  // Side files last: config.json appearing means the weights are complete.
-  for (auto& f : copy_side_files(in, out)) result.files.push_back(std::move(f));
-  for (const auto& f : result.files) result.bytes += size_of(f);
+  for (auto& f : copy_side_files(in, stage)) names.push_back(f.string());
+  uint64_t bytes = 0;
+  for (const auto& name : names) bytes += size_of(stage / name);
+  staged.commit();
+
+  ExportResult result;
+  result.n_edited_tensors = n_edited;
+  result.bytes = bytes;
+  for (const auto& name : names) result.files.push_back(out / name);
   return result;
 }
 

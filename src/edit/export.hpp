@@ -10,7 +10,11 @@
 //    (*.bin, *.pth, *.gguf...) are not copied: they would hold the unedited weights.
 //
 // The input is never overwritten: an output equal to the input is refused, as is an existing
-// non-empty output unless force is set.
+// non-empty output unless force is set. A GGUF file is written to "OUT.tmp.PID" and renamed; a
+// directory is written into a staging directory and moved into place as one unit
+// (StagedDirectory, io/output_path.hpp): with force, an earlier export in it (its safetensors
+// weights and index, stale ones included, and the files this export writes) is replaced, other
+// files are kept, and no reader ever loads a mix of the two.
 #pragma once
 
 #include <cstddef>

@@ -25,6 +25,8 @@ using nlohmann::json;
 
 constexpr const char* kRemedyLine =
     "fix or delete that line (a study's journal is plain JSON Lines), or start a new study with another --journal path";
+constexpr const char* kRemedyStudy =
+    "pass --restart to discard the journal's trials and start over, or a new --journal path to start a new study";
 
 std::string shorten(const json& value) {
   std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -51,10 +53,43 @@ void check_caller_header(const json& header, std::vector<std::string>& param_nam
       throw InvalidArgumentError(fmt::format("Journal::open: the header field \"{}\" is the journal's own; leave it out", reserved));
 }
 
-// Fields (and settings keys) where the caller's header and the stored one differ.
+std::string input_fingerprint(const json& input) {
+  return input.is_object() && input.contains("fingerprint") && input["fingerprint"].is_string()
+             ? input["fingerprint"].get<std::string>()
+             : std::string();
+}
+std::string input_path(const json& input) {
+  return input.is_object() && input.contains("path") && input["path"].is_string() ? input["path"].get<std::string>()
+                                                                                  : std::string("?");
+}
+
+// The inputs (by content) whose fingerprints differ between the stored header and the caller's.
+std::vector<std::string> input_differences(const json& stored, const json& wanted) {
+  std::vector<std::string> differences;
+  if (!wanted.contains("inputs") || !wanted["inputs"].is_object()) return differences;
+  const json stored_inputs = stored.contains("inputs") && stored["inputs"].is_object() ? stored["inputs"] : json::object();
+  for (const auto& [name, input] : wanted["inputs"].items()) {
+    const std::string now = input_fingerprint(input);
+    const json before = stored_inputs.contains(name) ? stored_inputs[name] : json();
+    const std::string then = input_fingerprint(before);
+    if (then.empty())
+      differences.push_back(fmt::format("the {} {} cannot be checked: the journal records no fingerprint of it (an "
+                                        "older lathe wrote it)",
+                                        name, input_path(input)));
+    else if (then != now)
+      differences.push_back(fmt::format("the {} {} is not the one the journal's trials were measured on (journal: {} "
+                                        "{}, now: {})",
+                                        name, input_path(input), input_path(before), then, now));
+  }
+  return differences;
+}
+
+// Fields (and settings keys) where the caller's header and the stored one differ; "inputs" is
+// input_differences()'s.
 std::vector<std::string> header_differences(const json& stored, const json& wanted) {
   std::vector<std::string> differences;
   for (const auto& [key, value] : wanted.items()) {
+    if (key == "inputs") continue;
     const json stored_value = stored.contains(key) ? stored[key] : json();
     if (stored_value == value) continue;
     if (stored_value.is_object() && value.is_object()) {
@@ -123,10 +158,12 @@ std::string parse_trial(const json& line, const std::vector<std::string>& param_
 }  // namespace
 
 json make_study_header(const std::vector<ParamSpec>& space, const std::vector<std::string>& objectives, uint64_t seed,
-                       json settings) {
+                       json settings, json inputs) {
   json specs = json::array();
   for (const auto& spec : space) specs.push_back({{"name", spec.name}, {"low", spec.low}, {"high", spec.high}});
-  return {{"space", std::move(specs)}, {"objectives", objectives}, {"seed", seed}, {"settings", std::move(settings)}};
+  json header = {{"space", std::move(specs)}, {"objectives", objectives}, {"seed", seed}, {"settings", std::move(settings)}};
+  if (!inputs.empty()) header["inputs"] = std::move(inputs);
+  return header;
 }
 
 Journal::Journal(Journal&& other) noexcept
@@ -154,7 +191,8 @@ Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);  // also releases the flock
 }
 
-Journal Journal::open(const std::filesystem::path& path, const json& header, std::function<void(std::string_view)> warn) {
+Journal Journal::open(const std::filesystem::path& path, const json& header, std::function<void(std::string_view)> warn,
+                      bool restart) {
   Journal journal;
   journal.path_ = path;
   check_caller_header(header, journal.param_names_, journal.n_objectives_);
@@ -172,6 +210,12 @@ Journal Journal::open(const std::filesystem::path& path, const json& header, std
   struct stat st {};
   if (::fstat(journal.fd_, &st) != 0 || !S_ISREG(st.st_mode))
     throw IoError(fmt::format("{}: the journal is not a regular file; pass a file path to --journal", file));
+  if (restart && st.st_size > 0) {
+    if (::ftruncate(journal.fd_, 0) != 0)
+      throw IoError(fmt::format("{}: cannot empty the journal for --restart: {}; check permissions", file,
+                                std::strerror(errno)));
+    st.st_size = 0;
+  }
 
   uint64_t good_end = 0;  // bytes of complete, valid lines
   bool needs_newline = false, has_header = false;
@@ -220,11 +264,15 @@ Journal Journal::open(const std::filesystem::path& path, const json& header, std
       if (!problem.empty()) throw FormatError(file, field, offset, problem, kRemedyLine);
 
       if (!has_header) {
+        const auto changed_inputs = input_differences(line, header);
+        if (!changed_inputs.empty())
+          throw InvalidArgumentError(fmt::format("{}: the journal belongs to a study of other inputs: {}; {}", file,
+                                                 fmt::join(changed_inputs, "; "), kRemedyStudy));
         const auto differences = header_differences(line, header);
         if (!differences.empty())
           throw InvalidArgumentError(fmt::format(
-              "{}: the journal belongs to a different study: {}; pass the original settings to resume it, or a new "
-              "--journal path to start a new study", file, fmt::join(differences, "; ")));
+              "{}: the journal belongs to a different study: {}; pass the original settings to resume it, or {}", file,
+              fmt::join(differences, "; "), kRemedyStudy));
         journal.header_ = line;
         has_header = true;
       } else {

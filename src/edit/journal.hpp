@@ -19,9 +19,13 @@
 
 namespace lathe::edit {
 
-// The header fields a study is identified by; pass the result to Journal::open.
+// The header fields a study is identified by; pass the result to Journal::open. `inputs` names the
+// files the trials were measured on by content: {"model": {"path": P, "fingerprint": F}, ...}
+// (fingerprints from io/fingerprint.hpp); on resume only the fingerprints must match (a moved file
+// is the same input, a changed file at the same path is not).
 nlohmann::json make_study_header(const std::vector<ParamSpec>& space, const std::vector<std::string>& objectives,
-                                 uint64_t seed, nlohmann::json settings = nlohmann::json::object());
+                                 uint64_t seed, nlohmann::json settings = nlohmann::json::object(),
+                                 nlohmann::json inputs = nlohmann::json::object());
 
 class Journal {
  public:
@@ -30,12 +34,15 @@ class Journal {
   // Creates the file with the header, or reads an existing one back. `header` is an object with
   // at least "space" (array of {"name","low","high"}) and "objectives" (array of strings), as
   // make_study_header() builds it; every field of it must equal the stored header's, else
-  // InvalidArgumentError lists the fields (and settings keys) that differ. A torn last line is
+  // InvalidArgumentError lists the fields (and settings keys) that differ; "inputs" is compared by
+  // fingerprint, and a mismatch (or a stored header without fingerprints) is an InvalidArgumentError
+  // naming each input that changed, its path and both fingerprints. With `restart` an existing
+  // journal is emptied first (its trials are discarded) and a new study begins. A torn last line is
   // dropped with a message to `warn`; any other bad line is a FormatError naming the file, the line
   // number and its byte offset. An empty file is treated as new (a crash before the header was
   // written). Throws IoError when the file cannot be opened or is locked by another process.
   static Journal open(const std::filesystem::path& path, const nlohmann::json& header,
-                      std::function<void(std::string_view)> warn = {});
+                      std::function<void(std::string_view)> warn = {}, bool restart = false);
 
   Journal(Journal&& other) noexcept;
   Journal& operator=(Journal&& other) noexcept;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <fmt/format.h>
 #include <utility>
@@ -63,7 +65,9 @@ void MappedFile::release() noexcept {
 }
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path path)
-    : path_(std::move(path)), tmp_path_(path_.string() + fmt::format(".tmp.{}", ::getpid())) {
+    : path_(std::move(path)), tmp_path_(temporary_path_for(path_)) {
+  sweep_stale_temporaries(path_.parent_path(), {path_.filename().string()});
+  registration_ = TemporaryRegistration(tmp_path_, TemporaryRegistration::Kind::File);
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0)
     throw IoError(fmt::format("{}: cannot create: {}; check that the directory exists and is writable",
@@ -76,6 +80,7 @@ AtomicFileWriter::~AtomicFileWriter() {
     std::error_code ec;
     std::filesystem::remove(tmp_path_, ec);
   }
+  registration_.reset();
 }
 
 void AtomicFileWriter::write(const void* data, size_t n) {
@@ -90,6 +95,11 @@ void AtomicFileWriter::write(const void* data, size_t n) {
     p += w;
     n -= static_cast<size_t>(w);
     position_ += static_cast<uint64_t>(w);
+  }
+  if (!paused_ && position_ > 0) {  // tests only (LATHE_TEST_WRITE_PAUSE_MS): a write caught half-way
+    paused_ = true;
+    if (const unsigned ms = test_write_pause_ms(tmp_path_.string()); ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   }
 }
 
@@ -112,6 +122,16 @@ void AtomicFileWriter::commit() {
   std::filesystem::rename(tmp_path_, path_, ec);
   if (ec) throw IoError(fmt::format("{}: cannot rename into place: {}", path_.string(), ec.message()));
   committed_ = true;
+  registration_.reset();
+  sync_directory(path_.parent_path());
+}
+
+void sync_directory(const std::filesystem::path& dir) noexcept {
+  const std::filesystem::path where = dir.empty() ? std::filesystem::path(".") : dir;
+  const int fd = ::open(where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
 }
 
 }  // namespace lathe

@@ -7,6 +7,8 @@
 #include <span>
 #include <string>
 
+#include "io/temp_files.hpp"
+
 namespace lathe {
 
 class MappedFile {
@@ -34,6 +36,8 @@ class MappedFile {
 
 // Writes a file atomically: the data goes to "<path>.tmp.<pid>" and is renamed over <path> only
 // once fully written and flushed, so a failed or interrupted write never destroys an existing file.
+// The temporary is registered with io/temp_files.hpp (removed when SIGINT/SIGTERM/... end the
+// process), and creating a writer first removes "<path>.tmp.<pid>" leftovers of dead processes.
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::filesystem::path path);
@@ -48,9 +52,13 @@ class AtomicFileWriter {
 
  private:
   std::filesystem::path path_, tmp_path_;
+  TemporaryRegistration registration_;
   int fd_ = -1;
   uint64_t position_ = 0;
-  bool committed_ = false;
+  bool committed_ = false, paused_ = false;
 };
+
+// fsync() of a directory, so that renames and removals in it survive a power loss (best effort).
+void sync_directory(const std::filesystem::path& dir) noexcept;
 
 }  // namespace lathe

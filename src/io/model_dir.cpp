@@ -103,6 +103,16 @@ bool is_plain_file_name(const std::string& name) {
 fs::path resolve_model_path(const std::string& spec) {
   std::error_code ec;
   if (!spec.empty() && fs::exists(spec, ec)) return spec;
+  if (!spec.empty()) {
+    // A path that is there but cannot be followed (a link loop, a dangling link, a directory that
+    // cannot be searched) is reported as such, not as a model that was never there.
+    std::error_code link_ec;
+    const bool is_link = fs::is_symlink(fs::symlink_status(spec, link_ec));
+    if (ec && ec != std::errc::no_such_file_or_directory) throw IoError(fmt::format("{}: {}", spec, ec.message()));
+    if (is_link)
+      throw IoError(fmt::format("{}: the link points to {}, which does not exist", spec,
+                                fs::read_symlink(spec, link_ec).string()));
+  }
   std::vector<std::string> tried{spec};
   if (looks_like_repo_id(spec)) {
     std::string source;

@@ -204,17 +204,17 @@ class CandidateSet {
 
 void validate(const SamplingOptions& o) {
   if (!std::isfinite(o.temperature) || o.temperature < 0.0f)
-    reject("temperature", o.temperature, "must be a finite number >= 0 (0 = greedy)");
-  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) reject("top_p", o.top_p, "must be in (0, 1] (1 = off)");
-  if (!(o.min_p >= 0.0f && o.min_p <= 1.0f)) reject("min_p", o.min_p, "must be in [0, 1] (0 = off)");
+    reject("temperature (--temp)", o.temperature, "must be a finite number >= 0 (0 = greedy)");
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) reject("top_p (--top-p)", o.top_p, "must be in (0, 1] (1 = off)");
+  if (!(o.min_p >= 0.0f && o.min_p <= 1.0f)) reject("min_p (--min-p)", o.min_p, "must be in [0, 1] (0 = off)");
   if (!std::isfinite(o.repeat_penalty) || o.repeat_penalty <= 0.0f)
-    reject("repeat_penalty", o.repeat_penalty, "must be a finite number > 0 (1 = off)");
+    reject("repeat_penalty (--repeat-penalty)", o.repeat_penalty, "must be a finite number > 0 (1 = off)");
   if (!std::isfinite(o.frequency_penalty))
-    reject("frequency_penalty", o.frequency_penalty, "must be a finite number (0 = off)");
+    reject("frequency_penalty (--frequency-penalty)", o.frequency_penalty, "must be a finite number (0 = off)");
   if (!std::isfinite(o.presence_penalty))
-    reject("presence_penalty", o.presence_penalty, "must be a finite number (0 = off)");
+    reject("presence_penalty (--presence-penalty)", o.presence_penalty, "must be a finite number (0 = off)");
   if (o.penalty_last_n < -1)
-    reject("penalty_last_n", o.penalty_last_n, "must be >= -1 (-1 = the whole history, 0 = off)");
+    reject("penalty_last_n (--repeat-last-n)", o.penalty_last_n, "must be >= -1 (-1 = the whole history, 0 = off)");
 }
 
 struct Sampler::State {

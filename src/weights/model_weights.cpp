@@ -32,6 +32,8 @@ class TensorSource {
   virtual void for_each(const std::function<void(const RawTensor&)>& visit) const = 0;
   virtual std::string display_name() const = 0;
   virtual std::string format() const = 0;
+  // A canonical name as this source's files spell it (what a message about it names).
+  virtual std::string stored_name(std::string_view canonical_name) const { return std::string(canonical_name); }
 };
 
 class GgufSource : public TensorSource {
@@ -77,6 +79,10 @@ class ModelDirSource : public TensorSource {
   }
   std::string display_name() const override { return dir_.path().string(); }
   std::string format() const override { return "safetensors"; }
+  std::string stored_name(std::string_view canonical_name) const override {
+    const auto hf_name = canonical_to_hf_name(arch_, canonical_name);
+    return hf_name ? *hf_name : std::string(canonical_name);
+  }
 
  private:
   ModelDir dir_;
@@ -98,7 +104,8 @@ class Loader {
     if (!t) {
       throw FormatError(fmt::format("{}: tensor {} is missing; a {} model needs it (the file is incomplete or "
                                     "not a {} checkpoint; re-download or re-convert it)",
-                                    source_.display_name(), name, arch_name(hp_.arch), arch_name(hp_.arch)));
+                                    source_.display_name(), source_.stored_name(name), arch_name(hp_.arch),
+                                    arch_name(hp_.arch)));
     }
     return *t;
   }
@@ -195,9 +202,9 @@ LayerWeights load_layer(const Loader& loader, const HParams& hp, uint32_t il) {
   if (hp.arch == Arch::Qwen3 && (lw.q_norm.empty() || lw.k_norm.empty()))
     loader.require(name(lw.q_norm.empty() ? "attn_q_norm.weight" : "attn_k_norm.weight"));
   lw.wo = loader.matrix(name("attn_output.weight"), n_embd, q_rows);
-  if (loader.find(name("attn_output.bias"))) {
+  if (const auto bias = loader.find(name("attn_output.bias"))) {
     throw UnsupportedError(fmt::format("tensor {} (an attention output bias) is not supported by the {} architecture",
-                                       name("attn_output.bias"), arch_name(hp.arch)));
+                                       bias->name, arch_name(hp.arch)));
   }
   if (auto gate = loader.find(name("ffn_gate.weight"))) {
     lw.w_gate = loader.matrix(*gate, hp.n_ff, n_embd);

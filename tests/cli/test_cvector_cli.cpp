@@ -49,13 +49,15 @@ TEST(CliCvector, MakesAVectorThatSteersRun) {
   const auto zero = greedy_run({"--control-vector", out.string() + ":0"});
   ASSERT_EQ(zero.exit_code, 0) << zero.err;
   EXPECT_EQ(zero.out, plain.out) << "scale 0 adds nothing";
-  // +4 and -4 summed cancel; so does a layer range that excludes every direction.
+  // +4 and -4 summed cancel. A layer range outside the model's layers would do nothing: it is
+  // refused, naming the flag and the model's layers, rather than ignored.
   const auto cancelled = greedy_run({"--control-vector", out.string() + ":4", "--control-vector", out.string() + ":-4"});
   ASSERT_EQ(cancelled.exit_code, 0) << cancelled.err;
   EXPECT_EQ(cancelled.out, plain.out);
   const auto out_of_range = greedy_run({"--control-vector", out.string() + ":4", "--control-vector-layers", "100-200"});
-  ASSERT_EQ(out_of_range.exit_code, 0) << out_of_range.err;
-  EXPECT_EQ(out_of_range.out, plain.out);
+  EXPECT_EQ(out_of_range.exit_code, 1) << out_of_range.err;
+  EXPECT_NE(out_of_range.err.find("--control-vector-layers 100-200"), std::string::npos) << out_of_range.err;
+  EXPECT_TRUE(out_of_range.out.empty()) << out_of_range.out;
 
   // Bad inputs: a missing vector, a range without a vector, unequal prompt counts.
   const auto missing = greedy_run({"--control-vector", (dir / "nope.gguf").string() + ":2"});

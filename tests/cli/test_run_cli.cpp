@@ -4,8 +4,17 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <functional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/test_support.hpp"
@@ -140,7 +149,7 @@ TEST(CliRun, BadInputExitsWithError) {
       {"run", "-m", model, "-p", "x", "-c", "-5"},
       {"run", "-m", model, "-p", "x", "--kv-type", "q8"},
       {"run", "-m", model, "-p", "x", "--system", "s"},  // --system without --chat
-      {"run", "-m", model, "-p", "x", "-n", "50", "-c", "8"},  // prompt + -n exceed the context
+      {"run", "-m", model, "-p", "one two three four five six seven eight nine ten", "-c", "8"},  // no room
       {"chat", "-m", model, "--top-p", "0"},
       {"bench", "-m", model, "-r", "0"},
       {"bench", "-m", model, "-p", "-1"},
@@ -153,10 +162,33 @@ TEST(CliRun, BadInputExitsWithError) {
     // A random seed may be announced first; the error is a line of its own.
     EXPECT_TRUE(r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos) << line << "\n" << r.err;
   }
-  const auto context = lathe_cli({"run", "-m", model, "-p", "x", "-n", "50", "-c", "8"});
-  EXPECT_NE(context.err.find("context length exceeded"), std::string::npos) << context.err;
+  const auto context = lathe_cli({"run", "-m", model, "-p", "one two three four five six seven eight nine ten", "-c", "8"});
+  EXPECT_NE(context.err.find("the context (-c/--ctx-size 8)"), std::string::npos) << context.err;
+  EXPECT_NE(context.err.find("--truncate"), std::string::npos) << context.err;
+  EXPECT_TRUE(context.out.empty()) << context.out;  // nothing echoed before the checks
   const auto top_p = lathe_cli({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
-  EXPECT_NE(top_p.err.find("top_p"), std::string::npos) << top_p.err;
+  EXPECT_NE(top_p.err.find("--top-p"), std::string::npos) << top_p.err;
+}
+
+// -n is "at most": a context too small for prompt + -n (also the default -n 128) generates until
+// it is full, and says so on stderr.
+TEST(CliRun, GenerationStopsWhenTheContextIsFull) {
+  LATHE_REQUIRE_MODEL();
+  const std::string model = default_model().string();
+  const auto r = lathe_cli({"run", "-m", model, "-p", "x", "-n", "50", "-c", "8", "--temp", "0", "--no-display-prompt"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // "x" is one token (no BOS for this model), so 7 tokens fit; unless the model ended its text.
+  if (r.err.find("generated: 7 tokens") != std::string::npos) {
+    EXPECT_NE(r.err.find("stopped: the context (-c/--ctx-size 8) is full after 7 generated tokens, fewer than "
+                         "-n/--n-predict 50"),
+              std::string::npos)
+        << r.err;
+  }
+  const auto default_n = lathe_cli({"run", "-m", model, "-p", "Once upon a time", "-c", "16", "--temp", "0",
+                                    "--no-display-prompt"});
+  ASSERT_EQ(default_n.exit_code, 0) << default_n.err;
+  EXPECT_NE(default_n.err.find("-n/--n-predict 128"), std::string::npos) << default_n.err;
+  EXPECT_NE(default_n.err.find("is full"), std::string::npos) << default_n.err;
 }
 
 // Far more threads than CPUs (each pass's loops then wait for threads the OS has not scheduled):
@@ -180,10 +212,24 @@ TEST(CliRun, ManyMoreThreadsThanCpusWarnsAndStillFinishes) {
 
 TEST(CliRun, TruncateKeepsTheEndOfALongPrompt) {
   LATHE_REQUIRE_MODEL();
-  const auto r = lathe_cli({"run", "-m", default_model().string(), "-p", "one two three four five six seven eight",
-                            "-n", "4", "-c", "8", "--temp", "0", "--truncate", "--no-display-prompt"});
+  const std::string model = default_model().string();
+  const auto r = lathe_cli({"run", "-m", model, "-p", "one two three four five six seven eight", "-n", "4", "-c", "8",
+                            "--temp", "0", "--truncate", "--no-display-prompt"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("prompt: 4 tokens"), std::string::npos) << r.err;
+  // It says how many tokens it dropped (8 words are 8 tokens here).
+  EXPECT_NE(r.err.find("--truncate: dropped the first 4 of the prompt's 8 tokens (kept the last 4)"), std::string::npos)
+      << r.err;
+  // The displayed prompt is what the model saw.
+  const auto shown = lathe_cli({"run", "-m", model, "-p", "one two three four five six seven eight", "-n", "4", "-c",
+                                "8", "--temp", "0", "--truncate"});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(shown.out.rfind(" five six seven eight", 0), 0u) << shown.out;
+  // -n as large as the context: --truncate keeps one prompt token and generates until it is full.
+  const auto big_n = lathe_cli({"run", "-m", model, "-p", "one two three four five six seven eight", "-n", "100",
+                                "-c", "8", "--temp", "0", "--truncate", "--no-display-prompt"});
+  ASSERT_EQ(big_n.exit_code, 0) << big_n.err;
+  EXPECT_NE(big_n.err.find("dropped the first 7 of the prompt's 8 tokens"), std::string::npos) << big_n.err;
 }
 
 TEST(CliChat, TwoTurnsThenResetThroughAPipe) {
@@ -215,12 +261,163 @@ TEST(CliChat, TwoTurnsThenResetThroughAPipe) {
 TEST(CliChat, FullContextIsReportedNotFatal) {
   LATHE_REQUIRE_MODEL();
   // 40 tokens of context: the first turn fits (about 31 prompt tokens with the default system
-  // message), the longer second one does not; the chat says so and carries on to /reset.
+  // message), the longer second one does not; the chat says so and carries on to /reset. A piped
+  // session whose turn failed exits non-zero at its end.
   const auto r = chat("Hi\nPlease tell me a long story about dragons and castles and knights\n/reset\nHi\n",
                       {"-c", "40"}, "4");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("/reset"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("-c/--ctx-size 40"), std::string::npos) << r.err;
+  // Both "Hi" turns were answered, the same way (the session went on after the failed turn).
+  ASSERT_EQ(r.out.size() % 2, 0u) << r.out;
+  ASSERT_GT(r.out.size(), 2u) << r.out;
+  EXPECT_EQ(r.out.substr(0, r.out.size() / 2), r.out.substr(r.out.size() / 2)) << r.out;
+  // Without a failed turn the same session exits 0.
+  const auto ok = chat("Hi\n/reset\nHi\n", {"-c", "40"}, "4");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+// Lines starting with / are lathe's: /help lists the commands, an unknown one is answered by
+// lathe (never sent to the model) and fails a piped session; // sends a message starting with /.
+TEST(CliChat, SlashCommandsAreLathes) {
+  LATHE_REQUIRE_MODEL();
+  const auto help = chat("/help\n/quit\nHi\n");
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_TRUE(help.out.empty()) << help.out;  // /quit ended the session before "Hi"
+  for (const char* command : {"/help", "/reset", "/exit", "/quit"})
+    EXPECT_NE(help.err.find(command), std::string::npos) << command << "\n" << help.err;
+  const auto unknown = chat("/frobnicate now\n", {"--verbose"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.err;
+  EXPECT_TRUE(unknown.out.empty()) << unknown.out;
+  EXPECT_NE(unknown.err.find("error: /frobnicate is not a command of lathe chat"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("/help"), std::string::npos) << unknown.err;
+  EXPECT_EQ(unknown.err.find("[turn"), std::string::npos) << unknown.err;
+  const auto escaped = chat("//frobnicate\n", {"--verbose"}, "2");
+  EXPECT_EQ(escaped.exit_code, 0) << escaped.err;
+  EXPECT_NE(escaped.err.find("[turn 1:"), std::string::npos) << escaped.err;
+}
+
+// `lathe chat` with pipes on stdin, stdout and stderr, driven step by step.
+class ChatProcess {
+ public:
+  explicit ChatProcess(const std::vector<std::string>& extra) {
+    std::vector<std::string> argv{cli_path().string(), "chat", "-m", default_model().string(), "--temp", "0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    int in[2], out[2], err[2];
+    if (::pipe(in) != 0 || ::pipe(out) != 0 || ::pipe(err) != 0) throw std::runtime_error("pipe failed");
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::dup2(err[1], 2);
+      for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) ::close(fd);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    ::close(err[1]);
+    in_ = in[1];
+    out_ = out[0];
+    err_ = err[0];
+  }
+  ~ChatProcess() {
+    if (in_ >= 0) ::close(in_);
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(out_);
+    ::close(err_);
+  }
+
+  void write_line(const std::string& line) {
+    const std::string text = line + "\n";
+    ASSERT_EQ(::write(in_, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  }
+  void close_stdin() {
+    ::close(in_);
+    in_ = -1;
+  }
+  void interrupt() { ::kill(pid_, SIGINT); }
+
+  // Reads until `done` holds for (stdout, stderr), the streams end, or the deadline passes.
+  bool read_until(const std::function<bool()>& done, std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+      if (::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000))) < 0) return false;
+      bool open = false;
+      for (int i = 0; i < 2; ++i) {
+        if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) {
+          open = true;
+          continue;
+        }
+        char buffer[4096];
+        const ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
+        if (n > 0) {
+          (i == 0 ? out : err).append(buffer, static_cast<size_t>(n));
+          open = true;
+        }
+      }
+      if (!open) return done();
+    }
+    return true;
+  }
+  // The exit status, or -1 when it does not end within the timeout.
+  int wait(std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    read_until([] { return false; }, timeout);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    exited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  std::string out, err;
+
+ private:
+  pid_t pid_ = -1;
+  int in_ = -1, out_ = -1, err_ = -1;
+  bool exited_ = false;
+};
+
+// Ctrl-C while a reply streams stops that reply, not the session: the next line gets its answer.
+// At the prompt, Ctrl-C ends the session (exit 0, like end of input).
+TEST(CliChat, CtrlCStopsTheReplyNotTheSession) {
+  LATHE_REQUIRE_MODEL();
+  ChatProcess chat({"-n", "2000", "--verbose"});
+  chat.write_line("Write a very long story about a dragon, with many chapters.");
+  ASSERT_TRUE(chat.read_until([&] { return chat.out.size() >= 8; })) << chat.err;
+  chat.interrupt();
+  ASSERT_TRUE(chat.read_until([&] { return chat.err.find("[turn 1:") != std::string::npos; })) << chat.err;
+  EXPECT_NE(chat.err.find("(reply stopped"), std::string::npos) << chat.err;
+  // The first reply ended well before -n 2000 tokens.
+  const auto generated = chat.err.find(" generated, ", chat.err.find("[turn 1:"));
+  ASSERT_NE(generated, std::string::npos) << chat.err;
+  const auto evaluated = chat.err.rfind(", ", generated - 1);
+  EXPECT_LT(std::stoi(chat.err.substr(evaluated + 2)), 500) << chat.err;
+  // The session goes on: the next line gets a reply (stopped the same way, to keep the test short).
+  const size_t first_reply = chat.out.size();
+  chat.write_line("Tell me another one, about a knight.");
+  ASSERT_TRUE(chat.read_until([&] { return chat.out.size() >= first_reply + 8; })) << chat.err;
+  chat.interrupt();
+  ASSERT_TRUE(chat.read_until([&] { return chat.err.find("[turn 2:") != std::string::npos; })) << chat.err;
+  EXPECT_NE(chat.err.find("(reply stopped", chat.err.find("[turn 1:")), std::string::npos) << chat.err;
+  // Now at the prompt: Ctrl-C ends the session.
+  chat.interrupt();
+  EXPECT_EQ(chat.wait(std::chrono::seconds(60)), 0) << chat.err;
+  EXPECT_EQ(chat.err.find("error"), std::string::npos) << chat.err;
 }
 
 TEST(CliChat, ModelWithoutTemplateIsAClearError) {

@@ -3,6 +3,8 @@
 // normalization and methods.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -122,6 +124,13 @@ TEST(TrainControlVector, LayersNormalizationAndMethods) {
   EXPECT_THROW(train_control_vector(model, one_pos, one_pos, options), InvalidArgumentError) << "identical prompts";
   options.layers = std::pair<uint32_t, uint32_t>{0, 0};
   EXPECT_THROW(train_control_vector(model, one_pos, one_neg, options), InvalidArgumentError) << "layer 0 only";
+  // A given range is used as given: one reaching past the steerable layers is refused (naming
+  // --layers), not silently cut to them.
+  for (const auto& range : {std::pair<uint32_t, uint32_t>{0, 5}, std::pair<uint32_t, uint32_t>{5, 99}}) {
+    options.layers = range;
+    test::expect_error<InvalidArgumentError>([&] { train_control_vector(model, one_pos, one_neg, options); },
+                                             {"--layers", fmt::format("{}-{}", range.first, range.second)});
+  }
 }
 
 }  // namespace

@@ -242,7 +242,7 @@ TEST_P(ExportHf, SameShardingEditedTensorReplacedSideFilesCopied) {
 INSTANTIATE_TEST_SUITE_P(Sharding, ExportHf, ::testing::Values(uint64_t{5'000'000'000}, uint64_t{40'000}),
                          [](const auto& info) { return std::string(info.param < 100000 ? "Sharded" : "SingleFile"); });
 
-TEST(ExportHfRefusals, InputNonEmptyOutputAFileAndAShadowingSingleFile) {
+TEST(ExportHfRefusals, InputNonEmptyOutputAFileAndAStaleSingleFileReplaced) {
   HfModel hf(40'000);
   auto w = load_model_weights(hf.in);
   make_editable(w, kAllEditComponents);
@@ -256,13 +256,20 @@ TEST(ExportHfRefusals, InputNonEmptyOutputAFileAndAShadowingSingleFile) {
   test::write_file(out / "notes.txt", "keep me");
   expect_refused<InvalidArgumentError>({out.string(), "not empty", "--force"}, [&] { edit::export_model(w, out); });
   EXPECT_FALSE(fs::exists(out / "config.json"));
+  // A stale single-file model.safetensors (an earlier export) would shadow the sharded export for
+  // every loader: with force it is replaced, as are stale shards; other files are kept.
   test::write_file(out / "model.safetensors", "stale single file");
-  expect_refused<InvalidArgumentError>({(out / "model.safetensors").string(), "remove it"},
-                                       [&] { edit::export_model(w, out, {.force = true, .metadata = {}, .progress = {}}); });
-  fs::remove(out / "model.safetensors");
-  edit::export_model(w, out, {.force = true, .metadata = {}, .progress = {}});
+  test::write_file(out / "model-00007-of-00009.safetensors", "stale shard");
+  const auto result = edit::export_model(w, out, {.force = true, .metadata = {}, .progress = {}});
+  EXPECT_FALSE(fs::exists(out / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(out / "model-00007-of-00009.safetensors"));
   EXPECT_EQ(test::read_file(out / "notes.txt"), "keep me");
   EXPECT_EQ(view_bytes(load_model_weights(out).layers[0].wo), view_bytes(w.layers[0].wo));
+  std::set<std::string> listed;
+  for (const auto& entry : fs::directory_iterator(out)) listed.insert(entry.path().filename().string());
+  std::set<std::string> expected{"notes.txt"};
+  for (const auto& f : result.files) expected.insert(f.filename().string());
+  EXPECT_EQ(listed, expected) << "exactly the export's files and the unrelated one, no temporaries";
 
   const auto file = hf.dir / "a_file";
   test::write_file(file, "x");

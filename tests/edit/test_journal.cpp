@@ -247,5 +247,52 @@ TEST(Journal, AppendValidatesTheTrial) {
   EXPECT_TRUE(journal.trials().empty());
 }
 
+json inputs(const std::string& model_path, const std::string& model_fp, const std::string& prompts_fp) {
+  return {{"model", {{"path", model_path}, {"fingerprint", model_fp}}},
+          {"harmful_val", {{"path", "harmful.txt"}, {"fingerprint", prompts_fp}}}};
+}
+
+json header_with_inputs(const json& in) {
+  return make_study_header(kSpace, {"refusals", "kl"}, 1234567890123ULL, {{"limit", 8}}, in);
+}
+
+TEST(Journal, InputsAreIdentifiedByFingerprintNotPath) {
+  TempDir dir("journal");
+  const auto path = dir / "study.jsonl";
+  {
+    auto journal = Journal::open(path, header_with_inputs(inputs("/a/model.gguf", "sha256:aa", "sha256:pp")));
+    journal.append(trial(0, 0.1, {0.5, 0.25}));
+  }
+  const std::string before = read_file(path);
+  // Moved: same content elsewhere resumes.
+  EXPECT_EQ(Journal::open(path, header_with_inputs(inputs("/b/moved.gguf", "sha256:aa", "sha256:pp"))).trials().size(), 1u);
+  // Another model at the same path: refused, naming the input, its path and both fingerprints.
+  expect_error<InvalidArgumentError>(
+      [&] { Journal::open(path, header_with_inputs(inputs("/a/model.gguf", "sha256:bb", "sha256:pp"))); },
+      {path.string(), "the model /a/model.gguf", "not the one", "sha256:aa", "sha256:bb", "--restart", "--journal"});
+  expect_error<InvalidArgumentError>(
+      [&] { Journal::open(path, header_with_inputs(inputs("/a/model.gguf", "sha256:aa", "sha256:qq"))); },
+      {"the harmful_val harmful.txt", "sha256:pp", "sha256:qq"});
+  EXPECT_EQ(read_file(path), before) << "a refused journal is not touched";
+  // A journal written without fingerprints cannot vouch for its inputs.
+  const auto old = dir / "old.jsonl";
+  { Journal::open(old, header_with_inputs(json::object())); }
+  expect_error<InvalidArgumentError>(
+      [&] { Journal::open(old, header_with_inputs(inputs("/a/model.gguf", "sha256:aa", "sha256:pp"))); },
+      {"records no fingerprint", "--restart"});
+}
+
+TEST(Journal, RestartDiscardsTheTrialsAndStartsANewStudy) {
+  TempDir dir("journal");
+  const auto path = make_journal(dir);
+  const json other = header_with_inputs(inputs("/a/model.gguf", "sha256:new", "sha256:pp"));
+  auto journal = Journal::open(path, other, {}, /*restart=*/true);
+  EXPECT_TRUE(journal.trials().empty());
+  journal.append(trial(0, 0.2, {0.1, 0.2}));
+  const auto lines = lines_of(read_file(path));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(json::parse(lines[0])["inputs"]["model"]["fingerprint"], "sha256:new");
+}
+
 }  // namespace
 }  // namespace lathe::edit

@@ -141,6 +141,47 @@ TEST(Session, ContextLengthIsATypedError) {
   EXPECT_EQ(s.n_past(), 16u);
 }
 
+// Resident memory of this process (bytes), from /proc/self/statm.
+uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A huge context costs memory only for the positions it uses: a 200000-token session (a 4.6 GB
+// F16 KV cache on this model) that evaluates a few tokens grows the process by far less than the
+// cache, and generates the same tokens as a small context. A context larger than the machine's
+// memory is still refused up front, naming -c.
+TEST(Session, KvCacheMemoryIsCommittedAsPositionsAreUsed) {
+  LATHE_REQUIRE_MODEL();
+  auto model = default_model();
+  GenerateOptions options;
+  options.max_tokens = 4;
+  options.sampling.temperature = 0;
+  options.stop_at_end_of_generation = false;
+  const auto prompt = model->tokenize("The capital of France is", true);
+  Session small(model, {.n_ctx = 64, .compute = {.n_threads = 1}});
+  const auto expected = generate(small, prompt, options).tokens;
+
+  const uint64_t before = resident_bytes();
+  Session large(model, {.n_ctx = 200000, .compute = {.n_threads = 1}});
+  EXPECT_GT(large.kv_bytes(), uint64_t{4} << 30);
+  const auto result = generate(large, prompt, options);
+  const uint64_t grown = resident_bytes() - std::min(before, resident_bytes());
+  EXPECT_LT(grown, uint64_t{512} << 20) << "resident memory grew by " << grown << " bytes for a few tokens";
+  EXPECT_EQ(result.tokens, expected);
+
+  try {
+    Session huge(model, {.n_ctx = kMaxContextLength, .compute = {.n_threads = 1}});
+    // Only a machine with more memory than the whole cache (about 90 GB here) gets this far.
+    EXPECT_GT(static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE), huge.kv_bytes() / 2);
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("-c"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("memory"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Session, BadArgumentsAreRejected) {
   LATHE_REQUIRE_MODEL();
   auto model = default_model();

@@ -4,6 +4,8 @@
 // also gives the sanitizer run coverage of the forward code without the big default model.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -14,6 +16,7 @@
 #include "core/quant.hpp"
 #include "forward/forward.hpp"
 #include "io/gguf.hpp"
+#include "io/safetensors.hpp"
 #include "lathe/error.hpp"
 #include "runtime/kv_cache.hpp"
 #include "weights/model_weights.hpp"
@@ -48,6 +51,51 @@ TEST(ModelWeights, MissingTensorIsNamed) {
     FAIL() << "expected FormatError";
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("blk.1.ffn_down.weight is missing"), std::string::npos) << e.what();
+  }
+}
+
+// In a Hugging Face directory a missing tensor is named as that directory's files name it, not by
+// lathe's canonical (GGUF) name.
+TEST(ModelWeights, MissingTensorOfAHuggingFaceDirectoryHasItsName) {
+  test::TempDir dir("tiny_hf_missing");
+  const uint64_t kv = kKvHeads * (kEmbd / test::kHeads);
+  test::write_file(dir / "config.json",
+                   fmt::format(R"({{"model_type":"llama","hidden_size":{},"intermediate_size":{},)"
+                               R"("num_hidden_layers":{},"num_attention_heads":{},"num_key_value_heads":{},)"
+                               R"("vocab_size":{},"max_position_embeddings":128,"tie_word_embeddings":true}})",
+                               kEmbd, test::kFf, kLayers, test::kHeads, kKvHeads, kVocab));
+  std::vector<std::pair<std::string, std::vector<uint64_t>>> tensors = {{"model.embed_tokens.weight", {kVocab, kEmbd}},
+                                                                        {"model.norm.weight", {kEmbd}}};
+  for (uint32_t i = 0; i < kLayers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [name, shape] : std::vector<std::pair<std::string, std::vector<uint64_t>>>{
+             {"input_layernorm.weight", {kEmbd}},
+             {"post_attention_layernorm.weight", {kEmbd}},
+             {"self_attn.q_proj.weight", {kEmbd, kEmbd}},
+             {"self_attn.k_proj.weight", {kv, kEmbd}},
+             {"self_attn.v_proj.weight", {kv, kEmbd}},
+             {"self_attn.o_proj.weight", {kEmbd, kEmbd}},
+             {"mlp.gate_proj.weight", {test::kFf, kEmbd}},
+             {"mlp.up_proj.weight", {test::kFf, kEmbd}},
+             {"mlp.down_proj.weight", {kEmbd, test::kFf}}})
+      if (p + name != "model.layers.1.mlp.down_proj.weight") tensors.emplace_back(p + name, shape);
+  }
+  std::vector<std::vector<uint8_t>> buffers;
+  safetensors::Writer writer;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 1;
+    for (auto d : shape) n *= d;
+    buffers.emplace_back(n * sizeof(float), 0);
+    writer.add_tensor(name, DType::F32, shape, buffers.back());
+  }
+  writer.write(dir / "model.safetensors");
+  try {
+    load_model_weights(dir.path());
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("model.layers.1.mlp.down_proj.weight is missing"), std::string::npos) << message;
+    EXPECT_EQ(message.find("blk.1"), std::string::npos) << message;
   }
 }
 
