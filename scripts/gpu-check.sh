@@ -23,7 +23,8 @@
 # peers, bench/hf_peer.py --peers: default eager; eager,sdpa,compile adds PyTorch attention and
 # the static cache with torch.compile), LATHE_GPU_BENCH=0 (no lathe benchmarks),
 # LATHE_GPU_BIG_EXTRAS=0 (no Q8_0-KV / half-activation extras), LATHE_GPU_AB_ENV=VAR=value (decode
-# again with that environment), LATHE_GPU_PROFILE_TYPES (the profile stages' weight types).
+# again with that environment), LATHE_GPU_PASS_AB=1 (16-sequence decode at -b 129 and 512),
+# LATHE_GPU_PROFILE_TYPES (the profile stages' weight types).
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -195,6 +196,19 @@ PY
       env $LATHE_GPU_AB_ENV $LATHE bench -m "$dir" --device cuda -p 0 -n 128 -r 3 ${quant:+--requantize $quant} --json \
         >"$LOGS/bench_${name}_ab_${quant:-BF16}.json" 2>/dev/null &&
         row "$name ${quant:-BF16} tg128 with $LATHE_GPU_AB_ENV" "$(python3 -c "import json;d=json.load(open('$LOGS/bench_${name}_ab_${quant:-BF16}.json'))[0];print(round(d['avg_ts'],1),'±',round(d['stddev_ts'],1))") t/s"
+    done
+  fi
+  # 16-sequence decode at pass sizes 129 and 512 (LATHE_GPU_PASS_AB=1), this build and the
+  # baseline: the runtime core's engine takes passes of up to 512 tokens where the old batch
+  # engine took 129 here (issue 22's open 16-sequence question)
+  if [ "${LATHE_GPU_PASS_AB:-0}" = 1 ]; then
+    for b in 129 512; do
+      for version in "${versions[@]}"; do
+        local exe="$LATHE"; [ -n "$version" ] && exe="$BASE"
+        $exe bench -m "$dir" --device cuda -p 0 -n 128 -r 3 --parallel 16 -b "$b" --json \
+          >"$LOGS/bench_${name}_x16_b${b}${version:+_base}.json" 2>/dev/null &&
+          row "$name BF16 16 x tg128, -b $b${version:+ (baseline)}" "$(python3 -c "import json;d={r['test']:r for r in json.load(open('$LOGS/bench_${name}_x16_b${b}${version:+_base}.json'))}['tg128x16'];print(round(d['avg_ts']),'±',round(d['stddev_ts']))") t/s"
+      done
     done
   fi
   [ "${LATHE_GPU_BIG_EXTRAS:-1}" = 0 ] && return

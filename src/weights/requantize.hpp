@@ -9,7 +9,7 @@
 namespace lathe {
 
 // Every matrix (embeddings, output, attention and MLP projections) to `type`, using `n_threads`
-// threads (0: one per hardware thread). Throws UnsupportedError for a type lathe cannot quantize
+// threads (0: one per physical core). Throws UnsupportedError for a type lathe cannot quantize
 // to (can_quantize) and InvalidArgumentError naming the tensor whose width is not a whole number
 // of the type's blocks.
 void requantize_matrices(ModelWeights& weights, DType type, int n_threads = 0);
