@@ -201,6 +201,20 @@ const std::vector<WritingCommand>& writing_commands() {
   return commands;
 }
 
+// An output that exists already at `out`: a file, or (`directory`) a directory holding an earlier
+// export and a note of the user's.
+fs::path write_existing_output(const fs::path& out, bool directory) {
+  if (directory) {
+    fs::create_directories(out);
+    write_file(out / "model.safetensors", "the earlier export's weights");
+    write_file(out / "config.json", "{\"earlier\": true}");
+    write_file(out / "README.md", "the user's notes");
+  } else {
+    write_file(out, "the user's precious file");
+  }
+  return out;
+}
+
 class WritingCommands : public ::testing::TestWithParam<WritingCommand> {
  protected:
   void SetUp() override {
@@ -214,18 +228,8 @@ class WritingCommands : public ::testing::TestWithParam<WritingCommand> {
     if (force) a.push_back("--force");
     return a;
   }
-  // An output that exists already: a file, or a directory holding an earlier export and a note.
   fs::path make_existing_output(const std::string& name) const {
-    const fs::path out = dir_ / name;
-    if (GetParam().directory) {
-      fs::create_directories(out);
-      write_file(out / "model.safetensors", "the earlier export's weights");
-      write_file(out / "config.json", "{\"earlier\": true}");
-      write_file(out / "README.md", "the user's notes");
-    } else {
-      write_file(out, "the user's precious file");
-    }
-    return out;
+    return write_existing_output(dir_ / name, GetParam().directory);
   }
   // Checks a refusal: exit 1, `error:` with every part, before the work, and quickly.
   void expect_refused(const Finished& r, const std::vector<std::string>& parts) const {
@@ -302,15 +306,7 @@ void interrupt_mid_write(const WritingCommand& command, int sig) {
   TempDir logs("safety-signal-logs");
   write_prompt_files(dir.path());
   fs::create_directories(dir / "rw");
-  const fs::path out = dir / (command.directory ? "out" : "out.gguf");
-  if (command.directory) {
-    fs::create_directories(out);
-    write_file(out / "model.safetensors", "the earlier export's weights");
-    write_file(out / "config.json", "{\"earlier\": true}");
-    write_file(out / "README.md", "the user's notes");
-  } else {
-    write_file(out, "the user's precious file");
-  }
+  const fs::path out = write_existing_output(dir / (command.directory ? "out" : "out.gguf"), command.directory);
   const auto before = snapshot(out);
   auto args = command.args(default_model(), out, dir.path());
   args.push_back("--force");

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "common/test_support.hpp"
+#include "core/sha256.hpp"
 #include "io/safetensors.hpp"
 #include "io/safetensors_cases.hpp"
 #include "lathe/error.hpp"
@@ -36,7 +37,7 @@ json describe_with_lathe(const st::File& file) {
     tensors.push_back({{"name", t->name},
                        {"dtype", std::string(dtype_info(t->type).st_name)},
                        {"shape", t->shape},
-                       {"sha256", test::sha256_hex(bytes.data(), bytes.size())}});
+                       {"sha256", sha256_hex(bytes)}});
   }
   json metadata = json::object();
   for (const auto& [k, v] : file.metadata()) metadata[k] = v;
