@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -26,18 +27,23 @@ struct GenerateOptions {
 };
 
 // Callback: the caller's callback asked to stop; Cancelled: cancelled from another thread (the
-// sequence's slot is freed at the next step).
-enum class StopReason { MaxTokens, EndOfGeneration, Callback, Cancelled };
+// sequence's slot is freed at the next step); Failed: choosing its next token failed (every logit
+// NaN, a callback threw): GenerateResult::error holds the exception, the other sequences go on.
+enum class StopReason { MaxTokens, EndOfGeneration, Callback, Cancelled, Failed };
 
 struct GenerateResult {
   std::vector<TokenId> tokens;  // generated ids (without the prompt)
   std::string text;             // their text
   uint32_t n_prompt = 0;        // prompt tokens evaluated by this call
+  // Prompt tokens whose cache rows a slot already held from an earlier sequence (prefix reuse,
+  // runtime::SequenceRequest::reuse_prefix); they are part of the prompt but not of n_prompt.
+  uint32_t n_cached = 0;
   // Seconds waiting for a free slot (from submission to admission), from admission to the first
   // sampled token (prefill, sharing passes with other sequences), and from then to the end. The
   // time to first token is queue_seconds + prompt_seconds.
   double queue_seconds = 0, prompt_seconds = 0, generate_seconds = 0;
   StopReason stop = StopReason::MaxTokens;
+  std::exception_ptr error;  // set with StopReason::Failed
 };
 
 // Called with each new piece of text as soon as it is complete UTF-8; return false to stop.

@@ -44,6 +44,7 @@ GenerateResult generate(Session& session, std::span<const TokenId> prompt, const
   s.n_logit_rows = 0;
   s.rows_in_engine = false;
   scheduler.run_until_idle();
+  if (result.error) std::rethrow_exception(result.error);
   s.tokens.insert(s.tokens.end(), prompt.begin(), prompt.end());
   s.tokens.insert(s.tokens.end(), result.tokens.begin(), result.tokens.end());
   // The scheduler's last pass left this sequence's row (its only one) as the engine's row 0.

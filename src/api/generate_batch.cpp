@@ -53,6 +53,8 @@ std::vector<GenerateResult> generate_batch(Engine& engine, const std::vector<std
     scheduler.submit(std::move(request));
   }
   scheduler.run_until_idle();
+  for (const GenerateResult& result : results)
+    if (result.error) std::rethrow_exception(result.error);
   return results;
 }
 

@@ -53,6 +53,7 @@ const char* stop_name(StopReason stop) {
     case StopReason::EndOfGeneration: return "end of generation";
     case StopReason::Callback: return "stopped";
     case StopReason::Cancelled: return "cancelled";
+    case StopReason::Failed: return "failed";
   }
   return "?";
 }

@@ -54,6 +54,13 @@ std::optional<uint32_t> Engine::acquire_slot() {
   return std::nullopt;
 }
 
+bool Engine::try_acquire_slot(uint32_t slot) {
+  std::lock_guard lock(pool_mutex_);
+  if (slot >= slot_taken_.size() || slot_taken_[slot] != 0) return false;
+  slot_taken_[slot] = 1;
+  return true;
+}
+
 void Engine::release_slot(uint32_t slot) {
   {
     std::lock_guard lock(pool_mutex_);

@@ -72,6 +72,9 @@ class Engine {
   // The slot pool (thread-safe): a free slot, or nothing when all are taken; release_slot()
   // returns it (and drops its hooks). Its KV rows are simply overwritten by the next user.
   std::optional<uint32_t> acquire_slot();
+  // Takes slot `slot` if it is free (the scheduler picks the free slot whose cache rows already
+  // hold the start of a prompt); false when it is taken or does not exist.
+  bool try_acquire_slot(uint32_t slot);
   void release_slot(uint32_t slot);
   uint32_t free_slots() const;
 

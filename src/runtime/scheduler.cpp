@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "lathe/error.hpp"
 #include "lathe/sampling.hpp"
@@ -14,6 +16,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+constexpr int32_t kMaxTopLogprobs = 20;
+
+size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
 
 }  // namespace
 
@@ -47,6 +58,8 @@ struct Scheduler::Sequence {
 Scheduler::Scheduler(Engine& engine, const Vocabulary& vocabulary) : engine_(engine), vocab_(vocabulary) {
   if (vocab_.tokenizer == nullptr || vocab_.end_of_generation == nullptr || vocab_.n_samplable == 0)
     throw InternalError("Scheduler: the vocabulary is incomplete");
+  slot_tokens_.resize(engine_.n_slots());
+  slot_used_.resize(engine_.n_slots(), 0);
 }
 
 Scheduler::~Scheduler() {
@@ -72,6 +85,17 @@ SequenceId Scheduler::submit(SequenceRequest request) {
       uint64_t{request.history.size()} + request.prompt.size() + static_cast<uint64_t>(o.max_tokens);
   if (needed > engine_.n_ctx()) throw ContextLengthError(needed, engine_.n_ctx());
   if (request.hooks) request.hooks->validate(engine_.weights().hp.n_layer, engine_.weights().hp.n_embd);
+  if (request.top_logprobs > kMaxTopLogprobs)
+    throw InvalidArgumentError(fmt::format("at most {} most likely tokens per position can be reported (asked for {})",
+                                           kMaxTopLogprobs, request.top_logprobs));
+  for (const auto& [id, bias] : request.logit_bias) {
+    if (id < 0 || static_cast<uint32_t>(id) >= n_vocab)
+      throw InvalidArgumentError(fmt::format("logit bias for token id {}: outside the vocabulary (0..{})", id, n_vocab - 1));
+    if (std::isnan(bias) || bias == std::numeric_limits<float>::infinity())
+      throw InvalidArgumentError(fmt::format("logit bias for token id {} is {}: give a finite number or -inf", id, bias));
+  }
+  if (request.reuse_prefix && (request.slot || request.hooks))
+    throw InvalidArgumentError("prefix reuse is only for sequences without an own slot and without hooks");
 
   auto seq = std::make_unique<Sequence>();
   seq->request = std::move(request);
@@ -122,8 +146,14 @@ void Scheduler::admit() {
   while (!waiting_.empty()) {
     Sequence& seq = *waiting_.front();
     SequenceRequest& r = seq.request;
+    size_t reused = 0;
     if (r.slot) {
       seq.slot = *r.slot;
+      slot_tokens_[seq.slot].clear();  // the caller writes its rows: nothing of ours stays reusable
+    } else if (r.reuse_prefix) {
+      if (!take_reusable_slot(seq)) break;
+      // At least the prompt's last token is evaluated again, for the logits that follow it.
+      reused = std::min(common_prefix(slot_tokens_[seq.slot], r.prompt), r.prompt.size() - 1);
     } else {
       const auto slot = engine_.acquire_slot();
       if (!slot) break;
@@ -139,19 +169,53 @@ void Scheduler::admit() {
       seq.input = {r.history.back()};
       seq.n_past = static_cast<uint32_t>(r.history.size() - 1);
     } else {
-      seq.input = r.prompt;
-      seq.n_past = static_cast<uint32_t>(r.history.size());
+      seq.input.assign(r.prompt.begin() + static_cast<std::ptrdiff_t>(reused), r.prompt.end());
+      seq.n_past = static_cast<uint32_t>(r.history.size() + reused);
     }
-    seq.result.n_prompt = static_cast<uint32_t>(r.prompt.size());
+    seq.result.n_prompt = static_cast<uint32_t>(r.prompt.size() - reused);
+    seq.result.n_cached = static_cast<uint32_t>(reused);
     seq.sampler.emplace(r.options.sampling);
     seq.decoder.emplace(*vocab_.tokenizer);
-    seq.greedy = picks_argmax(r.options.sampling);
+    // The engine's argmax serves only plain greedy picks: a bias, a constraint or reported
+    // log-probabilities need the logits row on the host.
+    seq.greedy = picks_argmax(r.options.sampling) && r.logit_bias.empty() && !r.constraint && r.top_logprobs < 0;
     seq.admitted = Clock::now();
     seq.result.queue_seconds = seconds_between(seq.submitted, seq.admitted);
     seq.phase = Sequence::Phase::Prefill;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
+}
+
+// The free slot whose cached tokens share the longest start with the prompt (ties: the lowest
+// slot); with nothing in common anywhere, the free slot used longest ago. False when none is free.
+bool Scheduler::take_reusable_slot(Sequence& seq) {
+  const std::vector<TokenId>& prompt = seq.request.prompt;
+  std::vector<std::pair<size_t, uint32_t>> candidates;  // (shared tokens, slot)
+  for (uint32_t s = 0; s < slot_tokens_.size(); ++s) {
+    const size_t shared = common_prefix(slot_tokens_[s], prompt);
+    if (shared > 0) candidates.emplace_back(shared, s);
+  }
+  std::stable_sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [shared, slot] : candidates) {
+    if (engine_.try_acquire_slot(slot)) {
+      seq.slot = slot;
+      seq.owns_slot = true;
+      return true;
+    }
+  }
+  // Nothing shared: the free slot used longest ago, so that recent conversations keep their rows.
+  std::vector<uint32_t> by_age(slot_tokens_.size());
+  for (uint32_t s = 0; s < by_age.size(); ++s) by_age[s] = s;
+  std::stable_sort(by_age.begin(), by_age.end(), [&](uint32_t a, uint32_t b) { return slot_used_[a] < slot_used_[b]; });
+  for (uint32_t slot : by_age) {
+    if (engine_.try_acquire_slot(slot)) {
+      seq.slot = slot;
+      seq.owns_slot = true;
+      return true;
+    }
+  }
+  return false;
 }
 
 // One decode token of every generating sequence first (their latency matters most), then prefill
@@ -200,7 +264,12 @@ void Scheduler::sample_rows() {
       seq.sampled_any = true;
       seq.phase = Sequence::Phase::Decode;
     }
-    accept(seq, row, seq.greedy ? greedy_[row] : -1);
+    try {
+      accept(seq, row, seq.greedy ? greedy_[row] : -1);
+    } catch (...) {  // this sequence fails; the others go on
+      seq.result.error = std::current_exception();
+      finish(seq, StopReason::Failed);
+    }
   }
 }
 
@@ -210,21 +279,22 @@ void Scheduler::accept(Sequence& seq, uint32_t row, TokenId argmax) {
   const GenerateOptions& o = seq.request.options;
   GenerateResult& result = seq.result;
   if (static_cast<int32_t>(result.tokens.size()) >= o.max_tokens) return finish(seq, StopReason::MaxTokens);
-  TokenId token = argmax;
-  if (token < 0) {
-    const std::span<const float> logits(engine_.logits() + size_t{row} * engine_.n_vocab(), vocab_.n_samplable);
-    token = seq.sampler->sample(logits, seq.history);
-  }
+  const TokenId token = argmax >= 0 ? argmax : sample_row(seq, row);
+  if (seq.request.top_logprobs >= 0)
+    logprob_ = static_cast<float>(engine_.logits()[size_t{row} * engine_.n_vocab() + static_cast<size_t>(token)] - log_norm_);
   if (o.stop_at_end_of_generation && vocab_.end_of_generation->contains(token))
     return finish(seq, StopReason::EndOfGeneration);
+  if (seq.request.constraint) seq.request.constraint->accept(token);
   result.tokens.push_back(token);
   seq.history.push_back(token);
   seq.next = token;
   const std::string piece = seq.decoder->push(token);
   result.text += piece;
   std::optional<StopReason> stop;
-  if (!piece.empty() && seq.request.on_text && !seq.request.on_text(piece)) stop = StopReason::Callback;
+  if (seq.request.on_token && !seq.request.on_token(token_event(seq, token, piece))) stop = StopReason::Callback;
+  else if (!piece.empty() && seq.request.on_text && !seq.request.on_text(piece)) stop = StopReason::Callback;
   else if (seq.request.stop_check && seq.request.stop_check(result.text)) stop = StopReason::Callback;
+  else if (seq.request.constraint && seq.request.constraint->must_end()) stop = StopReason::EndOfGeneration;
   else if (static_cast<int32_t>(result.tokens.size()) >= o.max_tokens) stop = StopReason::MaxTokens;
   if (!stop) return;
   if (seq.request.evaluate_last) {
@@ -235,11 +305,66 @@ void Scheduler::accept(Sequence& seq, uint32_t row, TokenId argmax) {
   finish(seq, *stop);
 }
 
+// What on_token reports: the log-probabilities only where the sequence asked for them (the
+// scheduler's buffers hold another sequence's otherwise).
+TokenEvent Scheduler::token_event(const Sequence& seq, TokenId token, std::string_view piece) const {
+  if (seq.request.top_logprobs < 0) return {token, piece, std::numeric_limits<float>::quiet_NaN(), {}};
+  return {token, piece, logprob_, std::span<const TokenLogprob>(top_)};
+}
+
+// Draws the sequence's next token from logits row `row` after its bias and constraint, and
+// computes the log-probabilities it asked for (of the raw row).
+TokenId Scheduler::sample_row(Sequence& seq, uint32_t row) {
+  const SequenceRequest& r = seq.request;
+  const std::span<const float> raw(engine_.logits() + size_t{row} * engine_.n_vocab(), vocab_.n_samplable);
+  if (r.top_logprobs >= 0) compute_logprobs(seq, raw);
+  if (r.logit_bias.empty() && !r.constraint) return seq.sampler->sample(raw, seq.history);
+  row_.assign(raw.begin(), raw.end());
+  for (const auto& [id, bias] : r.logit_bias)
+    if (static_cast<uint32_t>(id) < row_.size()) row_[static_cast<size_t>(id)] += bias;
+  if (r.constraint) r.constraint->mask(row_);
+  return seq.sampler->sample(row_, seq.history);
+}
+
+// log_softmax of the raw row: the logprob of every token is x - max - log(sum exp(x - max)); the
+// top_logprobs largest are kept (most likely first, lower id first on ties).
+void Scheduler::compute_logprobs(Sequence& seq, std::span<const float> logits) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (float x : logits)
+    if (x > max) max = x;
+  double sum = 0;
+  for (float x : logits)
+    if (x > -std::numeric_limits<float>::infinity()) sum += std::exp(static_cast<double>(x) - max);
+  const double log_norm = static_cast<double>(max) + std::log(sum);
+  log_norm_ = log_norm;
+  const auto n_top = static_cast<size_t>(seq.request.top_logprobs);
+  top_.clear();
+  if (n_top == 0) return;
+  auto better = [](const TokenLogprob& a, const TokenLogprob& b) {
+    return a.logprob > b.logprob || (a.logprob == b.logprob && a.token < b.token);
+  };
+  for (uint32_t id = 0; id < logits.size(); ++id) {
+    const float x = logits[id];
+    if (std::isnan(x)) continue;
+    const TokenLogprob cand{static_cast<TokenId>(id), static_cast<float>(x - log_norm)};
+    if (top_.size() < n_top) {
+      top_.push_back(cand);
+      std::push_heap(top_.begin(), top_.end(), better);
+    } else if (better(cand, top_.front())) {
+      std::pop_heap(top_.begin(), top_.end(), better);
+      top_.back() = cand;
+      std::push_heap(top_.begin(), top_.end(), better);
+    }
+  }
+  std::sort_heap(top_.begin(), top_.end(), better);
+}
+
 void Scheduler::finish(Sequence& seq, StopReason reason) {
   GenerateResult& result = seq.result;
   const std::string rest = seq.decoder ? seq.decoder->finish() : std::string();
   result.text += rest;
-  if (!rest.empty() && seq.request.on_text && reason != StopReason::Cancelled) seq.request.on_text(rest);
+  if (!rest.empty() && seq.request.on_text && reason != StopReason::Cancelled && reason != StopReason::Failed)
+    seq.request.on_text(rest);
   result.stop = reason;
   const auto now = Clock::now();
   if (seq.sampled_any) result.generate_seconds = seconds_between(seq.first_token, now);
@@ -256,7 +381,14 @@ void Scheduler::retire_finished() {
     }
     std::unique_ptr<Sequence> seq = std::move(running_[i]);
     running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
-    if (seq->owns_slot) engine_.release_slot(seq->slot);
+    if (seq->owns_slot) {
+      // What its rows hold stays reusable until another sequence takes the slot (not with hooks:
+      // they changed the rows).
+      if (seq->request.hooks) slot_tokens_[seq->slot].clear();
+      else slot_tokens_[seq->slot].assign(seq->history.begin(), seq->history.begin() + seq->n_past);
+      slot_used_[seq->slot] = ++retired_;
+      engine_.release_slot(seq->slot);
+    }
     if (seq->request.on_done) seq->request.on_done(std::move(seq->result));
   }
 }

@@ -15,6 +15,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <utility>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
@@ -23,6 +25,7 @@
 #include "lathe/generate.hpp"
 #include "lathe/hooks.hpp"
 #include "runtime/engine.hpp"
+#include "sample/constraint.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace lathe::runtime {
@@ -32,6 +35,21 @@ struct Vocabulary {
   const tokenizer::Tokenizer* tokenizer = nullptr;
   const std::unordered_set<TokenId>* end_of_generation = nullptr;  // EOS and end-of-turn ids
   uint32_t n_samplable = 0;  // logit entries that are tokens (embedding rows may be padded)
+};
+
+// A token and its log-probability under the model (log-softmax of the raw logits over the
+// samplable vocabulary, before penalties, bias, constraints or temperature).
+struct TokenLogprob {
+  TokenId token = -1;
+  float logprob = 0;
+};
+
+// What on_token reports after each generated token.
+struct TokenEvent {
+  TokenId token = -1;
+  std::string_view piece;             // text this token completes (empty while a character is split)
+  float logprob = 0;                  // NaN unless the request asked for log-probabilities
+  std::span<const TokenLogprob> top;  // the `top_logprobs` most likely tokens, most likely first
 };
 
 // One sequence to generate.
@@ -52,6 +70,19 @@ struct SequenceRequest {
   TextCallback on_text;
   std::function<bool(std::string_view text)> stop_check;
   std::function<void(GenerateResult&&)> on_done;
+  // Called on the stepping thread after each generated token, before on_text (false: stop,
+  // StopReason::Callback). With top_logprobs >= 0 the event carries the token's log-probability
+  // and the top_logprobs most likely tokens (at most 20).
+  std::function<bool(const TokenEvent&)> on_token;
+  int32_t top_logprobs = -1;
+  // Added to the logits of these tokens before sampling (OpenAI's logit_bias; -inf bans a token).
+  std::vector<std::pair<TokenId, float>> logit_bias;
+  // Which tokens may come next (structured output); called for every generated token.
+  std::shared_ptr<TokenConstraint> constraint;
+  // Take the free slot whose cache rows already hold the longest start of `prompt` (left by an
+  // earlier sequence without hooks) and evaluate only the rest (a conversation's next turn, a
+  // shared system prompt). Only for sequences without an own slot and without hooks.
+  bool reuse_prefix = false;
 };
 
 using SequenceId = uint64_t;
@@ -88,6 +119,10 @@ class Scheduler {
   void form_batch();
   void sample_rows();
   void accept(Sequence& seq, uint32_t row, TokenId argmax);
+  TokenId sample_row(Sequence& seq, uint32_t row);
+  void compute_logprobs(Sequence& seq, std::span<const float> logits);
+  bool take_reusable_slot(Sequence& seq);
+  TokenEvent token_event(const Sequence& seq, TokenId token, std::string_view piece) const;
   void finish(Sequence& seq, StopReason reason);
   void retire_finished();
 
@@ -102,6 +137,15 @@ class Scheduler {
   Batch batch_;
   std::vector<Sequence*> row_owner_;  // the sequence of each logits row of the batch
   std::vector<TokenId> greedy_;
+  std::vector<float> row_;                    // a logits row being biased or masked
+  std::vector<TokenLogprob> top_;             // the log-probabilities of the last event
+  float logprob_ = 0;                         // the chosen token's log-probability (NaN: not asked)
+  double log_norm_ = 0;                       // log of the softmax's normaliser of that row
+  // Per slot: the tokens whose K/V rows the slot holds from the last sequence that ran on it
+  // without hooks (empty: nothing reusable), for reuse_prefix.
+  std::vector<std::vector<TokenId>> slot_tokens_;
+  std::vector<uint64_t> slot_used_;  // per slot: when a sequence last left it (0: never)
+  uint64_t retired_ = 0;
 };
 
 }  // namespace lathe::runtime
