@@ -317,14 +317,21 @@ def test_bad_input_does_not_disturb_others(server, client):
 
 # ---- disconnects, queue, key, CORS, shutdown ----------------------------------------------------
 
-def wait_idle(server, timeout=20):
+def finished_total(metrics):
+    return sum(metrics[f'lathe_requests_total{{outcome="{o}"}}'] for o in ("ok", "cancelled", "failed"))
+
+
+def wait_idle(server, timeout=20, finished_at_least=0):
+    """Waits until `finished_at_least` requests have ended in all (so that requests still on their
+    way in are not missed: the gauges read 0 before they arrive too) and nothing runs or waits."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         m = server.metrics()
-        if m["lathe_requests_running"] == 0 and m["lathe_requests_waiting"] == 0:
+        if (finished_total(m) >= finished_at_least and m["lathe_requests_running"] == 0
+                and m["lathe_requests_waiting"] == 0):
             return m
         time.sleep(0.1)
-    raise AssertionError(f"requests still running after {timeout} s: {server.metrics()}")
+    raise AssertionError(f"requests still running or not yet finished after {timeout} s: {server.metrics()}")
 
 
 def long_request(stream):
@@ -344,20 +351,22 @@ def send_and_drop(server, stream, wait_s):
 
 
 def test_disconnect_cancels(server):
-    before = server.metrics()["lathe_requests_total{outcome=\"cancelled\"}"]
+    m = server.metrics()
+    before, finished = m["lathe_requests_total{outcome=\"cancelled\"}"], finished_total(m)
     send_and_drop(server, stream=True, wait_s=0.3)
     send_and_drop(server, stream=False, wait_s=0.5)
-    m = wait_idle(server, timeout=10)  # 900 tokens would take far longer than this
+    m = wait_idle(server, timeout=20, finished_at_least=finished + 2)  # 900 tokens would take far longer
     assert m["lathe_requests_total{outcome=\"cancelled\"}"] >= before + 2
 
 
 def test_many_disconnects_leave_nothing_running(server):
+    finished = finished_total(server.metrics())
     threads = [threading.Thread(target=send_and_drop, args=(server, i % 2 == 0, 0.05 * (i % 5))) for i in range(24)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wait_idle(server, timeout=20)
+    wait_idle(server, timeout=30, finished_at_least=finished + 24)
 
 
 def test_queue_full_answers_503():
@@ -376,7 +385,7 @@ def test_queue_full_answers_503():
         assert status == 503 and headers.get("Retry-After") == "1" and body["error"]["code"] == "queue_full"
         for c in sockets:
             c.close()
-        wait_idle(s)
+        wait_idle(s, finished_at_least=2)
 
 
 def test_api_key_and_cors():

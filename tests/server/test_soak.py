@@ -18,6 +18,10 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def finished(metrics):
+    return sum(metrics[f'lathe_requests_total{{outcome="{o}"}}'] for o in ("ok", "cancelled", "failed"))
+
+
 def one(port, rng_seed):
     rng = random.Random(rng_seed)
     kind = rng.choice(["whole", "stream", "drop_stream", "drop_whole", "garbage", "bad_field", "whole", "stream"])
@@ -59,15 +63,21 @@ def test_thousand_requests_leave_nothing_running_and_memory_flat():
             list(pool.map(lambda i: one(server.port, i), range(100)))  # warm-up: caches, pools, arenas
         time.sleep(1)
         before = rss_kib(pid)
+        finished_before = finished(server.metrics())
         with ThreadPoolExecutor(8) as pool:
             kinds = list(pool.map(lambda i: one(server.port, i), range(100, 1100)))
         assert len(kinds) == 1000
-        deadline = time.time() + 20
+        # Every request with a valid body ends (ok or cancelled); dropped ones may still be on
+        # their way in when the last client returns, so wait for their count, then for idle.
+        valid = sum(k not in ("garbage", "bad_field") for k in kinds)
+        deadline = time.time() + 30
         while time.time() < deadline:
             m = server.metrics()
-            if m["lathe_requests_running"] == 0 and m["lathe_requests_waiting"] == 0:
+            if (finished(m) >= finished_before + valid and m["lathe_requests_running"] == 0
+                    and m["lathe_requests_waiting"] == 0):
                 break
             time.sleep(0.1)
+        assert finished(m) >= finished_before + valid, m
         assert m["lathe_requests_running"] == 0 and m["lathe_requests_waiting"] == 0, m
         drops = sum(k.startswith("drop") for k in kinds)
         assert m['lathe_requests_total{outcome="cancelled"}'] >= drops * 0.9  # a few may finish before the drop
