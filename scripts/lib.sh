@@ -76,13 +76,14 @@ ensure_llama_cpp_wheel() {
   # Measured: 34 min on 2 cores shared with other builds (docs/PERFORMANCE.md); it scales with cores.
   local minutes=$(( 68 / $(nproc) )); [ "$minutes" -ge 3 ] || minutes=3
   log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION for this CPU, once: takes ~$minutes minutes on $(nproc) cores; the wheel is cached in $dir"
-  "$py" -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check -d "$work/sdist" \
-    "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2 \
-    || die "could not download the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist from PyPI"
+  # One step, and only llama-cpp-python itself from source: `--no-binary :all:` (or a separate
+  # `pip download` with it) would also build its build tools (scikit-build-core, hatchling, ...)
+  # from their sdists, which took 5 minutes on a fresh 2-core machine.
   local start=$SECONDS
   CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    "$py" -m pip wheel -q --no-deps --disable-pip-version-check -w "$work/wheel" "$work"/sdist/*.tar.gz \
-    >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "llama-cpp-python build failed (log: $work/build.log)"; }
+    "$py" -m pip wheel -q --no-deps --no-binary llama-cpp-python --disable-pip-version-check -w "$work/wheel" \
+    "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >"$work/build.log" 2>&1 \
+    || { tail -n 40 "$work/build.log" >&2; die "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION: download or build from its PyPI sdist failed (log: $work/build.log)"; }
   log "llama-cpp-python built in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
   mkdir -p "$dir"
   # Move in under a temporary name, then rename: a build killed midway leaves no wheel behind.
