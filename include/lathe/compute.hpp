@@ -33,6 +33,15 @@ struct ComputeOptions {
   int n_threads = 0;       // CPU threads; 0 = default_cpu_threads()
   KvType kv_type = KvType::F16;
   Device device = Device::cpu();
+  // Batch invariance: a sequence's results do not depend on the batch it shares a pass with (its
+  // greedy tokens are the same alone or beside 15 others). The CPU backend is always batch
+  // invariant; on CUDA the default passes choose kernels by the batch's shape (8-bit mat-vecs up
+  // to 8 tokens, cuBLAS on 16-bit activations above, decode and prefill attention), which round
+  // differently, so a sequence's logits move by rounding noise and greedy ties can go either way.
+  // With this set, CUDA computes every token with the same kernels whatever the batch: mat-vecs in
+  // groups of up to 8 tokens and decode attention with a fixed split for every row. Costs prefill
+  // speed (docs/PERFORMANCE.md); decode of up to 8 sequences runs as before.
+  bool batch_invariant = false;
 };
 
 // InvalidArgumentError naming the field when n_batch is 0 or n_threads negative.

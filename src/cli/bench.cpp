@@ -184,6 +184,7 @@ int bench(const BenchArgs& args) {
                      {"device", device},
                      {"n_batch", session_options.compute.n_batch},
                      {"kv_type", args.session.kv_type},
+                     {"batch_invariant", session_options.compute.batch_invariant},
                      {"threads", threads},
                      {"test", t.name},
                      {"n_prompt", t.n_prompt},
@@ -200,7 +201,9 @@ int bench(const BenchArgs& args) {
   fmt::print("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
   for (const TestResult& t : results)
     fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", name, human_bytes(s.weight_bytes),
-               human_count(s.n_params), backend == "cpu" ? "CPU" : backend, threads, t.name, t.mean, t.stddev);
+               human_count(s.n_params),
+               (backend == "cpu" ? std::string("CPU") : backend) + (compute.batch_invariant ? " batch-invariant" : ""),
+               threads, t.name, t.mean, t.stddev);
   return 0;
 }
 

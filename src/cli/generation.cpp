@@ -66,6 +66,9 @@ void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& devi
                  fmt::format("CPU threads; 0 = one per physical core ({} here)", default_cpu_threads()))
       ->capture_default_str();
   cmd.add_option("--device", args.device, device_help)->capture_default_str();
+  cmd.add_flag("--batch-invariant", args.batch_invariant,
+               "make each sequence's results independent of the batch it runs in (CUDA: per-token kernels, slower "
+               "prefill; the CPU is always batch-invariant)");
 }
 
 ComputeOptions resolve_compute(const ComputeArgs& args) {
@@ -74,6 +77,7 @@ ComputeOptions resolve_compute(const ComputeArgs& args) {
         fmt::format("-t/--threads {} is out of range: it must be in 0..4096 (0 = one per physical core)", args.n_threads));
   ComputeOptions options;
   options.n_threads = static_cast<int>(args.n_threads);
+  options.batch_invariant = args.batch_invariant;
   try {
     options.device = Device::parse(args.device);
   } catch (const InvalidArgumentError& e) {

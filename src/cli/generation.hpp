@@ -34,6 +34,7 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved);
 struct ComputeArgs {
   int64_t n_threads = 0;
   std::string device = "cpu";
+  bool batch_invariant = false;
 };
 void add_compute_flags(CLI::App& cmd, ComputeArgs& args,
                        const std::string& device_help = "where to compute: cpu, cuda or cuda:N (see `lathe devices`)");

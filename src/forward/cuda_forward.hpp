@@ -38,6 +38,7 @@ struct CudaForwardOptions {
   int device = 0;
   uint32_t max_batch = 1;  // tokens per call
   DeviceKvView kv;
+  bool batch_invariant = false;  // ComputeOptions::batch_invariant
 };
 
 // Device memory held, by purpose.

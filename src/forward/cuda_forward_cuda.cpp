@@ -90,8 +90,8 @@ struct CudaForward::Impl {
     k_tab = opt.kv.k_tables;
     v_tab = opt.kv.v_tables;
     rope_table = make_device_rope_table(w.rope, opt.kv.n_ctx);
-    scratch = std::make_unique<CudaScratch>(hp, *dw, opt.max_batch, multiprocessors);
-    products = std::make_unique<CudaLinear>(*scratch, *blas, stream, hp.rms_eps, n_embd, n_ff);
+    scratch = std::make_unique<CudaScratch>(hp, *dw, opt.max_batch, multiprocessors, opt.batch_invariant);
+    products = std::make_unique<CudaLinear>(*scratch, *blas, stream, hp.rms_eps, n_embd, n_ff, opt.batch_invariant);
     logits.n_vocab = n_vocab;
     grow_logits(1);
   }
@@ -182,6 +182,25 @@ struct CudaForward::Impl {
     cuda::attention_decode(a, splits, split_len, scratch->split_scratch, stream, per_block);
   }
 
+  // Batch-invariant attention (ComputeOptions::batch_invariant): every row, of a prefill chunk or
+  // a decode step, through the decode kernel at its own position, with the split and the heads per
+  // block of a one-token step (the defaults choose both by the number of rows). Rows go in groups
+  // small enough for the split scratch; with one split (contexts up to 1024) all at once.
+  void attention_rows_invariant(uint32_t il, int n) {
+    const int n_ctx = static_cast<int>(opt.kv.n_ctx), kv_heads = static_cast<int>(hp.n_head_kv);
+    const int splits = cuda::decode_splits(n_ctx, 1, kv_heads, multiprocessors);
+    const int split_len = (n_ctx + splits - 1) / splits;
+    const int per_block = cuda::decode_heads_per_block(splits, 1, kv_heads, static_cast<int>(hp.n_head / hp.n_head_kv),
+                                                       multiprocessors);
+    const int group = splits == 1 ? n
+                                  : static_cast<int>(CudaScratch::split_slots(opt.max_batch, multiprocessors,
+                                                                              hp.n_head_kv) /
+                                                     static_cast<size_t>(splits));
+    for (int row0 = 0; row0 < n; row0 += group)
+      cuda::attention_decode(attention_args(il, row0, std::min(group, n - row0)), splits, split_len,
+                             scratch->split_scratch, stream, per_block);
+  }
+
   void attention_block(const CudaLayerWeights& L, uint32_t il, int n) {
     if (L.fused_qkv()) {
       linear({{L.wqkv, {}, scratch->qkv, qkv_w}}, scratch->x, n_embd, n, Epilogue::Store, L.attn_norm);
@@ -218,8 +237,14 @@ struct CudaForward::Impl {
     // launch fewer per layer. Otherwise every row's K/V is stored first, so that a run of several
     // tokens of one sequence sees its own earlier rows.
     const bool all_decode = runs.size() == static_cast<size_t>(n);  // every run is one token
-    const bool fold_rope = all_decode && one_token_per_slot && rope_in_attention;
+    const bool fold_rope = all_decode && one_token_per_slot && rope_in_attention && !opt.batch_invariant;
     if (!fold_rope) cuda::rope_kv(r, stream);
+
+    if (opt.batch_invariant) {
+      attention_rows_invariant(il, n);
+      linear({{L.wo, {}, scratch->x, n_embd}}, scratch->attn, q_w, n, Epilogue::Add);
+      return;
+    }
 
     if (all_decode) {
       // An 8-bit output projection reads the attention output rounded by the attention kernel.

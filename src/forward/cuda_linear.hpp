@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <initializer_list>
+#include <span>
 
 #include "backend/cuda/gemm.hpp"
 #include "backend/cuda/kernels.hpp"
@@ -16,8 +17,11 @@ namespace lathe {
 
 class CudaLinear {
  public:
+  // `batch_invariant`: every product runs as mat-vecs of up to 8 tokens, however many tokens
+  // the pass has (ComputeOptions::batch_invariant), so that a token's result never depends on
+  // the batch.
   CudaLinear(CudaScratch& scratch, const cuda::Blas& blas, cudaStream_t stream, float rms_eps, int64_t n_embd,
-             int64_t n_ff);
+             int64_t n_ff, bool batch_invariant = false);
 
   // y (per target) = W x for n tokens. With `norm`, x is first RMS-normalized with those
   // weights: fused into the mat-vec and the 8-bit rounding for up to 8 tokens (two launches fewer
@@ -43,8 +47,11 @@ class CudaLinear {
   // The 16-bit type every target's cuBLAS product wants its activations in, or None when they
   // differ or one wants float32.
   cuda::Dtype16 shared_type16(std::initializer_list<cuda::MatvecTarget> targets) const;
-  void matvec(std::initializer_list<cuda::MatvecTarget> targets, const float* xin, int64_t ldx, int n,
-              cuda::Epilogue ep, const float* norm, bool q8_ready);
+  void matvec(std::span<const cuda::MatvecTarget> targets, const float* xin, int64_t ldx, int n, cuda::Epilogue ep,
+              const float* norm, bool q8_ready);
+  // Any number of tokens as mat-vecs of up to 8 tokens each (the batch-invariant path).
+  void matvec_groups(std::initializer_list<cuda::MatvecTarget> targets, const float* xin, int64_t ldx, int n,
+                     cuda::Epilogue ep, const float* norm);
 
   CudaScratch& s_;
   const cuda::Blas& blas_;
@@ -54,6 +61,7 @@ class CudaLinear {
   // Prefill: the RMSNorms, SwiGLU and attention write the cuBLAS products' 16-bit inputs themselves
   // (LATHE_CUDA_WRITE16=0: float32 rows, converted by a separate kernel, to measure the gain).
   bool write16_direct_;
+  bool batch_invariant_;
 };
 
 }  // namespace lathe

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "backend/cuda/switches.hpp"
 #include "lathe/error.hpp"
 
@@ -12,14 +15,15 @@ using cuda::Epilogue;
 using cuda::MatvecTarget;
 
 CudaLinear::CudaLinear(CudaScratch& scratch, const cuda::Blas& blas, cudaStream_t stream, float rms_eps,
-                       int64_t n_embd, int64_t n_ff)
+                       int64_t n_embd, int64_t n_ff, bool batch_invariant)
     : s_(scratch),
       blas_(blas),
       stream_(stream),
       eps_(rms_eps),
       n_embd_(n_embd),
       n_ff_(n_ff),
-      write16_direct_(!cuda::turned_off_by_env("LATHE_CUDA_WRITE16")) {}
+      write16_direct_(!cuda::turned_off_by_env("LATHE_CUDA_WRITE16")),
+      batch_invariant_(batch_invariant) {}
 
 void* CudaLinear::act16_for(int n, int64_t cols) const {
   if (s_.gemm.act16_elems < static_cast<size_t>(n) * static_cast<size_t>(cols))
@@ -29,7 +33,7 @@ void* CudaLinear::act16_for(int n, int64_t cols) const {
 }
 
 Dtype16 CudaLinear::written_type16(const cuda::DeviceMatrix& w, int n) const {
-  if (n <= cuda::kMatvecMaxTokens || !write16_direct_) return Dtype16::None;
+  if (n <= cuda::kMatvecMaxTokens || !write16_direct_ || batch_invariant_) return Dtype16::None;
   return cuda::gemm_activation_type(w, s_.gemm);
 }
 
@@ -47,8 +51,8 @@ void CudaLinear::gemm(const cuda::DeviceMatrix& w, const cuda::GemmInput& in, fl
 }
 
 // Up to 8 tokens: the mat-vec kernels, one launch for targets of one type (Q, K and V).
-void CudaLinear::matvec(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n,
-                        Epilogue ep, const float* norm, bool q8_ready) {
+void CudaLinear::matvec(std::span<const MatvecTarget> targets, const float* xin, int64_t ldx, int n, Epilogue ep,
+                        const float* norm, bool q8_ready) {
   const int64_t cols = targets.begin()->a.cols;
   cuda::MatvecInput mv;
   mv.x = xin;
@@ -68,16 +72,40 @@ void CudaLinear::matvec(std::initializer_list<MatvecTarget> targets, const float
     mv.ld_ds = cols / 16;
   }
   if (same_type) {
-    cuda::matvec(targets.begin(), static_cast<int>(targets.size()), mv, n, ep, stream_);
+    cuda::matvec(targets.data(), static_cast<int>(targets.size()), mv, n, ep, stream_);
   } else {
     for (const auto& t : targets) cuda::matvec(&t, 1, mv, n, ep, stream_);
   }
 }
 
+// Each group of up to 8 rows gets its own launches, reading its rows of x and writing its rows of
+// each y; the 8-bit rounding (quantize_q8, with the RMSNorm fused) goes row by row, so a row's
+// result is the same in any group. The q8 scratch holds the current group's rows only.
+void CudaLinear::matvec_groups(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx, int n,
+                               Epilogue ep, const float* norm) {
+  constexpr int kGroup = cuda::kMatvecMaxTokens;
+  MatvecTarget shifted[3];
+  if (targets.size() > std::size(shifted)) throw InternalError("CudaLinear: more than 3 products of one input");
+  for (int row0 = 0; row0 < n; row0 += kGroup) {
+    size_t i = 0;
+    for (const auto& t : targets) {
+      shifted[i] = t;
+      shifted[i].y = t.y + int64_t{row0} * t.ldy;
+      ++i;
+    }
+    matvec(std::span<const MatvecTarget>(shifted, i), xin + int64_t{row0} * ldx, ldx, std::min(kGroup, n - row0), ep,
+           norm, false);
+  }
+}
+
 cuda::GemmInput CudaLinear::operator()(std::initializer_list<MatvecTarget> targets, const float* xin, int64_t ldx,
                                        int n, Epilogue ep, const float* norm, bool q8_ready, Dtype16 swiglu_out16) {
-  if (n <= cuda::kMatvecMaxTokens) {
+  if (n <= cuda::kMatvecMaxTokens && !batch_invariant_) {
     matvec(targets, xin, ldx, n, ep, norm, q8_ready);
+    return {};
+  }
+  if (batch_invariant_) {
+    matvec_groups(targets, xin, ldx, n, ep, norm);
     return {};
   }
   const int64_t cols = targets.begin()->a.cols;

@@ -18,8 +18,10 @@ namespace lathe {
 
 struct CudaScratch {
   // Activations for max_batch tokens of a model with these shapes; `multiprocessors` sizes the
-  // decode attention's token-split partial sums.
-  CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch, int multiprocessors);
+  // decode attention's token-split partial sums. `matvec_only`: every product runs as mat-vecs of
+  // up to 8 tokens (batch-invariant passes), so cuBLAS's buffers are not needed.
+  CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch, int multiprocessors,
+              bool matvec_only = false);
 
   uint32_t max_batch = 0;
   cuda::DeviceBuffer act;  // the rows below, one allocation

@@ -19,7 +19,8 @@ size_t CudaScratch::split_slots(uint32_t max_batch, int multiprocessors, uint32_
   return std::max<size_t>(max_batch, 2 * static_cast<size_t>(multiprocessors) / n_head_kv + 1);
 }
 
-CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch_, int multiprocessors)
+CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch_, int multiprocessors,
+                         bool matvec_only)
     : max_batch(max_batch_) {
   const size_t B = max_batch;
   const int64_t n_embd = hp.n_embd, n_ff = hp.n_ff, head_dim = hp.head_dim;
@@ -31,7 +32,7 @@ CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_
   };
   // Above kMatvecMaxTokens tokens the products go through cuBLAS, which wants gate and up apart
   // from SwiGLU and 16-bit inputs.
-  const bool use_gemm = B > cuda::kMatvecMaxTokens;
+  const bool use_gemm = B > cuda::kMatvecMaxTokens && !matvec_only;
   // LATHE_CUDA_BF16_GEMM=f16: BF16 weights meet half activations in prefill (see GemmScratch).
   const char* bf16_mode = std::getenv("LATHE_CUDA_BF16_GEMM");
   gemm.bf16_as_f16 = bf16_mode != nullptr && std::string(bf16_mode) == "f16";

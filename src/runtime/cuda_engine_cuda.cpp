@@ -13,7 +13,8 @@ class CudaEngine final : public Engine {
   CudaEngine(const ModelWeights& weights, const EngineConfig& c)
       : Engine(weights, c),
         kv_(weights.hp, c.compute.device.index, c.n_slots, c.n_ctx, kv_format(c.compute.kv_type)),
-        forward_(weights, {.device = c.compute.device.index, .max_batch = max_batch_for(c), .kv = kv_.view()}) {}
+        forward_(weights, {.device = c.compute.device.index, .max_batch = max_batch_for(c), .kv = kv_.view(),
+                             .batch_invariant = c.compute.batch_invariant}) {}
 
   const float* logits() const override { return forward_.logits(); }
   void argmax(uint32_t n_rows, uint32_t n, int32_t* out) const override { forward_.argmax(n_rows, n, out); }

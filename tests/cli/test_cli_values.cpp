@@ -239,5 +239,23 @@ TEST(CliValues, ContextAboveTheTrainedOneWarns) {
   EXPECT_EQ(within.err.find("warning"), std::string::npos) << within.err;
 }
 
+// --batch-invariant (a CUDA mode; test_cuda_batch checks what it does there) is accepted by the
+// commands that run a model, and on the CPU, always batch-invariant, changes nothing.
+TEST(CliValues, BatchInvariantFlagChangesNothingOnTheCpu) {
+  LATHE_REQUIRE_MODEL();
+  const std::vector<std::string> run{"run", "-m", default_model().string(), "-p", "The three primary colors are",
+                                     "-n", "16", "--temp", "0"};
+  auto with_flag = run;
+  with_flag.push_back("--batch-invariant");
+  const auto plain = lathe_cli(run), invariant = lathe_cli(with_flag);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(invariant.exit_code, 0) << invariant.err;
+  EXPECT_EQ(invariant.out, plain.out);
+  const auto bench = lathe_cli({"bench", "-m", default_model().string(), "-p", "8", "-n", "2", "-r", "1",
+                                "--batch-invariant", "--json"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_NE(bench.out.find("\"batch_invariant\": true"), std::string::npos) << bench.out;
+}
+
 }  // namespace
 }  // namespace lathe::test

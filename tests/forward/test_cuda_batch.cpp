@@ -2,6 +2,14 @@
 // (prefill chunks beside decode tokens, hooks on one sequence) gives each sequence the logits of
 // its own run, and a sequence's greedy tokens do not depend on the batch it shares: the tiny model
 // and the default model, 16 sequences admitted at different steps.
+//
+// The default model runs with ComputeOptions::batch_invariant. Without it (measured on an H100,
+// 2026-12-06: 5 of 16 sequences identical) a token's products go through 8-bit mat-vecs when its
+// pass has up to 8 tokens and through cuBLAS on 16-bit activations above, and its attention
+// through the decode or the prefill kernel: both correct, but they round differently, the logits
+// move by rounding noise, and a greedy near-tie in a 135M Q4_1 model goes the other way, after
+// which the continuations part. The tiny model (F32 weights and cache) has no 8-bit rounding and
+// stays identical in the default passes.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -53,7 +61,7 @@ TEST(CudaBatch, TinyModelTokensDoNotDependOnTheBatch) {
   EXPECT_GE(count_identical(on_cpu, together, "tiny model, CUDA batched vs CPU alone"), 15u);
 }
 
-TEST(CudaBatch, DefaultModelGreedyTokensDoNotDependOnTheBatch) {
+TEST(CudaBatch, BatchInvariantDefaultModelGreedyTokensDoNotDependOnTheBatch) {
   LATHE_REQUIRE_GPU();
   LATHE_REQUIRE_MODEL();
   const auto model = Model::load(test::default_model());
@@ -66,12 +74,13 @@ TEST(CudaBatch, DefaultModelGreedyTokensDoNotDependOnTheBatch) {
                         "SELECT name FROM users WHERE",
                         "The mitochondria is the powerhouse of the cell, and in this essay I will"})
     prompts.push_back(model->tokenize(t, true));
-  const ComputeOptions compute{.device = Device::cuda(0)};
+  const ComputeOptions compute{.device = Device::cuda(0), .batch_invariant = true};
   const auto alone = tokens_alone(model, prompts, 64, 128, compute);
+  EXPECT_GE(std::set<std::vector<TokenId>>(alone.begin(), alone.end()).size(), 12u);
   size_t steps = 0;
   const auto together = staggered(model, prompts, 64, 128, compute, &steps);
-  std::cout << "default model on CUDA: " << steps << " steps\n";
-  EXPECT_GE(count_identical(alone, together, "default model on CUDA"), 15u);
+  std::cout << "default model on CUDA, batch-invariant: " << steps << " steps\n";
+  EXPECT_EQ(count_identical(alone, together, "default model on CUDA, batch-invariant"), 16u);
 }
 
 }  // namespace
