@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama.cpp's llama-server for this CPU, the peer of `lathe serve` in bench/serve_cpu.sh.
+# llama.cpp's llama-server for this CPU, the peer of `lathe serve` in bench/serve_vs_llama_server.sh.
 #
 #   bench/llama_server_cpu.sh            builds once, prints the path of the llama-server binary
 #
@@ -27,7 +27,8 @@ if [ ! -f "$DIR/llama.cpp/CMakeLists.txt" ]; then
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/lathe-llama-server.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
   log "downloading the llama-cpp-python $VERSION sdist (llama.cpp sources)"
-  python3 -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check -d "$tmp" \
+  # --no-binary for this package only: with :all: pip also builds its build tools from source.
+  python3 -m pip download -q --no-deps --no-binary llama-cpp-python --disable-pip-version-check -d "$tmp" \
     "llama-cpp-python==$VERSION" >&2 \
     || die "could not download the llama-cpp-python $VERSION sdist from PyPI"
   tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"

@@ -10,6 +10,12 @@
 #   big8       the same for the Llama-3.1-8B shape (16 GB; several minutes)
 #   profile05  Nsight Compute per kernel, decode and prefill of the big05 model (profile8: big8's)
 #   ablate     abliteration trial timing on the 0.5B shape (CPU engine)
+#   serve      lathe serve against llama.cpp's llama-server (built as for llamacpp, in the background)
+#              under the same load, bench/serve_vs_llama_server.sh, on the big05/big8 models made above
+#              converted to GGUF BF16 (both servers load that file): --parallel 64, closed loop at
+#              1/16/64 concurrent streams and Poisson arrivals (LATHE_GPU_SERVE_PROMPTS requests, 128)
+#   invariant  the cost of --batch-invariant: pp512, tg128 and 16 x tg128 with and without it, same
+#              binary, on the default model (when carried) and the big05/big8 models made above
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
 #   llamacpp   llama.cpp CUDA (the llama-cpp-python sdist's version, built here for sm_90 while the
 #              other stages run) as the same-run peer of big05/big8: each model converted to GGUF
@@ -41,6 +47,10 @@ DEPS=/tmp/lathe-deps
 if [ -d .deps ]; then
   mkdir -p "$DEPS"
   for deb in .deps/*.deb; do dpkg -x "$deb" "$DEPS"; done
+  # cpp-httplib's .pc names OpenSSL, zlib and Brotli as private requirements: the image has those
+  # libraries but not their .pc files, and lathe links httplib dynamically, so they are dropped.
+  httplib_pc="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig/cpp-httplib.pc"
+  [ -f "$httplib_pc" ] && sed -i '/^Requires.private:/d' "$httplib_pc"
   export PKG_CONFIG_SYSROOT_DIR="$DEPS" PKG_CONFIG_PATH="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig"
   export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
@@ -60,10 +70,20 @@ fi
 
 # llama.cpp's CUDA build takes minutes: started now, in the background, waited for after big05/big8.
 LLAMA_WORK="$WORK/llama.cpp"; LLAMA_PID=""
-if has llamacpp; then
+if has llamacpp || has serve; then
   bench/llama_cpp_cuda.sh build .gl/llama.cpp.tar.xz "$LLAMA_WORK" >"$WORK/llama-build.log" 2>&1 &
   LLAMA_PID=$!
 fi
+# wait_llama_build: waits for that build once (the llamacpp and serve stages both need it).
+LLAMA_BUILT=""
+wait_llama_build() {
+  [ -n "$LLAMA_BUILT" ] && { [ "$LLAMA_BUILT" = ok ]; return; }
+  local start=$SECONDS
+  if wait "$LLAMA_PID"; then LLAMA_BUILT=ok; row "llama.cpp CUDA build" "ok (waited $((SECONDS - start)) s after the other stages)"
+  else LLAMA_BUILT=failed; row "llama.cpp CUDA build" "FAILED"; tail -30 "$WORK/llama-build.log"; status=1; fi
+  cp "$WORK/llama-build.log" "$LOGS/" 2>/dev/null
+  [ "$LLAMA_BUILT" = ok ]
+}
 
 BASE=""
 BASE_TAR="${LATHE_GPU_BASELINE:-.gl/base.tar.gz}"
@@ -232,10 +252,8 @@ fi
 # llama.cpp on the same models in the same call: GGUF BF16 / Q8_0 / Q4_0, pp512 and tg128, the
 # better of flash attention off and on; lathe's figures from the bench JSON above.
 LLAMA_ROWS=()
-if [ -n "$LLAMA_PID" ]; then
-  start=$SECONDS
-  if wait "$LLAMA_PID"; then
-    row "llama.cpp CUDA build" "ok (waited $((SECONDS - start)) s after the other stages)"
+if has llamacpp && [ -n "$LLAMA_PID" ]; then
+  if wait_llama_build; then
     for name in qwen05 llama8b; do
       [ -f "$WORK/$name/config.json" ] || continue
       start=$SECONDS
@@ -268,10 +286,7 @@ for label in ("BF16", "Q8_0", "Q4_0"):
 PY
       )
     done
-  else
-    row "llama.cpp CUDA build" "FAILED"; tail -30 "$WORK/llama-build.log"; status=1
   fi
-  cp "$WORK/llama-build.log" "$LOGS/" 2>/dev/null
 fi
 
 # Where the GPU time goes (Nsight Compute): decode steps and 512-token prefills, per kernel, for
@@ -314,6 +329,44 @@ for k in keys:
     best = max(group, key=lambda r: r["gb_s"])
     print(f'| {k[0]} | {k[1]} | {k[2]} | {"fused" if k[3] else "-"} | {auto["gb_s"]:.0f} | {best["gb_s"]:.0f} ({best["layout"]}) | {100 * auto["gb_s"] / auto["copy_gb_s"]:.0f}% |')
 PY
+fi
+
+# lathe serve vs llama-server (uses the llama.cpp build started above)
+if has serve && [ -n "$LLAMA_PID" ] && wait_llama_build; then
+  for name in qwen05 llama8b; do
+    [ -f "$WORK/$name/config.json" ] || continue
+    start=$SECONDS
+    gguf="$(bench/llama_cpp_cuda.sh convert "$LLAMA_WORK" "$WORK/$name" 2>"$LOGS/convert_$name.log")" ||
+      { tail -20 "$LOGS/convert_$name.log"; status=1; continue; }
+    DEVICE=cuda MODEL="$gguf" LATHE="$LATHE" LLAMA_SERVER="$LLAMA_WORK/build/bin/llama-server" PARALLEL=64 CTX=1024 \
+      THREADS=8 PROMPTS="${LATHE_GPU_SERVE_PROMPTS:-128}" CONCURRENCY="1 16 64" RATES="${LATHE_GPU_SERVE_RATES:-4 16}" \
+      QUIET_WAIT=0 RUN_LIMIT=400 bench/serve_vs_llama_server.sh "$LOGS/serve_$name" >"$LOGS/serve_$name.log" 2>&1 ||
+      { tail -20 "$LOGS/serve_$name.log"; status=1; }
+    row "$name: lathe serve vs llama-server (BF16 GGUF)" "$((SECONDS - start)) s"
+    cat "$LOGS/serve_$name/comparison.md" >>"$OUT/summary.md" 2>/dev/null
+    cp -r "$LOGS/serve_$name" "$OUT/" 2>/dev/null
+  done
+fi
+
+# invariant_bench MODEL LABEL [bench args]: one row per mode (default, --batch-invariant).
+invariant_bench() {
+  local model="$1" label="$2"; shift 2
+  for mode in "" --batch-invariant; do
+    local log="$LOGS/invariant_${label// /_}${mode:+_bi}.json"
+    $LATHE bench -m "$model" --device cuda -p 512 -n 128 -r 3 --parallel 16 "$@" $mode --json >"$log" 2>"${log%.json}.err" ||
+      { tail -5 "${log%.json}.err"; status=1; continue; }
+    row "$label ${mode:-default}: pp512 / tg128 / 16x tg128 t/s" "$(python3 -c "
+import json; d = {r['test']: r for r in json.load(open('$log'))}
+print(' / '.join(f\"{d[t]['avg_ts']:.1f} ± {d[t]['stddev_ts']:.1f}\" for t in ('pp512', 'tg128', 'tg128x16')))")"
+  done
+}
+if has invariant; then
+  [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] && invariant_bench models/SmolLM2-135M-Instruct.Q4_1.gguf "SmolLM2 Q4_1"
+  for name in qwen05 llama8b; do
+    [ -f "$WORK/$name/config.json" ] || continue
+    invariant_bench "$WORK/$name" "$name BF16"
+    invariant_bench "$WORK/$name" "$name Q4_0" --requantize Q4_0
+  done
 fi
 
 if has ablate; then
