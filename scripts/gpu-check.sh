@@ -64,7 +64,7 @@ if has build; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
   ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_vs_transformers \
-    test_cuda_vs_hf_big test_device_layout test_ablation_cuda lathe_bench_cuda_matvec lathe_bench_mixed >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
+    test_cuda_vs_hf_big test_device_layout test_ablation_cuda api_engine_budget_test lathe_bench_cuda_matvec lathe_bench_mixed >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
 fi
 
@@ -136,6 +136,8 @@ if has forward; then
   [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
   grep -E '^(F32|F16|BF16|Q8_0|Q4_0|Q4_1) n_batch' "$LOGS/forward.log" | tr '\n' ';' | sed 's/^/    /'; echo
   run_gtest ablation "abliteration study on CUDA vs CPU" build-gpu/tests/edit/test_ablation_cuda
+  run_gtest budget "engine GPU memory budget (--vram-budget)" build-gpu/tests/api/api_engine_budget_test $default_filter
+  grep -E '^budget ' "$LOGS/budget.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   grep -E '^SmolLM2' "$LOGS/forward.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
 fi
 if has tiny_hf; then

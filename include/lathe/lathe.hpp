@@ -196,6 +196,11 @@ struct EngineOptions {
   uint32_t n_slots = 16;  // sequences in flight at once
   uint32_t n_ctx = 0;     // tokens per sequence (prompt + generated); 0 = min(training context, 4096)
   ComputeOptions compute;
+  // GPU memory the engine may hold (its weights, KV cache and scratch), in bytes; 0 = no limit.
+  // CUDA only. With n_ctx = 0 the context is shortened in steps of 256 tokens until the engine
+  // fits (InvalidArgumentError below 256); a given n_ctx that does not fit is an
+  // InvalidArgumentError saying the largest one that would. options().n_ctx tells the context used.
+  uint64_t vram_budget = 0;
 };
 
 class Engine {

@@ -18,28 +18,6 @@ struct ConvertArgs {
   bool quiet = false;
 };
 
-// "2GB", "500MB", "123" (bytes). Decimal units like transformers' max_shard_size.
-uint64_t parse_size(const std::string& text) {
-  size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  const std::string unit = text.substr(pos);
-  double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  else if (unit == "KB" || unit == "kB") scale = 1e3;
-  else if (unit == "MB") scale = 1e6;
-  else if (unit == "GB") scale = 1e9;
-  const double bytes = value * scale;
-  if (pos == 0 || scale == 0 || !(bytes >= 1) || !(bytes < 9e18))
-    throw InvalidArgumentError(fmt::format("--max-shard-size '{}' is not a size from 1 byte to 9EB; use e.g. 2GB, 500MB "
-                                           "or a byte count", text));
-  return static_cast<uint64_t>(bytes);
-}
-
 }  // namespace
 
 Runner add_convert(CLI::App& app) {
@@ -56,7 +34,7 @@ Runner add_convert(CLI::App& app) {
                 "other files are kept)");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress output");
   return [args] {
-    args->options.max_shard_bytes = parse_size(args->max_shard);
+    args->options.max_shard_bytes = parse_size(args->max_shard, "--max-shard-size", uint64_t{9} << 60);
     if (!args->quiet) {
       args->options.progress = [progress = std::make_shared<ItemProgress>()](size_t done, size_t total,
                                                                             const std::string& name) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/format.hpp"
 #include "cli/generation.hpp"
 #include "lathe/error.hpp"
 #ifdef LATHE_HAVE_SERVER
@@ -19,6 +20,7 @@ namespace {
 
 struct ServeArgs {
   std::string model, template_file, host = "127.0.0.1", api_key, api_key_file, max_body_size = "32M", cors_origin, alias;
+  std::string vram_budget;  // empty: no limit
   int64_t port = 8080, parallel = 4, max_queue = 64;
   double shutdown_timeout = 5;
   bool no_webui = false;
@@ -26,25 +28,6 @@ struct ServeArgs {
 };
 
 #ifdef LATHE_HAVE_SERVER
-// "32M", "512K", "1G", "1048576" -> bytes (K/M/G are powers of 1024).
-uint64_t parse_size(const std::string& text, const char* flag) {
-  size_t used = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || text[0] == '-')
-    throw InvalidArgumentError(fmt::format("{} '{}' is not a size: give bytes, or a number with K, M or G", flag, text));
-  const std::string unit = text.substr(used);
-  const uint64_t scale = unit.empty() ? 1 : unit == "K" || unit == "k" ? 1ull << 10 : unit == "M" || unit == "m" ? 1ull << 20
-                         : unit == "G" || unit == "g" ? 1ull << 30 : 0;
-  if (scale == 0) throw InvalidArgumentError(fmt::format("{} '{}': unknown unit '{}' (use K, M or G)", flag, text, unit));
-  if (value == 0 || value > (64ull << 30) / scale)
-    throw InvalidArgumentError(fmt::format("{} {} is out of range: 1 byte .. 64G", flag, text));
-  return value * scale;
-}
 
 std::string read_key_file(const std::string& path) {
   std::ifstream in(path);
@@ -85,7 +68,13 @@ int run_serve(const ServeArgs& args) {
   options.service.compute = session.compute;
   options.service.max_queue = static_cast<size_t>(args.max_queue);
   options.api_key = args.api_key_file.empty() ? args.api_key : read_key_file(args.api_key_file);
-  options.max_body_bytes = parse_size(args.max_body_size, "--max-body-size");
+  options.max_body_bytes = parse_size(args.max_body_size, "--max-body-size", uint64_t{64} << 30);
+  if (!args.vram_budget.empty()) {
+    if (!session.compute.device.is_cuda())
+      throw InvalidArgumentError(fmt::format("--vram-budget {} applies to a GPU; this server runs on {} (add --device cuda)",
+                                             args.vram_budget, session.compute.device.name()));
+    options.service.vram_budget = parse_size(args.vram_budget, "--vram-budget", uint64_t{1} << 50);
+  }
   options.cors_origin = args.cors_origin;
   options.webui = !args.no_webui;
   options.alias = args.alias;
@@ -112,6 +101,9 @@ Runner add_serve(CLI::App& app) {
   cmd->add_option("--api-key-file", args->api_key_file, "file whose first line is the key");
   cmd->add_option("--max-body-size", args->max_body_size, "largest request body (bytes, or with K/M/G); larger: 413")
       ->capture_default_str();
+  cmd->add_option("--vram-budget", args->vram_budget,
+                  "GPU memory the server may hold (weights, KV cache, scratch), e.g. 20G; without -c the context "
+                  "per slot is shortened to fit, with -c a budget it does not fit is an error");
   cmd->add_option("--cors-origin", args->cors_origin, "allow browser pages from this origin (or *) to call the API");
   cmd->add_flag("--no-webui", args->no_webui, "do not serve the web chat page at /");
   cmd->add_option("--alias", args->alias, "the model's name in answers and /v1/models (default: the file's name)");

@@ -36,7 +36,8 @@ Job::Update Job::take(std::chrono::milliseconds timeout) {
 InferenceService::InferenceService(std::shared_ptr<const Model> model, const ServiceOptions& options)
     : model_(std::move(model)), options_(options) {
   engine_ = std::make_unique<Engine>(model_, EngineOptions{.n_slots = options.n_slots, .n_ctx = options.n_ctx,
-                                                           .compute = options.compute});
+                                                           .compute = options.compute,
+                                                           .vram_budget = options.vram_budget});
   n_ctx_ = engine_->options().n_ctx;
   scheduler_ = std::make_unique<runtime::Scheduler>(*internals(*engine_).engine, internals(*model_).vocabulary());
   stepper_ = std::thread([this] { loop(); });
@@ -98,7 +99,7 @@ std::shared_ptr<Job> InferenceService::submit(const CompletionRequest& request) 
   seq.top_logprobs = request.top_logprobs;
   seq.logit_bias = request.logit_bias;
   seq.reuse_prefix = true;
-  if (request.format != ResponseFormat::Text) seq.constraint = make_constraint(*model_, request);
+  if (request.format != ResponseFormat::Text) seq.constraint = make_constraint(model_, request);
   const tokenizer::Tokenizer& tok = internals(*model_).tokenizer;
   Job* raw = job.get();
   seq.on_token = [raw, &tok](const runtime::TokenEvent& event) {

@@ -27,6 +27,7 @@ namespace lathe::server {
 struct ServiceOptions {
   uint32_t n_slots = 4;       // sequences generated at once (--parallel)
   uint32_t n_ctx = 0;         // per sequence; 0: the model's training context, at most 4096
+  uint64_t vram_budget = 0;   // EngineOptions::vram_budget
   ComputeOptions compute;
   size_t max_queue = 64;      // requests waiting for a slot beyond the running ones (--max-queue)
 };

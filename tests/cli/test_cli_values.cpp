@@ -239,6 +239,19 @@ TEST(CliValues, ContextAboveTheTrainedOneWarns) {
   EXPECT_EQ(within.err.find("warning"), std::string::npos) << within.err;
 }
 
+// --vram-budget is for a GPU: on the CPU, or with a value that is not a size, the server refuses
+// at once, naming the flag (test_engine_budget checks what it does on a GPU).
+TEST(CliValues, VramBudgetIsRefusedOnTheCpuAndWhenNotASize) {
+  LATHE_REQUIRE_MODEL();
+  const auto cpu = lathe_cli({"serve", "-m", default_model().string(), "--port", "0", "--vram-budget", "8G"});
+  EXPECT_EQ(cpu.exit_code, 1) << cpu.err;
+  EXPECT_NE(cpu.err.find("error: --vram-budget 8G applies to a GPU"), std::string::npos) << cpu.err;
+  const auto bad = lathe_cli({"serve", "-m", default_model().string(), "--port", "0", "--device", "cuda", "--vram-budget",
+                              "lots"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  EXPECT_NE(bad.err.find("error: --vram-budget 'lots' is not a size"), std::string::npos) << bad.err;
+}
+
 // --batch-invariant (a CUDA mode; test_cuda_batch checks what it does there) is accepted by the
 // commands that run a model, and on the CPU, always batch-invariant, changes nothing.
 TEST(CliValues, BatchInvariantFlagChangesNothingOnTheCpu) {

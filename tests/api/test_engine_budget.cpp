@@ -1,0 +1,93 @@
+// EngineOptions::vram_budget (`lathe serve --vram-budget`): an engine holds at most that much GPU
+// memory. Left to lathe, the context shrinks until the engine fits; a given context that does not
+// fit, or weights alone over the budget, is an error saying what would fit. On the CPU a budget is
+// refused. The GPU cases skip without a device (scripts/gpu-check.sh runs them).
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <string>
+
+#include "backend/cuda/device.hpp"
+#include "common/test_support.hpp"
+#include "lathe/lathe.hpp"
+
+namespace lathe {
+namespace {
+
+#define LATHE_REQUIRE_GPU()                                                                                 \
+  do {                                                                                                      \
+    if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device (" << cuda::no_device_reason() << ")"; \
+  } while (0)
+
+uint64_t total(const MemoryUse& m) { return m.weights + m.kv + m.scratch; }
+
+std::string refusal(const std::shared_ptr<const Model>& model, const EngineOptions& options) {
+  try {
+    Engine engine(model, options);
+  } catch (const InvalidArgumentError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(EngineBudget, RefusedOnTheCpu) {
+  LATHE_REQUIRE_MODEL();
+  const auto model = Model::load(test::default_model());
+  const std::string why = refusal(model, {.n_slots = 2, .n_ctx = 256, .compute = {}, .vram_budget = uint64_t{1} << 30});
+  EXPECT_NE(why.find("--vram-budget"), std::string::npos) << why;
+  EXPECT_NE(why.find("CUDA"), std::string::npos) << why;
+}
+
+TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
+  LATHE_REQUIRE_GPU();
+  LATHE_REQUIRE_MODEL();
+  const auto model = Model::load(test::default_model());
+  const ComputeOptions gpu{.device = Device::cuda(0)};
+  MemoryUse unlimited;
+  uint32_t full_ctx = 0;
+  {
+    Engine engine(model, {.n_slots = 16, .compute = gpu});
+    unlimited = engine.memory_use();
+    full_ctx = engine.options().n_ctx;
+  }
+  ASSERT_EQ(full_ctx, 4096u);  // min(8192 trained, 4096)
+  // Room for about half of the KV cache: the context must come down to at most 2048 tokens, by
+  // steps of 256, and no further than one step below what fits.
+  const uint64_t budget = unlimited.weights + unlimited.scratch + unlimited.kv / 2;
+  Engine fitted(model, {.n_slots = 16, .compute = gpu, .vram_budget = budget});
+  const MemoryUse m = fitted.memory_use();
+  std::cout << "budget " << budget << " bytes: n_ctx " << fitted.options().n_ctx << ", engine " << total(m) << "\n";
+  EXPECT_LE(total(m), budget);
+  EXPECT_LE(fitted.options().n_ctx, 2048u);
+  EXPECT_GE(fitted.options().n_ctx, 2048u - 256u);
+  EXPECT_EQ(fitted.options().n_ctx % 256, 0u);
+  // A budget that holds the whole engine changes nothing.
+  Engine roomy(model, {.n_slots = 16, .compute = gpu, .vram_budget = total(unlimited) + (1u << 20)});
+  EXPECT_EQ(roomy.options().n_ctx, 4096u);
+}
+
+TEST(EngineBudget, GivenContextOrWeightsOverTheBudgetAreErrors) {
+  LATHE_REQUIRE_GPU();
+  LATHE_REQUIRE_MODEL();
+  const auto model = Model::load(test::default_model());
+  const ComputeOptions gpu{.device = Device::cuda(0)};
+  MemoryUse unlimited;
+  {
+    Engine engine(model, {.n_slots = 16, .n_ctx = 4096, .compute = gpu});
+    unlimited = engine.memory_use();
+  }
+  const uint64_t budget = unlimited.weights + unlimited.scratch + unlimited.kv / 2;
+  const std::string given = refusal(model, {.n_slots = 16, .n_ctx = 4096, .compute = gpu, .vram_budget = budget});
+  EXPECT_NE(given.find("--vram-budget"), std::string::npos) << given;
+  EXPECT_NE(given.find("16 slots x 4096 tokens"), std::string::npos) << given;
+  // What fits: about half the cache, in steps of 256 tokens.
+  const size_t at = given.find("(-c ");
+  ASSERT_NE(at, std::string::npos) << given;
+  const int fits = std::stoi(given.substr(at + 4));
+  EXPECT_TRUE(fits == 2048 || fits == 1792) << given;
+  const std::string weights = refusal(model, {.n_slots = 1, .compute = gpu, .vram_budget = 1u << 20});
+  EXPECT_NE(weights.find("weights alone"), std::string::npos) << weights;
+}
+
+}  // namespace
+}  // namespace lathe
