@@ -73,9 +73,10 @@ ensure_llama_cpp_wheel() {
   local py="$1" dir; dir="$(llama_cpp_wheel_dir)"
   if ls "$dir"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl >/dev/null 2>&1; then echo "$dir"; return 0; fi
   local work; work="$(mktemp -d "${TMPDIR:-/tmp}/lathe-llama-cpp.XXXXXX")"
-  # Measured: 34 min on 2 cores shared with other builds (docs/PERFORMANCE.md); it scales with cores.
-  local minutes=$(( 68 / $(nproc) )); [ "$minutes" -ge 3 ] || minutes=3
-  log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION for this CPU, once: takes ~$minutes minutes on $(nproc) cores; the wheel is cached in $dir"
+  # Measured on 2 cores: 5 min on a quiet machine (docs/RELIABILITY.md), 34 min shared with other
+  # builds (docs/PERFORMANCE.md); it scales with cores.
+  local minutes=$(( 10 / $(nproc) )); [ "$minutes" -ge 2 ] || minutes=2
+  log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION for this CPU, once: takes ~$minutes minutes on $(nproc) quiet cores (more on a busy machine); the wheel is cached in $dir"
   # One step, and only llama-cpp-python itself from source: `--no-binary :all:` (or a separate
   # `pip download` with it) would also build its build tools (scikit-build-core, hatchling, ...)
   # from their sdists, which took 5 minutes on a fresh 2-core machine.

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <list>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 
@@ -39,10 +41,13 @@ std::shared_ptr<const grammar::TokenTable> build_table(const Model& model) {
 // last kCachedGrammars used).
 class Cache {
  public:
-  std::shared_ptr<const grammar::TokenTable> table(const Model& model) {
+  // Keyed by the model's ownership, not its address: a model loaded where a freed one lived is
+  // another key (and the freed model's table goes at the next insert).
+  std::shared_ptr<const grammar::TokenTable> table(const std::shared_ptr<const Model>& model) {
     std::lock_guard lock(mutex_);
-    auto& table = tables_[&model];
-    if (!table) table = build_table(model);
+    std::erase_if(tables_, [](const auto& entry) { return entry.first.expired(); });
+    auto& table = tables_[model];
+    if (!table) table = build_table(*model);
     return table;
   }
   std::shared_ptr<const grammar::JsonGrammar> grammar(const nlohmann::ordered_json& schema) {
@@ -69,7 +74,7 @@ class Cache {
 
  private:
   std::mutex mutex_;
-  std::unordered_map<const Model*, std::shared_ptr<const grammar::TokenTable>> tables_;
+  std::map<std::weak_ptr<const Model>, std::shared_ptr<const grammar::TokenTable>, std::owner_less<>> tables_;
   std::list<std::string> order_;  // most recently used first
   std::unordered_map<std::string, std::pair<std::shared_ptr<const grammar::JsonGrammar>, std::list<std::string>::iterator>>
       grammars_;
@@ -82,7 +87,8 @@ Cache& cache() {
 
 }  // namespace
 
-std::shared_ptr<TokenConstraint> make_constraint(const Model& model, const CompletionRequest& request) {
+std::shared_ptr<TokenConstraint> make_constraint(const std::shared_ptr<const Model>& model,
+                                                 const CompletionRequest& request) {
   std::shared_ptr<const grammar::JsonGrammar> compiled;
   try {
     compiled = request.format == ResponseFormat::JsonObject ? grammar::JsonGrammar::any_object()
@@ -92,7 +98,7 @@ std::shared_ptr<TokenConstraint> make_constraint(const Model& model, const Compl
   } catch (const InvalidArgumentError& e) {
     throw ApiError(400, "invalid_request_error", e.what(), kSchemaField, "invalid_schema");
   }
-  const auto& eog = internals(model).end_of_generation;
+  const auto& eog = internals(*model).end_of_generation;
   std::vector<int32_t> end_ids(eog.begin(), eog.end());
   return std::make_shared<grammar::TokenMatcher>(compiled, cache().table(model), std::move(end_ids));
 }

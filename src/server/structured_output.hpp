@@ -11,6 +11,7 @@
 namespace lathe::server {
 
 // ApiError 400 naming the schema keyword lathe cannot enforce (never silently unconstrained).
-std::shared_ptr<TokenConstraint> make_constraint(const Model& model, const CompletionRequest& request);
+std::shared_ptr<TokenConstraint> make_constraint(const std::shared_ptr<const Model>& model,
+                                                 const CompletionRequest& request);
 
 }  // namespace lathe::server

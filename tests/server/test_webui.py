@@ -2,9 +2,9 @@
 
 The test starts the server itself and stops it at the end:
 
-  LATHE_CLI              the lathe binary (default /work/main/build-cpu/lathe); runs
+  LATHE_CLI              the lathe binary (default build/lathe in the checkout); runs
                          `LATHE_CLI serve -m MODEL --port P --parallel 2 -c 1024 -t 2 [--api-key K]`
-  LATHE_TEST_MODEL       the model (default /work/main/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  LATHE_TEST_MODEL       the model (default models/SmolLM2-135M-Instruct.Q4_1.gguf in the checkout)
   LATHE_WEBUI_TEST_SERVER=mock
                          use tests/server/mock_openai_server.py instead of lathe (no model needed)
   LATHE_TEST_ARTIFACTS   where the screenshot goes (else LATHE_TEST_BINARY_DIR, else /tmp)
@@ -43,8 +43,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 MODE = os.environ.get("LATHE_WEBUI_TEST_SERVER", "lathe").strip().lower() or "lathe"
-LATHE_CLI = os.environ.get("LATHE_CLI") or "/work/main/build-cpu/lathe"
-MODEL = os.environ.get("LATHE_TEST_MODEL") or "/work/main/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+LATHE_CLI = os.environ.get("LATHE_CLI") or str(ROOT / "build" / "lathe")  # ctest sets both
+MODEL = os.environ.get("LATHE_TEST_MODEL") or str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
 STARTUP_TIMEOUT = float(os.environ.get("LATHE_WEBUI_STARTUP_TIMEOUT", "60"))
 ANSWER_TIMEOUT = 120.0   # one answer on a slow CPU machine
 API_KEY = "secret"
