@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -259,8 +260,21 @@ int run_ablate(const AblateOptions& o) {
                cached * 1e3, reloaded * 1e3);
   }
 
-  // The search (edit/study.hpp); here only its progress output.
+  // The summary lines go to stdout as they happen (flushed: a redirected stdout is block-buffered,
+  // and a study stopped midway must still show its baseline).
   const size_t n_harmful = study.baseline_refusals().total;
+  fmt::print("baseline (unedited): refusals {}/{} ({:.1f}%), KL 0\n", study.baseline_refusals().refused, n_harmful,
+             100 * study.baseline_refusals().rate);
+  std::fflush(stdout);
+  if (study.baseline_refusals().refused == 0)
+    fmt::print(stderr,
+               "warning: the unedited model refuses none of the {} harmful validation prompts, so there is no refusal "
+               "for abliteration to remove and the search can only add KL divergence; try another --system prompt "
+               "(--system \"\" for none), harmful prompts the model does refuse (--harmful-val), or your own "
+               "--refusal-markers\n",
+               n_harmful);
+
+  // The search (edit/study.hpp); here only its progress output.
   std::vector<edit::Trial> trials = journal.trials();
   if (static_cast<int>(trials.size()) < o.trials) {
     edit::ProgressBar bar("trials", o.trials, std::cerr, tty);
@@ -283,8 +297,6 @@ int run_ablate(const AblateOptions& o) {
   }
 
   const auto front = edit::pareto_front(trials);
-  fmt::print("baseline (unedited): refusals {}/{} ({:.1f}%), KL 0\n", study.baseline_refusals().refused, n_harmful,
-             100 * study.baseline_refusals().rate);
   if (front.empty()) {
     fmt::print("no completed trials yet (--trials {})\n", o.trials);
     return 0;
@@ -294,6 +306,7 @@ int run_ablate(const AblateOptions& o) {
   edit::write_pareto_svg(plot, trials, front, "refusal rate (harmful validation)", "KL divergence (harmless validation)",
                          fmt::format("lathe ablate: {}", fs::path(summary.path).filename().string()));
   fmt::print("plot: {}\n", plot.string());
+  std::fflush(stdout);
 
   if (o.out.empty()) {
     fmt::print("(no --out: nothing exported; rerun with --out PATH [--export-trial N] to write a model)\n");
@@ -301,6 +314,7 @@ int run_ablate(const AblateOptions& o) {
   }
   const auto& chosen = choose_trial(trials, front, o.export_trial, o.max_kl);
   fmt::print("exporting trial {}: refusals {:.1f}%, KL {:.4f}\n", chosen.number, 100 * chosen.values[0], chosen.values[1]);
+  std::fflush(stdout);
   edit::ExportOptions eo;
   eo.force = o.force;
   eo.metadata = {{"lathe.ablation.trial", std::to_string(chosen.number)},
@@ -311,7 +325,8 @@ int run_ablate(const AblateOptions& o) {
                  {"lathe.ablation.settings", settings.dump()},
                  {"lathe.ablation.inputs", study_inputs.dump()}};
   const auto result = study.export_trial(chosen, o.out, eo);
-  fmt::print("wrote {} ({}, {} edited tensors)\n", o.out, human_bytes(result.bytes), result.n_edited_tensors);
+  fmt::print("wrote {} ({}; trial {} changed {} matrices)\n", o.out, human_bytes(result.written.bytes), chosen.number,
+             result.changed_matrices);
   return 0;
 }
 

@@ -255,14 +255,14 @@ std::vector<Trial> AblationStudy::search(Journal& journal, const SearchOptions& 
   return trials;
 }
 
-ExportResult AblationStudy::export_trial(const Trial& trial, const std::filesystem::path& out,
-                                         const ExportOptions& options) {
+AblationStudy::TrialExport AblationStudy::export_trial(const Trial& trial, const std::filesystem::path& out,
+                                                       const ExportOptions& options) {
   const auto outcome =
       run_trial(params_from_point(trial.params, options_.per_layer_directions, options_.components), /*evaluate=*/false);
   ExportOptions with_rms = options;
   with_rms.metadata.emplace_back("lathe.ablation.requantization_rel_rms",
                                  fmt::format("{:.6g}", outcome.edit.requantization_rel_rms));
-  return export_model(internals(*model_).weights, out, with_rms);
+  return {export_model(internals(*model_).weights, out, with_rms), outcome.edit.n_matrices};
 }
 
 }  // namespace lathe::edit

@@ -97,7 +97,11 @@ class AblationStudy {
                             const std::function<void(const Trial&, const TrialOutcome&)>& on_trial = {});
   // Applies the trial's parameters (without scoring) and writes the edited model to `out` in the
   // input's format, with options.metadata and the edit's lathe.ablation.requantization_rel_rms.
-  ExportResult export_trial(const Trial& trial, const std::filesystem::path& out, const ExportOptions& options);
+  struct TrialExport {
+    ExportResult written;
+    size_t changed_matrices = 0;  // the matrices this trial's edit changed (its journal's edited_matrices)
+  };
+  TrialExport export_trial(const Trial& trial, const std::filesystem::path& out, const ExportOptions& options);
 
   const Model& model() const noexcept { return *model_; }
 

@@ -75,6 +75,23 @@ TEST(AblateCli, SearchExportsAndResumes) {
     differing += !same;
   }
   EXPECT_GT(differing, 0u);
+  // The export line counts the matrices the chosen trial changed, as its journal line records them
+  // (it used to count every matrix the weight cache could write, 60 on this model).
+  const size_t said = r.out.find(" changed ");
+  ASSERT_NE(said, std::string::npos) << r.out;
+  const size_t trial_at = r.out.rfind("trial ", said);
+  const int chosen = std::stoi(r.out.substr(trial_at + 6));
+  const size_t changed = std::stoul(r.out.substr(said + 9));
+  std::ifstream journal(dir / "study.jsonl");
+  size_t recorded = 0;
+  for (std::string line; std::getline(journal, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("kind", "") == "trial" && j.at("number").get<int>() == chosen)
+      recorded = j.at("extra").at("edited_matrices").get<size_t>();
+  }
+  EXPECT_EQ(changed, recorded) << r.out;
+  EXPECT_GT(changed, 0u);
+  EXPECT_LE(differing, changed);  // a tensor whose bytes differ was edited
   const auto run = lathe_cli({"run", "-m", (dir / "ablated.gguf").string(), "--chat", "-p", "Hello!", "-n", "8",
                               "--temp", "0", "-t", "2"});
   EXPECT_EQ(run.exit_code, 0) << run.err;
@@ -85,6 +102,22 @@ TEST(AblateCli, SearchExportsAndResumes) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("holds 20 trial(s)"), std::string::npos) << resumed.err;
   EXPECT_EQ(count_lines(dir / "study.jsonl"), 23u);
+}
+
+// A model that refuses none of the harmful validation prompts (here: refusal markers it never
+// writes) has nothing to abliterate: the study says so before it searches.
+TEST(AblateCli, BaselineWithoutRefusalsWarns) {
+  LATHE_REQUIRE_MODEL();
+  TempDir dir("ablate_no_refusals");
+  write_file(dir / "markers.txt", "zqxjv-never-written\n");
+  const auto r = lathe_cli({"ablate", default_model().string(), "--trials", "1", "--startup", "1", "--train-limit", "8",
+                            "--harmful-val-limit", "2", "--harmless-val-limit", "2", "--max-new-tokens", "4", "-t", "2",
+                            "--refusal-markers", (dir / "markers.txt").string(), "--journal",
+                            (dir / "study.jsonl").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("baseline (unedited): refusals 0/2"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("warning: the unedited model refuses none of the 2 harmful validation prompts"), std::string::npos)
+      << r.err;
 }
 
 TEST(AblateCli, BadPromptFilesAndJournalsAreClearErrors) {

@@ -339,6 +339,35 @@ TEST_P(Interrupted, NoTemporaryRemainsAndThePreviousOutputIsIntact) {
   interrupt_mid_write(std::get<0>(GetParam()), std::get<1>(GetParam()));
 }
 
+// ablate's summary lines reach a redirected stdout as they happen: a study killed during its
+// search (SIGKILL: no exit handler flushes anything) has already written its baseline line, which
+// used to be printed only after the search. (Checked: with the old order this test fails.)
+TEST(OutputSafety, AblateBaselineReachesARedirectedStdoutBeforeTheSearch) {
+  LATHE_REQUIRE_MODEL();
+  TempDir dir("safety-ablate-stdout");
+  TempDir logs("safety-ablate-stdout-logs");
+  const auto start = Clock::now();
+  const Spawned s = spawn({"ablate", default_model().string(), "--trials", "500", "--startup", "500", "--train-limit",
+                           "2", "--harmful-val-limit", "1", "--harmless-val-limit", "1", "--max-new-tokens", "1", "-t",
+                           "2", "--journal", (dir / "study.jsonl").string()},
+                          logs);
+  // The child opens its log files itself: until it has, there is nothing to read.
+  const auto err_so_far = [&] { return fs::exists(s.err_log) ? read_file(s.err_log) : std::string(); };
+  bool searching = false;
+  while (!searching && Clock::now() - start < std::chrono::seconds{120}) {
+    searching = err_so_far().find("trial   0:") != std::string::npos;
+    int status = 0;
+    if (!searching && ::waitpid(s.pid, &status, WNOHANG) == s.pid)
+      FAIL() << "ablate ended before its search: " << err_so_far();
+    if (!searching) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(searching) << err_so_far();
+  ::kill(s.pid, SIGKILL);
+  const Finished f = wait_for(s, start);
+  EXPECT_EQ(f.signal(), SIGKILL);
+  EXPECT_NE(f.out.find("baseline (unedited): refusals"), std::string::npos) << "stdout: " << f.out << "\nstderr: " << f.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Commands, WritingCommands, ::testing::ValuesIn(writing_commands()),
                          [](const auto& info) { return info.param.name; });
 
