@@ -52,11 +52,12 @@ run_ctest "$LATHE_BUILD"
 
 log "2/3 sanitizer build (ASan+UBSan, clang, with the fuzz targets) and tests"
 phase "sanitizer build"
-# One build serves the sanitizer tests and the fuzz targets (the library carries libFuzzer's
-# coverage hooks, which cost the tests little): a second build of the library cost 5 minutes. -O1
-# with line tables keeps ASan's reports readable and compiles in about half of GCC's RelWithDebInfo
-# time; the CPU kernels keep their own optimization flags. Programs labelled slow and the
-# benchmarks are not built here (the slow label is excluded below).
+# One build serves the sanitizer tests and the fuzz targets: a second build of the library cost 5
+# minutes. libFuzzer's coverage hooks go only into the rooms the targets reach (fuzz/CMakeLists.txt),
+# not the compute rooms the model tests spend their time in. -O1 with line tables keeps ASan's
+# reports readable and compiles in about half of GCC's RelWithDebInfo time; the CPU backend stays
+# at -O2 (src/CMakeLists.txt). Programs labelled slow and the benchmarks are not built here (the
+# slow label is excluded below).
 SAN="$LATHE_ROOT/build-san"
 san_flags="-O1 -gline-tables-only -DNDEBUG"
 CC=clang CXX=clang++ configure_build "$SAN" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATHE_SANITIZE=ON -DLATHE_FUZZ=ON \

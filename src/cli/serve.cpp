@@ -28,7 +28,6 @@ struct ServeArgs {
 };
 
 #ifdef LATHE_HAVE_SERVER
-
 std::string read_key_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw IoError(fmt::format("--api-key-file {}: cannot be read", path));
