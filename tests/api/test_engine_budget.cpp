@@ -1,7 +1,9 @@
 // EngineOptions::vram_budget (`lathe serve --vram-budget`): an engine holds at most that much GPU
 // memory. Left to lathe, the context shrinks until the engine fits; a given context that does not
 // fit, or weights alone over the budget, is an error saying what would fit. On the CPU a budget is
-// refused. The GPU cases skip without a device (scripts/gpu-check.sh runs them).
+// refused. The GPU cases skip without a device (scripts/gpu-check.sh runs them). The tiny synthetic
+// model, with a trained context of 4096 tokens so that the default context can shrink: no model
+// file needs to travel to the GPU machine.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -9,6 +11,7 @@
 
 #include "backend/cuda/device.hpp"
 #include "common/test_support.hpp"
+#include "common/tiny_model.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe {
@@ -21,6 +24,13 @@ namespace {
 
 uint64_t total(const MemoryUse& m) { return m.weights + m.kv + m.scratch; }
 
+std::shared_ptr<const Model> tiny_model_4096(const test::TempDir& dir) {
+  test::TinyModel tiny;
+  tiny.add_tokenizer();
+  tiny.writer.set("llama.context_length", gguf::Value::u32(4096));
+  return Model::load(tiny.write(dir, "tiny.gguf"));
+}
+
 std::string refusal(const std::shared_ptr<const Model>& model, const EngineOptions& options) {
   try {
     Engine engine(model, options);
@@ -31,8 +41,8 @@ std::string refusal(const std::shared_ptr<const Model>& model, const EngineOptio
 }
 
 TEST(EngineBudget, RefusedOnTheCpu) {
-  LATHE_REQUIRE_MODEL();
-  const auto model = Model::load(test::default_model());
+  test::TempDir dir("budget_cpu");
+  const auto model = tiny_model_4096(dir);
   const std::string why = refusal(model, {.n_slots = 2, .n_ctx = 256, .compute = {}, .vram_budget = uint64_t{1} << 30});
   EXPECT_NE(why.find("--vram-budget"), std::string::npos) << why;
   EXPECT_NE(why.find("CUDA"), std::string::npos) << why;
@@ -40,8 +50,8 @@ TEST(EngineBudget, RefusedOnTheCpu) {
 
 TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
   LATHE_REQUIRE_GPU();
-  LATHE_REQUIRE_MODEL();
-  const auto model = Model::load(test::default_model());
+  test::TempDir dir("budget_shrink");
+  const auto model = tiny_model_4096(dir);
   const ComputeOptions gpu{.device = Device::cuda(0)};
   MemoryUse unlimited;
   uint32_t full_ctx = 0;
@@ -50,7 +60,7 @@ TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
     unlimited = engine.memory_use();
     full_ctx = engine.options().n_ctx;
   }
-  ASSERT_EQ(full_ctx, 4096u);  // min(8192 trained, 4096)
+  ASSERT_EQ(full_ctx, 4096u);  // the trained context
   // Room for about half of the KV cache: the context must come down to at most 2048 tokens, by
   // steps of 256, and no further than one step below what fits.
   const uint64_t budget = unlimited.weights + unlimited.scratch + unlimited.kv / 2;
@@ -68,8 +78,8 @@ TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
 
 TEST(EngineBudget, GivenContextOrWeightsOverTheBudgetAreErrors) {
   LATHE_REQUIRE_GPU();
-  LATHE_REQUIRE_MODEL();
-  const auto model = Model::load(test::default_model());
+  test::TempDir dir("budget_errors");
+  const auto model = tiny_model_4096(dir);
   const ComputeOptions gpu{.device = Device::cuda(0)};
   MemoryUse unlimited;
   {
@@ -85,7 +95,7 @@ TEST(EngineBudget, GivenContextOrWeightsOverTheBudgetAreErrors) {
   ASSERT_NE(at, std::string::npos) << given;
   const int fits = std::stoi(given.substr(at + 4));
   EXPECT_TRUE(fits == 2048 || fits == 1792) << given;
-  const std::string weights = refusal(model, {.n_slots = 1, .compute = gpu, .vram_budget = 1u << 20});
+  const std::string weights = refusal(model, {.n_slots = 1, .compute = gpu, .vram_budget = 1024});  // < its weights
   EXPECT_NE(weights.find("weights alone"), std::string::npos) << weights;
 }
 
