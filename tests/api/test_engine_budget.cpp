@@ -9,18 +9,13 @@
 #include <iostream>
 #include <string>
 
-#include "backend/cuda/device.hpp"
+#include "common/require_gpu.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
 #include "lathe/lathe.hpp"
 
 namespace lathe {
 namespace {
-
-#define LATHE_REQUIRE_GPU()                                                                                 \
-  do {                                                                                                      \
-    if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device (" << cuda::no_device_reason() << ")"; \
-  } while (0)
 
 uint64_t total(const MemoryUse& m) { return m.weights + m.kv + m.scratch; }
 
@@ -29,6 +24,18 @@ std::shared_ptr<const Model> tiny_model_4096(const test::TempDir& dir) {
   tiny.add_tokenizer();
   tiny.writer.set("llama.context_length", gguf::Value::u32(4096));
   return Model::load(tiny.write(dir, "tiny.gguf"));
+}
+
+// An engine of 16 slots on the GPU without a budget (n_ctx 0: the model's context): what it holds,
+// and a budget with room for about half of its KV cache.
+struct Unlimited {
+  MemoryUse memory;
+  uint32_t n_ctx = 0;
+  uint64_t half_kv_budget() const { return memory.weights + memory.scratch + memory.kv / 2; }
+};
+Unlimited measure_unlimited(const std::shared_ptr<const Model>& model, uint32_t n_ctx) {
+  Engine engine(model, {.n_slots = 16, .n_ctx = n_ctx, .compute = {.device = Device::cuda(0)}});
+  return {engine.memory_use(), engine.options().n_ctx};
 }
 
 std::string refusal(const std::shared_ptr<const Model>& model, const EngineOptions& options) {
@@ -53,17 +60,11 @@ TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
   test::TempDir dir("budget_shrink");
   const auto model = tiny_model_4096(dir);
   const ComputeOptions gpu{.device = Device::cuda(0)};
-  MemoryUse unlimited;
-  uint32_t full_ctx = 0;
-  {
-    Engine engine(model, {.n_slots = 16, .compute = gpu});
-    unlimited = engine.memory_use();
-    full_ctx = engine.options().n_ctx;
-  }
-  ASSERT_EQ(full_ctx, 4096u);  // the trained context
+  const Unlimited unlimited = measure_unlimited(model, 0);
+  ASSERT_EQ(unlimited.n_ctx, 4096u);  // the trained context
   // Room for about half of the KV cache: the context must come down to at most 2048 tokens, by
   // steps of 256, and no further than one step below what fits.
-  const uint64_t budget = unlimited.weights + unlimited.scratch + unlimited.kv / 2;
+  const uint64_t budget = unlimited.half_kv_budget();
   Engine fitted(model, {.n_slots = 16, .compute = gpu, .vram_budget = budget});
   const MemoryUse m = fitted.memory_use();
   std::cout << "budget " << budget << " bytes: n_ctx " << fitted.options().n_ctx << ", engine " << total(m) << "\n";
@@ -72,7 +73,7 @@ TEST(EngineBudget, ContextShrinksToFitWhenLeftToLathe) {
   EXPECT_GE(fitted.options().n_ctx, 2048u - 256u);
   EXPECT_EQ(fitted.options().n_ctx % 256, 0u);
   // A budget that holds the whole engine changes nothing.
-  Engine roomy(model, {.n_slots = 16, .compute = gpu, .vram_budget = total(unlimited) + (1u << 20)});
+  Engine roomy(model, {.n_slots = 16, .compute = gpu, .vram_budget = total(unlimited.memory) + (1u << 20)});
   EXPECT_EQ(roomy.options().n_ctx, 4096u);
 }
 
@@ -81,12 +82,7 @@ TEST(EngineBudget, GivenContextOrWeightsOverTheBudgetAreErrors) {
   test::TempDir dir("budget_errors");
   const auto model = tiny_model_4096(dir);
   const ComputeOptions gpu{.device = Device::cuda(0)};
-  MemoryUse unlimited;
-  {
-    Engine engine(model, {.n_slots = 16, .n_ctx = 4096, .compute = gpu});
-    unlimited = engine.memory_use();
-  }
-  const uint64_t budget = unlimited.weights + unlimited.scratch + unlimited.kv / 2;
+  const uint64_t budget = measure_unlimited(model, 4096).half_kv_budget();
   const std::string given = refusal(model, {.n_slots = 16, .n_ctx = 4096, .compute = gpu, .vram_budget = budget});
   EXPECT_NE(given.find("--vram-budget"), std::string::npos) << given;
   EXPECT_NE(given.find("16 slots x 4096 tokens"), std::string::npos) << given;

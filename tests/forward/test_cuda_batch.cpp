@@ -15,18 +15,13 @@
 #include <iostream>
 #include <set>
 
-#include "backend/cuda/device.hpp"
+#include "common/require_gpu.hpp"
 #include "runtime/scheduler_test_helpers.hpp"
 
 namespace lathe {
 namespace {
 
 using namespace test::scheduler;
-
-#define LATHE_REQUIRE_GPU()                                                                                 \
-  do {                                                                                                      \
-    if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device (" << cuda::no_device_reason() << ")"; \
-  } while (0)
 
 // Identical sequences of 16, printed for the record; at least `floor` required.
 size_t count_identical(const std::vector<std::vector<TokenId>>& alone, const std::vector<GenerateResult>& together,

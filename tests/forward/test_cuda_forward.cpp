@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "backend/cuda/device.hpp"
+#include "common/require_gpu.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
 #include "io/gguf.hpp"
@@ -16,11 +16,6 @@
 
 namespace lathe {
 namespace {
-
-#define LATHE_REQUIRE_GPU()                                                                                 \
-  do {                                                                                                      \
-    if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device (" << cuda::no_device_reason() << ")"; \
-  } while (0)
 
 double nmse(std::span<const float> out, std::span<const float> ref) {
   double err = 0, norm = 0;

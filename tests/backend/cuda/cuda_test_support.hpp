@@ -16,15 +16,10 @@
 #include "backend/cuda/memory.hpp"
 #include "core/dtype.hpp"
 #include "core/fp16.hpp"
+#include "common/require_gpu.hpp"
 #include "core/quant.hpp"
 
 namespace lathe::test {
-
-#define LATHE_REQUIRE_GPU()                                                                 \
-  do {                                                                                      \
-    if (lathe::cuda::list_devices().empty())                                                \
-      GTEST_SKIP() << "no CUDA device (" << lathe::cuda::no_device_reason() << ")";        \
-  } while (0)
 
 inline double nmse(const std::vector<float>& out, const std::vector<double>& ref) {
   double err = 0, norm = 0;
