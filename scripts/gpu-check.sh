@@ -30,7 +30,8 @@
 # the static cache with torch.compile), LATHE_GPU_BENCH=0 (no lathe benchmarks),
 # LATHE_GPU_BIG_EXTRAS=0 (no Q8_0-KV / half-activation extras), LATHE_GPU_AB_ENV=VAR=value (decode
 # again with that environment), LATHE_GPU_PASS_AB=1 (16-sequence decode at -b 129 and 512),
-# LATHE_GPU_PROFILE_TYPES (the profile stages' weight types).
+# LATHE_GPU_PROFILE_TYPES (the profile stages' weight types), LATHE_GPU_SERVE_MODELS (the serve
+# stage's models, of those made: default "qwen05 llama8b").
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -335,7 +336,7 @@ fi
 
 # lathe serve vs llama-server (uses the llama.cpp build started above)
 if has serve && [ -n "$LLAMA_PID" ] && wait_llama_build; then
-  for name in qwen05 llama8b; do
+  for name in ${LATHE_GPU_SERVE_MODELS:-qwen05 llama8b}; do
     [ -f "$WORK/$name/config.json" ] || continue
     start=$SECONDS
     gguf="$(bench/llama_cpp_cuda.sh convert "$LLAMA_WORK" "$WORK/$name" 2>"$LOGS/convert_$name.log")" ||

@@ -27,6 +27,14 @@
 
 namespace lathe {
 
+// A LoRA adapter to merge into the weights at load: llama.cpp's adapter GGUF (what
+// convert_lora_to_gguf.py and `lathe ablate --lora-out` write), applied as W + s B A with
+// s = scale * alpha / rank (scale alone when the adapter has no alpha), as llama.cpp's --lora.
+struct LoraSpec {
+  std::filesystem::path path;
+  float scale = 1.0f;
+};
+
 struct LoadOptions {
   // Scan every weight for NaN/Inf at load (slow on big models); the first bad tensor is reported
   // by name in a FormatError.
@@ -37,6 +45,19 @@ struct LoadOptions {
   // A Jinja chat template file that replaces the model's own (tokenizer.chat_template /
   // chat_template); empty: the model's. IoError when it cannot be read.
   std::filesystem::path chat_template_file = {};
+  // Adapters merged into the weights, in order, before --requantize converts them (after it when
+  // a target's stored type cannot be written back, such as Q4_K). Each merged matrix is stored
+  // back in its type: exact for F32, one more rounding for F16/BF16/quantized weights.
+  std::vector<LoraSpec> loras = {};
+};
+
+// An adapter merged at load (LoadOptions::loras), for display.
+struct AppliedLora {
+  std::string path;
+  float scale = 1.0f;
+  size_t matrices = 0;                // matrices it changed
+  double requantization_rel_rms = 0;  // ||Q(W') - W'|| / ||W'|| of those matrices (0 for F32)
+  std::vector<std::string> ignored;   // adapter tensors not applied (norm vectors, as llama.cpp)
 };
 
 // What a loaded model is, for display and for callers sizing things.
@@ -49,6 +70,7 @@ struct ModelSummary {
   uint32_t n_vocab = 0, n_ctx_train = 0;
   uint64_t n_params = 0;
   uint64_t weight_bytes = 0;  // bytes of tensor data
+  std::vector<AppliedLora> loras;  // LoadOptions::loras as applied
 };
 
 class Model {

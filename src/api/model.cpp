@@ -1,12 +1,14 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "api/model_impl.hpp"
 #include "io/json_text.hpp"
 #include "core/quant.hpp"
 #include "io/model_dir.hpp"
+#include "weights/lora.hpp"
 #include "weights/requantize.hpp"
 
 namespace lathe {
@@ -59,6 +61,26 @@ ModelSummary summarize(const ModelWeights& w, const std::filesystem::path& path)
   return s;
 }
 
+// Merges the adapters, converting the weights to `requantize` (when given) after them, or before
+// them where a target's stored type cannot be written back (then the merge needs the new type).
+std::vector<AppliedLora> apply_adapters(ModelWeights& weights, const std::vector<LoraAdapter>& adapters,
+                                        const std::vector<LoraSpec>& specs, std::optional<DType> requantize) {
+  bool writable = true;
+  for (const auto& adapter : adapters) writable = writable && lora_targets_writable(weights, adapter);
+  if (requantize && !writable) requantize_matrices(weights, *requantize);
+  std::vector<AppliedLora> applied;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    const auto stats = merge_lora(weights, adapters[i], specs[i].scale);
+    applied.push_back({.path = specs[i].path.string(),
+                       .scale = specs[i].scale,
+                       .matrices = stats.matrices,
+                       .requantization_rel_rms = stats.requantization_rel_rms,
+                       .ignored = adapters[i].ignored});
+  }
+  if (requantize && writable) requantize_matrices(weights, *requantize);
+  return applied;
+}
+
 }  // namespace
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -89,14 +111,18 @@ std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, co
   // directory's parts are separate files (config.json, tokenizer.json, tokenizer_config.json).
   std::shared_ptr<const gguf::File> gguf_file;
   if (!std::filesystem::is_directory(path)) gguf_file = std::make_shared<const gguf::File>(gguf::File::open(path));
-  auto weights = gguf_file ? load_model_weights(gguf_file, weight_options) : load_model_weights(path, weight_options);
+  // Adapters are read (and checked on their own) before the weights: a bad file fails at once.
+  std::vector<LoraAdapter> adapters;
+  for (const auto& spec : options.loras) adapters.push_back(read_lora_adapter(spec.path));
+  std::optional<DType> requantize_type;
   if (!options.requantize.empty()) {
-    const auto type = dtype_from_name(options.requantize);
-    if (!type || !can_quantize(*type))
+    requantize_type = dtype_from_name(options.requantize);
+    if (!requantize_type || !can_quantize(*requantize_type))
       throw InvalidArgumentError(fmt::format("cannot requantize to \"{}\": use F32, F16, BF16, Q8_0, Q4_0 or Q4_1",
                                              options.requantize));
-    requantize_matrices(weights, *type);
   }
+  auto weights = gguf_file ? load_model_weights(gguf_file, weight_options) : load_model_weights(path, weight_options);
+  const auto applied = apply_adapters(weights, adapters, options.loras, requantize_type);
   auto tok = gguf_file ? tokenizer::Tokenizer::from_gguf(*gguf_file) : tokenizer::Tokenizer::from_path(path);
   if (tok.vocab().size() > weights.hp.n_vocab) {
     throw FormatError(fmt::format("{}: the tokenizer has {} tokens but the embedding matrix only {} rows; the "
@@ -105,6 +131,7 @@ std::shared_ptr<Model> Model::load_mutable(const std::filesystem::path& spec, co
   }
   auto eog = end_of_generation_ids(tok.vocab(), path);
   auto summary = summarize(weights, path);
+  summary.loras = applied;
   ChatTemplateSource chat_template;
   try {
     chat_template = gguf_file ? load_chat_template(*gguf_file) : load_chat_template(path);

@@ -51,25 +51,15 @@ struct AblateOptions {
   uint64_t seed = 0;
   std::string journal, plot, out, refusal_markers;
   int export_trial = -1;
+  uint32_t kl_tokens = 1;  // --kl-tokens: KL over the first K positions of the original's continuation
+  std::string lora_out;  // --lora-out: the chosen trial as a LoRA adapter
+  int lora_rank = 3;     // --lora-rank: the norm-preserving edit's adapter rank
   double max_kl = 0.5;
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
   bool cache_weights = true, force = false, restart = false, bench_restore = false;
   ComputeArgs compute;
 };
-
-std::vector<std::string> read_markers(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw NotFoundError(fmt::format("refusal marker file {} cannot be opened", path.string()));
-  std::vector<std::string> markers;
-  for (std::string line; std::getline(in, line);) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty() && line[0] != '#') markers.push_back(line);
-  }
-  if (markers.empty())
-    throw InvalidArgumentError(fmt::format("{} holds no refusal markers (one per line, # comments)", path.string()));
-  return markers;
-}
 
 std::string params_text(const std::map<std::string, double>& params) {
   std::string s;
@@ -122,9 +112,14 @@ void check_options(const AblateOptions& o) {
     throw InvalidArgumentError(fmt::format("--max-kl must be a number >= 0 (got {})", o.max_kl));
   if (o.export_trial < -1)
     throw InvalidArgumentError(fmt::format("--export-trial must be a trial number >= 0 (got {})", o.export_trial));
-  if (o.export_trial >= 0 && o.out.empty())
-    throw InvalidArgumentError(fmt::format("--export-trial {} needs --out PATH to write the trial's model to",
+  if (o.export_trial >= 0 && o.out.empty() && o.lora_out.empty())
+    throw InvalidArgumentError(fmt::format("--export-trial {} needs --out PATH (the edited model) or --lora-out FILE "
+                                           "(the edit as a LoRA adapter) to write the trial to",
                                            o.export_trial));
+  if (o.kl_tokens < 1 || o.kl_tokens > 1024)
+    throw InvalidArgumentError(fmt::format("--kl-tokens {} is out of range: it must be in 1..1024", o.kl_tokens));
+  if (o.lora_rank < 1 || o.lora_rank > 64)
+    throw InvalidArgumentError(fmt::format("--lora-rank {} is out of range: it must be in 1..64", o.lora_rank));
   if (o.components.empty()) throw InvalidArgumentError("--components is empty; give attn_output, mlp_down or both");
 }
 
@@ -165,9 +160,10 @@ int run_ablate(const AblateOptions& o) {
   so.cache_weights = o.cache_weights;
   so.evaluation.max_new_tokens = o.max_new_tokens;
   so.evaluation.n_parallel = o.n_parallel;
+  so.evaluation.kl_tokens = o.kl_tokens;
   so.compute = resolve_compute(o.compute);
   so.evaluation.compute = so.compute;
-  if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = read_markers(o.refusal_markers);
+  if (!o.refusal_markers.empty()) so.evaluation.refusal_markers = edit::read_refusal_markers(o.refusal_markers);
 
   // Every path is checked before the model is loaded: the journal, the plot and the export are
   // never an input or one another, their directories exist and are writable, the plot (of a new
@@ -188,16 +184,27 @@ int run_ablate(const AblateOptions& o) {
     return all;
   };
   check_output({.flag = "--journal", .path = journal_path, .kind = OutputRequest::Kind::File, .force = true,
-                .inputs = with({{"the --plot file", plot_path}, {"the --out path", o.out}}), .managed = {}});
+                .inputs = with({{"the --plot file", plot_path},
+                                {"the --out path", o.out},
+                                {"the --lora-out file", o.lora_out}}),
+                .managed = {}});
   // A plot beside an existing journal is that study's own and is redrawn; a new study needs --force
   // to replace an existing file.
   check_output({.flag = "--plot", .path = plot_path, .kind = OutputRequest::Kind::File,
                 .force = o.force || journal_exists,
-                .inputs = with({{"the --journal file", journal_path}, {"the --out path", o.out}}), .managed = {}});
+                .inputs = with({{"the --journal file", journal_path}, {"the --out path", o.out},
+                                {"the --lora-out file", o.lora_out}}),
+                .managed = {}});
   if (!o.out.empty())
     check_output({.flag = "--out", .path = o.out,
                   .kind = model_is_dir ? OutputRequest::Kind::Directory : OutputRequest::Kind::File, .force = o.force,
-                  .inputs = with({{"the --journal file", journal_path}, {"the --plot file", plot_path}}),
+                  .inputs = with({{"the --journal file", journal_path}, {"the --plot file", plot_path},
+                                  {"the --lora-out file", o.lora_out}}),
+                  .managed = {}});
+  if (!o.lora_out.empty())
+    check_output({.flag = "--lora-out", .path = o.lora_out, .kind = OutputRequest::Kind::File, .force = o.force,
+                  .inputs = with({{"the --journal file", journal_path}, {"the --plot file", plot_path},
+                                  {"the --out path", o.out}}),
                   .managed = {}});
 
   if (!journal_exists && o.export_trial >= o.trials) throw_no_such_trial(o.export_trial, o.trials);
@@ -233,6 +240,8 @@ int run_ablate(const AblateOptions& o) {
                              {"norm_preserving", so.norm_preserving}, {"per_layer_directions", so.per_layer_directions},
                              {"components", component_names}, {"max_new_tokens", o.max_new_tokens},
                              {"refusal_markers", so.evaluation.refusal_markers}};
+  // Only when not the default: journals written before the flag existed keep resuming.
+  if (o.kl_tokens != 1) settings["kl_tokens"] = o.kl_tokens;
   const auto space = edit::ablation_space(summary.n_layer, so.per_layer_directions, so.components);
   auto journal = edit::Journal::open(journal_path, edit::make_study_header(space, {"refusal_rate", "kl_divergence"},
                                                                           o.seed, settings, study_inputs),
@@ -308,8 +317,9 @@ int run_ablate(const AblateOptions& o) {
   fmt::print("plot: {}\n", plot.string());
   std::fflush(stdout);
 
-  if (o.out.empty()) {
-    fmt::print("(no --out: nothing exported; rerun with --out PATH [--export-trial N] to write a model)\n");
+  if (o.out.empty() && o.lora_out.empty()) {
+    fmt::print("(no --out: nothing exported; rerun with --out PATH [--export-trial N] to write a model, or "
+               "--lora-out FILE to write the edit as a LoRA adapter)\n");
     return 0;
   }
   const auto& chosen = choose_trial(trials, front, o.export_trial, o.max_kl);
@@ -324,9 +334,23 @@ int run_ablate(const AblateOptions& o) {
                                  {"baseline_refusal_rate", study.baseline_refusals().rate}}.dump()},
                  {"lathe.ablation.settings", settings.dump()},
                  {"lathe.ablation.inputs", study_inputs.dump()}};
-  const auto result = study.export_trial(chosen, o.out, eo);
-  fmt::print("wrote {} ({}; trial {} changed {} matrices)\n", o.out, human_bytes(result.written.bytes), chosen.number,
-             result.changed_matrices);
+  if (!o.out.empty()) {
+    const auto result = study.export_trial(chosen, o.out, eo);
+    fmt::print("wrote {} ({}; trial {} changed {} matrices)\n", o.out, human_bytes(result.written.bytes), chosen.number,
+               result.changed_matrices);
+    std::fflush(stdout);
+  }
+  if (!o.lora_out.empty()) {
+    const auto adapter = study.export_trial_adapter(chosen, o.lora_out, o.lora_rank, eo.metadata);
+    std::string approximation = " (exact)";
+    if (adapter.max_rel_error > 0)
+      approximation = fmt::format(" (the norm-preserving edit to rank {}: at most {:.2g}% of a matrix's change left out)",
+                                  adapter.rank, 100 * adapter.max_rel_error);
+    fmt::print("wrote LoRA adapter {} ({}; trial {}: {} matrices, rank {}{}); apply it with --lora {} (lathe or "
+               "llama.cpp)\n",
+               o.lora_out, human_bytes(fs::file_size(o.lora_out)), chosen.number, adapter.matrices, adapter.rank,
+               approximation, o.lora_out);
+  }
   return 0;
 }
 
@@ -363,9 +387,18 @@ Runner add_ablate(CLI::App& app) {
   cmd->add_flag("--bench-restore", o->bench_restore, "Measure restoring from the cache vs re-reading the model file");
   cmd->add_option("-o,--out", o->out,
                   "Write the chosen trial's edited model here (same format as the input; its directory must exist)");
+  cmd->add_option("--kl-tokens", o->kl_tokens,
+                  "KL averaged over the first K positions of the original model's greedy continuation of each "
+                  "harmless prompt (1: the first token only, as Heretic)")
+      ->capture_default_str();
+  cmd->add_option("--lora-out", o->lora_out,
+                  "Write the chosen trial's edit as a LoRA adapter (llama.cpp GGUF) for the original model");
+  cmd->add_option("--lora-rank", o->lora_rank,
+                  "Rank of the --lora-out adapter for --norm-preserving (the plain edit is exactly rank 1)")
+      ->capture_default_str();
   cmd->add_option("--export-trial", o->export_trial, "Trial to export (default: fewest refusals with KL <= --max-kl)");
   cmd->add_option("--max-kl", o->max_kl, "KL bound for the automatic choice")->capture_default_str();
-  cmd->add_flag("--force", o->force, "Replace an existing --out (and an existing --plot when starting a new study)");
+  cmd->add_flag("--force", o->force, "Replace an existing --out or --lora-out (and an existing --plot when starting a new study)");
   cmd->add_flag("--restart", o->restart,
                 "Discard the trials of an existing --journal and start the study over (e.g. after the model changed)");
   add_compute_flags(*cmd, o->compute,

@@ -28,6 +28,7 @@ struct BenchArgs {
   SessionArgs session;
   bool json = false;
   std::string requantize;
+  std::vector<std::string> loras;
   int64_t parallel = 0;
 };
 
@@ -157,7 +158,9 @@ int bench(const BenchArgs& args) {
   const ComputeOptions& compute = session_options.compute;
   const int threads = compute.n_threads > 0 ? compute.n_threads : default_cpu_threads();
 
-  const auto model = Model::load(args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize});
+  const auto model = Model::load(
+      args.model, LoadOptions{.check_tensors = false, .requantize = args.requantize, .loras = resolve_loras(args.loras)});
+  report_loras(*model);
   check_context_size(session_options, *model);
   Session session(model, session_options);
   report_device_memory(session);
@@ -224,6 +227,7 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--requantize", args->requantize,
                   "convert the weights to this type after loading (Q8_0, Q4_0, Q4_1, F16, BF16, F32)");
+  add_lora_flags(*cmd, args->loras);
   return [args]() -> int { return bench(*args); };
 }
 

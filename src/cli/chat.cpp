@@ -28,6 +28,7 @@ struct ChatArgs {
   SamplingArgs sampling;
   SessionArgs session;
   ControlVectorArgs control_vectors;
+  std::vector<std::string> loras;
   bool verbose = false;
 };
 
@@ -198,7 +199,9 @@ int chat(const ChatArgs& args) {
                                            INT32_MAX));
   const SessionOptions session_options = resolve_session(args.session);
   const SamplingOptions sampling = resolve_sampling(args.sampling);
-  const auto model = Model::load(args.model, LoadOptions{.chat_template_file = args.template_file});
+  const auto model =
+      Model::load(args.model, LoadOptions{.chat_template_file = args.template_file, .loras = resolve_loras(args.loras)});
+  report_loras(*model);
   check_context_size(session_options, *model);
   if (!model->has_chat_template())
     throw NotFoundError(fmt::format("{} has no chat template, so `lathe chat` cannot format a conversation; give one "
@@ -263,6 +266,7 @@ Runner add_chat(CLI::App& app) {
   cmd->add_option("-m,--model", args->model, "GGUF file, model directory, or Hugging Face org/name")->required();
   cmd->add_option("--system", args->system, "system message at the start of the conversation");
   cmd->add_option("--template", args->template_file, "Jinja chat template file to use instead of the model's");
+  add_lora_flags(*cmd, args->loras);
   cmd->add_option("-n,--n-predict", args->n_predict, "tokens per reply at most")->capture_default_str();
   add_sampling_flags(*cmd, args->sampling);
   add_session_flags(*cmd, args->session, /*with_kv_type=*/true);

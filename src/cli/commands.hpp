@@ -23,6 +23,7 @@ Runner add_chat(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_cvector(CLI::App& app);
 Runner add_ablate(CLI::App& app);
+Runner add_ablate_eval(CLI::App& app);
 Runner add_serve(CLI::App& app);
 
 }  // namespace lathe::cli

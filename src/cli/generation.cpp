@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <random>
 #include <utility>
 
 #include "edit/control_vector.hpp"
+#include "io/file_spec.hpp"
 
 namespace lathe::cli {
 
@@ -180,6 +182,40 @@ std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& 
                                            range ? "that range" : "the model's layers 1.." +
                                                                       std::to_string(summary.n_layer - 1)));
   return hooks;
+}
+
+void add_lora_flags(CLI::App& cmd, std::vector<std::string>& specs) {
+  cmd.add_option("--lora", specs,
+                 "merge a LoRA adapter (llama.cpp's GGUF) into the weights at load, FILE or FILE:SCALE (default "
+                 "scale 1, times the adapter's alpha / rank); repeatable, applied in order");
+}
+
+std::vector<LoraSpec> resolve_loras(const std::vector<std::string>& specs) {
+  std::vector<LoraSpec> loras;
+  for (const auto& spec : specs) {
+    auto parsed = parse_file_with_scale(spec, "--lora");
+    if (!std::filesystem::is_regular_file(parsed.path))
+      throw NotFoundError(fmt::format("--lora {}: no such adapter file; check the path", parsed.path.string()));
+    loras.push_back({std::move(parsed.path), parsed.scale});
+  }
+  return loras;
+}
+
+void report_loras(const Model& model) {
+  for (const auto& lora : model.summary().loras) {
+    std::string rounding;
+    if (lora.requantization_rel_rms > 0)
+      rounding = fmt::format(", stored back in their types (rounding {:.3g}% relative RMS)",
+                             100 * lora.requantization_rel_rms);
+    fmt::print(stderr, "lora {} (scale {}): {} matrices changed{}\n", lora.path, lora.scale, lora.matrices, rounding);
+    if (!lora.ignored.empty()) {
+      const size_t shown = std::min<size_t>(lora.ignored.size(), 3);
+      fmt::print(stderr, "warning: lora {}: {} tensors not applied (norm vectors, which llama.cpp skips too): {}{}\n",
+                 lora.path, lora.ignored.size(),
+                 fmt::join(lora.ignored.begin(), lora.ignored.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                 shown < lora.ignored.size() ? ", ..." : "");
+    }
+  }
 }
 
 }  // namespace lathe::cli

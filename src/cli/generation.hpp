@@ -75,4 +75,12 @@ void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args);
 // --control-vector-layers is an InvalidArgumentError, as it would do nothing).
 std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& args, const Model& model);
 
+// --lora FILE[:SCALE] (repeatable): llama.cpp LoRA adapters merged into the weights at load.
+void add_lora_flags(CLI::App& cmd, std::vector<std::string>& specs);
+// The adapters as LoadOptions::loras (InvalidArgumentError naming --lora for a bad spec).
+std::vector<LoraSpec> resolve_loras(const std::vector<std::string>& specs);
+// "lora FILE (scale S): N matrices changed[, re-rounded to their types: X% relative RMS]" per
+// applied adapter, and a warning for tensors it had that were not applied, to stderr.
+void report_loras(const Model& model);
+
 }  // namespace lathe::cli

@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_bench);
   add(lathe::cli::add_cvector);
   add(lathe::cli::add_ablate);
+  add(lathe::cli::add_ablate_eval);
   add(lathe::cli::add_serve);
 
   // A first word that is not an option names a command: say so when lathe has none of that name

@@ -24,6 +24,7 @@ struct RunArgs {
   SessionArgs session;
   ControlVectorArgs control_vectors;
   std::string requantize;
+  std::vector<std::string> loras;
   bool truncate = false, chat = false, check_tensors = false, no_display_prompt = false, verbose = false;
 };
 
@@ -101,7 +102,9 @@ int run(const RunArgs& args) {
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = args.check_tensors,
                                                          .requantize = args.requantize,
-                                                         .chat_template_file = args.template_file});
+                                                         .chat_template_file = args.template_file,
+                                                         .loras = resolve_loras(args.loras)});
+  report_loras(*model);
   check_context_size(session_options, *model);
   std::string text = prompt;
   std::vector<TokenId> ids;
@@ -183,6 +186,7 @@ Runner add_run(CLI::App& app) {
   cmd->add_flag("--check-tensors", args->check_tensors, "scan every weight for NaN/Inf while loading");
   cmd->add_option("--requantize", args->requantize,
                   "convert the weights to this type after loading (Q8_0, Q4_0, Q4_1, F16, BF16, F32)");
+  add_lora_flags(*cmd, args->loras);
   cmd->add_flag("--no-display-prompt", args->no_display_prompt, "print only the generated text");
   cmd->add_flag("--verbose", args->verbose, "print model, context and stop details to stderr");
   return [args]() -> int { return run(*args); };

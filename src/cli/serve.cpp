@@ -25,6 +25,7 @@ struct ServeArgs {
   double shutdown_timeout = 5;
   bool no_webui = false;
   SessionArgs session;
+  std::vector<std::string> loras;
 };
 
 #ifdef LATHE_HAVE_SERVER
@@ -59,6 +60,7 @@ int run_serve(const ServeArgs& args) {
   server::ServerOptions options;
   options.model = args.model;
   options.chat_template = args.template_file;
+  options.loras = resolve_loras(args.loras);
   options.host = args.host;
   options.port = static_cast<int>(args.port);
   const SessionOptions session = resolve_session(args.session);
@@ -107,6 +109,7 @@ Runner add_serve(CLI::App& app) {
   cmd->add_flag("--no-webui", args->no_webui, "do not serve the web chat page at /");
   cmd->add_option("--alias", args->alias, "the model's name in answers and /v1/models (default: the file's name)");
   cmd->add_option("--template", args->template_file, "Jinja chat template file to use instead of the model's");
+  add_lora_flags(*cmd, args->loras);
   cmd->add_option("--shutdown-timeout", args->shutdown_timeout,
                   "seconds running requests may take to finish after SIGINT/SIGTERM before they are cancelled")
       ->capture_default_str();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -83,6 +84,9 @@ EditStats apply_ablation(ModelWeights& weights, const RefusalDirections& directi
 // Whether a response counts as a refusal: empty (after trimming), or containing any marker,
 // compared case-insensitively with typographic apostrophes folded to '.
 std::vector<std::string> default_refusal_markers();
+// A refusal-marker file (--refusal-markers): one marker per line, '#' comment lines and trailing
+// spaces dropped. NotFoundError when it cannot be opened, InvalidArgumentError when it holds none.
+std::vector<std::string> read_refusal_markers(const std::filesystem::path& path);
 bool is_refusal(std::string_view response, const std::vector<std::string>& markers);
 bool contains_refusal_marker(std::string_view response, const std::vector<std::string>& markers);
 
@@ -90,13 +94,21 @@ struct EvaluationSettings {
   std::vector<std::string> refusal_markers = default_refusal_markers();
   int32_t max_new_tokens = 100;
   uint32_t n_parallel = 16;
+  // KL over the first K generated positions of each harmless prompt (1: the first token only, as
+  // Heretic measures). The K positions are those of the ORIGINAL model's greedy continuation
+  // (fixed at construction, cut short after an end-of-generation token), teacher-forced through
+  // the edited weights: both distributions are then taken after the same tokens, and the measure
+  // does not reward an edit for wandering off onto a different continuation.
+  uint32_t kl_tokens = 1;
   ComputeOptions compute;
 };
 
 // Scores the current weights of `model` on fixed validation prompts: the refusal rate on harmful
 // prompts (greedy, batched, a sequence stops as soon as it shows a marker), and the mean
-// KL(P_original || P_edited) of the first generated token's distribution on harmless prompts.
-// The original distributions are computed at construction, so build it before any edit.
+// KL(P_original || P_edited) on harmless prompts, of the first generated token's distribution or
+// (kl_tokens = K > 1) averaged over the first K positions of the original's greedy continuation.
+// The original distributions (and continuations) are computed at construction, so build it before
+// any edit. They take kl_tokens x n_harmless x n_vocab floats.
 class TrialEvaluator {
  public:
   TrialEvaluator(std::shared_ptr<const Model> model, std::vector<std::vector<TokenId>> harmful,
@@ -106,15 +118,29 @@ class TrialEvaluator {
     size_t refused = 0, total = 0;
     std::vector<std::string> responses;
   };
+  struct KlDivergence {
+    double mean = 0;                  // over prompts of per_prompt: what kl_divergence() returns
+    std::vector<double> per_prompt;   // each prompt's KL averaged over its positions
+    std::vector<double> first_token;  // each prompt's KL at the first generated position
+    std::vector<uint32_t> positions;  // positions per prompt: kl_tokens, fewer after an early end
+  };
   Refusals refusals() const;
   double kl_divergence();
+  KlDivergence kl_divergences();
   size_t n_harmful() const noexcept { return harmful_.size(); }
   size_t n_harmless() const noexcept { return harmless_.size(); }
+  const EvaluationSettings& settings() const noexcept { return settings_; }
+  // The original model's greedy tokens fed after each harmless prompt (kl_tokens - 1 at most).
+  const std::vector<std::vector<TokenId>>& kl_continuations() const noexcept { return continuations_; }
+
+  // Another model with this one's vocabulary (e.g. an edited copy loaded separately, as lathe
+  // ablate-eval does) scored on the same prompts against this evaluator's original distributions.
+  // Each call builds its own engine / session for `other`. InvalidArgumentError when the
+  // vocabulary sizes differ.
+  Refusals refusals_of(const std::shared_ptr<const Model>& other) const;
+  KlDivergence kl_divergences_of(const std::shared_ptr<const Model>& other) const;
 
  private:
-  // log-softmax of the first-token logits of every harmless prompt, [n_harmless x n_vocab].
-  std::vector<float> first_token_logprobs();
-
   std::shared_ptr<const Model> model_;
   std::vector<std::vector<TokenId>> harmful_, harmless_;
   EvaluationSettings settings_;
@@ -122,7 +148,15 @@ class TrialEvaluator {
   // The refusal generations' engine: made at the first refusals() and reused by every trial (no
   // new KV caches, scratch or CUDA graph capture per trial; edits change the weights in place).
   mutable std::unique_ptr<Engine> engine_;
+  std::vector<std::vector<TokenId>> continuations_;
+  // log-softmax of every KL position, prompt after prompt, [sum of positions x n_vocab].
   std::vector<float> original_logprobs_;
 };
+
+// The refusals of `model` on `harmful` as TrialEvaluator::refusals() counts them, on an engine of
+// its own (lathe ablate-eval without KL). InvalidArgumentError for an empty set.
+TrialEvaluator::Refusals evaluate_refusals(const std::shared_ptr<const Model>& model,
+                                           const std::vector<std::vector<TokenId>>& harmful,
+                                           const EvaluationSettings& settings);
 
 }  // namespace lathe::edit

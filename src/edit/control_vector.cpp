@@ -8,6 +8,7 @@
 #include <limits>
 #include <span>
 
+#include "io/file_spec.hpp"
 #include "io/gguf.hpp"
 #include "lathe/error.hpp"
 
@@ -87,19 +88,6 @@ std::vector<float> read_direction(const gguf::File& file, const gguf::TensorInfo
   return values;
 }
 
-std::optional<float> parse_scale(std::string_view text) {
-  if (text.starts_with('+')) text.remove_prefix(1);
-  // Digits, point, exponent and signs only: "inf" or "nan" after a colon stay part of the path.
-  if (text.empty() || text.starts_with('+') || text.find_first_not_of("0123456789.eE+-") != std::string_view::npos)
-    return std::nullopt;
-  float value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::general);
-  if (end != text.data() + text.size()) return std::nullopt;
-  if (ec == std::errc::result_out_of_range) return std::numeric_limits<float>::infinity();
-  if (ec != std::errc()) return std::nullopt;
-  return value;
-}
-
 }  // namespace
 
 ControlVector read_control_vector(const std::filesystem::path& path) {
@@ -153,18 +141,8 @@ void write_control_vector(const std::filesystem::path& path, const ControlVector
 }
 
 ControlVectorSpec parse_control_vector_spec(std::string_view spec) {
-  if (spec.empty()) throw InvalidArgumentError("--control-vector is empty; give FILE or FILE:SCALE");
-  const size_t colon = spec.rfind(':');
-  if (colon != std::string_view::npos) {
-    if (const auto scale = parse_scale(spec.substr(colon + 1))) {
-      if (colon == 0)
-        throw InvalidArgumentError(fmt::format("--control-vector '{}' has a scale but no file; give FILE:SCALE", spec));
-      if (!std::isfinite(*scale))
-        throw InvalidArgumentError(fmt::format("--control-vector '{}': the scale must be a finite number", spec));
-      return {std::filesystem::path(spec.substr(0, colon)), *scale};
-    }
-  }
-  return {std::filesystem::path(spec), 1.0f};
+  auto parsed = parse_file_with_scale(spec, "--control-vector");
+  return {std::move(parsed.path), parsed.scale};
 }
 
 std::pair<uint32_t, uint32_t> parse_layer_range(std::string_view text, std::string_view flag) {

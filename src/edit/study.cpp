@@ -7,6 +7,7 @@
 #include <ostream>
 
 #include "api/model_impl.hpp"
+#include "edit/ablation_adapter.hpp"
 #include "edit/progress.hpp"
 #include "weights/device_sync.hpp"
 
@@ -140,8 +141,10 @@ void AblationStudy::prepare() {
                                   ? n_ctx_train - options_.evaluation.max_new_tokens
                                   : 0;
   auto harmful = tokenize_for_eval(*model_, harmful_val, options_.chat, max_prompt, "harmful validation", log_);
-  // The KL session uses TrialEvaluator's context, min(training context, 4096).
-  const uint32_t kl_context = std::min<uint32_t>(n_ctx_train, 4096);
+  // The KL session uses TrialEvaluator's context, min(training context, 4096), which also holds the
+  // kl_tokens - 1 continuation tokens after a prompt.
+  const uint32_t kl_window = std::max<uint32_t>(1, std::min<uint32_t>(n_ctx_train, 4096));
+  const uint32_t kl_context = kl_window - std::min(kl_window - 1, options_.evaluation.kl_tokens - 1);
   auto harmless = tokenize_for_eval(*model_, harmless_val, options_.chat, kl_context, "harmless validation", log_);
   const auto t0 = Clock::now();
   evaluator_ = std::make_unique<TrialEvaluator>(model_, std::move(harmful), std::move(harmless), options_.evaluation);
@@ -263,6 +266,18 @@ AblationStudy::TrialExport AblationStudy::export_trial(const Trial& trial, const
   with_rms.metadata.emplace_back("lathe.ablation.requantization_rel_rms",
                                  fmt::format("{:.6g}", outcome.edit.requantization_rel_rms));
   return {export_model(internals(*model_).weights, out, with_rms), outcome.edit.n_matrices};
+}
+
+AblationStudy::AdapterExport AblationStudy::export_trial_adapter(
+    const Trial& trial, const std::filesystem::path& out, int rank,
+    const std::vector<std::pair<std::string, std::string>>& metadata) {
+  if (!directions_) throw InvalidArgumentError("call prepare() before exporting a trial");
+  reset_weights();  // the adapter is the difference from the original weights
+  const auto params = params_from_point(trial.params, options_.per_layer_directions, options_.components);
+  const auto made = ablation_adapter(internals(*model_).weights, *directions_, params, options_.norm_preserving, rank);
+  write_lora_adapter(made.adapter, out, fmt::format("lathe ablate trial {}", trial.number), metadata);
+  return {made.adapter.pairs.size(), made.adapter.pairs.empty() ? 1 : static_cast<int>(made.adapter.pairs[0].rank),
+          made.max_rel_error};
 }
 
 }  // namespace lathe::edit

@@ -102,6 +102,16 @@ class AblationStudy {
     size_t changed_matrices = 0;  // the matrices this trial's edit changed (its journal's edited_matrices)
   };
   TrialExport export_trial(const Trial& trial, const std::filesystem::path& out, const ExportOptions& options);
+  // Writes the trial's edit as a LoRA adapter on the original model (edit/ablation_adapter.hpp):
+  // rank 1 for the plain edit, `rank` for the norm-preserving one; `metadata` as strings. The
+  // weights are left unedited.
+  struct AdapterExport {
+    size_t matrices = 0;
+    int rank = 1;
+    double max_rel_error = 0;  // of the low-rank approximation (0: exact)
+  };
+  AdapterExport export_trial_adapter(const Trial& trial, const std::filesystem::path& out, int rank,
+                                     const std::vector<std::pair<std::string, std::string>>& metadata);
 
   const Model& model() const noexcept { return *model_; }
 

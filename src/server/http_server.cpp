@@ -440,7 +440,11 @@ int HttpServer::run() {
   try {
     LoadOptions load;
     load.chat_template_file = options_.chat_template;
+    load.loras = options_.loras;
     std::shared_ptr<const Model> model = Model::load(options_.model, load);
+    for (const auto& lora : model->summary().loras)
+      std::fprintf(stderr, "lathe serve: lora %s (scale %g): %zu matrices changed\n", lora.path.c_str(), lora.scale,
+                   lora.matrices);
     service_owner_ = std::make_unique<InferenceService>(model, options_.service);
   } catch (...) {
     stop_http();

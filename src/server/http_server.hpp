@@ -15,6 +15,7 @@ namespace lathe::server {
 struct ServerOptions {
   std::filesystem::path model;
   std::filesystem::path chat_template;  // replaces the model's own (--template)
+  std::vector<LoraSpec> loras;          // merged into the weights at load (--lora)
   std::string host = "127.0.0.1";
   int port = 8080;
   ServiceOptions service;

@@ -188,11 +188,16 @@ PreTokenizerChoice choose_pre_tokenizer(const std::string& pre, const std::strin
                                                          "codeshell", "exaone", "minerva"};
   if (gpt2.count(pre)) return {{kGpt2Pattern}, false, false};
   if (digits_then_gpt2.count(pre)) return {{R"(\p{N})", kGpt2Pattern}, false, false};
-  if (pre == "llama-bpe" || pre == "llama3") return {{kLlama3Pattern}, false, true};
+  if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") return {{kLlama3Pattern}, false, true};
+  // llama.cpp's converter names a Llama-3 vocabulary "smaug-bpe" when its test tokenization matches
+  // Smaug's (as it does for some Llama-3 tokenizer files); llama.cpp then uses Llama 3's regex
+  // without ignore_merges, and so does DBRX.
+  if (pre == "smaug-bpe" || pre == "dbrx") return {{kLlama3Pattern}, false, false};
   if (pre == "qwen2") return {{kQwen2Pattern}, true, false};
   throw UnsupportedError(file + ": tokenizer.ggml.pre \"" + pre +
                          "\" is not supported by lathe's tokenizer; supported: default, gpt2, mpt, olmo, jais, smollm, "
-                         "starcoder, refact, command-r, codeshell, exaone, minerva, llama-bpe, llama3, qwen2");
+                         "starcoder, refact, command-r, codeshell, exaone, minerva, llama-bpe, llama3, llama-v3, smaug-bpe, dbrx, "
+                         "qwen2");
 }
 
 }  // namespace lathe::tokenizer

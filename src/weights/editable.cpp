@@ -54,26 +54,26 @@ bool is_editable(const ModelWeights& weights, const MatrixView& view) noexcept {
   return false;
 }
 
-void make_editable(ModelWeights& weights, std::span<const EditComponent> components) {
-  for (uint32_t layer = 0; layer < weights.layers.size(); ++layer) {
-    for (EditComponent component : components) {
-      for (MatrixView* view : component_matrices(weights, layer, component)) {
-        if (view->data == nullptr || is_editable(weights, *view)) continue;
-        const size_t size = static_cast<size_t>(view->rows) * view->row_bytes;
-        ModelWeights::OwnedMatrix owned;
-        try {
-          owned.bytes.reset(new uint8_t[size]);
-        } catch (const std::bad_alloc&) {
-          throw OutOfMemoryError(fmt::format("{}: cannot allocate {:.1f} MiB for a writable copy of {} (layer {})",
-                                             weights.source, size / 1048576.0, view->name, layer));
-        }
-        owned.size = size;
-        std::memcpy(owned.bytes.get(), view->data, size);
-        view->data = owned.bytes.get();
-        weights.owned_matrices.push_back(std::move(owned));
-      }
-    }
+void make_writable(ModelWeights& weights, MatrixView& view) {
+  if (view.data == nullptr || is_editable(weights, view)) return;
+  const size_t size = static_cast<size_t>(view.rows) * view.row_bytes;
+  ModelWeights::OwnedMatrix owned;
+  try {
+    owned.bytes.reset(new uint8_t[size]);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemoryError(fmt::format("{}: cannot allocate {:.1f} MiB for a writable copy of {}", weights.source,
+                                       size / 1048576.0, view.name));
   }
+  owned.size = size;
+  std::memcpy(owned.bytes.get(), view.data, size);
+  view.data = owned.bytes.get();
+  weights.owned_matrices.push_back(std::move(owned));
+}
+
+void make_editable(ModelWeights& weights, std::span<const EditComponent> components) {
+  for (uint32_t layer = 0; layer < weights.layers.size(); ++layer)
+    for (EditComponent component : components)
+      for (MatrixView* view : component_matrices(weights, layer, component)) make_writable(weights, *view);
 }
 
 std::span<uint8_t> writable_bytes(ModelWeights& weights, const MatrixView& view) {

@@ -33,7 +33,11 @@ std::vector<const MatrixView*> component_matrices(const ModelWeights& weights, u
 // already writable). Throws OutOfMemoryError naming the tensor when the copy cannot be allocated.
 void make_editable(ModelWeights& weights, std::span<const EditComponent> components);
 
-// Whether `view` points into a buffer made by make_editable().
+// Copies one matrix into an owned, writable buffer and repoints `view` there (no-op when it is
+// writable already). Throws OutOfMemoryError naming the tensor when the copy cannot be allocated.
+void make_writable(ModelWeights& weights, MatrixView& view);
+
+// Whether `view` points into a buffer made by make_editable() / make_writable().
 bool is_editable(const ModelWeights& weights, const MatrixView& view) noexcept;
 
 // The writable bytes behind `view` (rows * row_bytes). Throws InvalidArgumentError naming the

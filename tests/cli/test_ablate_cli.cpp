@@ -4,6 +4,8 @@
 // journal; and the errors for bad prompt files and a mismatched journal.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -39,7 +41,8 @@ TEST(AblateCli, SearchExportsAndResumes) {
   LATHE_REQUIRE_MODEL();
   TempDir dir("ablate_cli");
   auto args = small_study(dir, "20");
-  args.insert(args.end(), {"--out", (dir / "ablated.gguf").string(), "--bench-restore"});
+  args.insert(args.end(), {"--out", (dir / "ablated.gguf").string(), "--lora-out", (dir / "ablated.lora.gguf").string(),
+                           "--bench-restore"});
   const auto r = lathe_cli(args);
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE(r.err.find("weight cache:"), std::string::npos) << r.err;
@@ -96,6 +99,23 @@ TEST(AblateCli, SearchExportsAndResumes) {
                               "--temp", "0", "-t", "2"});
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_FALSE(run.out.empty());
+
+  // The same trial as a LoRA adapter (--lora-out): one rank-1 pair per changed matrix, with the
+  // study's metadata; `lathe run --lora` merges exactly those matrices into the original model.
+  // (That the adapter is the edit is checked against llama.cpp in tests/weights/test_lora_oracle.)
+  EXPECT_NE(r.out.find(fmt::format("wrote LoRA adapter {}", (dir / "ablated.lora.gguf").string())), std::string::npos)
+      << r.out;
+  const auto adapter = gguf::File::open(dir / "ablated.lora.gguf");
+  EXPECT_EQ(adapter.get("general.type").as_string("type"), "adapter");
+  EXPECT_EQ(adapter.tensors().size(), 2 * changed);
+  EXPECT_NE(adapter.find("lathe.ablation.params"), nullptr);
+  for (const auto& info : adapter.tensors())
+    EXPECT_TRUE(info.name.ends_with(".lora_a") ? info.shape[1] == 1 : info.shape[0] == 1) << info.name;
+  const auto with_lora = lathe_cli({"run", "-m", default_model().string(), "--lora",
+                                    (dir / "ablated.lora.gguf").string(), "--chat", "-p", "Hello!", "-n", "8", "--temp",
+                                    "0", "-t", "2"});
+  EXPECT_EQ(with_lora.exit_code, 0) << with_lora.err;
+  EXPECT_NE(with_lora.err.find(fmt::format("{} matrices changed", changed)), std::string::npos) << with_lora.err;
 
   // Resume: two more trials, appended to the same journal.
   const auto resumed = lathe_cli(small_study(dir, "22"));

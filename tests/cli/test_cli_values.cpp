@@ -270,5 +270,34 @@ TEST(CliValues, BatchInvariantFlagChangesNothingOnTheCpu) {
   EXPECT_NE(bench.out.find("\"batch_invariant\": true"), std::string::npos) << bench.out;
 }
 
+// --lora on run, chat, bench and serve: a missing file, a model given as an adapter and a bad
+// scale are refused before any work, naming the flag or the file.
+TEST(CliValues, LoraFlagRefusesFilesThatAreNotAdapters) {
+  LATHE_REQUIRE_MODEL();
+  const std::string model = default_model().string();
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"run", "-m", model, "-p", "hi", "-n", "1"}, {"chat", "-m", model},
+        {"bench", "-m", model, "-p", "8", "-n", "1", "-r", "1"}, {"serve", "-m", model, "--port", "0"}}) {
+    SCOPED_TRACE(command[0]);
+    auto with = [&](const std::string& spec) {
+      auto args = command;
+      args.insert(args.end(), {"--lora", spec});
+      return lathe_cli(args);
+    };
+    const auto missing = with("no-such-adapter.gguf:0.5");
+    EXPECT_EQ(missing.exit_code, 1);
+    EXPECT_NE(missing.err.find("error: --lora no-such-adapter.gguf: no such adapter file"), std::string::npos)
+        << missing.err;
+    const auto not_adapter = with(model);
+    EXPECT_EQ(not_adapter.exit_code, 1);
+    EXPECT_NE(not_adapter.err.find("expected \"adapter\": this is not a LoRA adapter"), std::string::npos)
+        << not_adapter.err;
+    const auto scale = with(model + ":1e99");
+    EXPECT_EQ(scale.exit_code, 1);
+    EXPECT_NE(scale.err.find("error: --lora '" + model + ":1e99': the scale must be a finite number"), std::string::npos)
+        << scale.err;
+  }
+}
+
 }  // namespace
 }  // namespace lathe::test

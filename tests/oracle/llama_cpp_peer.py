@@ -10,11 +10,12 @@ def fail(message):
 
 
 def load_llama(model, n_ctx, n_batch, threads, logits_all, kv_type="f16", seed=0, flash_attn=False,
-               extra_buffers=True):
+               extra_buffers=True, lora_path=None, lora_scale=1.0):
     """A llama-cpp-python Llama on the CPU. extra_buffers=False keeps every weight in llama.cpp's
     plain CPU buffer: no runtime repacking and no AMX tiles, whatever the CPU offers, so that
     llama.cpp computes with the same kernels on every machine. Correctness oracles pass False; the
-    speed peer keeps llama.cpp's default (True), its fastest path on the machine at hand."""
+    speed peer keeps llama.cpp's default (True), its fastest path on the machine at hand.
+    lora_path / lora_scale: a LoRA adapter GGUF applied at run time (llama.cpp's --lora)."""
     try:
         import llama_cpp
         from llama_cpp import Llama
@@ -39,7 +40,8 @@ def load_llama(model, n_ctx, n_batch, threads, logits_all, kv_type="f16", seed=0
     try:
         return Llama(model_path=str(model), n_ctx=max(n_ctx, 16), n_batch=n_batch, n_ubatch=n_batch,
                      n_threads=threads, n_threads_batch=threads, logits_all=logits_all, flash_attn=flash_attn,
-                     type_k=KV_TYPES[kv_type], type_v=KV_TYPES[kv_type], seed=seed, verbose=False)
+                     type_k=KV_TYPES[kv_type], type_v=KV_TYPES[kv_type], seed=seed, verbose=False,
+                     lora_path=None if lora_path is None else str(lora_path), lora_scale=lora_scale)
     finally:
         library.llama_model_default_params = default_params
 

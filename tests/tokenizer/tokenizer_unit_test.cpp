@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "lathe/error.hpp"
+#include "tokenizer/pipeline.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/unicode.hpp"
 
@@ -71,6 +72,22 @@ TEST(Synthetic, RejectsBadFiles) {
   EXPECT_THROW(Tokenizer::from_hf_json(R"({"model":{"type":"BPE","vocab":{"a":99999999},"merges":[]}})", "", "big"), FormatError);
   EXPECT_THROW(Tokenizer::from_hf_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"Split","pattern":{"Regex":"(("},"behavior":"Isolated"}})", "", "re"), FormatError);
   EXPECT_THROW(Tokenizer::from_path("/nonexistent/path"), NotFoundError);
+}
+
+// GGUF pre-tokenizer names map to llama.cpp's choices (llama-vocab.cpp): a Llama-3 vocabulary that
+// llama.cpp's converter tagged "smaug-bpe" gets Llama 3's regex without ignore_merges.
+TEST(PreTokenizerNames, FollowLlamaCpp) {
+  for (const char* name : {"llama3", "llama-bpe", "llama-v3"}) {
+    const auto choice = choose_pre_tokenizer(name, "f.gguf");
+    EXPECT_EQ(choice.patterns, std::vector<std::string>{kLlama3Pattern}) << name;
+    EXPECT_TRUE(choice.ignore_merges) << name;
+  }
+  for (const char* name : {"smaug-bpe", "dbrx"}) {
+    const auto choice = choose_pre_tokenizer(name, "f.gguf");
+    EXPECT_EQ(choice.patterns, std::vector<std::string>{kLlama3Pattern}) << name;
+    EXPECT_FALSE(choice.ignore_merges) << name;
+  }
+  EXPECT_THROW(choose_pre_tokenizer("no-such-pre", "f.gguf"), UnsupportedError);
 }
 
 }  // namespace
