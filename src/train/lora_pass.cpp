@@ -1,0 +1,326 @@
+#include "train/lora_pass.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <utility>
+
+#include "core/quant.hpp"
+#include "lathe/error.hpp"
+#include "train/ops.hpp"
+
+namespace lathe::train {
+namespace {
+
+// The matrices of a layer by GGUF name (absent ones skipped).
+std::vector<std::pair<std::string_view, const MatrixView*>> layer_matrices(const LayerWeights& lw) {
+  std::vector<std::pair<std::string_view, const MatrixView*>> out;
+  const std::pair<std::string_view, const MatrixView*> all[] = {
+      {"attn_q", &lw.wq},     {"attn_k", &lw.wk},        {"attn_v", &lw.wv},     {"attn_qkv", &lw.wqkv},
+      {"attn_output", &lw.wo}, {"ffn_gate", &lw.w_gate}, {"ffn_up", &lw.w_up},   {"ffn_up", &lw.w_gate_up},
+      {"ffn_down", &lw.w_down}};
+  for (const auto& entry : all)
+    if (entry.second->data != nullptr) out.push_back(entry);
+  return out;
+}
+
+// A linear layer of the pass: the frozen matrix and, when trained, its adapter pair.
+template <class T>
+struct Linear {
+  const MatrixView* w = nullptr;
+  int pair = -1;  // index into LoraSet::pairs, -1 without an adapter
+};
+
+template <class T>
+class Pass {
+ public:
+  Pass(const ModelWeights& w, const LoraSet<T>& lora, int64_t n) : lora_(lora), n_(n), xa_(lora.pairs.size()) {
+    for (size_t p = 0; p < lora.pairs.size(); ++p) {
+      const auto& pair = lora.pairs[p];
+      const MatrixView& m = target_matrix(w, pair.layer, pair.target);
+      if (pair.in != m.cols || pair.out != m.rows || static_cast<int64_t>(pair.a.size()) != lora.rank * pair.in ||
+          static_cast<int64_t>(pair.b.size()) != pair.out * lora.rank)
+        throw InvalidArgumentError(fmt::format("the adapter of blk.{}.{} is {} x {} (rank {}) but the matrix is {} x {}",
+                                               pair.layer, pair.target, pair.out, pair.in, lora.rank, m.rows, m.cols));
+      pair_of_[&m] = static_cast<int>(p);
+    }
+  }
+
+  Linear<T> linear(const MatrixView& m) const {
+    const auto it = pair_of_.find(&m);
+    return {&m, it == pair_of_.end() ? -1 : it->second};
+  }
+
+  // y = x W^T (+ the adapter); the adapter's x A^T goes to xa[pair].
+  void forward(const Linear<T>& l, const T* x, T* y) {
+    frozen_linear_forward(*l.w, x, n_, y);
+    if (l.pair < 0) return;
+    const auto& p = lora_.pairs[static_cast<size_t>(l.pair)];
+    auto& xa = xa_[static_cast<size_t>(l.pair)];
+    xa.assign(static_cast<size_t>(n_ * lora_.rank), T(0));
+    lora_forward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, n_, y, xa.data());
+  }
+
+  // dx += dy W (+ the adapter's part); the adapter's gradients accumulate into grads. Each pair
+  // belongs to one matrix of one layer, so its x A^T from the forward is still the one kept.
+  void backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
+    frozen_linear_backward(*l.w, dy, n_, dx);
+    if (l.pair < 0) return;
+    const auto i = static_cast<size_t>(l.pair);
+    const auto& p = lora_.pairs[i];
+    lora_backward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, xa_[i].data(), dy, n_,
+                  grads.da[i].data(), grads.db[i].data(), dx);
+  }
+
+ private:
+  const LoraSet<T>& lora_;
+  int64_t n_;
+  std::map<const MatrixView*, int> pair_of_;
+  std::vector<std::vector<T>> xa_;
+};
+
+// What one layer's backward needs from its forward.
+template <class T>
+struct Saved {
+  std::vector<T> x_in, xn1, rstd1, qkv, q_raw, k_raw, q_rstd, k_rstd, q, k, v, probs, attn;
+  std::vector<T> x_mid, xn2, rstd2, gate_up, g, u, h;
+};
+
+void add_bias(auto* rows, const std::vector<float>& bias, int64_t n, int64_t width) {
+  if (bias.empty()) return;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < width; ++i) rows[t * width + i] += bias[static_cast<size_t>(i)];
+}
+
+}  // namespace
+
+template <class T>
+void LoraGrads<T>::reset(const LoraSet<T>& lora) {
+  da.assign(lora.pairs.size(), {});
+  db.assign(lora.pairs.size(), {});
+  for (size_t p = 0; p < lora.pairs.size(); ++p) {
+    da[p].assign(lora.pairs[p].a.size(), T(0));
+    db[p].assign(lora.pairs[p].b.size(), T(0));
+  }
+}
+
+const MatrixView& target_matrix(const ModelWeights& w, uint32_t layer, std::string_view target) {
+  if (layer >= w.layers.size())
+    throw InvalidArgumentError(fmt::format("{}: layer {} does not exist (the model has {} layers)", w.source, layer,
+                                           w.layers.size()));
+  std::string names;
+  for (const auto& [name, view] : layer_matrices(w.layers[layer])) {
+    if (name == target) return *view;
+    names += fmt::format("{}{}", names.empty() ? "" : ", ", name);
+  }
+  throw InvalidArgumentError(fmt::format("{}: layer {} has no matrix {} (it has {})", w.source, layer, target, names));
+}
+
+LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> targets, int64_t rank, double alpha,
+                         uint64_t seed) {
+  if (rank < 1) throw InvalidArgumentError(fmt::format("the LoRA rank {} must be at least 1", rank));
+  LoraSet<float> lora;
+  lora.rank = rank;
+  lora.alpha = alpha;
+  std::mt19937_64 rng(seed);
+  for (uint32_t layer = 0; layer < w.layers.size(); ++layer) {
+    for (const auto& target : targets) {
+      const MatrixView& m = target_matrix(w, layer, target);
+      LoraSet<float>::Pair pair{layer, target, m.cols, m.rows, {}, {}};
+      const double bound = 1.0 / std::sqrt(static_cast<double>(m.cols));
+      pair.a.resize(static_cast<size_t>(rank * m.cols));
+      // Uniform from the top 53 bits: the same values on every standard library.
+      for (float& x : pair.a) x = static_cast<float>((static_cast<double>(rng() >> 11) * 0x1.0p-53 * 2 - 1) * bound);
+      pair.b.assign(static_cast<size_t>(m.rows * rank), 0.0f);
+      lora.pairs.push_back(std::move(pair));
+    }
+  }
+  return lora;
+}
+
+template <class T>
+double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
+                             std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
+                             std::type_identity_t<std::vector<T>>* logits_out) {
+  const auto& hp = w.hp;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
+  if (targets.size() != tokens.size())
+    throw InvalidArgumentError(fmt::format("{} targets for {} tokens", targets.size(), tokens.size()));
+  const int64_t d = hp.n_embd, hd = hp.head_dim, heads = hp.n_head, kv_heads = hp.n_head_kv, ff = hp.n_ff;
+  const int64_t qw = heads * hd, kvw = kv_heads * hd, vocab = w.output.rows;
+  const AttentionShape shape{.n = n, .heads = heads, .kv_heads = kv_heads, .head_dim = hd};
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(t);
+  Pass<T> pass(w, lora, n);
+  if (grads && (grads->da.size() != lora.pairs.size() || grads->db.size() != lora.pairs.size()))
+    throw InvalidArgumentError("the gradients were not reset for these adapters (LoraGrads::reset)");
+
+  // Embeddings (frozen: no gradient).
+  std::vector<T> x(static_cast<size_t>(n * d));
+  {
+    std::vector<float> row(static_cast<size_t>(d));
+    for (int64_t t = 0; t < n; ++t) {
+      if (tokens[t] < 0 || tokens[t] >= w.token_embd.rows)
+        throw InvalidArgumentError(fmt::format("token {} at position {} is outside the vocabulary (0..{})", tokens[t],
+                                               t, w.token_embd.rows - 1));
+      dequantize_row(w.token_embd.type, w.token_embd.data + static_cast<size_t>(tokens[t]) * w.token_embd.row_bytes,
+                     row.data(), d);
+      std::copy(row.begin(), row.end(), x.begin() + t * d);
+    }
+  }
+
+  std::vector<Saved<T>> saved(w.layers.size());
+  for (size_t il = 0; il < w.layers.size(); ++il) {
+    const LayerWeights& lw = w.layers[il];
+    Saved<T>& s = saved[il];
+    s.x_in = x;
+    s.xn1.resize(x.size());
+    s.rstd1.resize(static_cast<size_t>(n));
+    rms_norm_forward(x.data(), lw.attn_norm.data(), n, d, hp.rms_eps, s.xn1.data(), s.rstd1.data());
+    s.q_raw.resize(static_cast<size_t>(n * qw));
+    s.k_raw.resize(static_cast<size_t>(n * kvw));
+    s.v.resize(static_cast<size_t>(n * kvw));
+    if (lw.fused_qkv()) {
+      s.qkv.resize(static_cast<size_t>(n * (qw + 2 * kvw)));
+      pass.forward(pass.linear(lw.wqkv), s.xn1.data(), s.qkv.data());
+      for (int64_t t = 0; t < n; ++t) {
+        const T* row = s.qkv.data() + t * (qw + 2 * kvw);
+        std::copy(row, row + qw, s.q_raw.begin() + t * qw);
+        std::copy(row + qw, row + qw + kvw, s.k_raw.begin() + t * kvw);
+        std::copy(row + qw + kvw, row + qw + 2 * kvw, s.v.begin() + t * kvw);
+      }
+    } else {
+      pass.forward(pass.linear(lw.wq), s.xn1.data(), s.q_raw.data());
+      pass.forward(pass.linear(lw.wk), s.xn1.data(), s.k_raw.data());
+      pass.forward(pass.linear(lw.wv), s.xn1.data(), s.v.data());
+    }
+    add_bias(s.q_raw.data(), lw.bq, n, qw);
+    add_bias(s.k_raw.data(), lw.bk, n, kvw);
+    add_bias(s.v.data(), lw.bv, n, kvw);
+    s.q = s.q_raw;
+    s.k = s.k_raw;
+    if (!lw.q_norm.empty()) {
+      s.q_rstd.resize(static_cast<size_t>(n * heads));
+      rms_norm_forward(s.q_raw.data(), lw.q_norm.data(), n * heads, hd, hp.rms_eps, s.q.data(), s.q_rstd.data());
+    }
+    if (!lw.k_norm.empty()) {
+      s.k_rstd.resize(static_cast<size_t>(n * kv_heads));
+      rms_norm_forward(s.k_raw.data(), lw.k_norm.data(), n * kv_heads, hd, hp.rms_eps, s.k.data(), s.k_rstd.data());
+    }
+    rope_forward(w.rope, s.q.data(), n, heads, hd, positions);
+    rope_forward(w.rope, s.k.data(), n, kv_heads, hd, positions);
+    s.attn.resize(static_cast<size_t>(n * qw));
+    s.probs.resize(static_cast<size_t>(heads * n * n));
+    attention_forward(shape, s.q.data(), s.k.data(), s.v.data(), s.attn.data(), s.probs.data());
+    std::vector<T> proj(static_cast<size_t>(n * d));
+    pass.forward(pass.linear(lw.wo), s.attn.data(), proj.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+
+    s.x_mid = x;
+    s.xn2.resize(x.size());
+    s.rstd2.resize(static_cast<size_t>(n));
+    rms_norm_forward(x.data(), lw.ffn_norm.data(), n, d, hp.rms_eps, s.xn2.data(), s.rstd2.data());
+    s.g.resize(static_cast<size_t>(n * ff));
+    s.u.resize(static_cast<size_t>(n * ff));
+    if (lw.fused_gate_up()) {
+      s.gate_up.resize(static_cast<size_t>(n * 2 * ff));
+      pass.forward(pass.linear(lw.w_gate_up), s.xn2.data(), s.gate_up.data());
+      for (int64_t t = 0; t < n; ++t) {
+        const T* row = s.gate_up.data() + t * 2 * ff;
+        std::copy(row, row + ff, s.g.begin() + t * ff);
+        std::copy(row + ff, row + 2 * ff, s.u.begin() + t * ff);
+      }
+    } else {
+      pass.forward(pass.linear(lw.w_gate), s.xn2.data(), s.g.data());
+      pass.forward(pass.linear(lw.w_up), s.xn2.data(), s.u.data());
+    }
+    s.h.resize(static_cast<size_t>(n * ff));
+    swiglu_forward(s.g.data(), s.u.data(), n * ff, s.h.data());
+    pass.forward(pass.linear(lw.w_down), s.h.data(), proj.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+  }
+
+  std::vector<T> xf(x.size()), rstd_f(static_cast<size_t>(n)), logits(static_cast<size_t>(n * vocab));
+  rms_norm_forward(x.data(), w.output_norm.data(), n, d, hp.rms_eps, xf.data(), rstd_f.data());
+  frozen_linear_forward(w.output, xf.data(), n, logits.data());
+  std::vector<T> dlogits(logits.size());
+  const double loss = cross_entropy(logits.data(), n, vocab, targets, dlogits.data());
+  if (logits_out) *logits_out = logits;
+  if (!grads) return loss;
+
+  // Backward: dx is the residual stream's gradient, flowing from the last layer to the first.
+  std::vector<T> dxf(x.size(), T(0)), dx(x.size(), T(0));
+  frozen_linear_backward(w.output, dlogits.data(), n, dxf.data());
+  rms_norm_backward(dxf.data(), x.data(), w.output_norm.data(), rstd_f.data(), n, d, dx.data());
+  for (size_t il = w.layers.size(); il-- > 0;) {
+    const LayerWeights& lw = w.layers[il];
+    const Saved<T>& s = saved[il];
+    // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
+    std::vector<T> dh(static_cast<size_t>(n * ff), T(0)), dg(dh.size()), du(dh.size());
+    pass.backward(pass.linear(lw.w_down), s.h.data(), dx.data(), dh.data(), *grads);
+    swiglu_backward(dh.data(), s.g.data(), s.u.data(), n * ff, dg.data(), du.data());
+    std::vector<T> dxn(x.size(), T(0));
+    if (lw.fused_gate_up()) {
+      std::vector<T> dgu(static_cast<size_t>(n * 2 * ff));
+      for (int64_t t = 0; t < n; ++t) {
+        std::copy(dg.begin() + t * ff, dg.begin() + (t + 1) * ff, dgu.begin() + t * 2 * ff);
+        std::copy(du.begin() + t * ff, du.begin() + (t + 1) * ff, dgu.begin() + t * 2 * ff + ff);
+      }
+      pass.backward(pass.linear(lw.w_gate_up), s.xn2.data(), dgu.data(), dxn.data(), *grads);
+    } else {
+      pass.backward(pass.linear(lw.w_gate), s.xn2.data(), dg.data(), dxn.data(), *grads);
+      pass.backward(pass.linear(lw.w_up), s.xn2.data(), du.data(), dxn.data(), *grads);
+    }
+    rms_norm_backward(dxn.data(), s.x_mid.data(), lw.ffn_norm.data(), s.rstd2.data(), n, d, dx.data());
+
+    // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)).
+    std::vector<T> dattn(static_cast<size_t>(n * qw), T(0));
+    pass.backward(pass.linear(lw.wo), s.attn.data(), dx.data(), dattn.data(), *grads);
+    std::vector<T> dq(static_cast<size_t>(n * qw)), dk(static_cast<size_t>(n * kvw), T(0)),
+        dv(static_cast<size_t>(n * kvw), T(0));
+    attention_backward(shape, s.q.data(), s.k.data(), s.v.data(), s.probs.data(), dattn.data(), dq.data(), dk.data(),
+                       dv.data());
+    rope_backward(w.rope, dq.data(), n, heads, hd, positions);
+    rope_backward(w.rope, dk.data(), n, kv_heads, hd, positions);
+    if (!lw.q_norm.empty()) {
+      std::vector<T> dq_raw(dq.size(), T(0));
+      rms_norm_backward(dq.data(), s.q_raw.data(), lw.q_norm.data(), s.q_rstd.data(), n * heads, hd, dq_raw.data());
+      dq = std::move(dq_raw);
+    }
+    if (!lw.k_norm.empty()) {
+      std::vector<T> dk_raw(dk.size(), T(0));
+      rms_norm_backward(dk.data(), s.k_raw.data(), lw.k_norm.data(), s.k_rstd.data(), n * kv_heads, hd, dk_raw.data());
+      dk = std::move(dk_raw);
+    }
+    std::fill(dxn.begin(), dxn.end(), T(0));
+    if (lw.fused_qkv()) {
+      std::vector<T> dqkv(static_cast<size_t>(n * (qw + 2 * kvw)));
+      for (int64_t t = 0; t < n; ++t) {
+        T* row = dqkv.data() + t * (qw + 2 * kvw);
+        std::copy(dq.begin() + t * qw, dq.begin() + (t + 1) * qw, row);
+        std::copy(dk.begin() + t * kvw, dk.begin() + (t + 1) * kvw, row + qw);
+        std::copy(dv.begin() + t * kvw, dv.begin() + (t + 1) * kvw, row + qw + kvw);
+      }
+      pass.backward(pass.linear(lw.wqkv), s.xn1.data(), dqkv.data(), dxn.data(), *grads);
+    } else {
+      pass.backward(pass.linear(lw.wq), s.xn1.data(), dq.data(), dxn.data(), *grads);
+      pass.backward(pass.linear(lw.wk), s.xn1.data(), dk.data(), dxn.data(), *grads);
+      pass.backward(pass.linear(lw.wv), s.xn1.data(), dv.data(), dxn.data(), *grads);
+    }
+    rms_norm_backward(dxn.data(), s.x_in.data(), lw.attn_norm.data(), s.rstd1.data(), n, d, dx.data());
+  }
+  return loss;
+}
+
+template struct LoraGrads<float>;
+template struct LoraGrads<double>;
+template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
+                                             std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*);
+template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
+                                              std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*);
+
+}  // namespace lathe::train

@@ -1,0 +1,65 @@
+// One sequence through a frozen model with LoRA adapters, forward and backward, on the CPU: the
+// cross-entropy of the scored tokens and the adapters' gradients. The same pass as the inference
+// engine's (forward/forward.cpp: RMSNorm, Q/K/V [+ Qwen2 biases] [+ Qwen3 per-head norms], RoPE,
+// causal GQA attention, output projection, SwiGLU MLP, Phi-3's fused matrices), computed in T on
+// dequantized weights and keeping what the backward needs; the base weights get no gradients.
+// Written for float and double: the double pass is the reference of tests/train.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "weights/model_weights.hpp"
+
+namespace lathe::train {
+
+// The adapters being trained: per (layer, matrix) A [rank x in] and B [out x rank], applied as
+// y += (alpha / rank) * B (A x), the convention of PEFT and of llama.cpp's LoRA GGUF.
+template <class T>
+struct LoraSet {
+  int64_t rank = 0;
+  double alpha = 0;
+  struct Pair {
+    uint32_t layer = 0;
+    // The matrix by its GGUF name within the layer: attn_q, attn_k, attn_v, attn_qkv (Phi-3),
+    // attn_output, ffn_gate, ffn_up (Phi-3: the fused gate+up matrix), ffn_down.
+    std::string target;
+    int64_t in = 0, out = 0;
+    std::vector<T> a, b;
+  };
+  std::vector<Pair> pairs;
+  T factor() const { return static_cast<T>(alpha / static_cast<double>(rank)); }
+};
+
+// Per pair, the gradients of A and B (same shapes), accumulated by each pass.
+template <class T>
+struct LoraGrads {
+  std::vector<std::vector<T>> da, db;
+  void reset(const LoraSet<T>& lora);  // zeros of the right sizes
+};
+
+// The matrix `target` of `layer` (names as LoraSet::Pair::target); InvalidArgumentError naming
+// the layer and the matrices it has when it has no such matrix.
+const MatrixView& target_matrix(const ModelWeights& w, uint32_t layer, std::string_view target);
+
+// Adapters on `targets` of every layer, initialized as PEFT does: A uniform in +-1/sqrt(in)
+// (kaiming_uniform with a = sqrt(5)), B zero, so training starts from the base model. Same seed,
+// same adapters on every machine.
+LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> targets, int64_t rank, double alpha,
+                         uint64_t seed);
+
+// One sequence: tokens[t] is the input at position t, targets[t] the token to predict there (-1:
+// not scored, e.g. prompt tokens). Returns the mean cross-entropy over the scored positions;
+// accumulates the adapters' gradients into `grads` (reset it first) when given, and writes the
+// logits [n x vocab] into `logits` when given. InvalidArgumentError for an empty sequence, a token
+// outside the vocabulary or adapters whose shapes do not fit the model.
+template <class T>
+double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
+                             std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
+                             std::type_identity_t<std::vector<T>>* logits = nullptr);
+
+}  // namespace lathe::train

@@ -1,0 +1,182 @@
+// The whole-model LoRA training pass (src/train/lora_pass.hpp) on the tiny synthetic llama:
+// - its forward is the inference engine's function: logits equal a Session's, without adapters
+//   and with adapters (against the adapter merged into the weights by `--lora`'s merge_lora);
+// - its adapter gradients are the loss's: float64 central differences on sampled entries of A and
+//   B of every pair, and the float32 pass against the float64 one.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/test_support.hpp"
+#include "common/tiny_model.hpp"
+#include "lathe/lathe.hpp"
+#include "train/lora_pass.hpp"
+#include "weights/lora.hpp"
+#include "weights/model_weights.hpp"
+
+namespace lathe::train {
+namespace {
+
+const std::vector<std::string> kAllTargets = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                              "ffn_gate", "ffn_up", "ffn_down"};
+const std::vector<int32_t> kTokens = {1, 5, 9, 2, 7, 3, 11, 4, 0, 30, 12};
+// Predict the next token everywhere but the first two positions (a "prompt") and the last.
+const std::vector<int32_t> kTargets = {-1, -1, 2, 7, 3, 11, 4, 0, 30, 12, -1};
+
+struct Tiny {
+  test::TempDir dir{"train_pass"};
+  std::filesystem::path path;
+  Tiny() {
+    test::TinyModel tiny;
+    tiny.add_tokenizer();
+    path = tiny.write(dir, "tiny.gguf");
+  }
+};
+
+// Adapters with B non-zero too (init_lora's B = 0 would give A no gradient).
+LoraSet<double> random_lora(const ModelWeights& w, uint64_t seed) {
+  const auto init = init_lora(w, kAllTargets, 3, 6.0, seed);
+  LoraSet<double> lora;
+  lora.rank = init.rank;
+  lora.alpha = init.alpha;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::normal_distribution<double> dist(0.0, 0.05);
+  for (const auto& p : init.pairs) {
+    LoraSet<double>::Pair q{p.layer, p.target, p.in, p.out, {p.a.begin(), p.a.end()}, {}};
+    q.b.resize(p.b.size());
+    for (auto& x : q.b) x = dist(rng);
+    lora.pairs.push_back(std::move(q));
+  }
+  return lora;
+}
+
+LoraSet<float> to_float(const LoraSet<double>& d) {
+  LoraSet<float> f;
+  f.rank = d.rank;
+  f.alpha = d.alpha;
+  for (const auto& p : d.pairs)
+    f.pairs.push_back({p.layer, p.target, p.in, p.out, {p.a.begin(), p.a.end()}, {p.b.begin(), p.b.end()}});
+  return f;
+}
+
+std::vector<float> session_logits(const std::filesystem::path& model_path, const std::vector<LoraSpec>& loras) {
+  LoadOptions options;
+  options.loras = loras;
+  Session session(Model::load(model_path, options), {.n_ctx = 32, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
+  session.eval(kTokens, true);
+  std::vector<float> all;
+  for (size_t t = 0; t < kTokens.size(); ++t) {
+    const auto row = session.logits_at(t);
+    all.insert(all.end(), row.begin(), row.end());
+  }
+  return all;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+TEST(LoraPass, ForwardIsTheInferenceEnginesFunction) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  // Without adapters (B = 0 at init): the engine's logits.
+  LoraSet<double> zero;
+  zero.rank = 2;
+  zero.alpha = 2;
+  std::vector<double> logits;
+  lora_forward_backward(w, zero, kTokens, kTargets, nullptr, &logits);
+  const auto plain = session_logits(tiny.path, {});
+  ASSERT_EQ(plain.size(), logits.size());
+  EXPECT_LT(max_abs_diff(plain, logits), 1e-4);
+
+  // With adapters on every matrix: the engine's logits with the adapter merged by --lora.
+  const auto lora = random_lora(w, 3);
+  lora_forward_backward(w, lora, kTokens, kTargets, nullptr, &logits);
+  LoraAdapter adapter;
+  adapter.architecture = "llama";
+  adapter.alpha = static_cast<float>(lora.alpha);
+  for (const auto& p : lora.pairs)
+    adapter.pairs.push_back({fmt::format("blk.{}.{}.weight", p.layer, p.target), lora.rank, p.in, p.out,
+                             {p.a.begin(), p.a.end()}, {p.b.begin(), p.b.end()}});
+  write_lora_adapter(adapter, tiny.dir / "trained.gguf", "test");
+  const auto merged = session_logits(tiny.path, {{tiny.dir / "trained.gguf", 1.0f}});
+  EXPECT_LT(max_abs_diff(merged, logits), 1e-4);
+  EXPECT_GT(max_abs_diff(plain, logits), 0.05);  // the adapters matter
+}
+
+TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  auto lora = random_lora(w, 5);
+  LoraGrads<double> grads;
+  grads.reset(lora);
+  const double loss = lora_forward_backward(w, lora, kTokens, kTargets, &grads);
+  EXPECT_GT(loss, 0.0);
+  // Central differences of the double loss on sampled entries of every pair's A and B.
+  std::mt19937 rng(9);
+  const double h = 1e-6;
+  double worst = 0, largest = 0;
+  for (size_t p = 0; p < lora.pairs.size(); ++p) {
+    for (int which = 0; which < 2; ++which) {
+      auto& values = which == 0 ? lora.pairs[p].a : lora.pairs[p].b;
+      const auto& analytic = which == 0 ? grads.da[p] : grads.db[p];
+      for (int sample = 0; sample < 3; ++sample) {
+        const size_t i = rng() % values.size();
+        const double keep = values[i];
+        values[i] = keep + h;
+        const double up = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
+        values[i] = keep - h;
+        const double down = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
+        values[i] = keep;
+        const double numeric = (up - down) / (2 * h);
+        worst = std::max(worst, std::abs(numeric - analytic[i]));
+        largest = std::max(largest, std::abs(analytic[i]));
+      }
+    }
+  }
+  EXPECT_GT(largest, 1e-4);  // gradients that are not all zero
+  EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+
+  // The float32 pass against the float64 one.
+  const auto lora_f = to_float(lora);
+  LoraGrads<float> grads_f;
+  grads_f.reset(lora_f);
+  const double loss_f = lora_forward_backward(w, lora_f, kTokens, kTargets, &grads_f);
+  EXPECT_NEAR(loss_f, loss, 1e-4 * loss);
+  double diff = 0, size = 0;
+  for (size_t p = 0; p < lora.pairs.size(); ++p)
+    for (int which = 0; which < 2; ++which) {
+      const auto& d = which == 0 ? grads.da[p] : grads.db[p];
+      const auto& f = which == 0 ? grads_f.da[p] : grads_f.db[p];
+      for (size_t i = 0; i < d.size(); ++i) {
+        diff = std::max(diff, std::abs(f[i] - d[i]));
+        size = std::max(size, std::abs(d[i]));
+      }
+    }
+  EXPECT_LT(diff / size, 1e-4);
+}
+
+TEST(LoraPass, BadInputsAreClearErrors) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  const auto lora = init_lora(w, std::vector<std::string>{"attn_q"}, 2, 4.0, 1);
+  EXPECT_THROW(lora_forward_backward(w, lora, std::vector<int32_t>{}, std::vector<int32_t>{}, nullptr),
+               InvalidArgumentError);
+  EXPECT_THROW(lora_forward_backward(w, lora, std::vector<int32_t>{1, 99}, std::vector<int32_t>{-1, -1}, nullptr),
+               InvalidArgumentError);
+  test::expect_error<InvalidArgumentError>(
+      [&] { init_lora(w, std::vector<std::string>{"attn_qkv"}, 2, 4.0, 1); }, {"layer 0 has no matrix attn_qkv",
+                                                                               "attn_q, attn_k"});
+  auto wrong = lora;
+  wrong.pairs[0].in += 1;
+  EXPECT_THROW(lora_forward_backward(w, wrong, kTokens, kTargets, nullptr), InvalidArgumentError);
+}
+
+}  // namespace
+}  // namespace lathe::train
