@@ -144,7 +144,7 @@ LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> tar
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
-                             std::type_identity_t<std::vector<T>>* logits_out) {
+                             std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head) {
   const auto& hp = w.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
@@ -248,7 +248,8 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   rms_norm_forward(x.data(), w.output_norm.data(), n, d, hp.rms_eps, xf.data(), rstd_f.data());
   frozen_linear_forward(w.output, xf.data(), n, logits.data());
   std::vector<T> dlogits(logits.size());
-  const double loss = cross_entropy(logits.data(), n, vocab, targets, dlogits.data());
+  const double loss = head ? head(logits.data(), n, vocab, dlogits.data())
+                           : cross_entropy(logits.data(), n, vocab, targets, dlogits.data());
   if (logits_out) *logits_out = logits;
   if (!grads) return loss;
 
@@ -319,8 +320,10 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
 template struct LoraGrads<float>;
 template struct LoraGrads<double>;
 template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
-                                             std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*);
+                                             std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*,
+                                             const LossHead<float>&);
 template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
-                                              std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*);
+                                              std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*,
+                                              const LossHead<double>&);
 
 }  // namespace lathe::train

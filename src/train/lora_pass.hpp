@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,14 +53,22 @@ const MatrixView& target_matrix(const ModelWeights& w, uint32_t layer, std::stri
 LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> targets, int64_t rank, double alpha,
                          uint64_t seed);
 
+// The loss of one sequence from its logits [n x vocab]: returns the loss and writes its gradient
+// dlogits (same shape). The default is cross_entropy over `targets` (train/ops.hpp); the unlearning
+// objectives (train/unlearn.hpp) bring their own.
+template <class T>
+using LossHead = std::function<double(const T* logits, int64_t n, int64_t vocab, T* dlogits)>;
+
 // One sequence: tokens[t] is the input at position t, targets[t] the token to predict there (-1:
 // not scored, e.g. prompt tokens). Returns the mean cross-entropy over the scored positions;
 // accumulates the adapters' gradients into `grads` (reset it first) when given, and writes the
-// logits [n x vocab] into `logits` when given. InvalidArgumentError for an empty sequence, a token
-// outside the vocabulary or adapters whose shapes do not fit the model.
+// logits [n x vocab] into `logits` when given. With `head`, the loss and its gradient are the
+// head's (targets then unused). InvalidArgumentError for an empty sequence, a token outside the
+// vocabulary or adapters whose shapes do not fit the model.
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
-                             std::type_identity_t<std::vector<T>>* logits = nullptr);
+                             std::type_identity_t<std::vector<T>>* logits = nullptr,
+                             const std::type_identity_t<LossHead<T>>& head = {});
 
 }  // namespace lathe::train
