@@ -13,6 +13,11 @@
 
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "backend/cpu/thread_pool.hpp"
+#include "core/quant.hpp"
+#include "forward/forward.hpp"
+#include "io/gguf.hpp"
+#include "runtime/kv_cache.hpp"
 #include "lathe/lathe.hpp"
 #include "train/lora_pass.hpp"
 #include "weights/lora.hpp"
@@ -160,6 +165,140 @@ TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
       }
     }
   EXPECT_LT(diff / size, 1e-4);
+}
+
+// The CPU engine's forward pass (forward/forward.cpp) on `w`, logits of every token of kTokens.
+std::vector<float> engine_logits(const ModelWeights& w) {
+  cpu::ThreadPool pool(1);
+  KvCache kv(w.hp, 32, KvFormat::F32);
+  Forward forward(w, 32, 32);
+  Batch batch;
+  batch.add_chunk(0, kTokens, 0, /*all_logits=*/true, true, true);
+  KvCacheView* caches[] = {&kv.view()};
+  std::vector<float> logits(kTokens.size() * static_cast<size_t>(w.output.rows));
+  forward.forward(batch, caches, {}, logits.data(), pool);
+  return logits;
+}
+
+// Tiny models of the other architectures, written here as GGUF: Qwen2 (Q/K/V biases, untied
+// output), Qwen3 (per-head Q/K norms, head_dim set explicitly), Phi-3 (fused QKV and gate/up,
+// 12 of 16 head dimensions rotated). RoPE pairs are NeoX halves for all three.
+std::filesystem::path write_arch_model(const test::TempDir& dir, const std::string& arch) {
+  constexpr uint32_t embd = 48, ff = 80, heads = 3, kv_heads = 1, head_dim = 16, vocab = 40, layers = 2;
+  gguf::Writer writer;
+  std::vector<std::vector<uint8_t>> buffers;
+  std::mt19937 rng(11);
+  auto tensor = [&](const std::string& name, std::vector<uint64_t> shape, float mean = 0.0f, float scale = 0.2f) {
+    uint64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::normal_distribution<float> dist(mean, scale);
+    std::vector<float> values(n);
+    for (auto& v : values) v = dist(rng);
+    buffers.push_back(quantize(DType::F32, values));
+    writer.add_tensor(name, DType::F32, std::move(shape), buffers.back());
+  };
+  writer.set("general.architecture", gguf::Value::str(arch));
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  writer.set(key("block_count"), gguf::Value::u32(layers));
+  writer.set(key("embedding_length"), gguf::Value::u32(embd));
+  writer.set(key("feed_forward_length"), gguf::Value::u32(ff));
+  writer.set(key("attention.head_count"), gguf::Value::u32(heads));
+  writer.set(key("attention.head_count_kv"), gguf::Value::u32(kv_heads));
+  writer.set(key("attention.key_length"), gguf::Value::u32(head_dim));
+  writer.set(key("context_length"), gguf::Value::u32(64));
+  writer.set(key("vocab_size"), gguf::Value::u32(vocab));
+  if (arch == "phi3") writer.set(key("rope.dimension_count"), gguf::Value::u32(12));
+  const uint32_t q = heads * head_dim, kv = kv_heads * head_dim;
+  tensor("token_embd.weight", {embd, vocab});
+  tensor("output_norm.weight", {embd}, 1.0f);
+  if (arch != "phi3") tensor("output.weight", {embd, vocab});
+  for (uint32_t i = 0; i < layers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    tensor(p + "attn_norm.weight", {embd}, 1.0f);
+    tensor(p + "ffn_norm.weight", {embd}, 1.0f);
+    if (arch == "phi3") {
+      tensor(p + "attn_qkv.weight", {embd, q + 2 * kv});
+      tensor(p + "ffn_up.weight", {embd, 2 * ff});
+    } else {
+      tensor(p + "attn_q.weight", {embd, q});
+      tensor(p + "attn_k.weight", {embd, kv});
+      tensor(p + "attn_v.weight", {embd, kv});
+      tensor(p + "ffn_gate.weight", {embd, ff});
+      tensor(p + "ffn_up.weight", {embd, ff});
+    }
+    if (arch == "qwen2")
+      for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
+        tensor(p + b, {std::string(b) == "attn_q.bias" ? q : kv});
+    if (arch == "qwen3") {
+      tensor(p + "attn_q_norm.weight", {head_dim}, 1.0f);
+      tensor(p + "attn_k_norm.weight", {head_dim}, 1.0f);
+    }
+    tensor(p + "attn_output.weight", {q, embd});
+    tensor(p + "ffn_down.weight", {ff, embd});
+  }
+  const auto path = dir / (arch + ".gguf");
+  writer.write(path);
+  return path;
+}
+
+// The pass on every architecture: logits equal the CPU engine's (forward/forward.cpp), through
+// the weights seam without a tokenizer, and adapter gradients equal central differences.
+TEST(LoraPass, EveryArchitectureMatchesTheEngineAndItsGradients) {
+  for (const std::string arch : {"qwen2", "qwen3", "phi3"}) {
+    SCOPED_TRACE(arch);
+    test::TempDir dir("train_arch");
+    const auto path = write_arch_model(dir, arch);
+    const auto w = load_model_weights(path);
+    const std::vector<std::string> targets =
+        arch == "phi3" ? std::vector<std::string>{"attn_qkv", "attn_output", "ffn_up", "ffn_down"} : kAllTargets;
+    const auto init = init_lora(w, targets, 2, 4.0, 5);
+    LoraSet<double> lora;
+    lora.rank = init.rank;
+    lora.alpha = init.alpha;
+    std::mt19937 rng(3);
+    std::normal_distribution<double> dist(0.0, 0.05);
+    for (const auto& p : init.pairs) {
+      LoraSet<double>::Pair q{p.layer, p.target, p.in, p.out, {p.a.begin(), p.a.end()}, {}};
+      q.b.resize(p.b.size());
+      for (auto& x : q.b) x = dist(rng);
+      lora.pairs.push_back(std::move(q));
+    }
+    // Forward: the engine on the weights with the adapter merged (merge_lora), same logits.
+    std::vector<double> logits;
+    LoraGrads<double> grads;
+    grads.reset(lora);
+    lora_forward_backward(w, lora, kTokens, kTargets, &grads, &logits);
+    auto merged = load_model_weights(path);
+    LoraAdapter adapter;
+    adapter.architecture = arch;
+    adapter.alpha = static_cast<float>(lora.alpha);
+    for (const auto& p : lora.pairs)
+      adapter.pairs.push_back({fmt::format("blk.{}.{}.weight", p.layer, p.target), lora.rank, p.in, p.out,
+                               {p.a.begin(), p.a.end()}, {p.b.begin(), p.b.end()}});
+    merge_lora(merged, adapter, 1.0f, 1);
+    const auto engine = engine_logits(merged);
+    EXPECT_LT(max_abs_diff(engine, logits), 1e-4);
+    // Gradients: two sampled entries of each pair's A and B.
+    double worst = 0, largest = 0;
+    for (size_t p = 0; p < lora.pairs.size(); ++p)
+      for (int which = 0; which < 2; ++which) {
+        auto& values = which == 0 ? lora.pairs[p].a : lora.pairs[p].b;
+        const auto& analytic = which == 0 ? grads.da[p] : grads.db[p];
+        for (int sample = 0; sample < 2; ++sample) {
+          const size_t i = rng() % values.size();
+          const double keep = values[i], h = 1e-6;
+          values[i] = keep + h;
+          const double up = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
+          values[i] = keep - h;
+          const double down = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
+          values[i] = keep;
+          worst = std::max(worst, std::abs((up - down) / (2 * h) - analytic[i]));
+          largest = std::max(largest, std::abs(analytic[i]));
+        }
+      }
+    EXPECT_GT(largest, 1e-5);
+    EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+  }
 }
 
 TEST(LoraPass, BadInputsAreClearErrors) {
