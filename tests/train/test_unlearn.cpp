@@ -3,8 +3,11 @@
 // the model forget one memorized fact while it keeps the other.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <vector>
@@ -126,6 +129,35 @@ TEST(Unlearn, NpoAndGradDiffForgetOneFactAndKeepTheOther) {
     EXPECT_LT(forget_after, forget_before - 2.0);  // the forget fact's answer became unlikely
     EXPECT_GT(retain_after, -0.5);                  // the retain fact is still known
   }
+}
+
+// Resident memory of this process (bytes), from /proc/self/statm.
+uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// The reference model is the base with the adapters off, not a second copy loaded per run: 100
+// unlearning runs in one process hold no more memory at the end than after the first few.
+TEST(Unlearn, HundredRunsInOneProcessKeepMemoryFlat) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  UnlearnOptions options;
+  options.train.rank = 4;
+  options.train.steps = 3;
+  options.retain_loss = RetainLoss::Kl;  // the reference's distributions are computed every run
+  auto run = [&](uint64_t seed) {
+    options.train.seed = seed;
+    return unlearn(w, {kForget}, {kRetain}, options);
+  };
+  for (uint64_t seed = 0; seed < 5; ++seed) run(seed);  // warm-up: allocator pools, first-touch pages
+  const uint64_t before = resident_bytes();
+  for (uint64_t seed = 5; seed < 105; ++seed) run(seed);
+  const uint64_t after = resident_bytes();
+  std::cout << "unlearn x100: resident " << before / 1024 << " KiB -> " << after / 1024 << " KiB\n";
+  EXPECT_LT(after, before + 4u * 1024 * 1024);
 }
 
 TEST(Unlearn, BadSetsAndOptionsAreRefusedBeforeTraining) {
