@@ -54,9 +54,11 @@ class Pass {
     return {&m, it == pair_of_.end() ? -1 : it->second};
   }
 
+  cpu::ThreadPool& pool() noexcept { return pool_; }
+
   // y = x W^T (+ the adapter); the adapter's x A^T goes to xa[pair].
   void forward(const Linear<T>& l, const T* x, T* y) {
-    frozen_linear_forward(*l.w, x, n_, y);
+    frozen_linear_forward(*l.w, x, n_, y, &pool_);
     if (l.pair < 0) return;
     const auto& p = lora_.pairs[static_cast<size_t>(l.pair)];
     auto& xa = xa_[static_cast<size_t>(l.pair)];
@@ -67,7 +69,7 @@ class Pass {
   // dx += dy W (+ the adapter's part); the adapter's gradients accumulate into grads. Each pair
   // belongs to one matrix of one layer, so its x A^T from the forward is still the one kept.
   void backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
-    frozen_linear_backward(*l.w, dy, n_, dx);
+    frozen_linear_backward(*l.w, dy, n_, dx, &pool_);
     if (l.pair < 0) return;
     const auto i = static_cast<size_t>(l.pair);
     const auto& p = lora_.pairs[i];
@@ -79,6 +81,8 @@ class Pass {
   const LoraSet<T>& lora_;
   int64_t n_;
   std::map<const MatrixView*, int> pair_of_;
+  // The frozen products' threads (one per physical core): they dominate the pass.
+  cpu::ThreadPool pool_;
   std::vector<std::vector<T>> xa_;
 };
 
@@ -246,7 +250,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
 
   std::vector<T> xf(x.size()), rstd_f(static_cast<size_t>(n)), logits(static_cast<size_t>(n * vocab));
   rms_norm_forward(x.data(), w.output_norm.data(), n, d, hp.rms_eps, xf.data(), rstd_f.data());
-  frozen_linear_forward(w.output, xf.data(), n, logits.data());
+  frozen_linear_forward(w.output, xf.data(), n, logits.data(), &pass.pool());
   std::vector<T> dlogits(logits.size());
   const double loss = head ? head(logits.data(), n, vocab, dlogits.data())
                            : cross_entropy(logits.data(), n, vocab, targets, dlogits.data());
@@ -255,7 +259,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
 
   // Backward: dx is the residual stream's gradient, flowing from the last layer to the first.
   std::vector<T> dxf(x.size(), T(0)), dx(x.size(), T(0));
-  frozen_linear_backward(w.output, dlogits.data(), n, dxf.data());
+  frozen_linear_backward(w.output, dlogits.data(), n, dxf.data(), &pass.pool());
   rms_norm_backward(dxf.data(), x.data(), w.output_norm.data(), rstd_f.data(), n, d, dx.data());
   for (size_t il = w.layers.size(); il-- > 0;) {
     const LayerWeights& lw = w.layers[il];

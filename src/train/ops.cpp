@@ -102,33 +102,45 @@ void swiglu_backward(const T* dh, const T* g, const T* u, int64_t count, T* dg, 
 }
 
 template <class T>
-void frozen_linear_forward(const MatrixView& w, const T* x, int64_t n, T* y) {
-  std::vector<float> scratch;
-  std::vector<T> row;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    matrix_row(w, r, scratch, row);
-    for (int64_t t = 0; t < n; ++t) {
-      const T* xr = x + t * w.cols;
-      T sum = 0;
-      for (int64_t c = 0; c < w.cols; ++c) sum += row[c] * xr[c];
-      y[t * w.rows + r] = sum;
+void frozen_linear_forward(const MatrixView& w, const T* x, int64_t n, T* y, cpu::ThreadPool* pool) {
+  auto rows = [&](int64_t first, int64_t end) {
+    std::vector<float> scratch;
+    std::vector<T> row;
+    for (int64_t r = first; r < end; ++r) {
+      matrix_row(w, r, scratch, row);
+      for (int64_t t = 0; t < n; ++t) {
+        const T* xr = x + t * w.cols;
+        T sum = 0;
+        for (int64_t c = 0; c < w.cols; ++c) sum += row[c] * xr[c];
+        y[t * w.rows + r] = sum;
+      }
     }
-  }
+  };
+  if (pool)
+    pool->parallel_for(w.rows, 8, rows);
+  else
+    rows(0, w.rows);
 }
 
 template <class T>
-void frozen_linear_backward(const MatrixView& w, const T* dy, int64_t n, T* dx) {
-  std::vector<float> scratch;
-  std::vector<T> row;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    matrix_row(w, r, scratch, row);
-    for (int64_t t = 0; t < n; ++t) {
-      const T g = dy[t * w.rows + r];
-      if (g == T(0)) continue;
-      T* dxr = dx + t * w.cols;
-      for (int64_t c = 0; c < w.cols; ++c) dxr[c] += g * row[c];
+void frozen_linear_backward(const MatrixView& w, const T* dy, int64_t n, T* dx, cpu::ThreadPool* pool) {
+  auto columns = [&](int64_t first, int64_t end) {
+    std::vector<float> scratch;
+    std::vector<T> row;
+    for (int64_t r = 0; r < w.rows; ++r) {
+      matrix_row(w, r, scratch, row);
+      for (int64_t t = 0; t < n; ++t) {
+        const T g = dy[t * w.rows + r];
+        if (g == T(0)) continue;
+        T* dxr = dx + t * w.cols;
+        for (int64_t c = first; c < end; ++c) dxr[c] += g * row[c];
+      }
     }
-  }
+  };
+  if (pool && w.cols >= 2 * 64)
+    pool->parallel_for(w.cols, 64, columns);
+  else
+    columns(0, w.cols);
 }
 
 template <class T>
@@ -301,8 +313,8 @@ double cross_entropy(const T* logits, int64_t n, int64_t vocab, std::span<const 
   template void rms_norm_backward<T>(const T*, const T*, const float*, const T*, int64_t, int64_t, T*);              \
   template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                                                  \
   template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                                   \
-  template void frozen_linear_forward<T>(const MatrixView&, const T*, int64_t, T*);                                  \
-  template void frozen_linear_backward<T>(const MatrixView&, const T*, int64_t, T*);                                 \
+  template void frozen_linear_forward<T>(const MatrixView&, const T*, int64_t, T*, cpu::ThreadPool*);                \
+  template void frozen_linear_backward<T>(const MatrixView&, const T*, int64_t, T*, cpu::ThreadPool*);               \
   template void lora_forward<T>(const T*, const T*, int64_t, int64_t, int64_t, T, const T*, int64_t, T*, T*);        \
   template void lora_backward<T>(const T*, const T*, int64_t, int64_t, int64_t, T, const T*, const T*, const T*,     \
                                  int64_t, T*, T*, T*);                                                                \

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 
+#include "backend/cpu/thread_pool.hpp"
 #include "core/matrix.hpp"
 #include "core/rope.hpp"
 
@@ -33,12 +34,15 @@ void swiglu_backward(const T* dh, const T* g, const T* u, int64_t count, T* dg, 
 
 // A frozen matrix W [out x in] in its stored type (any type lathe dequantizes): y = x W^T for n
 // rows of x [n x in], computed on dequantized rows in T (no 8-bit activations: the gradient is
-// that of this exact function). Writes y [n x out].
+// that of this exact function). Writes y [n x out]. With `pool`, threads take ranges of output
+// rows; every value is summed in the same order whatever the threads, so results do not depend
+// on them.
 template <class T>
-void frozen_linear_forward(const MatrixView& w, const T* x, int64_t n, T* y);
-// Accumulates dx [n x in] += dy W.
+void frozen_linear_forward(const MatrixView& w, const T* x, int64_t n, T* y, cpu::ThreadPool* pool = nullptr);
+// Accumulates dx [n x in] += dy W. With `pool`, threads take ranges of input columns (each
+// dequantizes the rows it needs), again independent of the threads.
 template <class T>
-void frozen_linear_backward(const MatrixView& w, const T* dy, int64_t n, T* dx);
+void frozen_linear_backward(const MatrixView& w, const T* dy, int64_t n, T* dx, cpu::ThreadPool* pool = nullptr);
 
 // A LoRA adapter on a linear layer: y += s * (x A^T) B^T with A [rank x in], B [out x rank].
 // Accumulates into y and writes xa = x A^T [n x rank] (kept for the backward).

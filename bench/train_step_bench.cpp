@@ -1,0 +1,42 @@
+// One LoRA training step's forward + backward (src/train/lora_pass.hpp) on a model, for the CPU's
+// training speed: `lathe_bench_train_step MODEL [TOKENS=64] [RANK=8] [REPS=3]` prints the seconds
+// and tokens/s of each repetition (adapters on every projection, every position scored).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "train/lora_pass.hpp"
+#include "weights/model_weights.hpp"
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s MODEL [TOKENS=64] [RANK=8] [REPS=3]\n", argv[0]);
+    return 2;
+  }
+  const int n = argc > 2 ? std::atoi(argv[2]) : 64, rank = argc > 3 ? std::atoi(argv[3]) : 8;
+  const int reps = argc > 4 ? std::atoi(argv[4]) : 3;
+  try {
+    const auto w = lathe::load_model_weights(argv[1]);
+    const std::vector<std::string> targets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                              "ffn_down"};
+    const auto lora = lathe::train::init_lora(w, targets, rank, 2.0 * rank, 0);
+    std::vector<int32_t> tokens(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+    for (int t = 0; t < n; ++t) tokens[t] = (t * 7919 + 11) % static_cast<int>(w.hp.n_vocab);
+    for (int t = 0; t + 1 < n; ++t) next[t] = tokens[t + 1];
+    next[n - 1] = -1;
+    lathe::train::LoraGrads<float> grads;
+    for (int r = 0; r < reps; ++r) {
+      grads.reset(lora);
+      const auto start = std::chrono::steady_clock::now();
+      const double loss = lathe::train::lora_forward_backward(w, lora, tokens, next, &grads);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::printf("rep %d: %d tokens, rank %d: %.2f s (%.1f tokens/s), loss %.3f\n", r + 1, n, rank, s, n / s, loss);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
