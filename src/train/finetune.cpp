@@ -45,6 +45,15 @@ void check_options(const FinetuneOptions& o) {
 
 }  // namespace
 
+size_t ExampleCycle::next() {
+  if (at_ == order_.size()) {
+    std::iota(order_.begin(), order_.end(), size_t{0});
+    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_() % i]);
+    at_ = 0;
+  }
+  return order_[at_++];
+}
+
 LoraSet<float> finetune(const ModelWeights& weights, const std::vector<Example>& examples,
                         const FinetuneOptions& options, const std::function<void(const StepReport&)>& on_step) {
   check_options(options);
@@ -55,20 +64,12 @@ LoraSet<float> finetune(const ModelWeights& weights, const std::vector<Example>&
   AdamW adamw(options.adamw, sizes);
   LoraGrads<float> grads;
   std::vector<float*> params, grad_ptrs;
-  std::mt19937_64 order_rng(options.seed ^ 0x5851f42d4c957f2dull);
-  std::vector<size_t> order(examples.size());
-  size_t next = order.size();  // reshuffle on first use
+  ExampleCycle order(examples.size(), options.seed ^ 0x5851f42d4c957f2dull);
   for (int64_t step = 0; step < options.steps; ++step) {
     grads.reset(lora);
     double loss = 0;
     for (int64_t k = 0; k < options.grad_accumulation; ++k) {
-      if (next == order.size()) {
-        std::iota(order.begin(), order.end(), size_t{0});
-        // Fisher-Yates with the generator's raw draws: the same order on every standard library.
-        for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[order_rng() % i]);
-        next = 0;
-      }
-      const Example& e = examples[order[next++]];
+      const Example& e = examples[order.next()];
       loss += lora_forward_backward(weights, lora, e.tokens, e.targets, &grads);
     }
     params.clear();

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,19 @@ namespace lathe::train {
 struct Example {
   std::vector<int32_t> tokens;
   std::vector<int32_t> targets;  // per position, the token to predict there or -1 (not scored)
+};
+
+// A seeded cycle through n examples, reshuffled at each pass (Fisher-Yates on the generator's raw
+// draws: the same order on every standard library).
+class ExampleCycle {
+ public:
+  ExampleCycle(size_t n, uint64_t seed) : order_(n), rng_(seed), at_(n) {}
+  size_t next();
+
+ private:
+  std::vector<size_t> order_;
+  std::mt19937_64 rng_;
+  size_t at_;  // == order_.size(): shuffle before the next draw (also the first)
 };
 
 struct FinetuneOptions {

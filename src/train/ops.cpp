@@ -278,6 +278,14 @@ void attention_backward(const AttentionShape& shape, const T* q, const T* k, con
 }
 
 template <class T>
+double log_sum_exp(const T* z, int64_t vocab) {
+  const double max = *std::max_element(z, z + vocab);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(z[i]) - max);
+  return max + std::log(sum);
+}
+
+template <class T>
 double cross_entropy(const T* logits, int64_t n, int64_t vocab, std::span<const int32_t> targets, T* dlogits) {
   if (static_cast<int64_t>(targets.size()) != n)
     throw InvalidArgumentError(fmt::format("cross_entropy: {} targets for {} rows", targets.size(), n));
@@ -296,10 +304,7 @@ double cross_entropy(const T* logits, int64_t n, int64_t vocab, std::span<const 
   for (int64_t t = 0; t < n; ++t) {
     if (targets[t] < 0) continue;
     const T* z = logits + t * vocab;
-    const T max = *std::max_element(z, z + vocab);
-    double sum = 0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(z[i]) - max);
-    const double log_z = double(max) + std::log(sum);
+    const double log_z = log_sum_exp(z, vocab);
     loss += log_z - z[targets[t]];
     T* d = dlogits + t * vocab;
     for (int64_t i = 0; i < vocab; ++i) d[i] = static_cast<T>(std::exp(double(z[i]) - log_z) * inv);
@@ -323,6 +328,7 @@ double cross_entropy(const T* logits, int64_t n, int64_t vocab, std::span<const 
   template void attention_forward<T>(const AttentionShape&, const T*, const T*, const T*, T*, T*);                    \
   template void attention_backward<T>(const AttentionShape&, const T*, const T*, const T*, const T*, const T*, T*,   \
                                       T*, T*);                                                                        \
+  template double log_sum_exp<T>(const T*, int64_t);                                                                 \
   template double cross_entropy<T>(const T*, int64_t, int64_t, std::span<const int32_t>, T*);
 
 LATHE_TRAIN_OPS(float)

@@ -79,6 +79,11 @@ template <class T>
 void attention_backward(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* probs,
                         const T* dout, T* dq, T* dk, T* dv);
 
+// log(sum(exp(z))) of one row of `vocab` logits, in float64 with the maximum taken out: the
+// log-partition every softmax-based loss of training needs.
+template <class T>
+double log_sum_exp(const T* z, int64_t vocab);
+
 // Mean cross-entropy of the rows whose target is >= 0 (a target of -1 is not scored: prompt
 // tokens when training on answers): loss = mean -log softmax(logits)[target]. Writes dlogits
 // (softmax - onehot) / n_scored for scored rows and 0 for the others; returns the loss (0 when no

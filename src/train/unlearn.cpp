@@ -21,10 +21,7 @@ double sequence_logprob_impl(const T* logits, int64_t n, int64_t vocab, std::spa
   for (int64_t t = 0; t < n; ++t) {
     if (targets[t] < 0) continue;
     const T* z = logits + t * vocab;
-    const double max = *std::max_element(z, z + vocab);
-    double total = 0;
-    for (int64_t i = 0; i < vocab; ++i) total += std::exp(double(z[i]) - max);
-    const double log_z = max + std::log(total);
+    const double log_z = log_sum_exp(z, vocab);
     sum += double(z[targets[t]]) - log_z;
     // d log p(target) / dz = onehot - softmax
     T* d = dlogits + t * vocab;
@@ -49,10 +46,7 @@ double kl_to_reference_impl(const T* logits, int64_t n, int64_t vocab, std::span
     if (targets[t] < 0) continue;
     const T* z = logits + t * vocab;
     const float* lr = ref.data() + k * vocab;
-    const double max = *std::max_element(z, z + vocab);
-    double total = 0;
-    for (int64_t i = 0; i < vocab; ++i) total += std::exp(double(z[i]) - max);
-    const double log_z = max + std::log(total);
+    const double log_z = log_sum_exp(z, vocab);
     T* d = dlogits + t * vocab;
     for (int64_t i = 0; i < vocab; ++i) {
       const double p_ref = std::exp(double(lr[i]));
@@ -84,33 +78,11 @@ std::vector<float> reference_logprobs(const ModelWeights& w, const Example& e) {
   for (size_t t = 0; t < e.tokens.size(); ++t) {
     if (e.targets[t] < 0) continue;
     const float* z = logits.data() + t * vocab;
-    const double max = *std::max_element(z, z + vocab);
-    double total = 0;
-    for (int64_t i = 0; i < vocab; ++i) total += std::exp(double(z[i]) - max);
-    const double log_z = max + std::log(total);
+    const double log_z = log_sum_exp(z, vocab);
     for (int64_t i = 0; i < vocab; ++i) out.push_back(static_cast<float>(z[i] - log_z));
   }
   return out;
 }
-
-// A seeded cycle through n examples, reshuffled at each pass (Fisher-Yates on raw draws).
-class Cycle {
- public:
-  Cycle(size_t n, uint64_t seed) : order_(n), rng_(seed) {}
-  size_t next() {
-    if (at_ == order_.size()) {
-      std::iota(order_.begin(), order_.end(), size_t{0});
-      for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_() % i]);
-      at_ = 0;
-    }
-    return order_[at_++];
-  }
-
- private:
-  std::vector<size_t> order_;
-  std::mt19937_64 rng_;
-  size_t at_ = 0;
-};
 
 void check_set(const std::vector<Example>& set, const char* name) {
   for (size_t i = 0; i < set.size(); ++i)
@@ -172,7 +144,8 @@ LoraSet<float> unlearn(const ModelWeights& weights, const std::vector<Example>& 
   std::vector<size_t> sizes;
   for (const auto& p : lora.pairs) sizes.insert(sizes.end(), {p.a.size(), p.b.size()});
   AdamW adamw(o.adamw, sizes);
-  Cycle forget_cycle(forget.size(), o.seed ^ 0x5851f42d4c957f2dull), retain_cycle(retain.size(), o.seed ^ 0x2545f491ull);
+  ExampleCycle forget_cycle(forget.size(), o.seed ^ 0x5851f42d4c957f2dull),
+      retain_cycle(retain.size(), o.seed ^ 0x2545f491ull);
   LoraGrads<float> grads;
   const double per_example = 1.0 / static_cast<double>(o.grad_accumulation);
   for (int64_t step = 0; step < o.steps; ++step) {

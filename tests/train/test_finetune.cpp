@@ -4,6 +4,7 @@
 // adapted model, loaded with --lora, predicts them), and the same seed gives the same adapters.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <vector>
@@ -56,6 +57,21 @@ TEST(Optimizer, ClippingAndScheduleFollowPyTorchAndTransformers) {
   EXPECT_NEAR(learning_rate(1, 29, 4, 104, LrDecay::Cosine), 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
   EXPECT_DOUBLE_EQ(learning_rate(1, 104, 4, 104, LrDecay::Linear), 0.0);
   EXPECT_DOUBLE_EQ(learning_rate(1, 50, 4, 104, LrDecay::Constant), 1.0);
+}
+
+// Each pass through the examples is a permutation, from the first draw on (a cycle that starts
+// without shuffling hands out example 0 n times in its first pass); the same seed, the same order.
+TEST(ExampleCycle, EveryPassIsAPermutation) {
+  ExampleCycle cycle(5, 42), again(5, 42);
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<size_t> seen;
+    for (int i = 0; i < 5; ++i) {
+      seen.push_back(cycle.next());
+      EXPECT_EQ(again.next(), seen.back());
+    }
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2, 3, 4})) << "pass " << pass;
+  }
 }
 
 struct Tiny {
