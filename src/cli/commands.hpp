@@ -24,6 +24,9 @@ Runner add_bench(CLI::App& app);
 Runner add_cvector(CLI::App& app);
 Runner add_ablate(CLI::App& app);
 Runner add_ablate_eval(CLI::App& app);
+Runner add_finetune(CLI::App& app);
+Runner add_unlearn(CLI::App& app);
+Runner add_score(CLI::App& app);
 Runner add_serve(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -96,6 +96,9 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_cvector);
   add(lathe::cli::add_ablate);
   add(lathe::cli::add_ablate_eval);
+  add(lathe::cli::add_finetune);
+  add(lathe::cli::add_unlearn);
+  add(lathe::cli::add_score);
   add(lathe::cli::add_serve);
 
   // A first word that is not an option names a command: say so when lathe has none of that name

@@ -10,6 +10,7 @@
 
 #include "io/json_text.hpp"
 #include "io/mapped_file.hpp"
+#include "io/text_records.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe::edit {
@@ -29,33 +30,6 @@ std::string lowercase(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
   return text;
 }
-
-bool is_blank(std::string_view line) {
-  return std::all_of(line.begin(), line.end(), [](unsigned char c) { return std::isspace(c) != 0; });
-}
-
-// Walks the text line by line ('\n' ends a line; a trailing '\r' is dropped), with 1-based line
-// numbers and the byte offset of each line's start, for error messages.
-class LineReader {
- public:
-  explicit LineReader(std::string_view text) : text_(text) {}
-  bool next(std::string_view& line) {
-    if (position_ >= text_.size()) return false;
-    line_start_ = position_;
-    const size_t end = std::min(text_.find('\n', position_), text_.size());
-    line = text_.substr(position_, end - position_);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    position_ = end + 1;
-    ++line_number_;
-    return true;
-  }
-  size_t line_number() const { return line_number_; }
-  size_t line_start() const { return line_start_; }
-
- private:
-  std::string_view text_;
-  size_t position_ = 0, line_start_ = 0, line_number_ = 0;
-};
 
 // --- JSON ---------------------------------------------------------------------------------------
 
@@ -121,88 +95,6 @@ std::vector<std::string> read_json_array(std::string_view text, const std::strin
 }
 
 // --- CSV (RFC 4180) -----------------------------------------------------------------------------
-
-class CsvReader {
- public:
-  CsvReader(std::string_view text, const std::string& file) : text_(text), file_(file) {}
-
-  // The next record's fields; false at the end of the text. Blank records (an empty line) come
-  // back as one empty field.
-  bool next(std::vector<std::string>& fields) {
-    fields.clear();
-    if (position_ >= text_.size()) return false;
-    record_start_ = position_;
-    record_line_ = line_;
-    std::string field;
-    for (;;) {
-      if (position_ < text_.size() && text_[position_] == '"') {
-        read_quoted(field);
-      } else {
-        read_plain(field);
-      }
-      fields.push_back(std::move(field));
-      field.clear();
-      if (position_ >= text_.size()) return true;
-      const char c = text_[position_];
-      if (c == ',') {
-        ++position_;
-        continue;
-      }
-      // End of the record: "\n" or "\r\n".
-      position_ += c == '\r' ? 2 : 1;
-      ++line_;
-      return true;
-    }
-  }
-  size_t record_line() const { return record_line_; }
-  size_t record_start() const { return record_start_; }
-
- private:
-  void read_plain(std::string& field) {
-    while (position_ < text_.size()) {
-      const char c = text_[position_];
-      // A CR ends the record before a LF or at the end of the text; elsewhere it is data.
-      if (c == ',' || c == '\n' || (c == '\r' && (position_ + 1 == text_.size() || text_[position_ + 1] == '\n')))
-        break;
-      if (c == '"')
-        throw FormatError(file_, fmt::format("line {}", line_), position_, "a quote inside an unquoted field",
-                          "quote the whole field and double the quotes inside it (\"say \"\"hi\"\"\")");
-      field += c;
-      ++position_;
-    }
-  }
-
-  void read_quoted(std::string& field) {
-    const size_t open = position_, open_line = line_;
-    ++position_;
-    for (;;) {
-      if (position_ >= text_.size())
-        throw FormatError(file_, fmt::format("line {}", open_line), open, "a quoted field is never closed",
-                          "close the quote, and double the quotes inside the field");
-      const char c = text_[position_++];
-      if (c == '"') {
-        if (position_ < text_.size() && text_[position_] == '"') {
-          field += '"';
-          ++position_;
-          continue;
-        }
-        break;
-      }
-      if (c == '\n') ++line_;
-      field += c;
-    }
-    if (position_ >= text_.size()) return;
-    const char after = text_[position_];
-    const bool crlf = after == '\r' && (position_ + 1 == text_.size() || text_[position_ + 1] == '\n');
-    if (after != ',' && after != '\n' && !crlf)
-      throw FormatError(file_, fmt::format("line {}", line_), position_, "text after a closing quote",
-                        "a quoted field must end at a comma or the end of the line; double quotes inside it");
-  }
-
-  std::string_view text_;
-  std::string file_;  // a copy: callers may pass a temporary (the format sniffer passes "")
-  size_t position_ = 0, line_ = 1, record_start_ = 0, record_line_ = 1;
-};
 
 bool blank_record(const std::vector<std::string>& fields) { return fields.size() == 1 && is_blank(fields[0]); }
 

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "arch/hparams.hpp"
+#include "arch/tensor_names.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe::train {
@@ -54,40 +56,131 @@ size_t ExampleCycle::next() {
   return order_[at_++];
 }
 
+ExampleCycle::State ExampleCycle::state() const {
+  std::ostringstream rng;
+  rng << rng_;
+  return {order_, at_, rng.str()};
+}
+
+void ExampleCycle::restore(const State& state) {
+  std::vector<size_t> sorted = state.order;
+  std::sort(sorted.begin(), sorted.end());
+  bool permutation = sorted.size() == order_.size();
+  for (size_t i = 0; permutation && i < sorted.size(); ++i) permutation = sorted[i] == i;
+  if (!permutation || state.at > order_.size())
+    throw InvalidArgumentError(fmt::format("the saved example order is not one over {} examples (it has {}, next {}): "
+                                           "was the data changed?",
+                                           order_.size(), state.order.size(), state.at));
+  std::istringstream text(state.rng);
+  std::mt19937_64 rng;
+  text >> rng;
+  if (text.fail()) throw InvalidArgumentError("the saved example order's generator state cannot be read");
+  order_ = state.order;
+  at_ = state.at;
+  rng_ = rng;
+}
+
+AdapterOptimizer::AdapterOptimizer(LoraSet<float> lora, const FinetuneOptions& options)
+    : lora_(std::move(lora)), options_(options), sizes_(), adamw_(options.adamw, [&] {
+        for (const auto& p : lora_.pairs) sizes_.insert(sizes_.end(), {p.a.size(), p.b.size()});
+        return std::span<const size_t>(sizes_);
+      }()) {}
+
+AdapterOptimizer::Applied AdapterOptimizer::apply(LoraGrads<float>& grads) {
+  std::vector<float*> params, grad_ptrs;
+  for (size_t p = 0; p < lora_.pairs.size(); ++p) {
+    params.insert(params.end(), {lora_.pairs[p].a.data(), lora_.pairs[p].b.data()});
+    grad_ptrs.insert(grad_ptrs.end(), {grads.da[p].data(), grads.db[p].data()});
+  }
+  const double norm = clip_grad_norm(grad_ptrs, sizes_, options_.max_grad_norm);
+  const double lr = learning_rate(options_.adamw.lr, step_, options_.warmup_steps, options_.steps, options_.decay);
+  const std::vector<const float*> const_grads(grad_ptrs.begin(), grad_ptrs.end());
+  adamw_.step(lr, params, const_grads);
+  ++step_;
+  return {norm, lr};
+}
+
+TrainState AdapterOptimizer::state() const {
+  return {step_, lora_, adamw_.first_moments(), adamw_.second_moments(), {}};
+}
+
+void AdapterOptimizer::restore(const TrainState& state) {
+  const auto& saved = state.lora;
+  if (saved.rank != lora_.rank || saved.pairs.size() != lora_.pairs.size())
+    throw InvalidArgumentError(fmt::format("the saved adapters have rank {} and {} matrices; this run's have rank {} and "
+                                           "{}",
+                                           saved.rank, saved.pairs.size(), lora_.rank, lora_.pairs.size()));
+  for (size_t p = 0; p < saved.pairs.size(); ++p) {
+    const auto &a = saved.pairs[p], &b = lora_.pairs[p];
+    if (a.layer != b.layer || a.target != b.target || a.a.size() != b.a.size() || a.b.size() != b.b.size())
+      throw InvalidArgumentError(fmt::format("saved adapter {} is blk.{}.{} ({} x {}); this run's is blk.{}.{} ({} x {})",
+                                             p, a.layer, a.target, a.out, a.in, b.layer, b.target, b.out, b.in));
+  }
+  if (state.adam_m.size() != sizes_.size() || state.adam_v.size() != sizes_.size())
+    throw InvalidArgumentError(fmt::format("the saved optimizer has {} tensors; this run has {}", state.adam_m.size(),
+                                           sizes_.size()));
+  for (size_t i = 0; i < sizes_.size(); ++i)
+    if (state.adam_m[i].size() != sizes_[i] || state.adam_v[i].size() != sizes_[i])
+      throw InvalidArgumentError(fmt::format("the saved optimizer's tensor {} has the wrong size", i));
+  if (state.step < 0 || state.step > options_.steps)
+    throw InvalidArgumentError(fmt::format("the saved run is at step {}, outside this run's 0..{}", state.step,
+                                           options_.steps));
+  lora_ = saved;
+  adamw_.first_moments() = state.adam_m;
+  adamw_.second_moments() = state.adam_v;
+  adamw_.set_steps(state.step);
+  step_ = state.step;
+}
+
+FinetuneRun::FinetuneRun(const ModelWeights& weights, const std::vector<Example>& examples,
+                         const FinetuneOptions& options, const LoraSet<float>* initial)
+    : weights_(weights),
+      examples_(examples),
+      options_((check_options(options), check_examples(weights, examples), options)),
+      optimizer_(initial ? *initial : init_lora(weights, options.targets, options.rank, options.alpha, options.seed),
+                 options),
+      order_(examples.size(), options.seed ^ 0x5851f42d4c957f2dull) {}
+
+StepReport FinetuneRun::step() {
+  if (done()) throw InvalidArgumentError(fmt::format("the run has done all its {} steps", options_.steps));
+  grads_.reset(optimizer_.lora());
+  double loss = 0;
+  for (int64_t k = 0; k < options_.grad_accumulation; ++k) {
+    const Example& e = examples_[order_.next()];
+    loss += lora_forward_backward(weights_, optimizer_.lora(), e.tokens, e.targets, &grads_);
+  }
+  const float scale = 1.0f / static_cast<float>(options_.grad_accumulation);
+  for (size_t p = 0; p < grads_.da.size(); ++p)
+    for (auto* g : {&grads_.da[p], &grads_.db[p]})
+      for (float& x : *g) x *= scale;
+  const auto applied = optimizer_.apply(grads_);
+  return {optimizer_.steps_done(), loss / static_cast<double>(options_.grad_accumulation), applied.grad_norm,
+          applied.lr};
+}
+
+TrainState FinetuneRun::state() const {
+  TrainState s = optimizer_.state();
+  s.cycles = {order_.state()};
+  return s;
+}
+
+void FinetuneRun::restore(const TrainState& state) {
+  if (state.cycles.size() != 1)
+    throw InvalidArgumentError(fmt::format("the saved state has {} example orders; fine-tuning has one (is it an "
+                                           "unlearning checkpoint?)",
+                                           state.cycles.size()));
+  order_.restore(state.cycles[0]);
+  optimizer_.restore(state);
+}
+
 LoraSet<float> finetune(const ModelWeights& weights, const std::vector<Example>& examples,
                         const FinetuneOptions& options, const std::function<void(const StepReport&)>& on_step) {
-  check_options(options);
-  check_examples(weights, examples);
-  auto lora = init_lora(weights, options.targets, options.rank, options.alpha, options.seed);
-  std::vector<size_t> sizes;
-  for (const auto& p : lora.pairs) sizes.insert(sizes.end(), {p.a.size(), p.b.size()});
-  AdamW adamw(options.adamw, sizes);
-  LoraGrads<float> grads;
-  std::vector<float*> params, grad_ptrs;
-  ExampleCycle order(examples.size(), options.seed ^ 0x5851f42d4c957f2dull);
-  for (int64_t step = 0; step < options.steps; ++step) {
-    grads.reset(lora);
-    double loss = 0;
-    for (int64_t k = 0; k < options.grad_accumulation; ++k) {
-      const Example& e = examples[order.next()];
-      loss += lora_forward_backward(weights, lora, e.tokens, e.targets, &grads);
-    }
-    params.clear();
-    grad_ptrs.clear();
-    const float scale = 1.0f / static_cast<float>(options.grad_accumulation);
-    for (size_t p = 0; p < lora.pairs.size(); ++p) {
-      for (auto* g : {&grads.da[p], &grads.db[p]})
-        for (float& x : *g) x *= scale;
-      params.insert(params.end(), {lora.pairs[p].a.data(), lora.pairs[p].b.data()});
-      grad_ptrs.insert(grad_ptrs.end(), {grads.da[p].data(), grads.db[p].data()});
-    }
-    const double norm = clip_grad_norm(grad_ptrs, sizes, options.max_grad_norm);
-    const double lr = learning_rate(options.adamw.lr, step, options.warmup_steps, options.steps, options.decay);
-    std::vector<const float*> const_grads(grad_ptrs.begin(), grad_ptrs.end());
-    adamw.step(lr, params, const_grads);
-    if (on_step) on_step({step + 1, loss / static_cast<double>(options.grad_accumulation), norm, lr});
+  FinetuneRun run(weights, examples, options);
+  while (!run.done()) {
+    const StepReport report = run.step();
+    if (on_step) on_step(report);
   }
-  return lora;
+  return run.lora();
 }
 
 LoraAdapter to_adapter(const LoraSet<float>& lora, const ModelWeights& weights) {
@@ -95,8 +188,15 @@ LoraAdapter to_adapter(const LoraSet<float>& lora, const ModelWeights& weights) 
   adapter.source = weights.source;
   adapter.architecture = std::string(arch_name(weights.hp.arch));
   adapter.alpha = static_cast<float>(lora.alpha);
-  for (const auto& p : lora.pairs)
-    adapter.pairs.push_back({fmt::format("blk.{}.{}.weight", p.layer, p.target), lora.rank, p.in, p.out, p.a, p.b});
+  for (const auto& p : lora.pairs) {
+    const std::string target = fmt::format("blk.{}.{}.weight", p.layer, p.target);
+    adapter.pairs.push_back({target, lora.rank, p.in, p.out, p.a, p.b});
+    // A Llama loaded from a Hugging Face directory keeps Q/K rows in Hugging Face's order, so the
+    // adapters trained on it are in that order too; llama.cpp's adapter files use its own.
+    if (const auto heads = qk_permute_heads(weights.hp, target); heads && weights.format != "gguf")
+      permute_qk_rows_gguf_from_hf(adapter.pairs.back().b, static_cast<uint64_t>(p.out),
+                                   static_cast<uint64_t>(lora.rank), *heads);
+  }
   return adapter;
 }
 

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "train/lora_pass.hpp"
@@ -24,8 +26,21 @@ struct Example {
 // draws: the same order on every standard library).
 class ExampleCycle {
  public:
-  ExampleCycle(size_t n, uint64_t seed) : order_(n), rng_(seed), at_(n) {}
+  ExampleCycle(size_t n, uint64_t seed) : order_(n), rng_(seed), at_(n) {
+    std::iota(order_.begin(), order_.end(), size_t{0});  // a permutation in every state
+  }
   size_t next();
+
+  // Where the cycle stands, for checkpoints: the current order, the next index and the generator
+  // (std::mt19937_64's text form, the same on every standard library).
+  struct State {
+    std::vector<size_t> order;
+    size_t at = 0;
+    std::string rng;
+  };
+  State state() const;
+  // InvalidArgumentError when the state is not one of a cycle over this many examples.
+  void restore(const State& state);
 
  private:
   std::vector<size_t> order_;
@@ -51,6 +66,63 @@ struct StepReport {
   double loss = 0;   // mean over the step's examples
   double grad_norm = 0;
   double lr = 0;
+};
+
+// Everything a training run needs to continue exactly where it stopped (what a checkpoint holds).
+struct TrainState {
+  int64_t step = 0;  // optimizer steps done
+  LoraSet<float> lora;
+  std::vector<std::vector<float>> adam_m, adam_v;  // per tensor: A then B of each pair
+  std::vector<ExampleCycle::State> cycles;         // the example orders (fine-tuning: one)
+};
+
+// The adapters and their optimizer, shared by fine-tuning and unlearning: one step from
+// accumulated gradients (clipping, the schedule, AdamW) and the state of both for checkpoints.
+class AdapterOptimizer {
+ public:
+  AdapterOptimizer(LoraSet<float> lora, const FinetuneOptions& options);
+  struct Applied {
+    double grad_norm = 0, lr = 0;
+  };
+  // Clips `grads`, takes one AdamW step at the scheduled learning rate, counts the step.
+  Applied apply(LoraGrads<float>& grads);
+  int64_t steps_done() const noexcept { return step_; }
+  const LoraSet<float>& lora() const noexcept { return lora_; }
+  // The adapters, moments and step (cycles left empty: the run adds its own).
+  TrainState state() const;
+  // InvalidArgumentError naming the pair whose shape differs from this run's adapters.
+  void restore(const TrainState& state);
+
+ private:
+  LoraSet<float> lora_;
+  FinetuneOptions options_;
+  std::vector<size_t> sizes_;
+  AdamW adamw_;
+  int64_t step_ = 0;
+};
+
+// Fine-tuning one optimizer step at a time, so that a caller can report progress, write
+// checkpoints and stop between steps; finetune() below runs it to the end.
+class FinetuneRun {
+ public:
+  // Checks the examples and options (as finetune()) before any work; `initial` replaces PEFT's
+  // initialization (continued training).
+  FinetuneRun(const ModelWeights& weights, const std::vector<Example>& examples, const FinetuneOptions& options,
+              const LoraSet<float>* initial = nullptr);
+  StepReport step();
+  bool done() const noexcept { return optimizer_.steps_done() >= options_.steps; }
+  int64_t steps_done() const noexcept { return optimizer_.steps_done(); }
+  const LoraSet<float>& lora() const noexcept { return optimizer_.lora(); }
+  TrainState state() const;
+  void restore(const TrainState& state);
+
+ private:
+  const ModelWeights& weights_;
+  const std::vector<Example>& examples_;
+  FinetuneOptions options_;
+  AdapterOptimizer optimizer_;
+  ExampleCycle order_;
+  LoraGrads<float> grads_;
 };
 
 // Trains adapters on `examples` (cycled, reshuffled each epoch with the seed) and returns them.

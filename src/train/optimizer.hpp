@@ -31,6 +31,8 @@ class AdamW {
   // The moments, for checkpoints (the same order as the sizes).
   std::vector<std::vector<float>>& first_moments() noexcept { return m_; }
   std::vector<std::vector<float>>& second_moments() noexcept { return v_; }
+  const std::vector<std::vector<float>>& first_moments() const noexcept { return m_; }
+  const std::vector<std::vector<float>>& second_moments() const noexcept { return v_; }
   void set_steps(int64_t t) noexcept { t_ = t; }
 
  private:

@@ -110,9 +110,10 @@ double kl_to_reference(const double* logits, int64_t n, int64_t vocab, std::span
   return kl_to_reference_impl(logits, n, vocab, targets, ref, scale, dlogits);
 }
 
-LoraSet<float> unlearn(const ModelWeights& weights, const std::vector<Example>& forget,
-                       const std::vector<Example>& retain, const UnlearnOptions& options, const LoraSet<float>* initial,
-                       const std::function<void(const UnlearnStep&)>& on_step) {
+namespace {
+
+void check_unlearn(const std::vector<Example>& forget, const std::vector<Example>& retain,
+                   const UnlearnOptions& options) {
   const bool uses_retain = options.objective != Objective::GradAscent;
   if (forget.empty()) throw InvalidArgumentError("the forget set is empty");
   if (uses_retain && retain.empty())
@@ -124,9 +125,23 @@ LoraSet<float> unlearn(const ModelWeights& weights, const std::vector<Example>& 
   if (o.steps < 1 || o.grad_accumulation < 1)
     throw InvalidArgumentError(fmt::format("{} steps of {} examples: both must be at least 1", o.steps,
                                            o.grad_accumulation));
+}
 
+}  // namespace
+
+UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& forget,
+                       const std::vector<Example>& retain, const UnlearnOptions& options, const LoraSet<float>* initial)
+    : weights_(weights),
+      forget_(forget),
+      retain_(retain),
+      options_((check_unlearn(forget, retain, options), options)),
+      optimizer_(initial ? *initial
+                         : init_lora(weights, options.train.targets, options.train.rank, options.train.alpha,
+                                     options.train.seed),
+                 options.train),
+      forget_cycle_(forget.size(), options.train.seed ^ 0x5851f42d4c957f2dull),
+      retain_cycle_(retain.size(), options.train.seed ^ 0x2545f491ull) {
   // The reference, once per example before any training (the adapters off).
-  std::vector<double> forget_ref_logp;
   if (options.objective == Objective::Npo)
     for (const auto& e : forget) {
       const auto rows = reference_logprobs(weights, e);
@@ -134,74 +149,92 @@ LoraSet<float> unlearn(const ModelWeights& weights, const std::vector<Example>& 
       size_t k = 0;
       for (size_t t = 0; t < e.targets.size(); ++t)
         if (e.targets[t] >= 0) sum += rows[k++ * static_cast<size_t>(weights.output.rows) + e.targets[t]];
-      forget_ref_logp.push_back(sum);
+      forget_ref_logp_.push_back(sum);
     }
-  std::vector<std::vector<float>> retain_ref;
-  if (uses_retain && options.retain_loss == RetainLoss::Kl)
-    for (const auto& e : retain) retain_ref.push_back(reference_logprobs(weights, e));
+  if (options.objective != Objective::GradAscent && options.retain_loss == RetainLoss::Kl)
+    for (const auto& e : retain) retain_ref_.push_back(reference_logprobs(weights, e));
+}
 
-  LoraSet<float> lora = initial ? *initial : init_lora(weights, o.targets, o.rank, o.alpha, o.seed);
-  std::vector<size_t> sizes;
-  for (const auto& p : lora.pairs) sizes.insert(sizes.end(), {p.a.size(), p.b.size()});
-  AdamW adamw(o.adamw, sizes);
-  ExampleCycle forget_cycle(forget.size(), o.seed ^ 0x5851f42d4c957f2dull),
-      retain_cycle(retain.size(), o.seed ^ 0x2545f491ull);
-  LoraGrads<float> grads;
-  const double per_example = 1.0 / static_cast<double>(o.grad_accumulation);
-  for (int64_t step = 0; step < o.steps; ++step) {
-    grads.reset(lora);
-    double forget_loss = 0, retain_loss = 0;
-    for (int64_t k = 0; k < o.grad_accumulation; ++k) {
-      const size_t fi = forget_cycle.next();
-      const Example& f = forget[fi];
-      const double n_scored = static_cast<double>(scored_count(f));
-      LossHead<float> forget_head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
-        switch (options.objective) {
-          case Objective::GradAscent:
-          case Objective::GradDiff: {
-            // -weight * NLL = weight * sum log p / |f|
-            const double weight = options.objective == Objective::GradDiff ? options.gamma : 1.0;
-            return weight * sequence_logprob(z, n, vocab, f.targets, weight / n_scored * per_example, d) / n_scored;
-          }
-          case Objective::Npo:
-          case Objective::SimNpo: {
-            const double logp = sequence_logprob(z, n, vocab, f.targets, 1.0, d);
-            const double x = options.objective == Objective::Npo ? logp - forget_ref_logp[fi]
-                                                                 : logp / n_scored - options.delta;
-            // L = -(2/beta) log sigmoid(-beta x) = (2/beta) softplus(beta x); dL/dx = 2 sigmoid(beta x)
-            double coefficient = 2 * sigmoid(options.beta * x);
-            if (options.objective == Objective::SimNpo) coefficient /= n_scored;
-            for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * coefficient * per_example);
-            return 2 / options.beta * softplus(options.beta * x);
-          }
-        }
-        return 0.0;
-      };
-      forget_loss += lora_forward_backward(weights, lora, f.tokens, f.targets, &grads, nullptr, forget_head);
-      if (!uses_retain) continue;
-      const size_t ri = retain_cycle.next();
-      const Example& r = retain[ri];
-      LossHead<float> retain_head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
-        const double weight = options.alpha * per_example;
-        if (options.retain_loss == RetainLoss::Kl) return kl_to_reference(z, n, vocab, r.targets, retain_ref[ri], weight, d);
-        const double nll = cross_entropy(z, n, vocab, r.targets, d);
-        for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * weight);
-        return nll;
-      };
-      retain_loss += lora_forward_backward(weights, lora, r.tokens, r.targets, &grads, nullptr, retain_head);
+double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& grads) {
+  const double per_example = 1.0 / static_cast<double>(options_.train.grad_accumulation);
+  const double n_scored = static_cast<double>(scored_count(f));
+  LossHead<float> head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
+    switch (options_.objective) {
+      case Objective::GradAscent:
+      case Objective::GradDiff: {
+        // -weight * NLL = weight * sum log p / |f|
+        const double weight = options_.objective == Objective::GradDiff ? options_.gamma : 1.0;
+        return weight * sequence_logprob(z, n, vocab, f.targets, weight / n_scored * per_example, d) / n_scored;
+      }
+      case Objective::Npo:
+      case Objective::SimNpo: {
+        const double logp = sequence_logprob(z, n, vocab, f.targets, 1.0, d);
+        const double x = options_.objective == Objective::Npo ? logp - forget_ref_logp_[fi]
+                                                               : logp / n_scored - options_.delta;
+        // L = -(2/beta) log sigmoid(-beta x) = (2/beta) softplus(beta x); dL/dx = 2 sigmoid(beta x)
+        double coefficient = 2 * sigmoid(options_.beta * x);
+        if (options_.objective == Objective::SimNpo) coefficient /= n_scored;
+        for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * coefficient * per_example);
+        return 2 / options_.beta * softplus(options_.beta * x);
+      }
     }
-    std::vector<float*> params, grad_ptrs;
-    for (size_t p = 0; p < lora.pairs.size(); ++p) {
-      params.insert(params.end(), {lora.pairs[p].a.data(), lora.pairs[p].b.data()});
-      grad_ptrs.insert(grad_ptrs.end(), {grads.da[p].data(), grads.db[p].data()});
-    }
-    const double norm = clip_grad_norm(grad_ptrs, sizes, o.max_grad_norm);
-    const double lr = learning_rate(o.adamw.lr, step, o.warmup_steps, o.steps, o.decay);
-    std::vector<const float*> const_grads(grad_ptrs.begin(), grad_ptrs.end());
-    adamw.step(lr, params, const_grads);
-    if (on_step) on_step({step + 1, forget_loss * per_example, retain_loss * per_example, norm, lr});
+    return 0.0;
+  };
+  return lora_forward_backward(weights_, optimizer_.lora(), f.tokens, f.targets, &grads, nullptr, head);
+}
+
+double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& grads) {
+  const double weight = options_.alpha / static_cast<double>(options_.train.grad_accumulation);
+  LossHead<float> head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
+    if (options_.retain_loss == RetainLoss::Kl) return kl_to_reference(z, n, vocab, r.targets, retain_ref_[ri], weight, d);
+    const double nll = cross_entropy(z, n, vocab, r.targets, d);
+    for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * weight);
+    return nll;
+  };
+  return lora_forward_backward(weights_, optimizer_.lora(), r.tokens, r.targets, &grads, nullptr, head);
+}
+
+UnlearnStep UnlearnRun::step() {
+  if (done()) throw InvalidArgumentError(fmt::format("the run has done all its {} steps", options_.train.steps));
+  grads_.reset(optimizer_.lora());
+  double forget_loss = 0, retain_loss = 0;
+  for (int64_t k = 0; k < options_.train.grad_accumulation; ++k) {
+    const size_t fi = forget_cycle_.next();
+    forget_loss += forget_term(forget_[fi], fi, grads_);
+    if (options_.objective == Objective::GradAscent) continue;
+    const size_t ri = retain_cycle_.next();
+    retain_loss += retain_term(retain_[ri], ri, grads_);
   }
-  return lora;
+  const auto applied = optimizer_.apply(grads_);
+  const double per_example = 1.0 / static_cast<double>(options_.train.grad_accumulation);
+  return {optimizer_.steps_done(), forget_loss * per_example, retain_loss * per_example, applied.grad_norm, applied.lr};
+}
+
+TrainState UnlearnRun::state() const {
+  TrainState s = optimizer_.state();
+  s.cycles = {forget_cycle_.state(), retain_cycle_.state()};
+  return s;
+}
+
+void UnlearnRun::restore(const TrainState& state) {
+  if (state.cycles.size() != 2)
+    throw InvalidArgumentError(fmt::format("the saved state has {} example orders; unlearning has two (forget, retain): "
+                                           "is it a fine-tuning checkpoint?",
+                                           state.cycles.size()));
+  forget_cycle_.restore(state.cycles[0]);
+  retain_cycle_.restore(state.cycles[1]);
+  optimizer_.restore(state);
+}
+
+LoraSet<float> unlearn(const ModelWeights& weights, const std::vector<Example>& forget,
+                       const std::vector<Example>& retain, const UnlearnOptions& options, const LoraSet<float>* initial,
+                       const std::function<void(const UnlearnStep&)>& on_step) {
+  UnlearnRun run(weights, forget, retain, options, initial);
+  while (!run.done()) {
+    const UnlearnStep report = run.step();
+    if (on_step) on_step(report);
+  }
+  return run.lora();
 }
 
 }  // namespace lathe::train

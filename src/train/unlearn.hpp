@@ -40,6 +40,36 @@ struct UnlearnStep {
   double grad_norm = 0, lr = 0;
 };
 
+// Unlearning one optimizer step at a time (progress, checkpoints, stopping between steps);
+// unlearn() below runs it to the end. The reference quantities are computed by the constructor.
+// The example sets must outlive the run.
+class UnlearnRun {
+ public:
+  // Checks as unlearn() does, before any work.
+  UnlearnRun(const ModelWeights& weights, const std::vector<Example>& forget, const std::vector<Example>& retain,
+             const UnlearnOptions& options, const LoraSet<float>* initial = nullptr);
+  UnlearnStep step();
+  bool done() const noexcept { return optimizer_.steps_done() >= options_.train.steps; }
+  int64_t steps_done() const noexcept { return optimizer_.steps_done(); }
+  const LoraSet<float>& lora() const noexcept { return optimizer_.lora(); }
+  TrainState state() const;  // cycles: forget, then retain
+  void restore(const TrainState& state);
+
+ private:
+  double forget_term(const Example& f, size_t fi, LoraGrads<float>& grads);
+  double retain_term(const Example& r, size_t ri, LoraGrads<float>& grads);
+
+  const ModelWeights& weights_;
+  const std::vector<Example>& forget_;
+  const std::vector<Example>& retain_;
+  UnlearnOptions options_;
+  std::vector<double> forget_ref_logp_;          // NPO: log p_ref(f) per forget example
+  std::vector<std::vector<float>> retain_ref_;   // KL retain: reference log-softmax rows
+  AdapterOptimizer optimizer_;
+  ExampleCycle forget_cycle_, retain_cycle_;
+  LoraGrads<float> grads_;
+};
+
 // Adapters trained with the objective, starting from `initial` when given (e.g. a fine-tuned
 // adapter; then trained further in place of a fresh one) or from PEFT's initialization.
 // InvalidArgumentError before any work for an empty forget set, an empty retain set where the

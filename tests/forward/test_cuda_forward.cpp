@@ -7,12 +7,14 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <random>
 
 #include "common/require_gpu.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
 #include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
+#include "weights/lora.hpp"
 
 namespace lathe {
 namespace {
@@ -281,6 +283,45 @@ struct Drift {
 // top-1 tokens but one, and in prefill also to bound_for(BF16), the bound for half-precision
 // activations. Prefill of a prompt, then 24 decode steps through the captured graph,
 // teacher-forced with the exact session's greedy tokens so that all three see the same context.
+// --lora on the device: the adapter is merged into the weights at load, before the upload, so the
+// CUDA session of the adapted model equals the CPU session of the same adapted model, and differs
+// from the plain model by more than the backends differ (a merge that never reached the device
+// would fail the second check).
+TEST(CudaForward, LoraAdapterReachesTheDevice) {
+  LATHE_REQUIRE_GPU();
+  test::TempDir dir("cuda_lora");
+  test::TinyModel m("", DType::F32);
+  m.add_tokenizer();
+  const auto path = m.write(dir, "tiny.gguf");
+  LoraAdapter adapter;
+  adapter.architecture = "llama";
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 0.3f);
+  auto pair = [&](const std::string& target, int64_t n_out, int64_t n_in) {
+    LoraPair p{target, 2, n_in, n_out, std::vector<float>(2 * n_in), std::vector<float>(n_out * 2)};
+    for (auto& x : p.a) x = dist(rng);
+    for (auto& x : p.b) x = dist(rng);
+    return p;
+  };
+  adapter.pairs = {pair("blk.0.attn_q.weight", test::kEmbd, test::kEmbd),
+                   pair("blk.1.ffn_down.weight", test::kEmbd, test::kFf)};
+  write_lora_adapter(adapter, dir / "a.gguf", "cuda test");
+  const auto plain = Model::load(path);
+  const auto adapted = Model::load(path, {.loras = {{dir / "a.gguf", 1.0f}}});
+  const auto ids = some_ids(24, test::kVocab);
+  Session cpu(adapted, {.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32}});
+  Session gpu(adapted, {.n_ctx = 64, .compute = {.kv_type = KvType::F32, .device = Device::cuda(0)}});
+  Session gpu_plain(plain, {.n_ctx = 64, .compute = {.kv_type = KvType::F32, .device = Device::cuda(0)}});
+  for (Session* s : {&cpu, &gpu, &gpu_plain}) s->eval(ids, true);
+  double worst_backend = 0, least_effect = INFINITY;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    worst_backend = std::max(worst_backend, nmse(gpu.logits_at(t), cpu.logits_at(t)));
+    least_effect = std::min(least_effect, nmse(gpu_plain.logits_at(t), cpu.logits_at(t)));
+  }
+  EXPECT_LT(worst_backend, bound_for(DType::F32));
+  EXPECT_GT(least_effect, 1e3 * worst_backend) << "the adapter did not change the device's function";
+}
+
 TEST(CudaForward, DefaultModelCudaMatchesCpu) {
   LATHE_REQUIRE_GPU();
   LATHE_REQUIRE_MODEL();
