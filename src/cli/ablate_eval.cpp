@@ -115,6 +115,9 @@ PromptSet tokenize_set(const Model& model, std::string flag, const fs::path& pat
   if (set.tokens.empty())
     throw InvalidArgumentError(fmt::format("{} {}: no prompt fits in {} tokens; use shorter prompts", set.flag,
                                            path.string(), max_tokens));
+  if (set.tokens.size() < 2)  // a bootstrap interval needs two observations (as scipy's)
+    throw InvalidArgumentError(fmt::format("{} {}: one usable prompt; an interval needs at least two, give more",
+                                           set.flag, path.string()));
   return set;
 }
 

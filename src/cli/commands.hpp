@@ -28,5 +28,6 @@ Runner add_finetune(CLI::App& app);
 Runner add_unlearn(CLI::App& app);
 Runner add_score(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_stats(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -1,7 +1,9 @@
 // The statistics room on its own: known values, degenerate cases, determinism, and the coverage
-// of the BCa interval in simulation (the oracle comparisons are in test_stats_oracle.cpp).
+// of the BCa and percentile intervals in simulation (the oracle comparisons are in
+// test_stats_oracle.cpp; the hypothesis tests are in test_stats_methods*.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -197,11 +199,106 @@ TEST(Bca, CoverageOfTheMeanIsNearTheNominalLevel) {
 
 TEST(Bca, RefusesBadArguments) {
   const std::vector<double> one{1.0}, empty;
-  test::expect_error<InvalidArgumentError>([&] { bootstrap_bca_mean(empty, {}); }, {"at least one observation"});
+  // As scipy.stats.bootstrap: a sample needs two observations (one has no spread to resample).
+  test::expect_error<InvalidArgumentError>([&] { bootstrap_bca_mean(empty, {}); }, {"at least two observations", "got 0"});
+  test::expect_error<InvalidArgumentError>([&] { bootstrap_bca_mean(one, {}); }, {"at least two observations", "got 1"});
   test::expect_error<InvalidArgumentError>([&] { bootstrap_bca_mean(one, {.confidence = 1.0}); }, {"confidence", "1"});
   test::expect_error<InvalidArgumentError>([&] { bootstrap_bca_mean(one, {.n_resamples = 0}); }, {"resample"});
   test::expect_error<InvalidArgumentError>(
       [&] { bootstrap_bca_paired_mean_difference(one, std::vector<double>{1, 2}, {}); }, {"same length", "1 and 2"});
+}
+
+TEST(Median, AsNumpy) {
+  EXPECT_EQ(median_of(std::vector<double>{3, 1, 2}), 2);
+  EXPECT_EQ(median_of(std::vector<double>{4, 1, 3, 2}), 2.5);  // the mean of the two middle values
+  EXPECT_EQ(median_of(std::vector<double>{7}), 7);
+  EXPECT_EQ(median_of(std::vector<double>{-1, -1, 5, 5}), 2);
+  test::expect_error<InvalidArgumentError>([] { median_of(std::vector<double>{}); }, {"median of an empty"});
+}
+
+TEST(Percentile, IsTheQuantilesOfTheDocumentedDraws) {
+  const std::vector<double> sample{0.1, 0.7, 0.2, 3.5, 0.05, 0.9, 1.4};
+  const BootstrapOptions options{.n_resamples = 400, .confidence = 0.8, .seed = 5,
+                                 .method = IntervalMethod::Percentile};
+  Rng rng(options.seed);
+  std::vector<double> boot;
+  for (size_t b = 0; b < options.n_resamples; ++b) {
+    std::vector<double> resample;
+    for (size_t i = 0; i < sample.size(); ++i) resample.push_back(sample[rng.index(sample.size())]);
+    boot.push_back(median_of(resample));
+  }
+  std::sort(boot.begin(), boot.end());
+  const auto r = bootstrap_interval(sample, median_of, options);
+  EXPECT_EQ(r.method, IntervalMethod::Percentile);
+  EXPECT_EQ(r.low, quantile_linear(boot, 0.1));
+  EXPECT_EQ(r.high, quantile_linear(boot, 0.9));
+  EXPECT_EQ(r.estimate, 0.7);
+  EXPECT_EQ(r.z0, 0.0);
+  EXPECT_EQ(r.acceleration, 0.0);
+}
+
+TEST(TwoSample, DrawsFirstThenSecondAndJackknifesEachSample) {
+  const std::vector<double> x{1.0, 2.5, 0.5, 4.0}, y{0.2, 0.3, 1.9};
+  const BootstrapOptions options{.n_resamples = 300, .confidence = 0.9, .seed = 8};
+  Rng rng(options.seed);
+  std::vector<double> boot;
+  for (size_t b = 0; b < options.n_resamples; ++b) {
+    std::vector<double> rx, ry;
+    for (size_t i = 0; i < x.size(); ++i) rx.push_back(x[rng.index(x.size())]);
+    for (size_t i = 0; i < y.size(); ++i) ry.push_back(y[rng.index(y.size())]);
+    boot.push_back(mean_of(rx) - mean_of(ry));
+  }
+  EXPECT_EQ(resample_statistics_two_sample(x, y, mean_of, options.n_resamples, options.seed), boot);
+  // The jackknife of x - y: x shortened with y whole, then y shortened with x whole.
+  std::vector<std::vector<double>> jack(2);
+  for (double v : jackknife_values(x, mean_of)) jack[0].push_back(v - mean_of(y));
+  for (double v : jackknife_values(y, mean_of)) jack[1].push_back(mean_of(x) - v);
+  const auto expected = bca_from_distribution(mean_of(x) - mean_of(y), boot, jack, options.confidence);
+  const auto r = bootstrap_two_sample_interval(x, y, mean_of, options);
+  EXPECT_EQ(r.low, expected.low);
+  EXPECT_EQ(r.high, expected.high);
+  EXPECT_EQ(r.acceleration, expected.acceleration);
+  EXPECT_NE(r.acceleration, 0.0);
+  EXPECT_DOUBLE_EQ(r.estimate, 2.0 - 0.8);
+}
+
+TEST(TwoSample, DegenerateAndRefused) {
+  const std::vector<double> twos(5, 2.0), ones(3, 1.0), one{1.0}, varied{1, 2, 3};
+  const auto r = bootstrap_two_sample_interval(twos, ones, mean_of, {});
+  EXPECT_EQ(r.method, IntervalMethod::Degenerate);
+  EXPECT_EQ(r.low, 1.0);
+  EXPECT_EQ(r.high, 1.0);
+  // One constant sample is not degenerate: the other still varies.
+  EXPECT_NE(bootstrap_two_sample_interval(twos, varied, mean_of, {.n_resamples = 200}).method,
+            IntervalMethod::Degenerate);
+  test::expect_error<InvalidArgumentError>([&] { bootstrap_two_sample_interval(varied, one, mean_of, {}); },
+                                           {"at least two observations in the second sample", "got 1"});
+  test::expect_error<InvalidArgumentError>(
+      [&] { bootstrap_interval(varied, mean_of, {.method = IntervalMethod::Degenerate}); }, {"BCa or a percentile"});
+  test::expect_error<InvalidArgumentError>(
+      [&] { bootstrap_interval(std::vector<double>{1, std::nan("")}, mean_of, {}); }, {"observation 2", "nan"});
+  test::expect_error<InvalidArgumentError>(
+      [&] { bootstrap_paired_interval(varied, one, median_of, {}); }, {"same length", "3 and 1"});
+}
+
+TEST(Percentile, CoverageOfTheMedianIsNearTheNominalLevel) {
+  // 300 normal samples of 41 (true median 0): a 90% percentile interval of the median covers it
+  // in about 90% of them (binomial sd 1.7%; the median's discrete bootstrap distribution makes
+  // the interval slightly conservative).
+  std::mt19937_64 gen(12);
+  std::normal_distribution<double> normal(0, 1);
+  int covered = 0;
+  const int trials = 300;
+  for (int t = 0; t < trials; ++t) {
+    std::vector<double> sample(41);
+    for (double& v : sample) v = normal(gen);
+    const auto r = bootstrap_interval(sample, median_of, {.n_resamples = 1000, .confidence = 0.9,
+                                                          .seed = static_cast<uint64_t>(t),
+                                                          .method = IntervalMethod::Percentile});
+    covered += (r.low <= 0 && 0 <= r.high) ? 1 : 0;
+  }
+  EXPECT_GE(covered, trials * 0.84);
+  EXPECT_LE(covered, trials * 0.97);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // The statistics room against scipy 1.17.1 and statsmodels 0.15.0 (tests/oracle/stats_oracle.py):
-// normal quantiles and McNemar p-values to 1e-12; the BCa formula exactly, by giving scipy the
-// same bootstrap distribution; the whole bootstrap (lathe's resampling vs scipy's) within
-// Monte-Carlo error.
+// normal quantiles and McNemar p-values to 1e-12; the BCa and percentile intervals (one sample,
+// paired, two samples; mean and median) to 1e-12 by giving scipy lathe's own bootstrap
+// distribution; the whole bootstrap (lathe's resampling vs scipy's) within Monte-Carlo error.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -168,6 +169,210 @@ TEST(StatsOracle, WholeBootstrapAgreesWithScipyWithinMonteCarloError) {
     EXPECT_NEAR(mine[i].standard_error, se, 0.02 * se) << "case " << i;
     EXPECT_NEAR(mine[i].low, o["low"].get<double>(), 0.06 * se) << "case " << i << " low";
     EXPECT_NEAR(mine[i].high, o["high"].get<double>(), 0.06 * se) << "case " << i << " high";
+  }
+}
+
+// ------------------------------------------------------- intervals from lathe's distribution
+
+struct Design {
+  std::string name;            // for messages
+  std::vector<double> x, y;    // y empty: one sample
+  bool paired = false;
+};
+
+std::vector<Design> designs() {
+  std::mt19937_64 gen(23);
+  std::normal_distribution<double> normal(1.0, 2.0);
+  std::exponential_distribution<double> exp(2.0);
+  std::uniform_int_distribution<int> small(0, 4);
+  std::bernoulli_distribution coin(0.3);
+  auto fill = [&](size_t n, auto&& draw) {
+    std::vector<double> v(n);
+    for (double& x : v) x = draw();
+    return v;
+  };
+  const auto norm30 = fill(30, [&] { return normal(gen); });
+  const auto exp60 = fill(60, [&] { return exp(gen) * exp(gen); });
+  const auto ties25 = fill(25, [&] { return static_cast<double>(small(gen)); });
+  const auto ties25b = fill(25, [&] { return static_cast<double>(small(gen)); });
+  const auto bin39 = fill(39, [&] { return coin(gen) ? 1.0 : 0.0; });
+  const auto big500 = fill(500, [&] { return normal(gen); });
+  auto noisy = [&](const std::vector<double>& v) {
+    std::vector<double> out;
+    for (double x : v) out.push_back(0.8 * x + 0.3 * normal(gen));
+    return out;
+  };
+  const std::vector<double> tiny5{0.1, 0.4, 0.35, 2.0, 0.02}, two{0.3, 1.7}, three{2.0, -1.0, 0.5};
+  return {{"normal n=30", norm30, {}, false},
+          {"skewed n=60", exp60, {}, false},
+          {"ties n=25", ties25, {}, false},
+          {"binary n=39", bin39, {}, false},
+          {"tiny n=5", tiny5, {}, false},
+          {"n=2", two, {}, false},
+          {"n=3", three, {}, false},
+          {"normal n=500", big500, {}, false},
+          {"paired normal n=30", norm30, noisy(norm30), true},
+          {"paired skewed n=60", exp60, noisy(exp60), true},
+          {"paired ties n=25", ties25, ties25b, true},
+          {"paired n=2", two, std::vector<double>{0.1, 0.2}, true},
+          {"paired n=3", three, std::vector<double>{1.0, 1.0, 1.0}, true},
+          {"two-sample normal 30 / skewed 60", norm30, exp60, false},
+          {"two-sample ties 25 / 25", ties25, ties25b, false},
+          {"two-sample binary 39 / tiny 5", bin39, tiny5, false},
+          {"two-sample n=2 / n=3", two, three, false}};
+}
+
+// lathe's distribution for a design, drawn exactly as the interval functions draw it.
+std::vector<double> distribution_of(const Design& d, const Statistic& f, size_t n_resamples, uint64_t seed) {
+  if (d.y.empty()) return resample_statistics(d.x, f, n_resamples, seed);
+  if (!d.paired) return resample_statistics_two_sample(d.x, d.y, f, n_resamples, seed);
+  std::vector<double> diff;
+  for (size_t i = 0; i < d.x.size(); ++i) diff.push_back(d.x[i] - d.y[i]);
+  return resample_statistics(diff, f, n_resamples, seed);
+}
+
+BootstrapInterval interval_of(const Design& d, const Statistic& f, const BootstrapOptions& options) {
+  if (d.y.empty()) return bootstrap_interval(d.x, f, options);
+  return d.paired ? bootstrap_paired_interval(d.x, d.y, f, options) : bootstrap_two_sample_interval(d.x, d.y, f, options);
+}
+
+json oracle_case(const Design& d, const std::string& statistic, IntervalMethod method, double confidence) {
+  json c = {{"data", d.x}, {"statistic", statistic}, {"confidence", confidence},
+            {"method", method == IntervalMethod::Bca ? "BCa" : "percentile"}};
+  if (!d.y.empty()) c[d.paired ? "paired_with" : "two_sample_with"] = d.y;
+  return c;
+}
+
+TEST(StatsOracle, IntervalsMatchScipyOnLathesBootstrapDistribution) {
+  // scipy.stats.bootstrap(n_resamples=0, bootstrap_result=<lathe's distribution>) runs its own
+  // jackknife (the multi-sample one for two samples), z0, acceleration and quantiles on the very
+  // resamples lathe drew: every end must agree to 1e-12, deterministically.
+  const size_t n_resamples = 2000;
+  const std::pair<std::string, Statistic> statistics[] = {{"mean", mean_of}, {"median", median_of}};
+  struct Job {
+    size_t design;
+    size_t statistic;
+    IntervalMethod method;
+    double confidence;
+    uint64_t seed;
+  };
+  const auto all = designs();
+  std::vector<Job> jobs;
+  json input = {{"cases", json::array()}};
+  for (size_t d = 0; d < all.size(); ++d)
+    for (size_t s = 0; s < 2; ++s)
+      for (IntervalMethod m : {IntervalMethod::Bca, IntervalMethod::Percentile})
+        for (double confidence : {0.95, 0.8}) {
+          const uint64_t seed = jobs.size();
+          jobs.push_back({d, s, m, confidence, seed});
+          json c = oracle_case(all[d], statistics[s].first, m, confidence);
+          c["distribution"] = distribution_of(all[d], statistics[s].second, n_resamples, seed);
+          input["cases"].push_back(c);
+        }
+  const json got = ask_oracle("bootstrap_given", input);
+  ASSERT_EQ(got["cases"].size(), jobs.size());
+  EXPECT_EQ(got["scipy_version"], "1.17.1");
+  size_t compared = 0, scipy_nan = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const auto& job = jobs[j];
+    const std::string what = all[job.design].name + " " + statistics[job.statistic].first + " " +
+                             (job.method == IntervalMethod::Bca ? "BCa" : "percentile") + " " +
+                             std::to_string(job.confidence);
+    const auto r = interval_of(all[job.design], statistics[job.statistic].second,
+                               {.n_resamples = n_resamples, .confidence = job.confidence, .seed = job.seed,
+                                .method = job.method});
+    const json& o = got["cases"][j];
+    if (o["low"].is_null() || o["high"].is_null()) {
+      // scipy's NaN: z0 infinite (lathe falls back to the percentile interval) or a flat
+      // jackknife (0/0 acceleration; lathe takes a = 0). Only BCa can get there.
+      ++scipy_nan;
+      EXPECT_EQ(job.method, IntervalMethod::Bca) << what;
+      EXPECT_TRUE(r.method == IntervalMethod::Percentile || r.acceleration == 0.0) << what;
+      continue;
+    }
+    ++compared;
+    EXPECT_EQ(r.method, job.method) << what;
+    EXPECT_EQ(r.n_resamples, n_resamples) << what;
+    expect_close(r.low, o["low"].get<double>(), 1e-12, what + " low");
+    expect_close(r.high, o["high"].get<double>(), 1e-12, what + " high");
+    expect_close(r.standard_error, o["standard_error"].get<double>(), 1e-12, what + " standard error");
+  }
+  EXPECT_GT(compared, jobs.size() * 9 / 10);
+  EXPECT_LE(scipy_nan, jobs.size() / 10);
+}
+
+// The largest gap between neighbouring distinct values of `atoms` around v: how far a quantile of
+// a discrete bootstrap distribution can jump when Monte-Carlo noise carries it over one atom.
+double atom_gap_near(std::vector<double> atoms, double v) {
+  std::sort(atoms.begin(), atoms.end());
+  atoms.erase(std::unique(atoms.begin(), atoms.end()), atoms.end());
+  const auto above = std::lower_bound(atoms.begin(), atoms.end(), v);
+  double gap = 0;
+  for (auto it = above == atoms.begin() ? above : above - 1; it + 1 < atoms.end() && it <= above + 1; ++it)
+    gap = std::max(gap, *(it + 1) - *it);
+  return gap;
+}
+
+TEST(StatsOracle, PercentileMedianAndTwoSampleAgreeWithScipyWithinMonteCarloError) {
+  // lathe's and scipy's own resampling, B = 100000 each: as in the test above, an end's
+  // Monte-Carlo standard error is about 0.0085 bootstrap standard errors at a = 0.025, 0.012 for
+  // the difference of two runs; the bound is 0.06 standard errors (five of those). The median's
+  // bootstrap distribution is discrete (odd n: its atoms are the data values), so there the
+  // bound adds the gap between the atoms next to each end (the quantile can move one atom).
+  const size_t n_resamples = 100000;
+  std::mt19937_64 gen(31);
+  std::normal_distribution<double> normal(0.5, 1.0);
+  std::exponential_distribution<double> exp(1.0);
+  std::vector<double> a(201), b(80), c(51), c2(51);
+  for (double& v : a) v = normal(gen);
+  for (double& v : b) v = exp(gen);
+  for (double& v : c) v = exp(gen);
+  for (double& v : c2) v = exp(gen) * 0.5;
+  struct Run {
+    Design design;
+    std::string statistic;
+    IntervalMethod method;
+  };
+  const std::vector<Run> runs{
+      {{"normal n=201", a, {}, false}, "mean", IntervalMethod::Percentile},
+      {{"normal n=201", a, {}, false}, "median", IntervalMethod::Bca},
+      {{"normal n=201", a, {}, false}, "median", IntervalMethod::Percentile},
+      {{"paired skewed n=51", c, c2, true}, "median", IntervalMethod::Bca},
+      {{"two-sample normal 201 / skewed 80", a, b, false}, "mean", IntervalMethod::Bca},
+      {{"two-sample normal 201 / skewed 80", a, b, false}, "mean", IntervalMethod::Percentile},
+  };
+  json input = {{"cases", json::array()}};
+  std::vector<BootstrapInterval> mine;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Statistic f = runs[i].statistic == "mean" ? Statistic(mean_of) : Statistic(median_of);
+    mine.push_back(interval_of(runs[i].design, f, {.n_resamples = n_resamples, .confidence = 0.95, .seed = 50 + i,
+                                                   .method = runs[i].method}));
+    json c = oracle_case(runs[i].design, runs[i].statistic, runs[i].method, 0.95);
+    c["n_resamples"] = n_resamples;
+    c["seed"] = 50 + i;
+    input["cases"].push_back(c);
+  }
+  const json got = ask_oracle("bootstrap", input);
+  ASSERT_EQ(got["cases"].size(), runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const json& o = got["cases"][i];
+    const std::string what = runs[i].design.name + " " + runs[i].statistic + " " +
+                             std::string(interval_method_name(runs[i].method));
+    const double se = o["standard_error"].get<double>();
+    ASSERT_GT(se, 0) << what;
+    EXPECT_NEAR(mine[i].standard_error, se, 0.02 * se) << what;
+    std::vector<double> atoms;  // the values a median of the resampled data can take
+    if (runs[i].statistic == "median") {
+      if (runs[i].design.paired)
+        for (size_t k = 0; k < c.size(); ++k) atoms.push_back(runs[i].design.x[k] - runs[i].design.y[k]);
+      else
+        atoms = runs[i].design.x;
+    }
+    for (const char* end : {"low", "high"}) {
+      const double want = o[end].get<double>(), got_end = std::string(end) == "low" ? mine[i].low : mine[i].high;
+      const double bound = 0.06 * se + (atoms.empty() ? 0.0 : atom_gap_near(atoms, want));
+      EXPECT_NEAR(got_end, want, bound) << what << " " << end;
+    }
   }
 }
 
