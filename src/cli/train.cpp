@@ -62,6 +62,7 @@ struct TrainArgs {
   std::string schedule = "linear";
   uint64_t seed = 0;
   std::string device = "cpu";
+  int64_t threads = 0;
 };
 
 struct FinetuneArgs {
@@ -83,6 +84,8 @@ volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_train_sigint(int) {
   if (g_stop != 0) ::_exit(130);
   g_stop = 1;
+  static const char kNote[] = "\nstopping after the current step (Ctrl-C again to quit at once, saving nothing)\n";
+  [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kNote, sizeof kNote - 1);  // async-signal-safe
 }
 
 void add_common_flags(CLI::App& cmd, TrainArgs& a, double default_lr) {
@@ -128,6 +131,7 @@ void add_common_flags(CLI::App& cmd, TrainArgs& a, double default_lr) {
   cmd.add_option("--save-every", a.save_every, "Steps between checkpoints (default: 10% of the steps)");
   cmd.add_flag("--resume", a.resume, "Continue the run saved in --checkpoint");
   cmd.add_option("--device", a.device, "Where to train: cpu (CUDA training is not built yet)")->capture_default_str();
+  cmd.add_option("-t,--threads", a.threads, "CPU threads (0: one per physical core); the result does not depend on it");
 }
 
 train::FinetuneOptions finetune_options(const TrainArgs& a) {
@@ -156,6 +160,8 @@ train::FinetuneOptions finetune_options(const TrainArgs& a) {
     throw UnsupportedError(fmt::format("--device {}: training runs on the CPU only in this version; use --device cpu",
                                        a.device));
   if (a.resume && a.checkpoint.empty()) throw InvalidArgumentError("--resume needs --checkpoint FILE (the saved run)");
+  if (a.threads < 0 || a.threads > 4096)
+    throw InvalidArgumentError(fmt::format("-t/--threads {} is out of range: it must be in 0..4096", a.threads));
   for (const auto& t : a.targets)
     if (t.empty()) throw InvalidArgumentError("--lora-targets has an empty name");
   train::FinetuneOptions o;
@@ -166,6 +172,7 @@ train::FinetuneOptions finetune_options(const TrainArgs& a) {
   o.grad_accumulation = a.grad_accum;
   o.max_grad_norm = a.max_grad_norm;
   o.seed = a.seed;
+  o.n_threads = static_cast<int>(a.threads);
   if (a.schedule == "linear")
     o.decay = train::LrDecay::Linear;
   else if (a.schedule == "cosine")
@@ -378,9 +385,14 @@ void write_outputs(const TrainArgs& a, Model& model, const train::LoraSet<float>
     fmt::print(stderr, "wrote {} (PEFT adapter_config.json + adapter_model.safetensors)\n", a.peft_out);
   }
   if (!a.merge_out.empty()) {
-    merge_lora(weights, adapter, 1.0f);
+    promote_lora_targets(weights, adapter);  // a merge into Q4_1 & co. would round the update away
+    const auto merged = merge_lora(weights, adapter, 1.0f);
     const auto result = edit::export_model(weights, a.merge_out, {.force = a.force, .metadata = {}, .progress = {}});
-    fmt::print(stderr, "wrote {} (the model with the adapter merged, {})\n", a.merge_out, human_bytes(result.bytes));
+    fmt::print(stderr, "wrote {} (the model with the adapter merged, {}{})\n", a.merge_out, human_bytes(result.bytes),
+               merged.requantization_rel_rms > 0
+                   ? fmt::format("; the merged matrices re-rounded to their types: {:.3f}% relative RMS",
+                                 100 * merged.requantization_rel_rms)
+                   : "");
   }
 }
 

@@ -43,6 +43,8 @@ void check_options(const FinetuneOptions& o) {
   if (o.warmup_steps < 0 || o.warmup_steps > o.steps)
     throw InvalidArgumentError(fmt::format("{} warm-up steps for {} steps", o.warmup_steps, o.steps));
   if (o.targets.empty()) throw InvalidArgumentError("no LoRA targets given");
+  if (o.n_threads < 0 || o.n_threads > 4096)
+    throw InvalidArgumentError(fmt::format("{} threads is outside 0..4096 (0: one per physical core)", o.n_threads));
 }
 
 }  // namespace
@@ -139,7 +141,8 @@ FinetuneRun::FinetuneRun(const ModelWeights& weights, const std::vector<Example>
       options_((check_options(options), check_examples(weights, examples), options)),
       optimizer_(initial ? *initial : init_lora(weights, options.targets, options.rank, options.alpha, options.seed),
                  options),
-      order_(examples.size(), options.seed ^ 0x5851f42d4c957f2dull) {}
+      order_(examples.size(), options.seed ^ 0x5851f42d4c957f2dull),
+      pool_(std::make_unique<cpu::ThreadPool>(options.n_threads)) {}
 
 StepReport FinetuneRun::step() {
   if (done()) throw InvalidArgumentError(fmt::format("the run has done all its {} steps", options_.steps));
@@ -147,7 +150,7 @@ StepReport FinetuneRun::step() {
   double loss = 0;
   for (int64_t k = 0; k < options_.grad_accumulation; ++k) {
     const Example& e = examples_[order_.next()];
-    loss += lora_forward_backward(weights_, optimizer_.lora(), e.tokens, e.targets, &grads_);
+    loss += lora_forward_backward(weights_, optimizer_.lora(), e.tokens, e.targets, &grads_, nullptr, {}, pool_.get());
   }
   const float scale = 1.0f / static_cast<float>(options_.grad_accumulation);
   for (size_t p = 0; p < grads_.da.size(); ++p)

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -59,6 +60,7 @@ struct FinetuneOptions {
   LrDecay decay = LrDecay::Linear;
   double max_grad_norm = 1.0;     // <= 0: no clipping
   uint64_t seed = 0;              // adapter initialization and example order
+  int n_threads = 0;              // the passes' threads, 0: one per physical core (no effect on results)
 };
 
 struct StepReport {
@@ -123,6 +125,7 @@ class FinetuneRun {
   AdapterOptimizer optimizer_;
   ExampleCycle order_;
   LoraGrads<float> grads_;
+  std::unique_ptr<cpu::ThreadPool> pool_;  // kept across the passes
 };
 
 // Trains adapters on `examples` (cycled, reshuffled each epoch with the seed) and returns them.

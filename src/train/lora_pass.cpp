@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <map>
+#include <memory>
 #include <random>
 #include <utility>
 
@@ -37,7 +39,9 @@ struct Linear {
 template <class T>
 class Pass {
  public:
-  Pass(const ModelWeights& w, const LoraSet<T>& lora, int64_t n) : lora_(lora), n_(n), xa_(lora.pairs.size()) {
+  Pass(const ModelWeights& w, const LoraSet<T>& lora, int64_t n, cpu::ThreadPool* pool)
+      : lora_(lora), n_(n), own_pool_(pool ? nullptr : std::make_unique<cpu::ThreadPool>()),
+        pool_(pool ? *pool : *own_pool_), xa_(lora.pairs.size()) {
     for (size_t p = 0; p < lora.pairs.size(); ++p) {
       const auto& pair = lora.pairs[p];
       const MatrixView& m = target_matrix(w, pair.layer, pair.target);
@@ -59,6 +63,36 @@ class Pass {
   // y = x W^T (+ the adapter); the adapter's x A^T goes to xa[pair].
   void forward(const Linear<T>& l, const T* x, T* y) {
     frozen_linear_forward(*l.w, x, n_, y, &pool_);
+    adapter_forward(l, x, y);
+  }
+
+  // Several linears on one input x (Q, K, V; gate, up): y[i] = x W_i^T (+ adapters), the frozen
+  // products in one call that reads x once.
+  void forward(std::initializer_list<Linear<T>> ls, const T* x, std::initializer_list<T*> ys) {
+    std::vector<const MatrixView*> ws;
+    for (const auto& l : ls) ws.push_back(l.w);
+    frozen_linear_forward<T>(ws, x, n_, std::span<T* const>(ys.begin(), ys.size()), &pool_);
+    for (size_t i = 0; i < ls.size(); ++i) adapter_forward(ls.begin()[i], x, ys.begin()[i]);
+  }
+
+  // dx += dy W (+ the adapter's part); the adapter's gradients accumulate into grads. Each pair
+  // belongs to one matrix of one layer, so its x A^T from the forward is still the one kept.
+  void backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
+    frozen_linear_backward(*l.w, dy, n_, dx, &pool_);
+    adapter_backward(l, x, dy, dx, grads);
+  }
+
+  // The backward of forward(ls, x, ys): dx += sum_i dy[i] W_i, then the adapters' parts.
+  void backward(std::initializer_list<Linear<T>> ls, const T* x, std::initializer_list<const T*> dys, T* dx,
+                LoraGrads<T>& grads) {
+    std::vector<const MatrixView*> ws;
+    for (const auto& l : ls) ws.push_back(l.w);
+    frozen_linear_backward<T>(ws, std::span<const T* const>(dys.begin(), dys.size()), n_, dx, &pool_);
+    for (size_t i = 0; i < ls.size(); ++i) adapter_backward(ls.begin()[i], x, dys.begin()[i], dx, grads);
+  }
+
+ private:
+  void adapter_forward(const Linear<T>& l, const T* x, T* y) {
     if (l.pair < 0) return;
     const auto& p = lora_.pairs[static_cast<size_t>(l.pair)];
     auto& xa = xa_[static_cast<size_t>(l.pair)];
@@ -66,10 +100,7 @@ class Pass {
     lora_forward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, n_, y, xa.data());
   }
 
-  // dx += dy W (+ the adapter's part); the adapter's gradients accumulate into grads. Each pair
-  // belongs to one matrix of one layer, so its x A^T from the forward is still the one kept.
-  void backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
-    frozen_linear_backward(*l.w, dy, n_, dx, &pool_);
+  void adapter_backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
     if (l.pair < 0) return;
     const auto i = static_cast<size_t>(l.pair);
     const auto& p = lora_.pairs[i];
@@ -77,12 +108,12 @@ class Pass {
                   grads.da[i].data(), grads.db[i].data(), dx);
   }
 
- private:
   const LoraSet<T>& lora_;
   int64_t n_;
   std::map<const MatrixView*, int> pair_of_;
-  // The frozen products' threads (one per physical core): they dominate the pass.
-  cpu::ThreadPool pool_;
+  // The frozen products' threads (they dominate the pass): the caller's, else one per physical core.
+  std::unique_ptr<cpu::ThreadPool> own_pool_;
+  cpu::ThreadPool& pool_;
   std::vector<std::vector<T>> xa_;
 };
 
@@ -148,7 +179,8 @@ LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> tar
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
-                             std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head) {
+                             std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head,
+                             cpu::ThreadPool* pool) {
   const auto& hp = w.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
@@ -159,7 +191,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   const AttentionShape shape{.n = n, .heads = heads, .kv_heads = kv_heads, .head_dim = hd};
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(t);
-  Pass<T> pass(w, lora, n);
+  Pass<T> pass(w, lora, n, pool);
   if (grads && (grads->da.size() != lora.pairs.size() || grads->db.size() != lora.pairs.size()))
     throw InvalidArgumentError("the gradients were not reset for these adapters (LoraGrads::reset)");
 
@@ -198,9 +230,8 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
         std::copy(row + qw + kvw, row + qw + 2 * kvw, s.v.begin() + t * kvw);
       }
     } else {
-      pass.forward(pass.linear(lw.wq), s.xn1.data(), s.q_raw.data());
-      pass.forward(pass.linear(lw.wk), s.xn1.data(), s.k_raw.data());
-      pass.forward(pass.linear(lw.wv), s.xn1.data(), s.v.data());
+      pass.forward({pass.linear(lw.wq), pass.linear(lw.wk), pass.linear(lw.wv)}, s.xn1.data(),
+                   {s.q_raw.data(), s.k_raw.data(), s.v.data()});
     }
     add_bias(s.q_raw.data(), lw.bq, n, qw);
     add_bias(s.k_raw.data(), lw.bk, n, kvw);
@@ -219,7 +250,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     rope_forward(w.rope, s.k.data(), n, kv_heads, hd, positions);
     s.attn.resize(static_cast<size_t>(n * qw));
     s.probs.resize(static_cast<size_t>(heads * n * n));
-    attention_forward(shape, s.q.data(), s.k.data(), s.v.data(), s.attn.data(), s.probs.data());
+    attention_forward(shape, s.q.data(), s.k.data(), s.v.data(), s.attn.data(), s.probs.data(), &pass.pool());
     std::vector<T> proj(static_cast<size_t>(n * d));
     pass.forward(pass.linear(lw.wo), s.attn.data(), proj.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
@@ -239,11 +270,10 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
         std::copy(row + ff, row + 2 * ff, s.u.begin() + t * ff);
       }
     } else {
-      pass.forward(pass.linear(lw.w_gate), s.xn2.data(), s.g.data());
-      pass.forward(pass.linear(lw.w_up), s.xn2.data(), s.u.data());
+      pass.forward({pass.linear(lw.w_gate), pass.linear(lw.w_up)}, s.xn2.data(), {s.g.data(), s.u.data()});
     }
     s.h.resize(static_cast<size_t>(n * ff));
-    swiglu_forward(s.g.data(), s.u.data(), n * ff, s.h.data());
+    swiglu_forward(s.g.data(), s.u.data(), n * ff, s.h.data(), &pass.pool());
     pass.forward(pass.linear(lw.w_down), s.h.data(), proj.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
   }
@@ -253,7 +283,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   frozen_linear_forward(w.output, xf.data(), n, logits.data(), &pass.pool());
   std::vector<T> dlogits(logits.size());
   const double loss = head ? head(logits.data(), n, vocab, dlogits.data())
-                           : cross_entropy(logits.data(), n, vocab, targets, dlogits.data());
+                           : cross_entropy(logits.data(), n, vocab, targets, dlogits.data(), &pass.pool());
   if (logits_out) *logits_out = logits;
   if (!grads) return loss;
 
@@ -267,7 +297,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
     std::vector<T> dh(static_cast<size_t>(n * ff), T(0)), dg(dh.size()), du(dh.size());
     pass.backward(pass.linear(lw.w_down), s.h.data(), dx.data(), dh.data(), *grads);
-    swiglu_backward(dh.data(), s.g.data(), s.u.data(), n * ff, dg.data(), du.data());
+    swiglu_backward(dh.data(), s.g.data(), s.u.data(), n * ff, dg.data(), du.data(), &pass.pool());
     std::vector<T> dxn(x.size(), T(0));
     if (lw.fused_gate_up()) {
       std::vector<T> dgu(static_cast<size_t>(n * 2 * ff));
@@ -277,8 +307,8 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
       }
       pass.backward(pass.linear(lw.w_gate_up), s.xn2.data(), dgu.data(), dxn.data(), *grads);
     } else {
-      pass.backward(pass.linear(lw.w_gate), s.xn2.data(), dg.data(), dxn.data(), *grads);
-      pass.backward(pass.linear(lw.w_up), s.xn2.data(), du.data(), dxn.data(), *grads);
+      pass.backward({pass.linear(lw.w_gate), pass.linear(lw.w_up)}, s.xn2.data(), {dg.data(), du.data()}, dxn.data(),
+                    *grads);
     }
     rms_norm_backward(dxn.data(), s.x_mid.data(), lw.ffn_norm.data(), s.rstd2.data(), n, d, dx.data());
 
@@ -288,7 +318,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     std::vector<T> dq(static_cast<size_t>(n * qw)), dk(static_cast<size_t>(n * kvw), T(0)),
         dv(static_cast<size_t>(n * kvw), T(0));
     attention_backward(shape, s.q.data(), s.k.data(), s.v.data(), s.probs.data(), dattn.data(), dq.data(), dk.data(),
-                       dv.data());
+                       dv.data(), &pass.pool());
     rope_backward(w.rope, dq.data(), n, heads, hd, positions);
     rope_backward(w.rope, dk.data(), n, kv_heads, hd, positions);
     if (!lw.q_norm.empty()) {
@@ -312,9 +342,8 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
       }
       pass.backward(pass.linear(lw.wqkv), s.xn1.data(), dqkv.data(), dxn.data(), *grads);
     } else {
-      pass.backward(pass.linear(lw.wq), s.xn1.data(), dq.data(), dxn.data(), *grads);
-      pass.backward(pass.linear(lw.wk), s.xn1.data(), dk.data(), dxn.data(), *grads);
-      pass.backward(pass.linear(lw.wv), s.xn1.data(), dv.data(), dxn.data(), *grads);
+      pass.backward({pass.linear(lw.wq), pass.linear(lw.wk), pass.linear(lw.wv)}, s.xn1.data(),
+                    {dq.data(), dk.data(), dv.data()}, dxn.data(), *grads);
     }
     rms_norm_backward(dxn.data(), s.x_in.data(), lw.attn_norm.data(), s.rstd1.data(), n, d, dx.data());
   }
@@ -325,9 +354,9 @@ template struct LoraGrads<float>;
 template struct LoraGrads<double>;
 template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
                                              std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*,
-                                             const LossHead<float>&);
+                                             const LossHead<float>&, cpu::ThreadPool*);
 template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
                                               std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*,
-                                              const LossHead<double>&);
+                                              const LossHead<double>&, cpu::ThreadPool*);
 
 }  // namespace lathe::train

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/cpu/thread_pool.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe::train {
@@ -64,11 +65,13 @@ using LossHead = std::function<double(const T* logits, int64_t n, int64_t vocab,
 // accumulates the adapters' gradients into `grads` (reset it first) when given, and writes the
 // logits [n x vocab] into `logits` when given. With `head`, the loss and its gradient are the
 // head's (targets then unused). InvalidArgumentError for an empty sequence, a token outside the
-// vocabulary or adapters whose shapes do not fit the model.
+// vocabulary or adapters whose shapes do not fit the model. `pool`: the threads to use (a run keeps
+// one across its passes); without it the pass starts one thread per physical core. The result does
+// not depend on the number of threads (every sum has one fixed order).
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits = nullptr,
-                             const std::type_identity_t<LossHead<T>>& head = {});
+                             const std::type_identity_t<LossHead<T>>& head = {}, cpu::ThreadPool* pool = nullptr);
 
 }  // namespace lathe::train

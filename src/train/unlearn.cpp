@@ -68,11 +68,11 @@ int64_t scored_count(const Example& e) {
 }
 
 // The reference's log-softmax rows at an example's scored positions (the base model, no adapter).
-std::vector<float> reference_logprobs(const ModelWeights& w, const Example& e) {
+std::vector<float> reference_logprobs(const ModelWeights& w, const Example& e, cpu::ThreadPool* pool) {
   LoraSet<float> none;
   none.rank = 1;
   std::vector<float> logits;
-  lora_forward_backward(w, none, e.tokens, e.targets, nullptr, &logits);
+  lora_forward_backward(w, none, e.tokens, e.targets, nullptr, &logits, {}, pool);
   const int64_t vocab = w.output.rows;
   std::vector<float> out;
   for (size_t t = 0; t < e.tokens.size(); ++t) {
@@ -119,6 +119,9 @@ void check_unlearn(const std::vector<Example>& forget, const std::vector<Example
   if (uses_retain && retain.empty())
     throw InvalidArgumentError("the retain set is empty (every objective but gradient ascent needs one)");
   if (!(options.beta > 0)) throw InvalidArgumentError(fmt::format("beta {} must be > 0", options.beta));
+  if (options.train.n_threads < 0 || options.train.n_threads > 4096)
+    throw InvalidArgumentError(fmt::format("{} threads is outside 0..4096 (0: one per physical core)",
+                                           options.train.n_threads));
   check_set(forget, "forget");
   check_set(retain, "retain");
   const auto& o = options.train;
@@ -140,11 +143,12 @@ UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& 
                                      options.train.seed),
                  options.train),
       forget_cycle_(forget.size(), options.train.seed ^ 0x5851f42d4c957f2dull),
-      retain_cycle_(retain.size(), options.train.seed ^ 0x2545f491ull) {
+      retain_cycle_(retain.size(), options.train.seed ^ 0x2545f491ull),
+      pool_(std::make_unique<cpu::ThreadPool>(options.train.n_threads)) {
   // The reference, once per example before any training (the adapters off).
   if (options.objective == Objective::Npo)
     for (const auto& e : forget) {
-      const auto rows = reference_logprobs(weights, e);
+      const auto rows = reference_logprobs(weights, e, pool_.get());
       double sum = 0;
       size_t k = 0;
       for (size_t t = 0; t < e.targets.size(); ++t)
@@ -152,7 +156,7 @@ UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& 
       forget_ref_logp_.push_back(sum);
     }
   if (options.objective != Objective::GradAscent && options.retain_loss == RetainLoss::Kl)
-    for (const auto& e : retain) retain_ref_.push_back(reference_logprobs(weights, e));
+    for (const auto& e : retain) retain_ref_.push_back(reference_logprobs(weights, e, pool_.get()));
 }
 
 double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& grads) {
@@ -180,7 +184,7 @@ double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& gr
     }
     return 0.0;
   };
-  return lora_forward_backward(weights_, optimizer_.lora(), f.tokens, f.targets, &grads, nullptr, head);
+  return lora_forward_backward(weights_, optimizer_.lora(), f.tokens, f.targets, &grads, nullptr, head, pool_.get());
 }
 
 double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& grads) {
@@ -191,7 +195,7 @@ double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& gr
     for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * weight);
     return nll;
   };
-  return lora_forward_backward(weights_, optimizer_.lora(), r.tokens, r.targets, &grads, nullptr, head);
+  return lora_forward_backward(weights_, optimizer_.lora(), r.tokens, r.targets, &grads, nullptr, head, pool_.get());
 }
 
 UnlearnStep UnlearnRun::step() {

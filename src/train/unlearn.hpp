@@ -14,6 +14,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "train/finetune.hpp"
@@ -68,6 +69,7 @@ class UnlearnRun {
   AdapterOptimizer optimizer_;
   ExampleCycle forget_cycle_, retain_cycle_;
   LoraGrads<float> grads_;
+  std::unique_ptr<cpu::ThreadPool> pool_;  // kept across the passes
 };
 
 // Adapters trained with the objective, starting from `initial` when given (e.g. a fine-tuned

@@ -88,6 +88,17 @@ TEST(Checkpoint, ResumedFinetuningEqualsAnUninterruptedRun) {
   EXPECT_NE(reset.lora().pairs[0].b, straight.pairs[0].b);
 }
 
+// -t only changes the speed: the runs' sums have one order whatever the thread count, so a
+// checkpoint can be resumed with other threads (and the settings leave them out).
+TEST(Checkpoint, ThreadCountDoesNotChangeTheAdapters) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  auto one = options(), three = options();
+  one.n_threads = 1;
+  three.n_threads = 3;
+  expect_same_adapters(finetune(w, facts(), one), finetune(w, facts(), three));
+}
+
 TEST(Checkpoint, ResumedUnlearningEqualsAnUninterruptedRun) {
   Tiny tiny;
   const auto w = load_model_weights(tiny.path);

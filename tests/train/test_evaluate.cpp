@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <vector>
 
 #include "common/test_support.hpp"
@@ -71,6 +72,54 @@ TEST(ScoreExamples, EqualsTheTrainingPassWithAndWithoutAnAdapter) {
     EXPECT_NEAR(score.perplexity, perplexity, 1e-5 * perplexity);  // float32 logits, relative
     EXPECT_NEAR(score.mean_probability, (score.examples[0].probability() + score.examples[1].probability()) / 2, 1e-12);
   }
+}
+
+// An adapter merged into a model stored under 8 bits per weight: --lora converts its targets to
+// Q8_0 first (weights/lora.hpp, promote_lora_targets), so the engine's loss stays near the training
+// pass's (which applies the adapter unmerged to the Q4_1 weights); merged back into Q4_1 (what
+// --requantize Q4_1 does after the merge, and what --lora did before) the update is rounded away.
+TEST(ScoreExamples, AdapterMergedIntoQuantizedWeightsKeepsItsFunction) {
+  test::TempDir dir("evaluate_q4");
+  test::TinyModel tiny("", DType::Q4_1);
+  tiny.add_tokenizer();
+  const auto path = tiny.write(dir, "tiny-q4_1.gguf");
+  const auto w = load_model_weights(path);
+  const auto data = examples();
+  FinetuneOptions o;
+  o.rank = 2;
+  o.alpha = 4;
+  o.adamw.lr = 1e-2;
+  o.steps = 6;
+  const auto lora = finetune(w, data, o);
+  write_lora_adapter(to_adapter(lora, w), dir / "a.gguf", "test");
+  double trained = 0, base = 0;
+  LoraSet<float> none;
+  none.rank = 1;
+  for (const auto& e : data) {
+    trained += lora_forward_backward(w, lora, e.tokens, e.targets, nullptr);
+    base += lora_forward_backward(w, none, e.tokens, e.targets, nullptr);
+  }
+  auto engine_nll = [&](const std::shared_ptr<const Model>& model) {
+    const auto score = score_examples(model, data, {.n_threads = 1, .kv_type = KvType::F32});
+    double nll = 0;
+    for (const auto& s : score.examples) nll -= s.logprob / static_cast<double>(s.scored);
+    return nll;
+  };
+  const LoadOptions promoted_options{.loras = {{dir / "a.gguf", 1.0f}}};
+  const auto promoted_model = Model::load(path, promoted_options);
+  ASSERT_EQ(promoted_model->summary().loras.size(), 1u);
+  const auto& applied = promoted_model->summary().loras[0];
+  EXPECT_EQ(applied.promoted, applied.matrices);
+  EXPECT_EQ(applied.promoted_from, "Q4_1");
+  EXPECT_EQ(applied.promoted_to, "Q8_0");
+  const double promoted = engine_nll(promoted_model);
+  const LoadOptions rounded_options{.requantize = "Q4_1", .loras = {{dir / "a.gguf", 1.0f}}};
+  const double rounded = engine_nll(Model::load(path, rounded_options));
+  std::cout << "mean NLL: base " << base / 2 << ", trained (pass) " << trained / 2 << ", merged via Q8_0 "
+            << promoted / 2 << ", merged into Q4_1 " << rounded / 2 << "\n";
+  ASSERT_GT(base - trained, 0.2) << "the adapter must change the loss for the test to tell";
+  EXPECT_LT(std::abs(promoted - trained), 0.1 * (base - trained));
+  EXPECT_LT(std::abs(promoted - trained), 0.5 * std::abs(rounded - trained));
 }
 
 }  // namespace
