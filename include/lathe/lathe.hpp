@@ -45,9 +45,10 @@ struct LoadOptions {
   // A Jinja chat template file that replaces the model's own (tokenizer.chat_template /
   // chat_template); empty: the model's. IoError when it cannot be read.
   std::filesystem::path chat_template_file = {};
-  // Adapters merged into the weights, in order, before --requantize converts them (after it when
-  // a target's stored type cannot be written back, such as Q4_K). Each merged matrix is stored
-  // back in its type: exact for F32, one more rounding for F16/BF16/quantized weights.
+  // Adapters merged into the weights, in order, before --requantize converts them. Each merged
+  // matrix is stored back in its type (exact for F32, one more rounding for F16/BF16/Q8_0), except
+  // targets stored under 8 bits per weight (Q4_0, Q4_1, Q4_K, ...), which become Q8_0 (or F16)
+  // first: merged back into such a type, an adapter's small update is largely rounded away.
   std::vector<LoraSpec> loras = {};
 };
 
@@ -58,6 +59,11 @@ struct AppliedLora {
   size_t matrices = 0;                // matrices it changed
   double requantization_rel_rms = 0;  // ||Q(W') - W'|| / ||W'|| of those matrices (0 for F32)
   std::vector<std::string> ignored;   // adapter tensors not applied (norm vectors, as llama.cpp)
+  // Targets stored under 8 bits per weight (Q4_1, Q4_K...) are converted before the merge (to
+  // Q8_0, or F16), which would otherwise round the adapter's update away: how many, from/to.
+  size_t promoted = 0;
+  std::string promoted_from, promoted_to;
+  uint64_t promoted_bytes = 0;  // memory those copies add
 };
 
 // What a loaded model is, for display and for callers sizing things.

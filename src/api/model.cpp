@@ -61,23 +61,25 @@ ModelSummary summarize(const ModelWeights& w, const std::filesystem::path& path)
   return s;
 }
 
-// Merges the adapters, converting the weights to `requantize` (when given) after them, or before
-// them where a target's stored type cannot be written back (then the merge needs the new type).
+// Merges the adapters (their coarsely quantized targets converted first: promote_lora_targets),
+// then converts the weights to `requantize` when given.
 std::vector<AppliedLora> apply_adapters(ModelWeights& weights, const std::vector<LoraAdapter>& adapters,
                                         const std::vector<LoraSpec>& specs, std::optional<DType> requantize) {
-  bool writable = true;
-  for (const auto& adapter : adapters) writable = writable && lora_targets_writable(weights, adapter);
-  if (requantize && !writable) requantize_matrices(weights, *requantize);
   std::vector<AppliedLora> applied;
   for (size_t i = 0; i < adapters.size(); ++i) {
+    const auto promotion = promote_lora_targets(weights, adapters[i]);
     const auto stats = merge_lora(weights, adapters[i], specs[i].scale);
     applied.push_back({.path = specs[i].path.string(),
                        .scale = specs[i].scale,
                        .matrices = stats.matrices,
                        .requantization_rel_rms = stats.requantization_rel_rms,
-                       .ignored = adapters[i].ignored});
+                       .ignored = adapters[i].ignored,
+                       .promoted = promotion.matrices,
+                       .promoted_from = promotion.from,
+                       .promoted_to = promotion.to,
+                       .promoted_bytes = promotion.added_bytes});
   }
-  if (requantize && writable) requantize_matrices(weights, *requantize);
+  if (requantize) requantize_matrices(weights, *requantize);
   return applied;
 }
 

@@ -208,6 +208,10 @@ void report_loras(const Model& model) {
       rounding = fmt::format(", stored back in their types (rounding {:.3g}% relative RMS)",
                              100 * lora.requantization_rel_rms);
     fmt::print(stderr, "lora {} (scale {}): {} matrices changed{}\n", lora.path, lora.scale, lora.matrices, rounding);
+    if (lora.promoted > 0)
+      fmt::print(stderr, "lora {}: {} of them converted from {} to {} before the merge (+{:.1f} MiB), which would round "
+                         "the adapter's update away (--requantize TYPE chooses the type of every matrix)\n",
+                 lora.path, lora.promoted, lora.promoted_from, lora.promoted_to, lora.promoted_bytes / 1048576.0);
     if (!lora.ignored.empty()) {
       const size_t shown = std::min<size_t>(lora.ignored.size(), 3);
       fmt::print(stderr, "warning: lora {}: {} tensors not applied (norm vectors, which llama.cpp skips too): {}{}\n",

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
 #include <type_traits>
 
 #include "arch/tensor_names.hpp"
@@ -13,6 +14,7 @@
 #include "io/gguf.hpp"
 #include "lathe/error.hpp"
 #include "weights/editable.hpp"
+#include "weights/requantize.hpp"
 
 namespace lathe {
 namespace {
@@ -163,6 +165,36 @@ bool lora_targets_writable(const ModelWeights& weights, const LoraAdapter& adapt
     if (it != views.end() && !can_quantize(it->second->type)) return false;
   }
   return true;
+}
+
+LoraPromotion promote_lora_targets(ModelWeights& weights, const LoraAdapter& adapter, int n_threads) {
+  const auto views = matrices_by_canonical_name(weights);
+  auto coarse = [](DType type) {
+    const auto& info = dtype_info(type);
+    return info.quantized && info.block_bytes * 8 < 8 * info.block_size;  // under 8 bits per weight
+  };
+  LoraPromotion promotion;
+  std::set<const MatrixView*> chosen[2];  // to Q8_0, to F16
+  for (const auto& pair : adapter.pairs) {
+    const auto it = views.find(pair.target);
+    if (it == views.end() || !coarse(it->second->type)) continue;
+    const MatrixView& view = *it->second;
+    if (promotion.from.empty()) promotion.from = std::string(dtype_name(view.type));
+    const bool q8 = view.cols % static_cast<int64_t>(dtype_info(DType::Q8_0).block_size) == 0;
+    if (chosen[q8 ? 0 : 1].insert(&view).second) {
+      const DType to = q8 ? DType::Q8_0 : DType::F16;
+      promotion.added_bytes += *dtype_bytes(to, static_cast<uint64_t>(view.cols)) * static_cast<uint64_t>(view.rows) -
+                               static_cast<uint64_t>(view.row_bytes) * static_cast<uint64_t>(view.rows);
+      ++promotion.matrices;
+    }
+  }
+  const DType types[2] = {DType::Q8_0, DType::F16};
+  for (int k = 0; k < 2; ++k) {
+    if (chosen[k].empty()) continue;
+    promotion.to = promotion.to.empty() ? std::string(dtype_name(types[k])) : promotion.to + "/" + std::string(dtype_name(types[k]));
+    requantize_matrices(weights, types[k], n_threads, [&](const MatrixView& v) { return chosen[k].count(&v) > 0; });
+  }
+  return promotion;
 }
 
 LoraMergeStats merge_lora(ModelWeights& weights, const LoraAdapter& adapter, float scale, int n_threads) {

@@ -16,6 +16,12 @@
 namespace lathe {
 
 void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
+  requantize_matrices(w, type, n_threads, {});
+  w.weight_type = std::string(dtype_name(type));
+}
+
+void requantize_matrices(ModelWeights& w, DType type, int n_threads,
+                         const std::function<bool(const MatrixView&)>& which) {
   if (!can_quantize(type))
     throw UnsupportedError(fmt::format("cannot quantize to {}: lathe quantizes to F32, F16, BF16, Q8_0, Q4_0, Q4_1",
                                        dtype_name(type)));
@@ -35,7 +41,7 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
   std::vector<Job> jobs;
   const uint32_t block = dtype_info(type).block_size;
   for (auto* v : views) {
-    if (v->data == nullptr || v->type == type) continue;
+    if (v->data == nullptr || v->type == type || (which && !which(*v))) continue;
     if (v->cols % block != 0)
       throw InvalidArgumentError(fmt::format("{}: tensor {} has {} columns, not a multiple of {}'s block of {}",
                                              w.source, v->name, v->cols, dtype_name(type), block));
@@ -103,7 +109,6 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
     }
     w.owned_matrices.push_back(std::move(job.out));
   }
-  w.weight_type = std::string(dtype_name(type));
 }
 
 }  // namespace lathe

@@ -3,6 +3,8 @@
 // writing a GGUF. The converted matrices live in owned buffers (like editable copies).
 #pragma once
 
+#include <functional>
+
 #include "core/dtype.hpp"
 #include "weights/model_weights.hpp"
 
@@ -13,5 +15,8 @@ namespace lathe {
 // to (can_quantize) and InvalidArgumentError naming the tensor whose width is not a whole number
 // of the type's blocks.
 void requantize_matrices(ModelWeights& weights, DType type, int n_threads = 0);
+// The same for the matrices `which` selects only (the model's weight_type stays as it was).
+void requantize_matrices(ModelWeights& weights, DType type, int n_threads,
+                         const std::function<bool(const MatrixView&)>& which);
 
 }  // namespace lathe
