@@ -61,14 +61,14 @@ ModelSummary summarize(const ModelWeights& w, const std::filesystem::path& path)
   return s;
 }
 
-// Merges the adapters (their coarsely quantized targets converted first: promote_lora_targets),
-// then converts the weights to `requantize` when given.
+// Merges the adapters (merge_lora converts their coarsely quantized targets first), then converts
+// the weights to `requantize` when given.
 std::vector<AppliedLora> apply_adapters(ModelWeights& weights, const std::vector<LoraAdapter>& adapters,
                                         const std::vector<LoraSpec>& specs, std::optional<DType> requantize) {
   std::vector<AppliedLora> applied;
   for (size_t i = 0; i < adapters.size(); ++i) {
-    const auto promotion = promote_lora_targets(weights, adapters[i]);
     const auto stats = merge_lora(weights, adapters[i], specs[i].scale);
+    const auto& promotion = stats.promotion;
     applied.push_back({.path = specs[i].path.string(),
                        .scale = specs[i].scale,
                        .matrices = stats.matrices,

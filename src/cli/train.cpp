@@ -195,12 +195,13 @@ void resolve_steps(const TrainArgs& a, size_t n_examples, train::FinetuneOptions
   o.warmup_steps = a.warmup;
 }
 
-train::DataOptions data_options(const TrainArgs& a) {
+// The data flags of finetune, unlearn and score (ranges checked by the caller).
+train::DataOptions data_options(bool raw, bool chat, const std::string& system, int64_t max_length, int64_t limit) {
   train::DataOptions d;
-  d.pair_format = a.raw ? train::PairFormat::Raw : (a.chat ? train::PairFormat::Chat : train::PairFormat::Auto);
-  d.system = a.system;
-  d.max_tokens = static_cast<uint32_t>(a.max_length - 1);
-  d.limit = static_cast<size_t>(a.limit);
+  d.pair_format = raw ? train::PairFormat::Raw : (chat ? train::PairFormat::Chat : train::PairFormat::Auto);
+  d.system = system;
+  d.max_tokens = static_cast<uint32_t>(max_length - 1);
+  d.limit = static_cast<size_t>(limit);
   return d;
 }
 
@@ -283,7 +284,7 @@ std::shared_ptr<Model> load_base(const TrainArgs& a, const fs::path& model_path)
 }
 
 train::DataSet read_set(const Model& model, const std::string& flag, const fs::path& path, const TrainArgs& a) {
-  auto set = train::read_training_data(model, path, data_options(a));
+  auto set = train::read_training_data(model, path, data_options(a.raw, a.chat, a.system, a.max_length, a.limit));
   fmt::print(stderr, "{} {}: {} examples, {} tokens ({} scored){}\n", flag, path.string(), set.examples.size(),
              set.tokens, set.scored_tokens, set.chat ? ", chat-formatted" : "");
   return set;
@@ -385,9 +386,11 @@ void write_outputs(const TrainArgs& a, Model& model, const train::LoraSet<float>
     fmt::print(stderr, "wrote {} (PEFT adapter_config.json + adapter_model.safetensors)\n", a.peft_out);
   }
   if (!a.merge_out.empty()) {
-    promote_lora_targets(weights, adapter);  // a merge into Q4_1 & co. would round the update away
     const auto merged = merge_lora(weights, adapter, 1.0f);
     const auto result = edit::export_model(weights, a.merge_out, {.force = a.force, .metadata = {}, .progress = {}});
+    if (merged.promotion.matrices > 0)
+      fmt::print(stderr, "--merge: {} matrices converted from {} to {} first, which would round the adapter away\n",
+                 merged.promotion.matrices, merged.promotion.from, merged.promotion.to);
     fmt::print(stderr, "wrote {} (the model with the adapter merged, {}{})\n", a.merge_out, human_bytes(result.bytes),
                merged.requantization_rel_rms > 0
                    ? fmt::format("; the merged matrices re-rounded to their types: {:.3f}% relative RMS",
@@ -525,12 +528,8 @@ int run_score(const ScoreArgs& args) {
   const auto model = Model::load(model_path, {.chat_template_file = args.chat_template, .loras = resolve_loras(args.loras)});
   fmt::print(stderr, "model: {} [{:.1f} s]\n", model_path.string(), seconds_since(t));
   report_loras(*model);
-  train::DataOptions d;
-  d.pair_format = args.raw ? train::PairFormat::Raw : (args.chat ? train::PairFormat::Chat : train::PairFormat::Auto);
-  d.system = args.system;
-  d.max_tokens = static_cast<uint32_t>(args.max_length - 1);
-  d.limit = static_cast<size_t>(args.limit);
-  const auto data = train::read_training_data(*model, args.data, d);
+  const auto data = train::read_training_data(
+      *model, args.data, data_options(args.raw, args.chat, args.system, args.max_length, args.limit));
   edit::ProgressBar bar("examples", data.examples.size(), std::cerr, ::isatty(STDERR_FILENO) != 0);
   const auto score = train::score_examples(model, data.examples, compute,
                                            [&](size_t done, size_t) { bar.update(done, ""); });

@@ -124,7 +124,8 @@ std::vector<Row> read_csv(std::string_view text, const std::string& file, size_t
   return rows;
 }
 
-std::string read_file_text(const std::filesystem::path& path, MappedFile& map) {
+// The file's text, a view into `map` (which the caller keeps alive), without a UTF-8 BOM.
+std::string_view read_file_text(const std::filesystem::path& path, MappedFile& map) {
   const std::string file = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -140,7 +141,7 @@ std::string read_file_text(const std::filesystem::path& path, MappedFile& map) {
   map = MappedFile(path);
   std::string_view text(reinterpret_cast<const char*>(map.data()), map.size());
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a UTF-8 byte order mark
-  return std::string(text);
+  return text;
 }
 
 std::optional<TokenId> eos_of(const Model& model) { return internals(model).tokenizer.vocab().eos; }
@@ -200,16 +201,12 @@ Example encode_text(const Model& model, const std::string& text) {
   return shifted(ids, std::vector<bool>(ids.size(), true));
 }
 
-size_t count_scored(const Example& e) {
-  return static_cast<size_t>(std::count_if(e.targets.begin(), e.targets.end(), [](int32_t t) { return t >= 0; }));
-}
-
 void add_example(DataSet& set, Example e, std::string origin, const DataOptions& options, bool scored_required) {
   if (e.tokens.size() > options.max_tokens)
     throw InvalidArgumentError(fmt::format("{} is {} tokens long, over --max-length {}; shorten the row or raise "
                                            "--max-length",
                                            origin, e.tokens.size() + 1, options.max_tokens + 1));
-  const size_t scored = count_scored(e);
+  const size_t scored = e.scored();
   if (scored == 0) {
     if (scored_required)
       throw InvalidArgumentError(fmt::format("{} has nothing to learn: its answer (or text) is empty; remove the row",
@@ -223,7 +220,7 @@ void add_example(DataSet& set, Example e, std::string origin, const DataOptions&
 }
 
 // Plain text: the document tokenized once, cut into windows of max_tokens + 1 tokens.
-void read_text_document(const Model& model, const std::string& text, const std::string& file,
+void read_text_document(const Model& model, std::string_view text, const std::string& file,
                         const DataOptions& options, DataSet& set) {
   const auto ids = model.tokenize(text, /*add_special=*/true, /*parse_special=*/false);
   const size_t window = static_cast<size_t>(options.max_tokens) + 1;
@@ -289,7 +286,7 @@ DataSet read_training_data(const Model& model, const std::filesystem::path& path
   if (options.max_tokens < 1) throw InvalidArgumentError("--max-length must be at least 2 tokens");
   const std::string file = path.string();
   MappedFile map;
-  const std::string text = read_file_text(path, map);
+  const std::string_view text = read_file_text(path, map);
   const std::string extension = lowercase(path.extension().string());
   DataSet set;
   if (extension == ".txt") {

@@ -21,7 +21,7 @@ void check_examples(const ModelWeights& w, const std::vector<Example>& examples)
     if (e.tokens.empty() || e.tokens.size() != e.targets.size())
       throw InvalidArgumentError(fmt::format("training example {} has {} tokens and {} targets", i, e.tokens.size(),
                                              e.targets.size()));
-    if (std::none_of(e.targets.begin(), e.targets.end(), [](int32_t t) { return t >= 0; }))
+    if (e.scored() == 0)
       throw InvalidArgumentError(fmt::format("training example {} scores no position (every target is -1)", i));
     for (int32_t id : e.tokens)
       if (id < 0 || id >= w.token_embd.rows)

@@ -3,6 +3,7 @@
 // callback per optimizer step. The same seed gives the same adapters on every run.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,9 @@ namespace lathe::train {
 struct Example {
   std::vector<int32_t> tokens;
   std::vector<int32_t> targets;  // per position, the token to predict there or -1 (not scored)
+  size_t scored() const noexcept {  // positions with a target
+    return static_cast<size_t>(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; }));
+  }
 };
 
 // A seeded cycle through n examples, reshuffled at each pass (Fisher-Yates on the generator's raw

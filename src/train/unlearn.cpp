@@ -63,10 +63,6 @@ double kl_to_reference_impl(const T* logits, int64_t n, int64_t vocab, std::span
 double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-int64_t scored_count(const Example& e) {
-  return std::count_if(e.targets.begin(), e.targets.end(), [](int32_t t) { return t >= 0; });
-}
-
 // The reference's log-softmax rows at an example's scored positions (the base model, no adapter).
 std::vector<float> reference_logprobs(const ModelWeights& w, const Example& e, cpu::ThreadPool* pool) {
   LoraSet<float> none;
@@ -86,7 +82,7 @@ std::vector<float> reference_logprobs(const ModelWeights& w, const Example& e, c
 
 void check_set(const std::vector<Example>& set, const char* name) {
   for (size_t i = 0; i < set.size(); ++i)
-    if (set[i].tokens.size() != set[i].targets.size() || scored_count(set[i]) == 0)
+    if (set[i].tokens.size() != set[i].targets.size() || set[i].scored() == 0)
       throw InvalidArgumentError(fmt::format("{} example {} scores no position or has {} tokens for {} targets", name,
                                              i, set[i].tokens.size(), set[i].targets.size()));
 }
@@ -161,7 +157,7 @@ UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& 
 
 double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& grads) {
   const double per_example = 1.0 / static_cast<double>(options_.train.grad_accumulation);
-  const double n_scored = static_cast<double>(scored_count(f));
+  const double n_scored = static_cast<double>(f.scored());
   LossHead<float> head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
     switch (options_.objective) {
       case Objective::GradAscent:

@@ -158,27 +158,22 @@ void write_lora_adapter(const LoraAdapter& adapter, const std::filesystem::path&
   writer.write(path);
 }
 
-bool lora_targets_writable(const ModelWeights& weights, const LoraAdapter& adapter) {
-  const auto views = matrices_by_canonical_name(weights);
-  for (const auto& pair : adapter.pairs) {
-    const auto it = views.find(pair.target);
-    if (it != views.end() && !can_quantize(it->second->type)) return false;
-  }
-  return true;
+namespace {
+
+// Quantized under 8 bits per weight: a merge back into such a type would round the update away.
+bool coarse(DType type) {
+  const auto& info = dtype_info(type);
+  return info.quantized && info.block_bytes * 8 < 8 * info.block_size;
 }
 
-LoraPromotion promote_lora_targets(ModelWeights& weights, const LoraAdapter& adapter, int n_threads) {
-  const auto views = matrices_by_canonical_name(weights);
-  auto coarse = [](DType type) {
-    const auto& info = dtype_info(type);
-    return info.quantized && info.block_bytes * 8 < 8 * info.block_size;  // under 8 bits per weight
-  };
+// The coarse targets (already checked by merge_lora) to Q8_0, or F16 where a row is not whole
+// Q8_0 blocks. The views are changed in place, so the caller's pointers stay valid.
+LoraPromotion promote_coarse_targets(ModelWeights& weights, const std::vector<MatrixView*>& targets, int n_threads) {
   LoraPromotion promotion;
   std::set<const MatrixView*> chosen[2];  // to Q8_0, to F16
-  for (const auto& pair : adapter.pairs) {
-    const auto it = views.find(pair.target);
-    if (it == views.end() || !coarse(it->second->type)) continue;
-    const MatrixView& view = *it->second;
+  for (const MatrixView* target : targets) {
+    if (!coarse(target->type)) continue;
+    const MatrixView& view = *target;
     if (promotion.from.empty()) promotion.from = std::string(dtype_name(view.type));
     const bool q8 = view.cols % static_cast<int64_t>(dtype_info(DType::Q8_0).block_size) == 0;
     if (chosen[q8 ? 0 : 1].insert(&view).second) {
@@ -196,6 +191,8 @@ LoraPromotion promote_lora_targets(ModelWeights& weights, const LoraAdapter& ada
   }
   return promotion;
 }
+
+}  // namespace
 
 LoraMergeStats merge_lora(ModelWeights& weights, const LoraAdapter& adapter, float scale, int n_threads) {
   if (!std::isfinite(scale))
@@ -227,15 +224,16 @@ LoraMergeStats merge_lora(ModelWeights& weights, const LoraAdapter& adapter, flo
                                              "(is the adapter for another model?)",
                                              adapter.source, pair.target, pair.n_out, pair.n_in, view->name, view->rows,
                                              view->cols));
-    if (!can_quantize(view->type))
+    if (!can_quantize(view->type) && !coarse(view->type))
       throw UnsupportedError(fmt::format("{}: {} is stored as {}, which lathe cannot write back after merging the "
                                          "adapter; load with --requantize Q8_0 (or F16) to apply it",
                                          adapter.source, view->name, dtype_name(view->type)));
     targets.push_back(view);
   }
 
-  cpu::ThreadPool pool(n_threads);
   LoraMergeStats stats;
+  stats.promotion = promote_coarse_targets(weights, targets, n_threads);
+  cpu::ThreadPool pool(n_threads);
   double err2 = 0, ref2 = 0;
   for (size_t p = 0; p < adapter.pairs.size(); ++p) {
     const LoraPair& pair = adapter.pairs[p];

@@ -57,35 +57,33 @@ LoraAdapter read_lora_adapter(const gguf::File& file);
 void write_lora_adapter(const LoraAdapter& adapter, const std::filesystem::path& path, const std::string& name,
                         const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
+// A trained adapter's update is mostly smaller than the rounding step of a type under 8 bits per
+// weight, so merged back into Q4_0/Q4_1/Q4_K/... it is largely rounded away (measured on the
+// default model: facts a LoRA taught, merged into its Q4_1 weights, kept 0 of 40 exact answers;
+// merged into Q8_0 or F16, 30 of 40, as the unmerged adapter). merge_lora therefore converts such
+// targets to Q8_0 (F16 where a row is not a whole number of Q8_0 blocks) first: more memory for
+// those matrices, the adapter's function kept.
+struct LoraPromotion {
+  size_t matrices = 0;       // converted
+  std::string from, to;      // e.g. "Q4_1" (the first one's type), "Q8_0"
+  uint64_t added_bytes = 0;  // memory the converted copies take beyond the originals
+};
+
 struct LoraMergeStats {
   size_t matrices = 0;                // matrices changed
   double requantization_rel_rms = 0;  // ||Q(W') - W'|| / ||W'|| over them (0 when all are float32)
+  LoraPromotion promotion;            // targets converted before the merge (above)
 };
 
 // W += factor * B A for every pair, on `n_threads` threads (0: one per physical core). Checks
 // everything before changing any weight: the adapter's architecture against the model's
 // (InvalidArgumentError), every target exists with the adapter's shape (NotFoundError /
 // InvalidArgumentError naming tensor, both shapes and the likely cause), and its stored type can
-// be written back (UnsupportedError advising --requantize); LoRA on the token embeddings, or on an
-// output matrix tied to them, is refused (UnsupportedError). Matrices are made writable first
-// (owned copies, weights/editable.hpp). For a Llama model loaded from a Hugging Face directory
-// the adapter's Q/K output rows (in llama.cpp's permuted order) are put back in Hugging Face order.
+// be written back, after the conversion of types under 8 bits (LoraPromotion), or else
+// UnsupportedError advising --requantize; LoRA on the token embeddings, or on an output matrix
+// tied to them, is refused (UnsupportedError). Matrices are made writable first (owned copies,
+// weights/editable.hpp). For a Llama model loaded from a Hugging Face directory the adapter's Q/K
+// output rows (in llama.cpp's permuted order) are put back in Hugging Face order.
 LoraMergeStats merge_lora(ModelWeights& weights, const LoraAdapter& adapter, float scale, int n_threads = 0);
-
-// A trained adapter's update is mostly smaller than the rounding step of a type under 8 bits per
-// weight, so merged back into Q4_0/Q4_1/Q4_K/... it is largely rounded away (measured on the
-// default model: facts a LoRA taught, merged into its Q4_1 weights, kept 0 of 40 exact answers;
-// merged into Q8_0 or F16, 30 of 40, as the unmerged adapter). promote_lora_targets converts the
-// targets of `adapter` stored in such types to Q8_0 (F16 where a row is not a whole number of
-// Q8_0 blocks) before the merge: more memory for those matrices, the adapter's function kept.
-struct LoraPromotion {
-  size_t matrices = 0;       // converted
-  std::string from, to;      // e.g. "Q4_1" (the first one's type), "Q8_0"
-  uint64_t added_bytes = 0;  // memory the converted copies take beyond the originals
-};
-LoraPromotion promote_lora_targets(ModelWeights& weights, const LoraAdapter& adapter, int n_threads = 0);
-
-// Whether merge_lora can write every target of `adapter` back in its stored type.
-bool lora_targets_writable(const ModelWeights& weights, const LoraAdapter& adapter);
 
 }  // namespace lathe

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/test_support.hpp"
+#include "stats/stats_oracle.hpp"
 #include "lathe/error.hpp"
 #include "stats/fisher.hpp"
 #include "stats/multitest.hpp"
@@ -28,14 +29,7 @@ namespace {
 
 using nlohmann::json;
 
-json ask_oracle(const std::string& command, const json& input) {
-  test::TempDir dir("stats_methods_oracle");
-  const auto path = dir / "input.json";
-  test::write_file(path, input.dump());
-  const auto r = test::run_oracle("stats_oracle.py", {command, path.string()});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return r.exit_code == 0 ? json::parse(r.out) : json::object();
-}
+using test_oracle::ask_oracle;
 
 constexpr double kTol = 1e-12;
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/test_support.hpp"
+#include "stats/stats_oracle.hpp"
 #include "stats/bootstrap.hpp"
 #include "stats/mcnemar.hpp"
 #include "stats/normal.hpp"
@@ -21,14 +22,7 @@ namespace {
 
 using nlohmann::json;
 
-json ask_oracle(const std::string& command, const json& input) {
-  test::TempDir dir("stats_oracle");
-  const auto path = dir / "input.json";
-  test::write_file(path, input.dump());
-  const auto r = test::run_oracle("stats_oracle.py", {command, path.string()});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return r.exit_code == 0 ? json::parse(r.out) : json::object();
-}
+using test_oracle::ask_oracle;
 
 // |got - want| <= tol * max(1, |want|): relative for large values, absolute near zero.
 void expect_close(double got, double want, double tol, const std::string& what) {

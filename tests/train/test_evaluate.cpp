@@ -75,7 +75,7 @@ TEST(ScoreExamples, EqualsTheTrainingPassWithAndWithoutAnAdapter) {
 }
 
 // An adapter merged into a model stored under 8 bits per weight: --lora converts its targets to
-// Q8_0 first (weights/lora.hpp, promote_lora_targets), so the engine's loss stays near the training
+// Q8_0 first (weights/lora.hpp, LoraPromotion), so the engine's loss stays near the training
 // pass's (which applies the adapter unmerged to the Q4_1 weights); merged back into Q4_1 (what
 // --requantize Q4_1 does after the merge, and what --lora did before) the update is rounded away.
 TEST(ScoreExamples, AdapterMergedIntoQuantizedWeightsKeepsItsFunction) {
