@@ -14,6 +14,9 @@
 #              under the same load, bench/serve_vs_llama_server.sh, on the big05/big8 models made above
 #              converted to GGUF BF16 (both servers load that file): --parallel 64, closed loop at
 #              1/16/64 concurrent streams and Poisson arrivals (LATHE_GPU_SERVE_PROMPTS requests, 128)
+#   overhead   what lathe serve adds per token for one stream (bench/serve_overhead.sh): bench tg128
+#              empty and at a chat's depth, serve at --parallel 1 and 64, client and server TPOT, on
+#              the big05/big8 models made above (LATHE_GPU_SERVE_MODELS)
 #   invariant  the cost of --batch-invariant: pp512, tg128 and 16 x tg128 with and without it, same
 #              binary, on the default model (when carried) and the big05/big8 models made above
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
@@ -348,6 +351,19 @@ if has serve && [ -n "$LLAMA_PID" ] && wait_llama_build; then
     row "$name: lathe serve vs llama-server (BF16 GGUF)" "$((SECONDS - start)) s"
     cat "$LOGS/serve_$name/comparison.md" >>"$OUT/summary.md" 2>/dev/null
     cp -r "$LOGS/serve_$name" "$OUT/" 2>/dev/null
+  done
+fi
+
+if has overhead; then
+  for name in ${LATHE_GPU_SERVE_MODELS:-qwen05 llama8b}; do
+    [ -f "$WORK/$name/config.json" ] || continue
+    start=$SECONDS
+    MODEL="$WORK/$name" LATHE="$LATHE" DEVICE=cuda THREADS=8 PARALLELS="1 64" PROMPTS=16 \
+      bench/serve_overhead.sh "$LOGS/overhead_$name" >"$LOGS/overhead_$name.log" 2>&1 ||
+      { tail -20 "$LOGS/overhead_$name.log"; status=1; continue; }
+    row "$name: lathe serve's single-stream overhead" "$((SECONDS - start)) s"
+    cat "$LOGS/overhead_$name/overhead.md" >>"$OUT/summary.md"
+    cat "$LOGS/overhead_$name/overhead.md"
   done
 fi
 

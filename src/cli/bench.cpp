@@ -1,6 +1,8 @@
 // `lathe bench`: prompt-processing and generation throughput, measured like llama-bench.
 //   ppP: P random token ids evaluated in one eval() call on an empty session.
 //   tgN: after BOS, N single-token eval() calls (only those N are timed).
+//   With -d D (llama-bench's --n-depth), D random tokens fill the context first, untimed, and the
+//   test is named "ppP @ dD" / "tgN @ dD": speed at the position a chat reaches after its prompt.
 // Both read the logits after each eval(), as llama-bench's decode copies them to the host.
 // Each test runs once as a warm-up, then -r times; the table shows mean ± sample sd of tok/s.
 #include <fmt/format.h>
@@ -24,7 +26,7 @@ namespace {
 
 struct BenchArgs {
   std::string model;
-  int64_t n_prompt = 512, n_gen = 128, reps = 5;
+  int64_t n_prompt = 512, n_gen = 128, reps = 5, depth = 0;
   SessionArgs session;
   bool json = false;
   std::string requantize;
@@ -34,7 +36,7 @@ struct BenchArgs {
 
 struct TestResult {
   std::string name;
-  uint64_t n_prompt = 0, n_gen = 0;
+  uint64_t n_prompt = 0, n_gen = 0, n_depth = 0;
   std::vector<double> samples_ts;
   double mean = 0, stddev = 0;
 };
@@ -67,13 +69,22 @@ std::vector<TokenId> random_tokens(uint32_t n_vocab, uint64_t count, uint64_t se
 // (the CUDA engine otherwise leaves them on the device until they are asked for).
 void read_logits(const Session& session) { (void)session.logits(); }
 
-TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps) {
+// Empties the session, then evaluates `depth` (untimed) in prefill batches.
+void reset_to_depth(Session& session, std::span<const TokenId> depth) {
+  session.reset();
+  if (!depth.empty()) session.eval(depth);
+}
+
+std::string depth_suffix(size_t depth) { return depth > 0 ? fmt::format(" @ d{}", depth) : std::string(); }
+
+TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps, std::span<const TokenId> depth) {
   TestResult t;
-  t.name = fmt::format("pp{}", n_prompt);
+  t.name = fmt::format("pp{}", n_prompt) + depth_suffix(depth.size());
+  t.n_depth = depth.size();
   t.n_prompt = n_prompt;
   const auto ids = random_tokens(session.model().n_vocab(), n_prompt, 1234);
   for (int64_t rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
-    session.reset();
+    reset_to_depth(session, depth);
     const double seconds = seconds_of([&] {
       session.eval(ids);
       read_logits(session);
@@ -84,16 +95,21 @@ TestResult bench_prompt(Session& session, uint64_t n_prompt, int64_t reps) {
   return t;
 }
 
-TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps) {
+TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps, std::span<const TokenId> depth) {
   TestResult t;
-  t.name = fmt::format("tg{}", n_gen);
+  t.name = fmt::format("tg{}", n_gen) + depth_suffix(depth.size());
+  t.n_depth = depth.size();
   t.n_gen = n_gen;
   const Model& model = session.model();
   const auto ids = random_tokens(model.n_vocab(), n_gen, 5678);
   const TokenId first = model.bos() >= 0 ? model.bos() : ids.front();
   for (int64_t rep = -1; rep < reps; ++rep) {
-    session.reset();
-    session.eval(std::span<const TokenId>(&first, 1));
+    if (depth.empty()) {
+      session.reset();
+      session.eval(std::span<const TokenId>(&first, 1));
+    } else {
+      reset_to_depth(session, depth);
+    }
     const double seconds = seconds_of([&] {
       for (const TokenId& id : ids) {
         session.eval(std::span<const TokenId>(&id, 1));
@@ -137,12 +153,14 @@ TestResult bench_parallel(const std::shared_ptr<const Model>& model, const Sessi
 int bench(const BenchArgs& args) {
   require_non_negative("-p/--n-prompt", args.n_prompt);
   require_non_negative("-n/--n-gen", args.n_gen);
+  require_non_negative("-d/--depth", args.depth);
   if (args.reps < 1) throw InvalidArgumentError(fmt::format("-r/--repetitions is {}; it must be >= 1", args.reps));
   if (args.parallel < 0 || args.parallel > 512)
     throw InvalidArgumentError(fmt::format("--parallel {} is out of range: it must be in 0..512 (0 = skip)", args.parallel));
-  if (args.n_prompt > 1'000'000 || args.n_gen > 1'000'000)
-    throw InvalidArgumentError(fmt::format("-p/--n-prompt {} and -n/--n-gen {} must each be at most 1000000 tokens",
-                                           args.n_prompt, args.n_gen));
+  if (args.n_prompt > 1'000'000 || args.n_gen > 1'000'000 || args.depth > 1'000'000)
+    throw InvalidArgumentError(
+        fmt::format("-p/--n-prompt {}, -n/--n-gen {} and -d/--depth {} must each be at most 1000000 tokens",
+                    args.n_prompt, args.n_gen, args.depth));
   // Options that would measure nothing are refused rather than skipped.
   if (args.n_prompt == 0 && args.n_gen == 0)
     throw InvalidArgumentError("-p/--n-prompt 0 and -n/--n-gen 0 leave nothing to measure; give one of them > 0");
@@ -150,7 +168,8 @@ int bench(const BenchArgs& args) {
     throw InvalidArgumentError(fmt::format("--parallel {} times generation, which -n/--n-gen 0 skips; give -n > 0",
                                            args.parallel));
   SessionOptions session_options = resolve_session(args.session);
-  const auto needed = static_cast<uint32_t>(std::max<int64_t>({args.n_prompt, args.n_gen + 1, 1}));
+  const auto needed =
+      static_cast<uint32_t>(args.depth + std::max<int64_t>({args.n_prompt, args.n_gen + (args.depth > 0 ? 0 : 1), 1}));
   if (session_options.n_ctx == 0) session_options.n_ctx = needed;
   if (session_options.n_ctx < needed)
     throw InvalidArgumentError(fmt::format("-c/--ctx-size {} is too small for the tests: they need {} tokens",
@@ -166,8 +185,10 @@ int bench(const BenchArgs& args) {
   report_device_memory(session);
   const std::string backend = compute.device.is_cuda() ? compute.device.name() : "cpu";
   std::vector<TestResult> results;
-  if (args.n_prompt > 0) results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps));
-  if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps));
+  const auto depth = random_tokens(model->n_vocab(), static_cast<uint64_t>(args.depth), 4321);
+  if (args.n_prompt > 0)
+    results.push_back(bench_prompt(session, static_cast<uint64_t>(args.n_prompt), args.reps, depth));
+  if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps, depth));
   if (args.parallel > 0 && args.n_gen > 0)
     results.push_back(bench_parallel(model, session_options, static_cast<uint64_t>(args.n_gen),
                                      static_cast<uint32_t>(args.parallel), args.reps));
@@ -192,6 +213,7 @@ int bench(const BenchArgs& args) {
                      {"test", t.name},
                      {"n_prompt", t.n_prompt},
                      {"n_gen", t.n_gen},
+                     {"n_depth", t.n_depth},
                      {"reps", args.reps},
                      {"samples_ts", t.samples_ts},
                      {"avg_ts", t.mean},
@@ -218,6 +240,9 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("-m,--model", args->model, "GGUF file, model directory, or Hugging Face org/name")->required();
   cmd->add_option("-p,--n-prompt", args->n_prompt, "prompt tokens for the pp test; 0 skips it")->capture_default_str();
   cmd->add_option("-n,--n-gen", args->n_gen, "tokens for the tg test; 0 skips it")->capture_default_str();
+  cmd->add_option("-d,--depth", args->depth,
+                  "tokens in the context before each pp/tg test (untimed; llama-bench's --n-depth); 0 = empty")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", args->reps, "timed repetitions of each test (after one warm-up)")
       ->capture_default_str();
   add_session_flags(*cmd, args->session, /*with_kv_type=*/true);

@@ -472,6 +472,27 @@ TEST(CliBench, JsonHasBothTests) {
   }
 }
 
+// -d fills the context before each test: the tests are named after the depth, and the context
+// must hold the depth plus the longer test.
+TEST(CliBench, DepthFillsTheContextFirst) {
+  LATHE_REQUIRE_MODEL();
+  const std::string model = default_model().string();
+  const auto r = lathe_cli({"bench", "-m", model, "-p", "4", "-n", "3", "-d", "40", "-c", "44", "-r", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  ASSERT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[0]["test"], "pp4 @ d40");
+  EXPECT_EQ(json[1]["test"], "tg3 @ d40");
+  for (const auto& test : json) EXPECT_EQ(test["n_depth"], 40);
+  const auto small = lathe_cli({"bench", "-m", model, "-p", "4", "-n", "3", "-d", "40", "-c", "43", "-r", "1"});
+  EXPECT_NE(small.exit_code, 0);
+  EXPECT_NE(small.err.find("--ctx-size 43"), std::string::npos) << small.err;
+  EXPECT_NE(small.err.find("44"), std::string::npos) << small.err;
+  const auto negative = lathe_cli({"bench", "-m", model, "-d", "-1"});
+  EXPECT_NE(negative.exit_code, 0);
+  EXPECT_NE(negative.err.find("-d/--depth"), std::string::npos) << negative.err;
+}
+
 TEST(CliBench, TableAndSkippedTests) {
   LATHE_REQUIRE_MODEL();
   const auto r = lathe_cli({"bench", "-m", default_model().string(), "-p", "0", "-n", "2", "-r", "1"});
