@@ -17,6 +17,9 @@
 #   overhead   what lathe serve adds per token for one stream (bench/serve_overhead.sh): bench tg128
 #              empty and at a chat's depth, serve at --parallel 1 and 64, client and server TPOT, on
 #              the big05/big8 models made above (LATHE_GPU_SERVE_MODELS)
+#   sae        the cost of an SAE feature gate (--sae; hooks run on host copies of the rows): lathe
+#              bench pp512 / tg128 without a gate and with random SAEs (bench/make_random_sae.py,
+#              16384 features: standard with 3 edited features, topk k=32) on the big05 model
 #   invariant  the cost of --batch-invariant: pp512, tg128 and 16 x tg128 with and without it, same
 #              binary, on the default model (when carried) and the big05/big8 models made above
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
@@ -351,6 +354,23 @@ if has serve && [ -n "$LLAMA_PID" ] && wait_llama_build; then
     row "$name: lathe serve vs llama-server (BF16 GGUF)" "$((SECONDS - start)) s"
     cat "$LOGS/serve_$name/comparison.md" >>"$OUT/summary.md" 2>/dev/null
     cp -r "$LOGS/serve_$name" "$OUT/" 2>/dev/null
+  done
+fi
+
+if has sae && [ -f "$WORK/qwen05/config.json" ]; then
+  d_in=$(python3 -c "import json; print(json.load(open('$WORK/qwen05/config.json'))['hidden_size'])")
+  for arch in standard topk; do
+    python3 bench/make_random_sae.py "$WORK/sae_$arch" --d-in "$d_in" --d-sae 16384 --architecture "$arch" \
+      --hook blocks.12.hook_resid_post >"$LOGS/sae_$arch.log" 2>&1 || { tail -5 "$LOGS/sae_$arch.log"; status=1; }
+  done
+  for mode in none standard topk; do
+    args=(); [ "$mode" = none ] || args=(--sae "$WORK/sae_$mode" --sae-features 1,2:-3,3*0.5 --sae-clamp-everywhere)
+    log="$LOGS/sae_bench_$mode.json"
+    $LATHE bench -m "$WORK/qwen05" --device cuda -p 512 -n 128 -r 3 "${args[@]}" --json >"$log" 2>"${log%.json}.err" ||
+      { tail -5 "${log%.json}.err"; status=1; continue; }
+    row "qwen05 SAE gate $mode: pp512 / tg128 t/s" "$(python3 -c "
+import json; d = {r['test']: r for r in json.load(open('$log'))}
+print(' / '.join(f\"{d[t]['avg_ts']:.1f} ± {d[t]['stddev_ts']:.1f}\" for t in ('pp512', 'tg128')))")"
   done
 fi
 

@@ -1,6 +1,7 @@
 // Hooks on the residual stream: named points inside the forward pass where a caller can read the
 // hidden state (capture, mean-reduced on the fly), add a vector to it (steering / control
-// vectors) or project a direction out of it. Attach a set of hooks to a Session with
+// vectors), project a direction out of it, or transform whole rows (RowTransform: e.g. a
+// sparse-autoencoder feature gate). Attach a set of hooks to a Session with
 // Session::set_hooks(); with none attached the forward pass pays one pointer test per point.
 //
 // Hook points (n_embd-wide rows, one per evaluated token):
@@ -34,6 +35,20 @@ struct HookSite {
 // token) or every token.
 enum class CaptureRows { Last, All };
 
+// A general edit of the residual stream: rewrites rows in place. Hooks call it with the rows of
+// one sequence at a time (every token of the call at that point), in registration order with the
+// other hooks of the site. Not called from two threads at once for one object.
+class RowTransform {
+ public:
+  virtual ~RowTransform() = default;
+  // The row width it works on (the model's n_embd); validate() refuses any other.
+  virtual int64_t width() const noexcept = 0;
+  // What it is, for error messages ("SAE gate of PATH").
+  virtual std::string describe() const = 0;
+  // rows: [n_rows x width], row-major.
+  virtual void apply(float* rows, int64_t n_rows, int64_t width) = 0;
+};
+
 class ResidualHooks {
  public:
   // x += scale * vector at `site` for every token.
@@ -41,6 +56,8 @@ class ResidualHooks {
   // x -= (x . d) d with d = direction / |direction| at `site` for every token.
   // InvalidArgumentError for a zero or non-finite direction.
   void project_out(HookSite site, std::vector<float> direction);
+  // Runs `transform` over the rows at `site` for every token. InvalidArgumentError for nullptr.
+  void transform(HookSite site, std::shared_ptr<RowTransform> transform);
   // Accumulates the selected rows (after the add/project hooks registered before it at the same
   // site) into a float64 sum; returns the capture's id.
   size_t capture(HookSite site, CaptureRows rows = CaptureRows::Last);
@@ -59,7 +76,7 @@ class ResidualHooks {
   bool empty() const noexcept { return ops_.empty(); }
 
   // Throws InvalidArgumentError naming the hook when a layer is >= n_layer or a vector's length
-  // is not n_embd. Session::set_hooks() and every eval() call it.
+  // (a transform's width) is not n_embd. Session::set_hooks() and every eval() call it.
   void validate(uint32_t n_layer, uint32_t n_embd) const;
 
   // Runs the hooks of `site` over rows [n_rows x width] (the forward pass calls this).
@@ -69,13 +86,14 @@ class ResidualHooks {
   bool has(HookSite site) const noexcept;
 
  private:
-  enum class Kind { Add, ProjectOut, Capture };
+  enum class Kind { Add, ProjectOut, Capture, Transform };
   struct Op {
     HookSite site;
     Kind kind;
     std::vector<float> vector;  // Add: the vector; ProjectOut: unit direction
     float scale = 1.0f;
     size_t capture = 0;  // index into captures_
+    std::shared_ptr<RowTransform> transform;  // Transform only
   };
   std::vector<Op> ops_;
   std::vector<Capture> captures_;

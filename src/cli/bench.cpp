@@ -28,6 +28,7 @@ struct BenchArgs {
   std::string model;
   int64_t n_prompt = 512, n_gen = 128, reps = 5, depth = 0;
   SessionArgs session;
+  SaeArgs sae;
   bool json = false;
   std::string requantize;
   std::vector<std::string> loras;
@@ -124,9 +125,9 @@ TestResult bench_generation(Session& session, uint64_t n_gen, int64_t reps, std:
 
 // P sequences decoded together (continuous batching, generate_batch): each starts from BOS and
 // generates N tokens greedily; tokens per second summed over the sequences (the 1-token prompts'
-// prefill is inside the timed region).
+// prefill is inside the timed region). `hooks` (an SAE gate) run on every sequence.
 TestResult bench_parallel(const std::shared_ptr<const Model>& model, const SessionOptions& so, uint64_t n_gen,
-                          uint32_t n_parallel, int64_t reps) {
+                          uint32_t n_parallel, int64_t reps, const std::shared_ptr<ResidualHooks>& hooks) {
   TestResult t;
   t.name = fmt::format("tg{}x{}", n_gen, n_parallel);
   t.n_gen = n_gen * n_parallel;
@@ -139,6 +140,7 @@ TestResult bench_parallel(const std::shared_ptr<const Model>& model, const Sessi
   options.generate.stop_at_end_of_generation = false;
   options.n_parallel = n_parallel;
   options.compute = so.compute;
+  options.hooks = hooks;
   for (int64_t rep = -1; rep < reps; ++rep) {
     size_t generated = 0;
     const double seconds = seconds_of([&] {
@@ -168,6 +170,7 @@ int bench(const BenchArgs& args) {
     throw InvalidArgumentError(fmt::format("--parallel {} times generation, which -n/--n-gen 0 skips; give -n > 0",
                                            args.parallel));
   SessionOptions session_options = resolve_session(args.session);
+  check_sae_flags(args.sae);
   const auto needed =
       static_cast<uint32_t>(args.depth + std::max<int64_t>({args.n_prompt, args.n_gen + (args.depth > 0 ? 0 : 1), 1}));
   if (session_options.n_ctx == 0) session_options.n_ctx = needed;
@@ -182,6 +185,8 @@ int bench(const BenchArgs& args) {
   report_loras(*model);
   check_context_size(session_options, *model);
   Session session(model, session_options);
+  // The SAE gate (--sae) runs in every test.
+  session.set_hooks(resolve_hooks({}, args.sae, *model));
   report_device_memory(session);
   const std::string backend = compute.device.is_cuda() ? compute.device.name() : "cpu";
   std::vector<TestResult> results;
@@ -191,7 +196,7 @@ int bench(const BenchArgs& args) {
   if (args.n_gen > 0) results.push_back(bench_generation(session, static_cast<uint64_t>(args.n_gen), args.reps, depth));
   if (args.parallel > 0 && args.n_gen > 0)
     results.push_back(bench_parallel(model, session_options, static_cast<uint64_t>(args.n_gen),
-                                     static_cast<uint32_t>(args.parallel), args.reps));
+                                     static_cast<uint32_t>(args.parallel), args.reps, session.hooks()));
 
   const ModelSummary& s = model->summary();
   if (args.json) {
@@ -253,6 +258,7 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("--requantize", args->requantize,
                   "convert the weights to this type after loading (Q8_0, Q4_0, Q4_1, F16, BF16, F32)");
   add_lora_flags(*cmd, args->loras);
+  add_sae_flags(*cmd, args->sae);
   return [args]() -> int { return bench(*args); };
 }
 

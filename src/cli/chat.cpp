@@ -28,6 +28,7 @@ struct ChatArgs {
   SamplingArgs sampling;
   SessionArgs session;
   ControlVectorArgs control_vectors;
+  SaeArgs sae;
   std::vector<std::string> loras;
   bool verbose = false;
 };
@@ -103,7 +104,7 @@ class Conversation {
   Conversation(std::shared_ptr<const Model> model, const ChatArgs& args, const SessionOptions& session_options,
                const SamplingOptions& sampling)
       : model_(model), session_(model, session_options), args_(args), sampling_(sampling) {
-    session_.set_hooks(resolve_control_vectors(args.control_vectors, *model));
+    session_.set_hooks(resolve_hooks(args.control_vectors, args.sae, *model));
     reset();
   }
 
@@ -199,6 +200,7 @@ int chat(const ChatArgs& args) {
                                            INT32_MAX));
   const SessionOptions session_options = resolve_session(args.session);
   const SamplingOptions sampling = resolve_sampling(args.sampling);
+  check_sae_flags(args.sae);
   const auto model =
       Model::load(args.model, LoadOptions{.chat_template_file = args.template_file, .loras = resolve_loras(args.loras)});
   report_loras(*model);
@@ -271,6 +273,7 @@ Runner add_chat(CLI::App& app) {
   add_sampling_flags(*cmd, args->sampling);
   add_session_flags(*cmd, args->session, /*with_kv_type=*/true);
   add_control_vector_flags(*cmd, args->control_vectors);
+  add_sae_flags(*cmd, args->sae);
   cmd->add_flag("--verbose", args->verbose, "print per-turn cache reuse and context use to stderr");
   return [args]() -> int { return chat(*args); };
 }

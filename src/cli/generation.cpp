@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "edit/control_vector.hpp"
+#include "edit/sae.hpp"
 #include "io/file_spec.hpp"
 
 namespace lathe::cli {
@@ -181,6 +182,73 @@ std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& 
                                            range ? "-layers " + args.layers : "",
                                            range ? "that range" : "the model's layers 1.." +
                                                                       std::to_string(summary.n_layer - 1)));
+  return hooks;
+}
+
+void add_sae_flags(CLI::App& cmd, SaeArgs& args) {
+  cmd.add_option("--sae", args.path,
+                 "sparse autoencoder in SAELens's format (directory with cfg.json + sae_weights.safetensors; "
+                 "standard, jumprelu or topk) whose features --sae-features edits in the residual stream");
+  cmd.add_option("--sae-features", args.features,
+                 "SAE features to edit: ID (set to 0), ID:VALUE (clamp where active; negative values allowed), "
+                 "ID*SCALE, comma-separated, e.g. 12,57:-4,90*0.5");
+  cmd.add_option("--sae-hook", args.hook,
+                 "hook point of the SAE instead of cfg.json's hook_name, e.g. blocks.3.hook_resid_post or "
+                 "blocks.3.resid_post");
+  cmd.add_flag("--sae-clamp-everywhere", args.clamp_everywhere,
+               "apply ID:VALUE at every token, also where the feature is inactive (f = 0)");
+}
+
+void check_sae_flags(const SaeArgs& args) {
+  if (args.path.empty()) {
+    for (const auto& [given, flag] : {std::pair{!args.features.empty(), "--sae-features"},
+                                      std::pair{!args.hook.empty(), "--sae-hook"},
+                                      std::pair{args.clamp_everywhere, "--sae-clamp-everywhere"}})
+      if (given) throw InvalidArgumentError(fmt::format("{} needs --sae (the SAE whose features it edits)", flag));
+    return;
+  }
+  if (args.features.empty())
+    throw InvalidArgumentError(fmt::format("--sae {} needs --sae-features (which features to edit, e.g. 12,57:-4); "
+                                           "without it the SAE would change nothing",
+                                           args.path));
+  (void)edit::parse_sae_features(args.features, "--sae-features");
+  if (!args.hook.empty()) (void)edit::sae_hook_site(args.hook, "--sae-hook");
+}
+
+namespace {
+
+// Loads the SAE, checks it against the model and adds its gate to `hooks`.
+void add_sae_gate(const SaeArgs& args, const Model& model, ResidualHooks& hooks) {
+  auto edits = edit::parse_sae_features(args.features, "--sae-features");
+  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(args.path));
+  HookSite site;
+  if (!args.hook.empty()) {
+    site = edit::sae_hook_site(args.hook, "--sae-hook");
+  } else if (sae->hook_name.empty()) {
+    throw InvalidArgumentError(fmt::format("{}: cfg.json names no hook point (hook_name); give one with --sae-hook, "
+                                           "e.g. blocks.3.hook_resid_post",
+                                           sae->cfg_path.string()));
+  } else {
+    site = edit::sae_hook_site(sae->hook_name, sae->cfg_path.string() + ": hook_name");
+  }
+  const ModelSummary& summary = model.summary();
+  edit::check_sae_fits(*sae, site, summary.n_layer, summary.n_embd);
+  edit::check_sae_features(edits, sae->d_sae, "--sae-features");
+  fmt::print(stderr, "sae: {} at {}, editing {} feature{}{}\n", sae->describe(), site.name(), edits.size(),
+             edits.size() == 1 ? "" : "s", args.clamp_everywhere ? " (clamped at every token)" : "");
+  hooks.transform(site, std::make_shared<edit::SaeGate>(std::move(sae), std::move(edits),
+                                                        edit::SaeGateOptions{.clamp_everywhere = args.clamp_everywhere}));
+}
+
+}  // namespace
+
+std::shared_ptr<ResidualHooks> resolve_hooks(const ControlVectorArgs& control_vectors, const SaeArgs& sae,
+                                             const Model& model) {
+  check_sae_flags(sae);
+  auto hooks = resolve_control_vectors(control_vectors, model);
+  if (sae.path.empty()) return hooks;
+  if (!hooks) hooks = std::make_shared<ResidualHooks>();
+  add_sae_gate(sae, model, *hooks);
   return hooks;
 }
 

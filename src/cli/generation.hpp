@@ -75,6 +75,21 @@ void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args);
 // --control-vector-layers is an InvalidArgumentError, as it would do nothing).
 std::shared_ptr<ResidualHooks> resolve_control_vectors(const ControlVectorArgs& args, const Model& model);
 
+// --sae PATH --sae-features SPEC [--sae-hook NAME] [--sae-clamp-everywhere]: a sparse-autoencoder
+// feature gate (edit/sae.hpp) in SAELens's format at the SAE's hook point.
+struct SaeArgs {
+  std::string path, features, hook;
+  bool clamp_everywhere = false;
+};
+void add_sae_flags(CLI::App& cmd, SaeArgs& args);
+// The flags' pairing and the feature spec's syntax, before any model is loaded
+// (InvalidArgumentError naming the flag).
+void check_sae_flags(const SaeArgs& args);
+// The hooks of --control-vector and --sae together (control vectors first where both use one
+// point), or nullptr when neither was given. Prints what the SAE gate is to stderr.
+std::shared_ptr<ResidualHooks> resolve_hooks(const ControlVectorArgs& control_vectors, const SaeArgs& sae,
+                                             const Model& model);
+
 // --lora FILE[:SCALE] (repeatable): llama.cpp LoRA adapters merged into the weights at load.
 void add_lora_flags(CLI::App& cmd, std::vector<std::string>& specs);
 // The adapters as LoadOptions::loras (InvalidArgumentError naming --lora for a bad spec).

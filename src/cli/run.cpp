@@ -23,6 +23,7 @@ struct RunArgs {
   SamplingArgs sampling;
   SessionArgs session;
   ControlVectorArgs control_vectors;
+  SaeArgs sae;
   std::string requantize;
   std::vector<std::string> loras;
   bool truncate = false, chat = false, check_tensors = false, no_display_prompt = false, verbose = false;
@@ -99,6 +100,7 @@ int run(const RunArgs& args) {
   const SessionOptions session_options = resolve_session(args.session);
   GenerateOptions generate_options;
   generate_options.sampling = resolve_sampling(args.sampling);
+  check_sae_flags(args.sae);
 
   const auto model = Model::load(args.model, LoadOptions{.check_tensors = args.check_tensors,
                                                          .requantize = args.requantize,
@@ -120,7 +122,7 @@ int run(const RunArgs& args) {
     ids = chat_prompt_tokens(*model, prompt, {.system = "", .use_template = false});
   }
   Session session(model, session_options);
-  session.set_hooks(resolve_control_vectors(args.control_vectors, *model));
+  session.set_hooks(resolve_hooks(args.control_vectors, args.sae, *model));
   const size_t n_prompt = ids.size();
   const ContextPlan plan = plan_context(ids, args.n_predict, session.n_ctx(), args.truncate);
   generate_options.max_tokens = plan.max_tokens;
@@ -177,6 +179,7 @@ Runner add_run(CLI::App& app) {
   add_sampling_flags(*cmd, args->sampling);
   add_session_flags(*cmd, args->session, /*with_kv_type=*/true);
   add_control_vector_flags(*cmd, args->control_vectors);
+  add_sae_flags(*cmd, args->sae);
   cmd->add_flag("--truncate", args->truncate,
                 "when prompt + -n exceed the context, drop the start of the prompt to leave room for -n tokens "
                 "(without it, generation stops when the context is full, and a prompt that fills it is refused)");

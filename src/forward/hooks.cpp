@@ -48,7 +48,7 @@ void ResidualHooks::add(HookSite site, std::vector<float> vector, float scale) {
   for (float v : vector)
     if (!std::isfinite(v))
       throw InvalidArgumentError(fmt::format("hook {}: the vector has a non-finite element", site.name()));
-  ops_.push_back({site, Kind::Add, std::move(vector), scale, 0});
+  ops_.push_back({site, Kind::Add, std::move(vector), scale, 0, nullptr});
 }
 
 void ResidualHooks::project_out(HookSite site, std::vector<float> direction) {
@@ -58,12 +58,17 @@ void ResidualHooks::project_out(HookSite site, std::vector<float> direction) {
     throw InvalidArgumentError(fmt::format("hook {}: the direction to project out is zero or not finite", site.name()));
   const double inv = 1.0 / std::sqrt(norm2);
   for (float& v : direction) v = static_cast<float>(v * inv);
-  ops_.push_back({site, Kind::ProjectOut, std::move(direction), 1.0f, 0});
+  ops_.push_back({site, Kind::ProjectOut, std::move(direction), 1.0f, 0, nullptr});
+}
+
+void ResidualHooks::transform(HookSite site, std::shared_ptr<RowTransform> transform) {
+  if (!transform) throw InvalidArgumentError(fmt::format("hook {}: the row transform is null", site.name()));
+  ops_.push_back({site, Kind::Transform, {}, 1.0f, 0, std::move(transform)});
 }
 
 size_t ResidualHooks::capture(HookSite site, CaptureRows rows) {
   captures_.push_back({site, rows, {}, 0});
-  ops_.push_back({site, Kind::Capture, {}, 1.0f, captures_.size() - 1});
+  ops_.push_back({site, Kind::Capture, {}, 1.0f, captures_.size() - 1, nullptr});
   return captures_.size() - 1;
 }
 
@@ -97,6 +102,13 @@ void ResidualHooks::validate(uint32_t n_layer, uint32_t n_embd) const {
   for (const auto& op : ops_) {
     if (op.site.point != HookPoint::FinalNorm && op.site.layer >= n_layer)
       throw InvalidArgumentError(fmt::format("hook {}: the model has layers 0..{}", op.site.name(), n_layer - 1));
+    if (op.kind == Kind::Transform) {
+      if (op.transform->width() != static_cast<int64_t>(n_embd))
+        throw InvalidArgumentError(fmt::format("hook {}: {} works on rows of {} elements but the model's hidden size "
+                                               "is {}",
+                                               op.site.name(), op.transform->describe(), op.transform->width(), n_embd));
+      continue;
+    }
     if (op.kind != Kind::Capture && op.vector.size() != n_embd)
       throw InvalidArgumentError(fmt::format("hook {}: the vector has {} elements but the model's hidden size is {}",
                                              op.site.name(), op.vector.size(), n_embd));
@@ -139,6 +151,9 @@ void ResidualHooks::apply(HookSite site, float* rows, int64_t n_rows, int64_t wi
         }
         break;
       }
+      case Kind::Transform:
+        if (n_rows > 0) op.transform->apply(rows, n_rows, width);
+        break;
     }
   }
 }

@@ -12,6 +12,8 @@
 #include "common/require_gpu.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "edit/sae.hpp"
+#include "edit/sae_test_support.hpp"
 #include "io/gguf.hpp"
 #include "lathe/lathe.hpp"
 #include "weights/lora.hpp"
@@ -273,6 +275,50 @@ struct Drift {
     ++positions;
   }
 };
+
+// An SAE feature gate on the device (hooks run on host copies of the rows): a gate whose edit
+// leaves every feature as it is (scale 1) gives the logits of no gate at all, bit for bit, on the
+// GPU as on the CPU; a gate that clamps features gives the CPU's gated logits (within the
+// backends' difference) and differs from the plain model by far more.
+TEST(CudaForward, SaeGateOnTheDeviceMatchesTheCpu) {
+  LATHE_REQUIRE_GPU();
+  test::TempDir dir("cuda_sae");
+  const auto model = tiny_model(dir, DType::F32);
+  test::TestSae spec;
+  spec.d_in = test::kEmbd;
+  spec.d_sae = 48;
+  spec.hook = "blocks.0.hook_resid_post";
+  test::write_test_sae(dir / "sae", spec);
+  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(dir / "sae"));
+  auto gate = [&](const std::string& features) {
+    auto hooks = std::make_shared<ResidualHooks>();
+    hooks->transform(HookSite::parse("blocks.0.resid_post"),
+                     std::make_shared<edit::SaeGate>(sae, edit::parse_sae_features(features, "test"),
+                                                     edit::SaeGateOptions{.clamp_everywhere = true}));
+    return hooks;
+  };
+  const auto ids = some_ids(20, test::kVocab);
+  auto logits = [&](Device device, std::shared_ptr<ResidualHooks> hooks) {
+    Session s(model, {.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32, .device = device}});
+    if (hooks) s.set_hooks(std::move(hooks));
+    s.eval(ids, true);
+    std::vector<std::vector<float>> out;
+    for (size_t t = 0; t < ids.size(); ++t) out.emplace_back(s.logits_at(t).begin(), s.logits_at(t).end());
+    return out;
+  };
+  const auto gpu_plain = logits(Device::cuda(0), nullptr);
+  const auto gpu_same = logits(Device::cuda(0), gate("0*1,1*1,2*1"));
+  const auto gpu_gated = logits(Device::cuda(0), gate("0:-3,1:-3,2:-3,3:-3"));
+  const auto cpu_gated = logits(Device::cpu(), gate("0:-3,1:-3,2:-3,3:-3"));
+  double worst_backend = 0, least_effect = INFINITY;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    EXPECT_EQ(gpu_same[t], gpu_plain[t]) << "position " << t;
+    worst_backend = std::max(worst_backend, nmse(gpu_gated[t], cpu_gated[t]));
+    least_effect = std::min(least_effect, nmse(gpu_plain[t], cpu_gated[t]));
+  }
+  EXPECT_LT(worst_backend, 1e-8);
+  EXPECT_GT(least_effect, 1e3 * worst_backend) << "the gate did not change the device's stream";
+}
 
 // The default SmolLM2 Q4_1 GGUF on both backends with their default settings, each compared with
 // the exact function of its weights: the same Q4_1 weights decoded to F32 and run in float32 on
