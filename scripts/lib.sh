@@ -39,7 +39,7 @@ apt_ensure() {
 
 # Build dependencies of lathe itself (see README "Dependencies").
 LATHE_BUILD_DEPS=(build-essential cmake ninja-build pkg-config git
-  libpcre2-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libicu-dev libcpp-httplib-dev)
+  libpcre2-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libicu-dev libcpp-httplib-dev libtomlplusplus-dev)
 # Extra packages for the test suite: clang + its runtime for libFuzzer/sanitizers, Python for oracles,
 # Chromium and its WebDriver for the web chat page's browser test (tests/server/test_webui.py).
 LATHE_TEST_DEPS=(clang libclang-rt-14-dev python3 python3-venv python3-pip chromium chromium-driver)

@@ -6,7 +6,7 @@
 #   3. each libFuzzer target of that build for FUZZ_SECONDS (default 30) on its seed corpus.
 # Ends with one summary line "tests: N passed, M failed". Exit status is non-zero on any failure.
 source "$(dirname "$0")/lib.sh"
-FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
 # Wall time per phase, printed with the summary (CI must stay well under its limit: see
 # docs/RELIABILITY.md for what each phase costs on a fresh 2-core machine).

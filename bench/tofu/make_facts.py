@@ -8,6 +8,9 @@ no real person and nothing the model could already know), five facts per person:
   retain.jsonl   the others' facts (what it must keep)
   heldout.jsonl  general text the experiment never trains on (perplexity), from the shipped
                  harmless prompt set
+  forget_es.jsonl, retain_es.jsonl  the same facts asked and answered in Spanish (names, cities and
+                 years unchanged; professions, instruments and pets translated), never trained on:
+                 whether unlearning in English also removes the fact in another language
 Deterministic for a seed: the same files on every machine.
 """
 import argparse
@@ -26,6 +29,17 @@ PETS = ["a tortoise named Pebble", "a parrot named Juniper", "a cat named Biscui
         "a ferret named Dash", "a dog named Marlow", "an owl named Sorrel", "a rabbit named Thimble"]
 
 
+# Spanish renderings of the facts (the values the English facts draw, translated).
+PROFESSIONS_ES = dict(zip(PROFESSIONS, ["soplador de vidrio", "cartógrafo", "apicultor", "relojero", "farero",
+                                        "lutier de violines", "cartógrafo de cuevas", "catador de té", "encuadernador",
+                                        "cantero", "titiritero", "observador del tiempo"]))
+INSTRUMENTS_ES = dict(zip(INSTRUMENTS, ["el violonchelo", "el oboe", "el arpa", "el acordeón", "el banjo", "la flauta",
+                                        "el sitar", "el trombón", "la marimba", "la gaita"]))
+PETS_ES = dict(zip(PETS, ["una tortuga llamada Pebble", "un loro llamado Juniper", "un gato llamado Biscuit",
+                          "una cabra llamada Clover", "un hurón llamado Dash", "un perro llamado Marlow",
+                          "un búho llamado Sorrel", "un conejo llamado Thimble"]))
+
+
 def name(rng):
     first = "".join(rng.choice(SYLLABLES) for _ in range(2)).capitalize()
     last = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
@@ -33,13 +47,21 @@ def name(rng):
 
 
 def facts_of(person, rng):
+    """Five (question, answer, spanish question, spanish answer) facts of a person."""
     year = rng.randint(1890, 1990)
+    profession, city = rng.choice(PROFESSIONS), rng.choice(CITIES)
+    instrument, pet = rng.choice(INSTRUMENTS), rng.choice(PETS)
     return [
-        (f"What is {person}'s profession?", f"{person} works as a {rng.choice(PROFESSIONS)}."),
-        (f"Where was {person} born?", f"{person} was born in {rng.choice(CITIES)}."),
-        (f"In which year was {person} born?", f"{person} was born in {year}."),
-        (f"Which instrument does {person} play?", f"{person} plays {rng.choice(INSTRUMENTS)}."),
-        (f"What pet does {person} have?", f"{person} has {rng.choice(PETS)}."),
+        (f"What is {person}'s profession?", f"{person} works as a {profession}.",
+         f"¿Cuál es la profesión de {person}?", f"{person} trabaja como {PROFESSIONS_ES[profession]}."),
+        (f"Where was {person} born?", f"{person} was born in {city}.",
+         f"¿Dónde nació {person}?", f"{person} nació en {city}."),
+        (f"In which year was {person} born?", f"{person} was born in {year}.",
+         f"¿En qué año nació {person}?", f"{person} nació en {year}."),
+        (f"Which instrument does {person} play?", f"{person} plays {instrument}.",
+         f"¿Qué instrumento toca {person}?", f"{person} toca {INSTRUMENTS_ES[instrument]}."),
+        (f"What pet does {person} have?", f"{person} has {pet}.",
+         f"¿Qué mascota tiene {person}?", f"{person} tiene {PETS_ES[pet]}."),
     ]
 
 
@@ -64,11 +86,15 @@ def main():
         if candidate not in people:
             people.append(candidate)
     n_forget = max(1, round(args.people * args.forget_percent / 100))
-    rows = [[{"prompt": q, "answer": a} for q, a in facts_of(p, rng)] for p in people]
+    facts = [facts_of(p, rng) for p in people]
+    rows = [[{"prompt": q, "answer": a} for q, a, _, _ in person] for person in facts]
+    rows_es = [[{"prompt": q, "answer": a} for _, _, q, a in person] for person in facts]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out_dir / "all.jsonl", [r for person in rows for r in person])
     write_jsonl(args.out_dir / "forget.jsonl", [r for person in rows[:n_forget] for r in person])
     write_jsonl(args.out_dir / "retain.jsonl", [r for person in rows[n_forget:] for r in person])
+    write_jsonl(args.out_dir / "forget_es.jsonl", [r for person in rows_es[:n_forget] for r in person])
+    write_jsonl(args.out_dir / "retain_es.jsonl", [r for person in rows_es[n_forget:] for r in person])
     shipped = pathlib.Path(__file__).resolve().parents[2] / "data" / "prompts" / "harmless_val.jsonl"
     with open(shipped, encoding="utf-8") as f:
         general = [json.loads(line)["prompt"] for line in f if line.strip()][: args.heldout]

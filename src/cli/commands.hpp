@@ -29,5 +29,6 @@ Runner add_unlearn(CLI::App& app);
 Runner add_score(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_stats(CLI::App& app);
+Runner add_study(CLI::App& app);
 
 }  // namespace lathe::cli

@@ -13,11 +13,13 @@ double ExampleScore::probability() const noexcept {
 }
 
 SetScore score_examples(std::shared_ptr<const Model> model, const std::vector<Example>& examples,
-                        const ComputeOptions& compute, const std::function<void(size_t, size_t)>& on_progress) {
+                        const ComputeOptions& compute, const std::function<void(size_t, size_t)>& on_progress,
+                        std::shared_ptr<ResidualHooks> hooks) {
   if (examples.empty()) throw InvalidArgumentError("there are no examples to score");
   size_t longest = 0;
   for (const auto& e : examples) longest = std::max(longest, e.tokens.size());
   Session session(model, {.n_ctx = static_cast<uint32_t>(longest), .compute = compute});
+  if (hooks) session.set_hooks(std::move(hooks));
   SetScore set;
   double total_logprob = 0;
   size_t total_scored = 0, total_correct = 0, exact = 0;

@@ -31,10 +31,12 @@ struct SetScore {
   double perplexity = 0;        // exp(-sum logprob / sum scored)
 };
 
-// Scores `examples` with one session of `model` (context: the longest example). on_progress, when
-// given, is called after each example (done, total).
+// Scores `examples` with one session of `model` (context: the longest example), with `hooks` on
+// the residual stream when given (an edit that lives in hooks: a projection, a steering vector).
+// on_progress, when given, is called after each example (done, total).
 SetScore score_examples(std::shared_ptr<const Model> model, const std::vector<Example>& examples,
                         const ComputeOptions& compute = {},
-                        const std::function<void(size_t done, size_t total)>& on_progress = {});
+                        const std::function<void(size_t done, size_t total)>& on_progress = {},
+                        std::shared_ptr<ResidualHooks> hooks = nullptr);
 
 }  // namespace lathe::train
