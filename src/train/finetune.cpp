@@ -141,7 +141,7 @@ FinetuneRun::FinetuneRun(const ModelWeights& weights, const std::vector<Example>
       options_((check_options(options), check_examples(weights, examples), options)),
       optimizer_(initial ? *initial : init_lora(weights, options.targets, options.rank, options.alpha, options.seed),
                  options),
-      order_(examples.size(), options.seed ^ 0x5851f42d4c957f2dull),
+      order_(examples.size(), options.seed ^ kExampleOrderSeedMix),
       pool_(std::make_unique<cpu::ThreadPool>(options.n_threads)) {}
 
 StepReport FinetuneRun::step() {

@@ -27,6 +27,10 @@ struct Example {
   }
 };
 
+// What a run's example order is seeded with: its seed mixed with this, so that the order and
+// the adapters' initialization (seeded with the seed itself) are not drawn from one stream.
+inline constexpr uint64_t kExampleOrderSeedMix = 0x5851f42d4c957f2dull;
+
 // A seeded cycle through n examples, reshuffled at each pass (Fisher-Yates on the generator's raw
 // draws: the same order on every standard library).
 class ExampleCycle {

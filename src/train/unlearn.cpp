@@ -138,7 +138,7 @@ UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& 
                          : init_lora(weights, options.train.targets, options.train.rank, options.train.alpha,
                                      options.train.seed),
                  options.train),
-      forget_cycle_(forget.size(), options.train.seed ^ 0x5851f42d4c957f2dull),
+      forget_cycle_(forget.size(), options.train.seed ^ kExampleOrderSeedMix),
       retain_cycle_(retain.size(), options.train.seed ^ 0x2545f491ull),
       pool_(std::make_unique<cpu::ThreadPool>(options.train.n_threads)) {
   // The reference, once per example before any training (the adapters off).

@@ -5,6 +5,7 @@
 //   scale, plus norm vectors that both engines skip: lathe --lora vs llama.cpp --lora;
 // - the adapter `lathe ablate --lora-out` writes for an abliteration edit: llama.cpp applying it to
 //   the original model vs lathe running the edited model (the export round-trips through llama.cpp).
+// - an adapter trained by `lathe finetune`: llama.cpp --lora vs lathe --lora.
 // Each also measures how far the adapter moves llama.cpp's own logits, so that agreement cannot
 // come from an adapter that does nothing.
 #include <gtest/gtest.h>
@@ -130,6 +131,31 @@ TEST(LoraVsLlamaCpp, AblationAdapterOnTheOriginalIsTheEditedModel) {
   EXPECT_EQ(stats.n_matrices, made.adapter.pairs.size());
   write_lathe_logits(dir, model);  // lathe: the edited model
   expect_same_function(compare(dir, base, adapter, 1.0f));  // llama.cpp: the original + the adapter
+}
+
+// An adapter trained by `lathe finetune` (llama.cpp's LoRA GGUF, as -o writes it) loads in llama.cpp
+// and computes what lathe computes with it (--lora). Trained a few steps on the default model (Q4_1,
+// as users do) on the text itself, so that it moves the predictions on these windows; both engines
+// apply it to the F32 variant, where they agree to float32 rounding.
+TEST(LoraVsLlamaCpp, AdapterTrainedByLatheFinetuneGivesLlamaCppsLogits) {
+  LATHE_REQUIRE_MODEL();
+  test::TempDir dir("lora_finetune_oracle");
+  const auto base = f32_variant(dir);
+  const auto data = dir / "text.jsonl";
+  test::write_file(data, nlohmann::json{{"text", kText}}.dump() + "\n");
+  const auto adapter = dir / "trained.lora.gguf";
+  const auto trained = test::run_command({test::cli_path().string(), "finetune", test::default_model().string(),
+                                          "--data", data.string(), "-o", adapter.string(), "--steps", "6", "--lr",
+                                          "5e-3", "--lora-rank", "4", "--lora-alpha", "8", "--seed", "3", "-t", "2"},
+                                         std::chrono::seconds{300});
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  LoadOptions options;
+  options.loras = {{adapter, 1.0f}};
+  const auto model = Model::load(base, options);
+  ASSERT_EQ(model->summary().loras.size(), 1u);
+  EXPECT_EQ(model->summary().loras[0].matrices, 30u * 7);
+  write_lathe_logits(dir, model);  // what `lathe run --lora` computes (the same load and session)
+  expect_same_function(compare(dir, base, adapter, 1.0f));
 }
 
 }  // namespace
