@@ -14,6 +14,13 @@ Usage:
       encoding) and "gated" [rows, d_in] (the stream after the gate), with the spec in the
       metadata key "features".
 
+  sae_oracle.py encode SAE_DIR ROWS.safetensors OUT.safetensors
+      Reads an SAE that lathe wrote (sae-train: SAELens's cfg.json + sae_weights.safetensors, read
+      here with json + safetensors.numpy) and the rows "x" [rows, d_in]; writes "f" [rows, d_sae],
+      the encoding by SAELens's formula in float64, and "gap" [rows], per row the distance between
+      the k-th and (k+1)-th largest pre-activation (topk; +inf otherwise), so that a caller can
+      leave out rows where float32 could pick another feature.
+
 The formulas follow SAELens (sae_lens/saes/*.py), computed here in float64 from the stored
 values:
   sae_in = norm_in(x) - b_dec * apply_b_dec_to_input;  pre = sae_in @ W_enc + b_enc
@@ -226,7 +233,29 @@ def write_case(outdir, case):
               os.path.join(outdir, "expected.safetensors"), metadata={"features": spec})
 
 
+def encode_files(sae_dir, rows_path, out_path):
+    from safetensors.numpy import load_file
+    with open(os.path.join(sae_dir, "cfg.json")) as f:
+        cfg = json.load(f)
+    w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
+    case = {"architecture": cfg.get("architecture", "standard"), "k": cfg.get("k", 0),
+            "normalize": cfg.get("normalize_activations", "none") or "none",
+            "apply_b_dec": cfg.get("apply_b_dec_to_input", True), "d_in": cfg["d_in"]}
+    assert w["W_enc"].shape == (cfg["d_in"], cfg["d_sae"]) and w["W_dec"].shape == (cfg["d_sae"], cfg["d_in"])
+    x = load_file(rows_path)["x"].astype(np.float64)
+    pre, _ = pre_activations(w, x, case)
+    f = activate(w, pre, case)
+    gap = np.full(x.shape[0], np.inf)
+    if case["architecture"] == "topk" and case["k"] < pre.shape[1]:
+        s = -np.sort(-pre, axis=-1)
+        gap = s[:, case["k"] - 1] - s[:, case["k"]]
+    save_file({"f": f.astype(np.float32), "gap": gap.astype(np.float32)}, out_path)
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "encode":
+        encode_files(sys.argv[2], sys.argv[3], sys.argv[4])
+        return 0
     if len(sys.argv) == 4 and sys.argv[1] == "case":
         with open(sys.argv[3]) as f:
             write_case(sys.argv[2], json.load(f))
