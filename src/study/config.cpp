@@ -180,7 +180,8 @@ std::vector<std::string> accepted_keys(ArmMethod method) {
     keys.insert(keys.end(), {"objective", "retain_loss", "beta", "gamma", "retain_weight", "delta", "rank", "alpha", "lr",
                              "weight_decay", "max_grad_norm", "steps", "warmup", "epochs", "targets"});
   if (method == ArmMethod::Projection) keys.push_back("layer");
-  if (method == ArmMethod::SaeGate) keys.insert(keys.end(), {"sae", "features", "hook", "clamp_everywhere"});
+  if (method == ArmMethod::SaeGate)
+    keys.insert(keys.end(), {"sae", "features", "select", "value", "hook", "clamp_everywhere"});
   return keys;
 }
 
@@ -227,9 +228,16 @@ ArmConfig parse_arm(const json& value, size_t index, const fs::path& file) {
     if (arm.layer < -1) t.fail(t.name("layer"), "must be >= 0 (or -1: the middle layer)");
   } else if (arm.method == ArmMethod::SaeGate) {
     arm.sae = t.path("sae");
-    arm.sae_features = t.string("features");
+    arm.sae_features = t.string("features", "");
+    arm.sae_select = t.integer("select", 0);
+    arm.sae_value = t.number("value", 0.0);
     arm.sae_hook = t.string("hook", "");
     arm.sae_clamp_everywhere = t.boolean("clamp_everywhere", false);
+    if (arm.sae_features.empty() == (arm.sae_select == 0))
+      t.fail(t.name("features"), "and select: give one (features = \"ID,ID:V,...\", or select = N to take the N "
+                                  "features most specific to the forget set)");
+    if (arm.sae_select < 0 || arm.sae_select > 65536) t.fail(t.name("select"), "must be in 1..65536");
+    if (t.has("value") && arm.sae_select == 0) t.fail(t.name("value"), "goes with select (features carry their own values)");
   }
   return arm;
 }

@@ -24,6 +24,7 @@
 //   name = "proj"; method = "projection"; layer = 15    # the direction mean(forget) - mean(retain)
 //   [[arm]]
 //   name = "gate"; method = "sae"; sae = "sae-dir"; features = "123:-4,77"   # an SAE feature gate
+//   (or select = 8; value = -4: the 8 features most specific to the forget set, clamped to -4)
 //
 // Relative paths are relative to the configuration file's directory.
 #pragma once
@@ -61,6 +62,10 @@ struct ArmConfig {
   std::filesystem::path sae;
   std::string sae_features, sae_hook;  // sae_hook: "" = the SAE's own hook_name
   bool sae_clamp_everywhere = false;
+  // Instead of `features`: the `select` features whose mean activation over the forget set's
+  // answer positions most exceeds the retain set's, each set to `value` (0: ablated).
+  int64_t sae_select = 0;
+  double sae_value = 0;
   nlohmann::json source;   // the arm's table as given (for the journal's fingerprint)
 };
 

@@ -24,6 +24,18 @@ CommandResult lathe_cli(std::vector<std::string> args) {
   return run_command(args, std::chrono::seconds{300});
 }
 
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t end = text.find('\n', at);
+    lines.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return lines;
+}
+
 size_t count(const std::string& text, const std::string& part) {
   size_t n = 0;
   for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
@@ -95,6 +107,12 @@ sae = "sae"
 features = "0,1:-2,2*0.5"
 clamp_everywhere = true
 [[arm]]
+name = "picked"
+method = "sae"
+sae = "sae"
+select = 3
+value = -2
+[[arm]]
 name = "broken"
 method = "sae"
 sae = "no-such-sae"
@@ -125,18 +143,32 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   EXPECT_NE(first.err.find("2 run(s) failed"), std::string::npos) << first.err;
   const auto report = nlohmann::json::parse(read_file(out / "report.json"));
   EXPECT_EQ(report["failed"].size(), 2u);
-  // 3 sets x the 6 pairs of the 4 arms that ran.
-  EXPECT_EQ(report["comparisons"].size(), 18u);
+  // 3 sets x the 10 pairs of the 5 arms that ran.
+  EXPECT_EQ(report["comparisons"].size(), 30u);
   for (const auto& arm : report["arms"])
     if (arm["name"] == "npo") {
       EXPECT_EQ(arm["runs_ok"], 2);
       EXPECT_EQ(arm["sets"]["forget"]["answer_probability"]["values"].size(), 2u);
     }
-  // The gate and the projection changed what the model says about the forget set.
+  // The gates and the projection changed what the model says about the forget set.
   for (const auto& cmp : report["comparisons"])
-    if (cmp["set"] == "forget" && cmp["other"] == "base" && (cmp["arm"] == "gate" || cmp["arm"] == "proj")) {
+    if (cmp["set"] == "forget" && cmp["other"] == "base" && cmp["arm"] != "npo") {
       EXPECT_NE(cmp["method"], "identical") << cmp["arm"];
     }
+  // select: the chosen features are in the journal, most specific to the forget set first.
+  bool found = false;
+  for (const auto& line : split_lines(read_file(out / "journal.jsonl"))) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("arm", "") != "picked" || j["seed"] != 1) continue;
+    found = true;
+    const auto& selected = j["train"]["selected"];
+    ASSERT_GE(selected.size(), 1u);
+    ASSERT_LE(selected.size(), 3u);
+    for (size_t i = 1; i < selected.size(); ++i)
+      EXPECT_GE(selected[i - 1]["forget_minus_retain"].get<double>(), selected[i]["forget_minus_retain"].get<double>());
+    EXPECT_GT(selected.back()["forget_minus_retain"].get<double>(), 0.0);
+  }
+  EXPECT_TRUE(found);
 
   if (!oracle_python().empty()) {
     const auto checked = run_oracle("study_oracle.py", {out.string()});
@@ -146,7 +178,7 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   // Again: every successful run comes from the journal; the failed ones are tried again.
   const auto again = ws.study();
   EXPECT_EQ(again.exit_code, 2) << again.err;
-  EXPECT_EQ(count(again.err, "from the journal"), 8u) << again.err;
+  EXPECT_EQ(count(again.err, "from the journal"), 10u) << again.err;
   EXPECT_EQ(count(again.err, "(unlearn)"), 0u) << again.err;
   EXPECT_EQ(count(again.err, "broken seed"), 2u) << again.err;
   EXPECT_EQ(again.out, first.out) << "the same results give the same report";
@@ -156,7 +188,7 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   const auto changed = ws.study();
   EXPECT_EQ(changed.exit_code, 2) << changed.err;
   EXPECT_EQ(count(changed.err, "(unlearn)"), 2u) << changed.err;
-  EXPECT_EQ(count(changed.err, "from the journal"), 6u) << changed.err;
+  EXPECT_EQ(count(changed.err, "from the journal"), 8u) << changed.err;
 }
 
 TEST(StudyCli, AnotherStudysJournalAndForeignDirectoriesAreRefused) {

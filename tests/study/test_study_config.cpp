@@ -110,6 +110,13 @@ TEST(StudyConfig, MistakesAreErrorsNamingTheKey) {
       {"max_length = 256", "max_length = 256\nbaseline = \"nobody\"", {"baseline", "nobody"}},
       {"[train]\nforget = \"data/f.jsonl\"\nretain = \"/abs/r.jsonl\"", "", {"train", "missing"}},
       {"language = \"hi\"", "language = 5", {"eval[0].language", "string"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"", {"arm[3].features", "select"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nfeatures = \"1\"\nselect = 2",
+       {"arm[3].features", "give one"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nfeatures = \"1\"\nvalue = 2",
+       {"arm[3].value", "select"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nselect = 2\nlr = 1",
+       {"arm[3].lr", "not a key"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.to);
