@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fine-tune-then-forget experiment of bench/tofu_experiment.sh as a study (issue 25): arms
-# base (the fine-tuned model), NPO, GradDiff and an abliteration-style projection, x 3 seeds,
+# base (the fine-tuned model), NPO, GradDiff, an abliteration-style projection and an SAE gate (a
+# TopK SAE trained here with lathe sae-train, its features chosen by the study), x 3 seeds,
 # evaluated on the forget facts and part of the retain facts in English and in Spanish (never
 # trained on: cross-lingual leakage) and on held-out text; then the report checked by an
 # independent script with scipy and statsmodels (tests/oracle/study_oracle.py).
@@ -25,6 +26,12 @@ FT="${FT:-$OUT/ft.gguf}"
 if [ ! -f "$FT" ]; then
   "$LATHE" finetune "$MODEL" --data "$OUT/data/all.jsonl" --epochs "${FT_EPOCHS:-5}" --lr "${FT_LR:-1e-3}" \
     --warmup 10 --seed 1 -t "$THREADS" -o "$FT" --log "$OUT/ft.log.jsonl"
+fi
+
+# A TopK SAE of the fine-tuned model's stream at layer 15, on the training facts (for the sae arm).
+if [ ! -f "$OUT/sae-l15/cfg.json" ]; then
+  "$LATHE" sae-train "$MODEL" --lora "$FT" --hook blocks.15.resid_post --data "$OUT/data/all.jsonl" -o "$OUT/sae-l15" \
+    --d-sae 2048 --k 16 --tokens 16384 --steps 800 --lr 5e-4 --dead-tokens 16384 --seed 1 --skip-first 1 -t "$THREADS"
 fi
 
 sed -e "s#@MODEL@#$ROOT/$MODEL#" -e "s#@FT@#$FT#" bench/study/tofu.toml >"$OUT/tofu.toml"

@@ -37,6 +37,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 struct SaeTrainArgs {
   std::string model, hook, data, output;
   int64_t d_sae = 4096, k = 32, tokens = 65536, batch = 256, steps = 0, max_length = 1024, dead_tokens = 10'000'000;
+  int64_t skip_first = 0;
   double lr = 2e-4, auxk_alpha = 1.0 / 32;
   uint64_t seed = 0;
   int64_t threads = 0;
@@ -46,7 +47,7 @@ struct SaeTrainArgs {
 
 struct SaeEvalArgs {
   std::string model, sae, data, hook;
-  int64_t max_length = 1024, limit = 0, threads = 0;
+  int64_t max_length = 1024, limit = 0, threads = 0, skip_first = 0;
   bool raw = false, json = false;
   std::vector<std::string> loras;
 };
@@ -100,6 +101,9 @@ int run_sae_train(const SaeTrainArgs& a) {
   check_max_length(a.max_length);
   if (a.tokens < 1 || a.tokens > (int64_t{1} << 31))
     throw InvalidArgumentError(fmt::format("--tokens {} is out of range: it must be in 1..2147483648", a.tokens));
+  if (a.skip_first < 0 || a.skip_first > a.max_length)
+    throw InvalidArgumentError(fmt::format("--skip-first {} is out of range: it must be in 0..--max-length ({})",
+                                           a.skip_first, a.max_length));
   if (a.steps < 0 || a.steps > 100'000'000)
     throw InvalidArgumentError(fmt::format("--steps {} is out of range: it must be in 1..100000000", a.steps));
   if (a.batch < 1 || a.batch > 65536)
@@ -134,7 +138,7 @@ int run_sae_train(const SaeTrainArgs& a) {
   {
     edit::ProgressBar bar("rows", static_cast<size_t>(a.tokens), std::cerr, tty);
     rows = edit::collect_rows(model, sequences, site, a.tokens, compute,
-                              [&](int64_t done, int64_t) { bar.update(static_cast<size_t>(done), ""); });
+                              [&](int64_t done, int64_t) { bar.update(static_cast<size_t>(done), ""); }, a.skip_first);
     bar.finish();
   }
   const int64_t d_in = summary.n_embd, n_rows = static_cast<int64_t>(rows.size()) / d_in;
@@ -199,6 +203,9 @@ int run_sae_eval(const SaeEvalArgs& a) {
   check_threads(a.threads);
   check_max_length(a.max_length);
   if (a.limit < 0) throw InvalidArgumentError("--limit must be >= 0");
+  if (a.skip_first < 0 || a.skip_first >= a.max_length)
+    throw InvalidArgumentError(fmt::format("--skip-first {} is out of range: it must be in 0..--max-length - 1 ({})",
+                                           a.skip_first, a.max_length - 1));
   const fs::path model_path = resolve_model_path(a.model);
   auto sae = std::make_shared<const edit::Sae>(edit::load_sae(a.sae));
   const std::string hook = a.hook.empty() ? sae->hook_name : a.hook;
@@ -216,7 +223,7 @@ int run_sae_eval(const SaeEvalArgs& a) {
   {
     edit::ProgressBar bar("sequences", sequences.size(), std::cerr, ::isatty(STDERR_FILENO) != 0);
     r = edit::evaluate_sae(model, sae, site, sequences, {.n_threads = static_cast<int>(a.threads)},
-                           [&](size_t done, size_t) { bar.update(done, ""); });
+                           [&](size_t done, size_t) { bar.update(done, ""); }, a.skip_first);
     bar.finish();
   }
   if (a.json) {
@@ -280,6 +287,10 @@ Runner add_sae_train(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the initialization and the row order")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "CPU threads (0: one per physical core)");
   cmd->add_option("--max-length", a->max_length, "Longest data row in tokens")->capture_default_str();
+  cmd->add_option("--skip-first", a->skip_first,
+                  "Leave out the rows of each sequence's first N positions (e.g. 1: the first token's "
+                  "attention-sink row, whose few huge dimensions can dominate the loss)")
+      ->capture_default_str();
   cmd->add_flag("--raw", a->raw, "Prompt/answer pairs as plain text, not chat-formatted");
   cmd->add_flag("--force", a->force, "Replace an existing SAE in the -o directory");
   add_lora_flags(*cmd, a->loras);
@@ -301,6 +312,9 @@ Runner add_sae_eval(CLI::App& app) {
   cmd->add_option("--limit", a->limit, "Read at most this many rows (0: all)");
   cmd->add_flag("--raw", a->raw, "Prompt/answer pairs as plain text, not chat-formatted");
   cmd->add_flag("--json", a->json, "Print the metrics as one JSON object on stdout");
+  cmd->add_option("--skip-first", a->skip_first,
+                  "Neither splice nor measure each sequence's first N positions (as sae-train --skip-first)")
+      ->capture_default_str();
   add_lora_flags(*cmd, a->loras);
   cmd->add_option("-t,--threads", a->threads, "CPU threads (0: one per physical core)");
   return [a] { return run_sae_eval(*a); };

@@ -87,7 +87,7 @@ void RowCollector::apply(float* rows, int64_t n_rows, int64_t width) {
 
 std::vector<float> collect_rows(std::shared_ptr<const Model> model, const std::vector<std::vector<TokenId>>& sequences,
                                 HookSite site, int64_t max_rows, const ComputeOptions& compute,
-                                const std::function<void(int64_t, int64_t)>& on_progress) {
+                                const std::function<void(int64_t, int64_t)>& on_progress, int64_t skip_first) {
   size_t longest = 1;
   for (const auto& s : sequences) longest = std::max(longest, s.size());
   const auto width = static_cast<int64_t>(model->summary().n_embd);
@@ -95,12 +95,16 @@ std::vector<float> collect_rows(std::shared_ptr<const Model> model, const std::v
   auto hooks = std::make_shared<ResidualHooks>();
   hooks->transform(site, collector);
   Session session(model, {.n_ctx = static_cast<uint32_t>(longest), .compute = compute});
-  session.set_hooks(hooks);
+  const auto skip = static_cast<size_t>(std::max<int64_t>(0, skip_first));
   for (const auto& s : sequences) {
     if (collector->full()) break;
-    if (s.empty()) continue;
+    if (s.size() <= skip) continue;
     session.reset();
-    session.eval(s, /*all_logits=*/false);
+    // The first `skip` positions run without the collector (their rows are not kept).
+    session.set_hooks(nullptr);
+    if (skip > 0) session.eval(std::span<const TokenId>(s.data(), skip), /*all_logits=*/false);
+    session.set_hooks(hooks);
+    session.eval(std::span<const TokenId>(s.data() + skip, s.size() - skip), /*all_logits=*/false);
     if (on_progress) on_progress(collector->n_rows(), max_rows);
   }
   return collector->take();
@@ -496,7 +500,7 @@ void log_softmax(std::span<const float> logits, std::vector<double>& out) {
 
 SaeEvalResult evaluate_sae(std::shared_ptr<const Model> model, std::shared_ptr<const Sae> sae, HookSite site,
                            const std::vector<std::vector<TokenId>>& sequences, const ComputeOptions& compute,
-                           const std::function<void(size_t, size_t)>& on_progress) {
+                           const std::function<void(size_t, size_t)>& on_progress, int64_t skip_first) {
   if (sequences.empty()) throw InvalidArgumentError("SAE evaluation: there are no sequences to evaluate");
   size_t longest = 1;
   for (const auto& s : sequences) longest = std::max(longest, s.size());
@@ -511,25 +515,30 @@ SaeEvalResult evaluate_sae(std::shared_ptr<const Model> model, std::shared_ptr<c
   std::vector<std::vector<float>> clean;  // per position, the clean logits
   std::vector<double> lp, lq;
   double ce[3] = {0, 0, 0}, kl[2] = {0, 0};
+  const auto skip = static_cast<size_t>(std::max<int64_t>(0, skip_first));
   for (size_t n = 0; n < sequences.size(); ++n) {
     const auto& ids = sequences[n];
-    if (ids.empty()) continue;
+    if (ids.size() <= skip) continue;
     session.set_hooks(nullptr);
     session.reset();
     session.eval(ids, /*all_logits=*/true);
     clean.resize(ids.size());
-    for (size_t t = 0; t < ids.size(); ++t) {
+    for (size_t t = skip; t < ids.size(); ++t) {
       const auto logits = session.logits_at(t);
       clean[t].assign(logits.begin(), logits.end());
       log_softmax(logits, lp);
       if (t + 1 < ids.size()) ce[0] -= lp[static_cast<size_t>(ids[t + 1])];
     }
+    // The first `skip` positions run clean (they are neither spliced nor measured).
+    const std::span<const TokenId> prefix(ids.data(), skip), rest(ids.data() + skip, ids.size() - skip);
     for (int pass = 0; pass < 2; ++pass) {
-      session.set_hooks(pass == 0 ? recon_hooks : zero_hooks);
+      session.set_hooks(nullptr);
       session.reset();
-      session.eval(ids, /*all_logits=*/true);
-      for (size_t t = 0; t < ids.size(); ++t) {
-        log_softmax(session.logits_at(t), lq);
+      if (skip > 0) session.eval(prefix, /*all_logits=*/false);
+      session.set_hooks(pass == 0 ? recon_hooks : zero_hooks);
+      session.eval(rest, /*all_logits=*/true);
+      for (size_t t = skip; t < ids.size(); ++t) {
+        log_softmax(session.logits_at(t - skip), lq);
         log_softmax(clean[t], lp);
         double d = 0;
         for (size_t v = 0; v < lq.size(); ++v) d += std::exp(lp[v]) * (lp[v] - lq[v]);
@@ -538,12 +547,14 @@ SaeEvalResult evaluate_sae(std::shared_ptr<const Model> model, std::shared_ptr<c
       }
     }
     ++r.sequences;
-    r.tokens += ids.size();
-    r.predictions += ids.size() - 1;
+    r.tokens += ids.size() - skip;
+    r.predictions += ids.size() - skip - 1;
     if (on_progress) on_progress(n + 1, sequences.size());
   }
   const auto& st = recon->stats();
-  if (st.rows == 0) throw InvalidArgumentError("SAE evaluation: the sequences are empty");
+  if (st.rows == 0)
+    throw InvalidArgumentError("SAE evaluation: no position to measure (every sequence is empty, or no longer than "
+                               "--skip-first)");
   const double rows = double(st.rows);
   double mean_sq = 0;
   for (double v : st.sum) mean_sq += v * v;

@@ -45,11 +45,14 @@ class RowCollector : public RowTransform {
 };
 
 // The rows at `site` of every position of the token sequences (in order, until max_rows), one
-// forward pass per sequence. on_progress(rows so far, max_rows) after each sequence. (edit/ sits
-// below train/: the CLI reads data files with train/dataset.hpp and passes their tokens.)
+// forward pass per sequence, except each sequence's first `skip_first` positions (the first
+// token's row often carries a few huge "attention sink" dimensions that would dominate the
+// reconstruction loss). on_progress(rows so far, max_rows) after each sequence. (edit/ sits below
+// train/: the CLI reads data files with train/dataset.hpp and passes their tokens.)
 std::vector<float> collect_rows(std::shared_ptr<const Model> model, const std::vector<std::vector<TokenId>>& sequences,
                                 HookSite site, int64_t max_rows, const ComputeOptions& compute,
-                                const std::function<void(int64_t, int64_t)>& on_progress = {});
+                                const std::function<void(int64_t, int64_t)>& on_progress = {},
+                                int64_t skip_first = 0);
 
 struct SaeTrainOptions {
   int64_t d_sae = 4096, k = 32, batch = 256, steps = 256;
@@ -140,8 +143,10 @@ struct SaeEvalResult {
 // sequences: three passes per sequence (clean, the rows at `site` replaced by the reconstruction,
 // and by zeros); cross-entropy of tokens[t + 1] at every t < n - 1, KL at every position.
 // on_progress(done, total) after each sequence.
+// skip_first: each sequence's first positions are neither spliced nor measured (as sae-train's
+// --skip-first leaves them out of training).
 SaeEvalResult evaluate_sae(std::shared_ptr<const Model> model, std::shared_ptr<const Sae> sae, HookSite site,
                            const std::vector<std::vector<TokenId>>& sequences, const ComputeOptions& compute,
-                           const std::function<void(size_t, size_t)>& on_progress = {});
+                           const std::function<void(size_t, size_t)>& on_progress = {}, int64_t skip_first = 0);
 
 }  // namespace lathe::edit

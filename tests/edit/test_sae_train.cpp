@@ -86,6 +86,20 @@ TEST(SaeTrain, CollectsEveryPositionsRow) {
   EXPECT_TRUE(std::equal(capped.begin(), capped.end(), rows().begin()));
 }
 
+TEST(SaeTrain, SkipFirstLeavesOutEachSequencesFirstRows) {
+  // Every sequence of the tiny data has 40 tokens: 38 rows each without its first two, and they
+  // are the same rows the full collection has at positions 2..39.
+  const auto skipped = collect_rows(tiny().model, tiny().sequences, HookSite::parse(kSite), 100000, {.n_threads = 1},
+                                    {}, /*skip_first=*/2);
+  ASSERT_EQ(skipped.size(), 16u * 38u * test::kEmbd);
+  const auto& all = rows();
+  for (size_t seq = 0; seq < 16; ++seq)
+    for (size_t pos = 2; pos < 40; ++pos)
+      for (size_t i = 0; i < test::kEmbd; ++i)
+        ASSERT_NEAR(skipped[((seq * 38) + pos - 2) * test::kEmbd + i], all[((seq * 40) + pos) * test::kEmbd + i], 1e-5)
+            << "sequence " << seq << " position " << pos;
+}
+
 TEST(SaeTrain, FractionOfVarianceUnexplainedFalls) {
   const auto t = train(small_options());
   EXPECT_GT(t.first_fvu, 0.7);
@@ -243,6 +257,26 @@ TEST(SaeEval, ExactReconstructionRecoversEverything) {
   EXPECT_NE(r.ce_zero, r.ce_clean);  // (the random tiny model is worse than uniform: zeroing can lower CE)
   EXPECT_NEAR(r.l0, double(test::kEmbd), 0.5);  // every coordinate nonzero: one of x_i, -x_i fires
   EXPECT_EQ(r.dead, 0);
+}
+
+// --skip-first: the first positions run clean and are not measured; the rest as before.
+TEST(SaeEval, SkipFirstMeasuresOnlyTheLaterPositions) {
+  TempDir dir("sae_eval");
+  write_sae(exact_sae(), dir / "exact", {});
+  auto sae = std::make_shared<const Sae>(load_sae(dir / "exact"));
+  const auto r = evaluate_sae(tiny().model, sae, HookSite::parse(kSite), tiny().sequences, {.n_threads = 1}, {}, 3);
+  EXPECT_EQ(r.tokens, 16u * 37u);
+  EXPECT_EQ(r.predictions, 16u * 36u);
+  EXPECT_DOUBLE_EQ(r.explained_variance, 1.0);
+  EXPECT_DOUBLE_EQ(r.kl_sae, 0.0);
+  EXPECT_DOUBLE_EQ(r.ce_sae, r.ce_clean);
+  // Zero-ablation of positions 3.. only: a different (finite, positive) KL than ablating all.
+  const auto all = evaluate_sae(tiny().model, sae, HookSite::parse(kSite), tiny().sequences, {.n_threads = 1});
+  EXPECT_GT(r.kl_zero, 0.0);
+  EXPECT_NE(r.kl_zero, all.kl_zero);
+  // Sequences no longer than the skip are left out; none left is an error.
+  EXPECT_THROW(evaluate_sae(tiny().model, sae, HookSite::parse(kSite), tiny().sequences, {.n_threads = 1}, {}, 40),
+               InvalidArgumentError);
 }
 
 TEST(SaeEval, TrainedSaeIsBetweenAblationAndExact) {

@@ -120,7 +120,11 @@ def main():
                 if expected:
                     close(summary["mean"], float(np.mean(expected)), rel=1e-12, what=f"{arm['name']} {set_name} {key} mean")
                 if "interval" in summary:
-                    check_interval(expected, summary["interval"], f"{arm['name']} {set_name} {key} interval")
+                    # On the values as lathe wrote them (equal to the recomputation to 1e-12, checked
+                    # above, but not always to the last bit): with three seeds, 6 of the 27 resamples
+                    # are the sample itself in another order, whose mean ties with the estimate up to
+                    # rounding, so one ulp of difference in the inputs moves BCa's bias correction.
+                    check_interval(summary["values"], summary["interval"], f"{arm['name']} {set_name} {key} interval")
                     n_interval += 1
 
     cmps = report["comparisons"]
