@@ -190,6 +190,9 @@ void refuse_unsupported(const std::filesystem::path& path, const json& cfg) {
   if (boolean(path, cfg, "finetuning_scaling_factor", false))
     unsupported_field(path, "finetuning_scaling_factor", "true (a per-feature decoder scale)",
                       "fold the scale into W_dec and set it to false");
+  if (boolean(path, cfg, "rescale_acts_by_decoder_norm", false))
+    unsupported_field(path, "rescale_acts_by_decoder_norm", "true (TopK on activations scaled by the decoder norms)",
+                      "save the SAE from SAELens with the decoder norms folded in, which sets it to false");
   if (field(cfg, "hook_head_index") != nullptr)
     unsupported_field(path, "hook_head_index", "SAEs of one attention head", "lathe gates the residual stream only");
   if (auto reshape = text_field(path, cfg, "reshape_activations"); !reshape.empty() && reshape != "none")

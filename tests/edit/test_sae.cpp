@@ -90,6 +90,7 @@ TEST(SaeLoad, UnsupportedSettingsAreNamed) {
       {{{"normalize_activations", "expected_average_only_in"}}, {"normalize_activations", "fold"}},
       {{{"normalize_activations", "whatever"}}, {"normalize_activations", "whatever"}},
       {{{"finetuning_scaling_factor", true}}, {"finetuning_scaling_factor"}},
+      {{{"rescale_acts_by_decoder_norm", true}}, {"rescale_acts_by_decoder_norm", "folded"}},
       {{{"hook_head_index", 3}}, {"hook_head_index"}},
       {{{"reshape_activations", "hook_z"}}, {"reshape_activations", "hook_z"}},
       {{{"activation_fn", "tanh-relu"}}, {"activation_fn", "tanh-relu"}},
@@ -167,9 +168,11 @@ TEST(SaeFeatures, BadSpecsNameTheFlagAndTheItem) {
       {"1:abc", "'abc'"},  {"1*inf", "'inf'"},          {"1:nan", "'nan'"},
       {"4,4:2", "feature 4 is given twice"}, {"3.5", "'3.5' is not a feature id"}, {"1:2:3", "'2:3'"},
   };
-  for (const auto& [spec, part] : bad)
+  for (const auto& item : bad) {
+    const std::string& spec = item.first;  // (clang 14 cannot capture a structured binding)
     expect_error<InvalidArgumentError>([&] { parse_sae_features(spec, "--sae-features"); },
-                                       {"--sae-features", "'" + spec + "'", part});
+                                       {"--sae-features", "'" + spec + "'", item.second});
+  }
   const auto edits = parse_sae_features("3,16", "--sae-features");
   expect_error<InvalidArgumentError>([&] { check_sae_features(edits, 16, "--sae-features"); },
                                      {"--sae-features", "feature 16", "0..15"});
