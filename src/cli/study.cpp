@@ -58,6 +58,7 @@ int study(const StudyArgs& a) {
   struct sigaction action {}, previous {};
   action.sa_handler = on_study_sigint;
   sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // reads and writes go on; the flag is checked between runs and steps
   ::sigaction(SIGINT, &action, &previous);
   std::vector<study::RunResult> results;
   try {

@@ -152,8 +152,11 @@ class Journal {
       try {
         line = json::parse(text);
       } catch (const json::parse_error&) {
-        // A line cut by a crash mid-write: the run it held is redone.
-        continue;
+        if (line_no == 1)
+          throw InvalidArgumentError(fmt::format("{} does not start with a study journal's header; give another "
+                                                 "output directory, or --restart to discard it",
+                                                 path_.string()));
+        continue;  // a line cut by a crash mid-write: the run it held is redone
       }
       if (line_no == 1) {
         const auto diff = header_differences(line, header);

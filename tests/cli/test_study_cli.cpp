@@ -206,6 +206,13 @@ TEST(StudyCli, AnotherStudysJournalAndForeignDirectoriesAreRefused) {
   EXPECT_EQ(restarted.exit_code, 2) << restarted.err;
   EXPECT_EQ(count(restarted.err, "from the journal"), 0u) << restarted.err;
 
+  fs::create_directories(ws.dir / "garbled");
+  write_file(ws.dir / "garbled" / "journal.jsonl", "not a journal\n");
+  const auto garbled = ws.study({"-o", (ws.dir / "garbled").string()});
+  EXPECT_EQ(garbled.exit_code, 1);
+  EXPECT_NE(garbled.err.find("does not start with a study journal's header"), std::string::npos) << garbled.err;
+  EXPECT_EQ(read_file(ws.dir / "garbled" / "journal.jsonl"), "not a journal\n");
+
   fs::create_directories(ws.dir / "mine");
   write_file(ws.dir / "mine" / "notes.txt", "precious");
   const auto foreign = ws.study({"-o", (ws.dir / "mine").string()});
