@@ -34,19 +34,11 @@ for depth in 0 "$DEPTH"; do
     >"$OUT/bench_d$depth.json"
 done
 
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-trap stop_server EXIT
+# shellcheck source=bench/serve_common.sh
+source "$ROOT/bench/serve_common.sh"
 
 for parallel in $PARALLELS; do
-  port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   "$LATHE" serve -m "$MODEL" --parallel "$parallel" -c "$CTX" -t "$THREADS" --device "$DEVICE" --host 127.0.0.1 \
     --port "$port" >"$OUT/serve_p$parallel.log" 2>&1 &
   SERVER_PID=$!

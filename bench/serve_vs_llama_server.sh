@@ -72,7 +72,6 @@ if [ "$DEVICE" = cuda ]; then
   LATHE_ARGS+=(--device cuda); LLAMA_ARGS+=(-ngl 999); BENCH_DEVICE=(--device cuda)
 fi
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 QUIET_DEADLINE=$((SECONDS + QUIET_WAIT))  # one budget for all the waits of the script
 wait_quiet() {
@@ -89,16 +88,8 @@ wait_quiet() {
   echo "$la"
 }
 
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-trap stop_server EXIT
+# shellcheck source=bench/serve_common.sh
+source "$ROOT/bench/serve_common.sh"
 
 # run_server NAME COMMAND...: starts the server (log: OUT/NAME.log), waits for /health, runs the load, stops it.
 run_server() {

@@ -16,11 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-CommandResult lathe_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), cli_path().string());
-  return run_command(args, std::chrono::seconds{300});
-}
-
 // The first n lines of a shipped prompt set.
 void take_prompts(const std::string& shipped, size_t n, const std::filesystem::path& out) {
   std::ifstream in(source_dir() / "data" / "prompts" / shipped);

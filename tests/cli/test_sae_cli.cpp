@@ -18,17 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-CommandResult lathe_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), cli_path().string());
-  return run_command(args, std::chrono::seconds{300});
-}
-
-void expect_cli_error(const CommandResult& r, const std::vector<std::string>& parts) {
-  EXPECT_NE(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
-  for (const auto& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
-}
-
 struct Workspace {
   TempDir dir{"sae_cli"};
   fs::path model, data;

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,23 +19,6 @@ namespace lathe::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-CommandResult lathe_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), cli_path().string());
-  return run_command(args, std::chrono::seconds{300});
-}
-
-std::vector<std::string> split_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t at = 0;
-  while (at < text.size()) {
-    const size_t end = text.find('\n', at);
-    lines.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
-    if (end == std::string::npos) break;
-    at = end + 1;
-  }
-  return lines;
-}
 
 size_t count(const std::string& text, const std::string& part) {
   size_t n = 0;
@@ -157,7 +141,8 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
     }
   // select: the chosen features are in the journal, most specific to the forget set first.
   bool found = false;
-  for (const auto& line : split_lines(read_file(out / "journal.jsonl"))) {
+  std::istringstream journal(read_file(out / "journal.jsonl"));
+  for (std::string line; std::getline(journal, line);) {
     const auto j = nlohmann::json::parse(line);
     if (j.value("arm", "") != "picked" || j["seed"] != 1) continue;
     found = true;

@@ -97,6 +97,17 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::sec
   return collect(pid, out_pipe[0], err_pipe[0], timeout);
 }
 
+CommandResult lathe_cli(std::vector<std::string> args, std::chrono::seconds timeout) {
+  args.insert(args.begin(), cli_path().string());
+  return run_command(args, timeout);
+}
+
+void expect_cli_error(const CommandResult& r, const std::vector<std::string>& parts) {
+  EXPECT_NE(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+  for (const auto& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
+}
+
 CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args,
                          std::chrono::seconds timeout) {
   std::vector<std::string> argv{oracle_python(), (source_dir() / "tests" / "oracle" / script).string()};

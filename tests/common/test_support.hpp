@@ -37,6 +37,12 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::sec
 CommandResult run_oracle(const std::string& script, const std::vector<std::string>& args,
                          std::chrono::seconds timeout = std::chrono::seconds{540});
 
+// Runs the lathe binary under test with `args` (no shell), killed after `timeout` (a hang fails
+// the test with what the command printed).
+CommandResult lathe_cli(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds{300});
+// Expects `r` to be a failed lathe command whose stderr holds "error: " and every one of `parts`.
+void expect_cli_error(const CommandResult& r, const std::vector<std::string>& parts);
+
 // A fresh directory under the build tree, removed when the object goes away.
 class TempDir {
  public:
