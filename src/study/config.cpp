@@ -85,6 +85,9 @@ json parse_json(std::string_view text, const fs::path& file) {
   } catch (const json::parse_error& e) {
     throw FormatError(fmt::format("study configuration {}: byte {}: {}; fix the JSON there", file.string(), e.byte,
                                   e.what()));
+  } catch (const json::exception& e) {
+    // Valid JSON lathe cannot hold, such as a number beyond double's range (1e400).
+    throw FormatError(fmt::format("study configuration {}: {}; fix the value there", file.string(), e.what()));
   }
 }
 

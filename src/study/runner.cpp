@@ -151,7 +151,7 @@ class Journal {
       json line;
       try {
         line = json::parse(text);
-      } catch (const json::parse_error&) {
+      } catch (const json::exception&) {  // cut mid-write, or a number out of range
         if (line_no == 1)
           throw InvalidArgumentError(fmt::format("{} does not start with a study journal's header; give another "
                                                  "output directory, or --restart to discard it",

@@ -141,6 +141,9 @@ TEST(StudyConfig, UnreadableFilesAreErrors) {
   expect_error<FormatError>([&] { read_study_config(dir / "bad.toml"); }, {"bad.toml", "line"});
   write_file(dir / "bad.json", "{\"model\": ");
   expect_error<FormatError>([&] { read_study_config(dir / "bad.json"); }, {"bad.json", "byte"});
+  // Valid JSON whose number no double holds (found by the study_config fuzz target).
+  write_file(dir / "huge.json", "{\"model\": \"m.gguf\", \"seeds\": [1e999]}");
+  expect_error<FormatError>([&] { read_study_config(dir / "huge.json"); }, {"huge.json", "fix the value"});
   write_file(dir / "date.toml", std::string(kToml) + "when = 1979-05-27\n");
   expect_error<InvalidArgumentError>([&] { read_study_config(dir / "date.toml"); }, {"when", "dates"});
 }
