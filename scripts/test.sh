@@ -3,7 +3,7 @@
 #   1. Release build + every ctest test (unit, model, oracle; gpu tests skip without a device),
 #   2. one clang ASan+UBSan build (-O1, line tables only) with the libFuzzer targets: the tests but
 #      the slow and gpu labels under the sanitizers,
-#   3. each libFuzzer target of that build for FUZZ_SECONDS (default 30) on its seed corpus.
+#   3. each libFuzzer target of that build for FUZZ_SECONDS (default 20) on its seed corpus, JOBS at a time.
 # Ends with one summary line "tests: N passed, M failed". Exit status is non-zero on any failure.
 source "$(dirname "$0")/lib.sh"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
@@ -67,26 +67,42 @@ phase "sanitizer tests (-LE 'slow|gpu')"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_ctest "$SAN" -LE 'slow|gpu'
 
-log "3/3 fuzzing, ${FUZZ_SECONDS}s per target"
+log "3/3 fuzzing, ${FUZZ_SECONDS}s per target, $JOBS at a time"
 phase "fuzzing"
-for fuzzer in "$SAN"/fuzz/lathe_fuzz_*; do
-  [ -x "$fuzzer" ] || continue
-  name="${fuzzer##*/lathe_fuzz_}"
-  work="$SAN/corpus-$name"
+# fuzz_one NAME: runs one target for FUZZ_SECONDS; prints its result line and returns non-zero on a
+# finding. Targets run $JOBS at a time (each is single-threaded), so the phase costs
+# targets/JOBS x FUZZ_SECONDS of wall time without shortening any target's run.
+fuzz_one() {
+  local name="$1" fuzzer="$SAN/fuzz/lathe_fuzz_$1"
+  local work="$SAN/corpus-$name"
   mkdir -p "$work" "$SAN/artifacts-$name"
-  seeds=(); [ -d "$LATHE_ROOT/fuzz/corpus/$name" ] && seeds=("$LATHE_ROOT/fuzz/corpus/$name")
-  log "fuzzing $name for ${FUZZ_SECONDS}s"
+  local seeds=(); [ -d "$LATHE_ROOT/fuzz/corpus/$name" ] && seeds=("$LATHE_ROOT/fuzz/corpus/$name")
   # New inputs go to the scratch corpus (first directory); the committed seeds stay untouched.
   if "$fuzzer" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
        -artifact_prefix="$SAN/artifacts-$name/" "$work" "${seeds[@]}" \
        >"$SAN/fuzz-$name.log" 2>&1; then
     echo "fuzz $name: no findings ($(grep -E 'stat::number_of_executed_units' "$SAN/fuzz-$name.log" | awk '{print $2}') runs)"
-    passed=$((passed + 1))
   else
     tail -n 40 "$SAN/fuzz-$name.log"
     echo "fuzz $name: FAILED (artifacts in build-san/artifacts-$name)"
-    failed=$((failed + 1))
+    return 1
   fi
+}
+fuzz_names=()
+for fuzzer in "$SAN"/fuzz/lathe_fuzz_*; do
+  [ -x "$fuzzer" ] && fuzz_names+=("${fuzzer##*/lathe_fuzz_}")
+done
+# Each target's output is printed whole when all have ended (never interleaved with another's).
+for name in "${fuzz_names[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  log "fuzzing $name for ${FUZZ_SECONDS}s"
+  rm -f "$SAN/fuzz-$name.rc"
+  ( rc=0; fuzz_one "$name" >"$SAN/fuzz-$name.result" 2>&1 || rc=$?; echo "$rc" >"$SAN/fuzz-$name.rc" ) &
+done
+wait
+for name in "${fuzz_names[@]}"; do
+  cat "$SAN/fuzz-$name.result"
+  if [ "$(cat "$SAN/fuzz-$name.rc" 2>/dev/null)" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 
 phase ""

@@ -17,16 +17,8 @@ constexpr uint64_t kMiB = 1024;  // in KiB, as the harness reports resident memo
 
 // AddressSanitizer's shadow memory and quarantine multiply resident memory: the budget is for
 // lathe as users build it.
-#if defined(__SANITIZE_ADDRESS__)
-#define LATHE_SKIP_UNDER_SANITIZERS() GTEST_SKIP() << "resident memory is not lathe's under AddressSanitizer"
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LATHE_SKIP_UNDER_SANITIZERS() GTEST_SKIP() << "resident memory is not lathe's under AddressSanitizer"
-#endif
-#endif
-#ifndef LATHE_SKIP_UNDER_SANITIZERS
-#define LATHE_SKIP_UNDER_SANITIZERS() (void)0
-#endif
+#define LATHE_SKIP_UNDER_SANITIZERS() \
+  if (test::kUnderAddressSanitizer) GTEST_SKIP() << "resident memory is not lathe's under AddressSanitizer"
 
 TEST(CliMemory, VersionHoldsAFewMiB) {
   LATHE_SKIP_UNDER_SANITIZERS();

@@ -12,6 +12,21 @@
 
 namespace lathe::test {
 
+// Whether this test program runs under AddressSanitizer (the sanitizer build of scripts/test.sh),
+// where code runs several times slower: randomized tests take fewer rounds there (the release
+// build runs them all), and what ASan cannot do is skipped with the reason.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kUnderAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kUnderAddressSanitizer = true;
+#else
+inline constexpr bool kUnderAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kUnderAddressSanitizer = false;
+#endif
+
 std::filesystem::path source_dir();
 std::filesystem::path binary_dir();
 // Test data the project ships: <source>/data (tokenizers with their license notes; see data/README.md).

@@ -141,20 +141,11 @@ uint64_t resident_bytes() {
 
 // The reference model is the base with the adapters off, not a second copy loaded per run: 100
 // unlearning runs in one process hold no more memory at the end than after the first few.
-#if defined(__SANITIZE_ADDRESS__)
-#define LATHE_ADDRESS_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LATHE_ADDRESS_SANITIZER 1
-#endif
-#endif
-
 TEST(Unlearn, HundredRunsInOneProcessKeepMemoryFlat) {
-#ifdef LATHE_ADDRESS_SANITIZER
   // ASan keeps freed memory in its quarantine (256 MB by default), so resident memory grows with
   // every allocation whatever the code does; the release build runs this test.
-  GTEST_SKIP() << "resident memory is not measurable under AddressSanitizer (its quarantine holds freed memory)";
-#endif
+  if (test::kUnderAddressSanitizer)
+    GTEST_SKIP() << "resident memory is not measurable under AddressSanitizer (its quarantine holds freed memory)";
   Tiny tiny;
   const auto w = load_model_weights(tiny.path);
   UnlearnOptions options;

@@ -185,18 +185,9 @@ TEST(WeightCacheErrors, OverTheByteLimitIsOutOfMemory) {
   }
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define LATHE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LATHE_ASAN 1
-#endif
-#endif
-
 TEST(WeightCacheErrors, FailedAllocationIsOutOfMemory) {
-#ifdef LATHE_ASAN
-  GTEST_SKIP() << "AddressSanitizer aborts on a petabyte allocation instead of throwing std::bad_alloc";
-#else
+  if (test::kUnderAddressSanitizer)
+    GTEST_SKIP() << "AddressSanitizer aborts on a petabyte allocation instead of throwing std::bad_alloc";
   Fixture f;
   auto w = f.editable();
   // A view claiming 2^44 rows: the copy (4 PiB) cannot be allocated; the data is never read.
@@ -205,7 +196,6 @@ TEST(WeightCacheErrors, FailedAllocationIsOutOfMemory) {
                {f.path.string(), "out of memory", "layer 1", "attn_output", "blk.1.attn_output.weight",
                 "--cache-weights false"},
                [&] { WeightCache::build(w, kAllEditComponents); });
-#endif
 }
 
 // ---- validation errors -----------------------------------------------------------------------------
