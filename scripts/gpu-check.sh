@@ -17,9 +17,11 @@
 #   overhead   what lathe serve adds per token for one stream (bench/serve_overhead.sh): bench tg128
 #              empty and at a chat's depth, serve at --parallel 1 and 64, client and server TPOT, on
 #              the big05/big8 models made above (LATHE_GPU_SERVE_MODELS)
-#   sae        the cost of an SAE feature gate (--sae; hooks run on host copies of the rows): lathe
-#              bench pp512 / tg128 without a gate and with random SAEs (bench/make_random_sae.py,
-#              16384 features: standard with 3 edited features, topk k=32) on the big05 model
+#   sae        the cost of an SAE feature gate (--sae): lathe bench pp512 / tg128 without a gate and
+#              with random SAEs (bench/make_random_sae.py, 16384 features: standard with 3 edited
+#              features, topk k=32) on the big05 model, the gate on host copies of the rows (the
+#              default) and as kernels on the device rows (LATHE_CUDA_DEVICE_HOOKS=1: decode stays
+#              in the captured graph)
 #   invariant  the cost of --batch-invariant: pp512, tg128 and 16 x tg128 with and without it, same
 #              binary, on the default model (when carried) and the big05/big8 models made above
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
@@ -37,7 +39,10 @@
 # LATHE_GPU_BIG_EXTRAS=0 (no Q8_0-KV / half-activation extras), LATHE_GPU_AB_ENV=VAR=value (decode
 # again with that environment), LATHE_GPU_PASS_AB=1 (16-sequence decode at -b 129 and 512),
 # LATHE_GPU_PROFILE_TYPES (the profile stages' weight types), LATHE_GPU_SERVE_MODELS (the serve
-# stage's models, of those made: default "qwen05 llama8b").
+# stage's models, of those made: default "qwen05 llama8b"), LATHE_GPU_BUILD_TARGETS (the ninja
+# targets of the build stage: default every one the stages use), LATHE_GPU_KERNELS=sae (the
+# kernels stage runs only the SAE gate's tests), LATHE_GPU_FORWARD_FILTER (a gtest filter for the
+# forward stage's test_cuda_forward).
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -70,8 +75,11 @@ if has build; then
   start=$SECONDS
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-  ninja -C build-gpu -j "$(nproc)" lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_vs_transformers \
-    test_cuda_vs_hf_big test_device_layout test_ablation_cuda api_engine_budget_test lathe_bench_cuda_matvec lathe_bench_mixed >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
+  # LATHE_GPU_BUILD_TARGETS builds fewer (a short call: only what its stages run).
+  targets=(${LATHE_GPU_BUILD_TARGETS:-lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_vs_transformers
+    test_cuda_vs_hf_big test_device_layout test_ablation_cuda test_sae_cuda api_engine_budget_test lathe_bench_cuda_matvec
+    lathe_bench_mixed})
+  ninja -C build-gpu -j "$(nproc)" "${targets[@]}" >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
   row "CUDA build (sm_90)" "ok, $((SECONDS - start)) s"
 fi
 
@@ -125,8 +133,11 @@ run_gtest() {  # run_gtest SLUG LABEL BINARY [args]: runs a test program, adds i
 }
 
 if has kernels; then
-  run_gtest kernels "kernels vs CPU" $T/backend/test_cuda_kernels
-  run_gtest layout "device layout" $T/backend/test_device_layout
+  run_gtest sae_gate "SAE gate kernels vs CPU" build-gpu/tests/edit/test_sae_cuda
+  if [ "${LATHE_GPU_KERNELS:-all}" = all ]; then  # LATHE_GPU_KERNELS=sae: the SAE gate's only
+    run_gtest kernels "kernels vs CPU" $T/backend/test_cuda_kernels
+    run_gtest layout "device layout" $T/backend/test_device_layout
+  fi
 fi
 if has forward; then
   # The default SmolLM2 GGUF (94 MiB) travels to the GPU machine in parts over several calls
@@ -137,7 +148,9 @@ if has forward; then
     default_filter="--gtest_filter=-*DefaultModel*"
     row "default SmolLM2 GGUF on CUDA" "not checked: model not here (carry it in parts: scripts/gpu-model-parts.sh)"
   fi
-  run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward $default_filter
+  forward_filter="$default_filter"
+  [ -n "${LATHE_GPU_FORWARD_FILTER:-}" ] && forward_filter="--gtest_filter=${LATHE_GPU_FORWARD_FILTER}"
+  run_gtest forward "forward CUDA vs CPU" $T/forward/test_cuda_forward $forward_filter
   run_gtest batch "batches: mixed passes, batch invariance" $T/forward/test_cuda_batch $default_filter
   grep -E 'token-identical|differs from|steps$' "$LOGS/batch.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
@@ -363,11 +376,12 @@ if has sae && [ -f "$WORK/qwen05/config.json" ]; then
     python3 bench/make_random_sae.py "$WORK/sae_$arch" --d-in "$d_in" --d-sae 16384 --architecture "$arch" \
       --hook blocks.12.hook_resid_post >"$LOGS/sae_$arch.log" 2>&1 || { tail -5 "$LOGS/sae_$arch.log"; status=1; }
   done
-  for mode in none standard topk; do
-    args=(); [ "$mode" = none ] || args=(--sae "$WORK/sae_$mode" --sae-features 1,2:-3,3*0.5 --sae-clamp-everywhere)
+  for mode in none standard topk standard_device topk_device; do
+    sae="${mode%_device}"; hooks_env=(); [ "$mode" = "$sae" ] || hooks_env=(LATHE_CUDA_DEVICE_HOOKS=1)
+    args=(); [ "$mode" = none ] || args=(--sae "$WORK/sae_$sae" --sae-features 1,2:-3,3*0.5 --sae-clamp-everywhere)
     log="$LOGS/sae_bench_$mode.json"
-    $LATHE bench -m "$WORK/qwen05" --device cuda -p 512 -n 128 -r 3 "${args[@]}" --json >"$log" 2>"${log%.json}.err" ||
-      { tail -5 "${log%.json}.err"; status=1; continue; }
+    env "${hooks_env[@]}" $LATHE bench -m "$WORK/qwen05" --device cuda -p 512 -n 128 -r 3 "${args[@]}" --json \
+      >"$log" 2>"${log%.json}.err" || { tail -5 "${log%.json}.err"; status=1; continue; }
     row "qwen05 SAE gate $mode: pp512 / tg128 t/s" "$(python3 -c "
 import json; d = {r['test']: r for r in json.load(open('$log'))}
 print(' / '.join(f\"{d[t]['avg_ts']:.1f} ± {d[t]['stddev_ts']:.1f}\" for t in ('pp512', 'tg128')))")"

@@ -47,6 +47,22 @@ class RowTransform {
   virtual std::string describe() const = 0;
   // rows: [n_rows x width], row-major.
   virtual void apply(float* rows, int64_t n_rows, int64_t width) = 0;
+
+  // Optional: the same transform on rows in device memory. Without it the CUDA forward pass
+  // copies the rows to the host and back around apply(), and cannot replay the decode step as a
+  // captured graph. prepare_device() readies what the device path needs on CUDA device `device`
+  // for passes of up to max_rows rows (uploads, scratch); it is called outside any capture, before
+  // the first apply_on_device() and again whenever the device or max_rows could have changed, and
+  // returns false when this transform has no device path (the default). apply_on_device() gets
+  // device rows [n_rows x width] and the pass's cudaStream_t; it may only enqueue work on that
+  // stream (no synchronisation, no allocation), so that a captured decode step can contain it.
+  virtual bool prepare_device(int device, int64_t max_rows) {
+    (void)device, (void)max_rows;
+    return false;
+  }
+  virtual void apply_on_device(float* rows, int64_t n_rows, int64_t width, void* stream) {
+    (void)rows, (void)n_rows, (void)width, (void)stream;
+  }
 };
 
 class ResidualHooks {
@@ -85,6 +101,16 @@ class ResidualHooks {
   // Whether any hook is registered at this site (cheap; lets the forward pass skip work).
   bool has(HookSite site) const noexcept;
 
+  // The device path (CUDA forward pass). on_device(): whether every hook of this set runs on
+  // device rows, i.e. each is a transform whose prepare_device(device, max_rows) succeeds (adds,
+  // projections and captures run on the host). apply_on_device(): runs the hooks of `site` on
+  // device rows; only after on_device() returned true for the same device.
+  bool on_device(int device, int64_t max_rows);
+  void apply_on_device(HookSite site, float* rows, int64_t n_rows, int64_t width, void* stream);
+  // Changes whenever a hook is added or the set cleared; unique across every ResidualHooks of
+  // the process (a captured decode step that ran these hooks is replayed only while it holds).
+  uint64_t generation() const noexcept { return generation_; }
+
  private:
   enum class Kind { Add, ProjectOut, Capture, Transform };
   struct Op {
@@ -95,8 +121,10 @@ class ResidualHooks {
     size_t capture = 0;  // index into captures_
     std::shared_ptr<RowTransform> transform;  // Transform only
   };
+  void changed() noexcept;
   std::vector<Op> ops_;
   std::vector<Capture> captures_;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace lathe

@@ -14,6 +14,7 @@
 #include "backend/cpu/thread_pool.hpp"
 #include "core/matrix.hpp"
 #include "core/quant.hpp"
+#include "edit/sae_device.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
 
@@ -612,6 +613,24 @@ void SaeGate::apply(float* rows, int64_t n_rows, int64_t width) {
     }
   }
 }
+
+bool SaeGate::prepare_device(int device, int64_t /*max_rows: topk works in chunks of its own*/) {
+  if (device_ && device_->device() == device) return true;
+  if (refused_device_ == device) return false;
+  device_.reset();  // another device: the form moves
+  device_ = make_sae_gate_device(*sae_, edits_, options_, device);
+  if (!device_) refused_device_ = device;
+  return device_ != nullptr;
+}
+
+void SaeGate::apply_on_device(float* rows, int64_t n_rows, int64_t width, void* stream) {
+  if (width != sae_->d_in)
+    throw InvalidArgumentError(fmt::format("{}: rows of {} elements, expected {}", describe(), width, sae_->d_in));
+  if (!device_) throw InternalError(fmt::format("{}: apply_on_device() before prepare_device()", describe()));
+  if (!edits_.empty()) device_->apply(rows, n_rows, stream);
+}
+
+uint64_t SaeGate::rows_changed_on_device() const { return device_ ? device_->rows_changed() : 0; }
 
 // Standard / JumpReLU: only the edited features are encoded.
 void SaeGate::apply_row(float* x) {

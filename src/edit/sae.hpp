@@ -40,6 +40,8 @@ class ThreadPool;
 
 namespace lathe::edit {
 
+class SaeGateDevice;
+
 enum class SaeArchitecture { Standard, JumpRelu, TopK };
 enum class SaeNormalization { None, ConstantNormRescale, LayerNorm };
 
@@ -124,10 +126,17 @@ class SaeGate : public RowTransform {
   int64_t width() const noexcept override;
   std::string describe() const override;
   void apply(float* rows, int64_t n_rows, int64_t width) override;
+  // The device path (CUDA builds): the edited features' encoder and decoder rows (topk: the
+  // whole encoder) go to the device once; the gate then runs as kernels on the device rows.
+  bool prepare_device(int device, int64_t max_rows) override;
+  void apply_on_device(float* rows, int64_t n_rows, int64_t width, void* stream) override;
 
   const Sae& sae() const noexcept { return *sae_; }
-  // Rows the gate has changed so far (for tests and logs).
-  uint64_t rows_changed() const noexcept { return rows_changed_; }
+  // Rows the gate has changed so far (for tests and logs), on the host and on the device (that
+  // count is read from the device: it waits for the device's work).
+  uint64_t rows_changed() const { return rows_changed_ + rows_changed_on_device(); }
+  uint64_t rows_changed_on_host() const noexcept { return rows_changed_; }
+  uint64_t rows_changed_on_device() const;
 
  private:
   void apply_row(float* x);
@@ -138,6 +147,8 @@ class SaeGate : public RowTransform {
   std::vector<float> sae_in_, pre_, delta_;
   std::unique_ptr<cpu::ThreadPool> pool_;  // topk's full encode only
   uint64_t rows_changed_ = 0;
+  std::unique_ptr<SaeGateDevice> device_;  // the device form, once prepare_device() made it
+  int refused_device_ = -1;                // a device that has no device form for this gate
 };
 
 }  // namespace lathe::edit

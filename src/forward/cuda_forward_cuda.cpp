@@ -50,10 +50,16 @@ struct CudaForward::Impl {
   // Decode attention applies the biases, Q/K norms and RoPE and stores the K/V row itself, instead
   // of a rope_kv launch before it (LATHE_CUDA_ROPE_IN_ATTENTION=0 keeps the separate launch).
   const bool rope_in_attention = !cuda::turned_off_by_env("LATHE_CUDA_ROPE_IN_ATTENTION");
+  // LATHE_CUDA_DEVICE_HOOKS=1: hooks with a device path (the SAE gate) run on the device rows,
+  // and a decode step with them still replays as the captured graph. Off by default until
+  // scripts/gpu-check.sh has run its tests on a GPU (written without one: docs/EDITING.md).
+  const bool device_hooks = cuda::turned_on_by_env("LATHE_CUDA_DEVICE_HOOKS");
   cudaGraphExec_t graph = nullptr;
+  uint64_t graph_hooks = 0;  // generation of the hooks the captured step runs (0: none)
 
   // The plan of the current pass, from its batch (host side).
   std::span<ResidualHooks* const> hooks;        // by slot; empty: none
+  bool hooks_on_device = false;                 // the pass's hooks (if any) all run on device rows
   std::vector<uint32_t> row_slot, out_slot;     // slot of each row / of each logits row
   std::vector<uint8_t> row_ends, out_ends;      // ... and whether it ends its sequence's input
   std::vector<Batch::Run> runs;                 // the batch's runs of one sequence
@@ -120,8 +126,9 @@ struct CudaForward::Impl {
     return (*products)(targets, xin, ldx, n, ep, norm, q8_ready, swiglu_out16);
   }
 
-  // Runs each sequence's hooks of `site` on its device rows, through host memory (hooks are host
-  // code). Row r of `rows` belongs to slot slots[r].
+  // Runs each sequence's hooks of `site` on its device rows: in place where they all have a
+  // device path (hooks_on_device), else through host memory. Row r of `rows` belongs to slot
+  // slots[r].
   void hook(HookPoint point, uint32_t layer, float* rows, const std::vector<uint32_t>& slots,
             const std::vector<uint8_t>& ends) {
     if (hooks.empty()) return;
@@ -129,21 +136,49 @@ struct CudaForward::Impl {
     bool any = false;
     for (uint32_t s : slots) any = any || (hooks[s] != nullptr && hooks[s]->has(site));
     if (!any) return;
+    if (hooks_on_device) {
+      for_each_run(slots, [&](size_t begin, size_t end) {
+        ResidualHooks* h = hooks[slots[begin]];
+        if (h != nullptr && h->has(site))
+          h->apply_on_device(site, rows + begin * n_embd, static_cast<int64_t>(end - begin), n_embd, stream);
+      });
+      return;
+    }
     const size_t bytes = slots.size() * n_embd * 4;
     cuda::check(cudaMemcpyAsync(scratch->hook_rows.data(), rows, bytes, cudaMemcpyDeviceToHost, stream),
                 "reading hook rows");
     cuda::check(cudaStreamSynchronize(stream), "reading hook rows");
     float* host = scratch->hook_rows.as<float>();
-    for (size_t begin = 0; begin < slots.size();) {
-      size_t end = begin + 1;
-      while (end < slots.size() && slots[end] == slots[begin]) ++end;
+    for_each_run(slots, [&](size_t begin, size_t end) {
       ResidualHooks* h = hooks[slots[begin]];
       if (h != nullptr && h->has(site))
         h->apply(site, host + begin * n_embd, static_cast<int64_t>(end - begin), n_embd, ends[end - 1] != 0);
-      begin = end;
-    }
+    });
     cuda::check(cudaMemcpyAsync(rows, scratch->hook_rows.data(), bytes, cudaMemcpyHostToDevice, stream),
                 "writing hook rows");
+  }
+
+  // Calls f(begin, end) for each run of equal slots in `slots` (the rows of one sequence).
+  template <typename F>
+  static void for_each_run(const std::vector<uint32_t>& slots, F&& f) {
+    for (size_t begin = 0; begin < slots.size();) {
+      size_t end = begin + 1;
+      while (end < slots.size() && slots[end] == slots[begin]) ++end;
+      f(begin, end);
+      begin = end;
+    }
+  }
+
+  // Whether the hooks of every sequence in the pass (if any) have a device path, readying them.
+  bool pass_hooks_on_device() {
+    if (hooks.empty()) return true;
+    bool all = true;
+    for_each_run(row_slot, [&](size_t begin, size_t) {
+      ResidualHooks* h = hooks[row_slot[begin]];
+      if (h == nullptr || h->empty() || !all) return;
+      all = device_hooks && h->on_device(opt.device, opt.max_batch);
+    });
+    return all;
   }
 
   // Attention over rows row0 .. row0 + n - 1 of the pass.
@@ -413,9 +448,15 @@ struct CudaForward::Impl {
     std::memcpy(out, scratch->argmax_host.data(), size_t{n_rows} * sizeof(int32_t));
   }
 
-  // One token without hooks: replay the captured step (capturing it on first use).
-  void decode_step_graph() {
+  // One token: replay the captured step (capturing it on first use, and again when the hooks it
+  // runs are not the ones it was captured with: `hooks_generation`, 0 for none).
+  void decode_step_graph(uint64_t hooks_generation) {
+    if (graph != nullptr && graph_hooks != hooks_generation) {
+      cudaGraphExecDestroy(graph);
+      graph = nullptr;
+    }
     if (graph == nullptr) {
+      graph_hooks = hooks_generation;
       cudaGraph_t captured = nullptr;
       cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
       try {
@@ -440,11 +481,12 @@ struct CudaForward::Impl {
     const int rows = static_cast<int>(batch.n_logits());
     grow_logits(static_cast<uint32_t>(std::max(rows, 1)));
     upload_io(batch.tokens());
-    const bool hooked =
-        std::any_of(hooks.begin(), hooks.end(), [](const ResidualHooks* h) { return h != nullptr && !h->empty(); });
-    // The captured step: one token that keeps its logits, no hooks (the same plan every time),
-    // over weights that stay where the capture saw them.
-    if (n == 1 && rows == 1 && !hooked && layers->resident()) decode_step_graph();
+    const ResidualHooks* h = hooks.empty() ? nullptr : hooks[row_slot[0]];
+    const uint64_t hooks_generation = h != nullptr ? h->generation() : 0;
+    hooks_on_device = pass_hooks_on_device();
+    // The captured step: one token that keeps its logits, with no hooks or hooks that run on the
+    // device (the same plan every time), over weights that stay where the capture saw them.
+    if (n == 1 && rows == 1 && hooks_on_device && layers->resident()) decode_step_graph(hooks_generation);
     else forward_pass(n);
     finish_run(rows);
   }

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <fmt/format.h>
@@ -16,7 +17,13 @@ constexpr std::string_view kPointNames[] = {"resid_pre", "resid_mid", "resid_pos
                                          name));
 }
 
+// Source of ResidualHooks::generation(): one counter for the process, so that two sets never
+// share a generation (0 is the empty set's).
+std::atomic<uint64_t> g_last_generation{0};
+
 }  // namespace
+
+void ResidualHooks::changed() noexcept { generation_ = ops_.empty() ? 0 : ++g_last_generation; }
 
 HookSite HookSite::parse(std::string_view name) {
   if (name == "final_norm") return {HookPoint::FinalNorm, 0};
@@ -49,6 +56,7 @@ void ResidualHooks::add(HookSite site, std::vector<float> vector, float scale) {
     if (!std::isfinite(v))
       throw InvalidArgumentError(fmt::format("hook {}: the vector has a non-finite element", site.name()));
   ops_.push_back({site, Kind::Add, std::move(vector), scale, 0, nullptr});
+  changed();
 }
 
 void ResidualHooks::project_out(HookSite site, std::vector<float> direction) {
@@ -59,16 +67,19 @@ void ResidualHooks::project_out(HookSite site, std::vector<float> direction) {
   const double inv = 1.0 / std::sqrt(norm2);
   for (float& v : direction) v = static_cast<float>(v * inv);
   ops_.push_back({site, Kind::ProjectOut, std::move(direction), 1.0f, 0, nullptr});
+  changed();
 }
 
 void ResidualHooks::transform(HookSite site, std::shared_ptr<RowTransform> transform) {
   if (!transform) throw InvalidArgumentError(fmt::format("hook {}: the row transform is null", site.name()));
   ops_.push_back({site, Kind::Transform, {}, 1.0f, 0, std::move(transform)});
+  changed();
 }
 
 size_t ResidualHooks::capture(HookSite site, CaptureRows rows) {
   captures_.push_back({site, rows, {}, 0});
   ops_.push_back({site, Kind::Capture, {}, 1.0f, captures_.size() - 1, nullptr});
+  changed();
   return captures_.size() - 1;
 }
 
@@ -96,6 +107,7 @@ void ResidualHooks::reset_captures() {
 void ResidualHooks::clear() {
   ops_.clear();
   captures_.clear();
+  changed();
 }
 
 void ResidualHooks::validate(uint32_t n_layer, uint32_t n_embd) const {
@@ -119,6 +131,17 @@ bool ResidualHooks::has(HookSite site) const noexcept {
   for (const auto& op : ops_)
     if (op.site == site) return true;
   return false;
+}
+
+bool ResidualHooks::on_device(int device, int64_t max_rows) {
+  for (const auto& op : ops_)
+    if (op.kind != Kind::Transform || !op.transform->prepare_device(device, max_rows)) return false;
+  return true;
+}
+
+void ResidualHooks::apply_on_device(HookSite site, float* rows, int64_t n_rows, int64_t width, void* stream) {
+  for (const auto& op : ops_)
+    if (op.site == site && n_rows > 0) op.transform->apply_on_device(rows, n_rows, width, stream);
 }
 
 void ResidualHooks::apply(HookSite site, float* rows, int64_t n_rows, int64_t width, bool last_rows_of_call) {

@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <map>
 #include <random>
 
 #include "common/require_gpu.hpp"
@@ -276,10 +278,22 @@ struct Drift {
   }
 };
 
-// An SAE feature gate on the device (hooks run on host copies of the rows): a gate whose edit
-// leaves every feature as it is (scale 1) gives the logits of no gate at all, bit for bit, on the
-// GPU as on the CPU; a gate that clamps features gives the CPU's gated logits (within the
-// backends' difference) and differs from the plain model by far more.
+// LATHE_CUDA_DEVICE_HOOKS for one scope (CudaForward reads it when it is made, so a test makes its
+// sessions inside the scope): "1" runs device-capable hooks on the device rows, unset the host path.
+struct DeviceHooksEnv {
+  explicit DeviceHooksEnv(bool on) {
+    if (on) setenv("LATHE_CUDA_DEVICE_HOOKS", "1", 1);
+    else unsetenv("LATHE_CUDA_DEVICE_HOOKS");
+  }
+  ~DeviceHooksEnv() { unsetenv("LATHE_CUDA_DEVICE_HOOKS"); }
+};
+
+// An SAE feature gate on the device, by either path (host copies of the rows, the default; or the
+// gate's kernels on the device rows, LATHE_CUDA_DEVICE_HOOKS=1): a gate whose edit leaves every
+// feature as it is (scale 1) gives the logits of no gate at all, bit for bit, on the GPU as on
+// the CPU; a gate that clamps features gives the CPU's gated logits (within the backends'
+// difference) and differs from the plain model by far more; and the path asked for is the one
+// that ran (the gate counts the rows it changed on each).
 TEST(CudaForward, SaeGateOnTheDeviceMatchesTheCpu) {
   LATHE_REQUIRE_GPU();
   test::TempDir dir("cuda_sae");
@@ -306,18 +320,98 @@ TEST(CudaForward, SaeGateOnTheDeviceMatchesTheCpu) {
     for (size_t t = 0; t < ids.size(); ++t) out.emplace_back(s.logits_at(t).begin(), s.logits_at(t).end());
     return out;
   };
-  const auto gpu_plain = logits(Device::cuda(0), nullptr);
-  const auto gpu_same = logits(Device::cuda(0), gate("0*1,1*1,2*1"));
-  const auto gpu_gated = logits(Device::cuda(0), gate("0:-3,1:-3,2:-3,3:-3"));
   const auto cpu_gated = logits(Device::cpu(), gate("0:-3,1:-3,2:-3,3:-3"));
-  double worst_backend = 0, least_effect = INFINITY;
-  for (size_t t = 0; t < ids.size(); ++t) {
-    EXPECT_EQ(gpu_same[t], gpu_plain[t]) << "position " << t;
-    worst_backend = std::max(worst_backend, nmse(gpu_gated[t], cpu_gated[t]));
-    least_effect = std::min(least_effect, nmse(gpu_plain[t], cpu_gated[t]));
+  for (bool on_device : {false, true}) {
+    SCOPED_TRACE(on_device ? "gate kernels on the device rows" : "gate on host copies");
+    DeviceHooksEnv env(on_device);
+    const auto gpu_plain = logits(Device::cuda(0), nullptr);
+    const auto gpu_same = logits(Device::cuda(0), gate("0*1,1*1,2*1"));
+    {
+      auto g = std::make_shared<edit::SaeGate>(sae, edit::parse_sae_features("0:-3,1:-3", "test"),
+                                               edit::SaeGateOptions{.clamp_everywhere = true});
+      auto hooks = std::make_shared<ResidualHooks>();
+      hooks->transform(HookSite::parse("blocks.0.resid_post"), g);
+      logits(Device::cuda(0), hooks);
+      EXPECT_EQ(g->rows_changed_on_device(), on_device ? ids.size() : 0u);
+      EXPECT_EQ(g->rows_changed_on_host(), on_device ? 0u : ids.size());
+    }
+    const auto gpu_gated = logits(Device::cuda(0), gate("0:-3,1:-3,2:-3,3:-3"));
+    double worst_backend = 0, least_effect = INFINITY;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      EXPECT_EQ(gpu_same[t], gpu_plain[t]) << "position " << t;
+      worst_backend = std::max(worst_backend, nmse(gpu_gated[t], cpu_gated[t]));
+      least_effect = std::min(least_effect, nmse(gpu_plain[t], cpu_gated[t]));
+    }
+    EXPECT_LT(worst_backend, 1e-8);
+    EXPECT_GT(least_effect, 1e3 * worst_backend) << "the gate did not change the device's stream";
   }
-  EXPECT_LT(worst_backend, 1e-8);
-  EXPECT_GT(least_effect, 1e3 * worst_backend) << "the gate did not change the device's stream";
+}
+
+// Decode steps with an SAE gate on the device rows (LATHE_CUDA_DEVICE_HOOKS=1, so the step still
+// runs as the captured graph), teacher-forced token by token, give the CPU's gated logits;
+// swapping the gate for another mid-sequence changes the device's logits exactly as the CPU's (the
+// captured step is not replayed with the old gate's kernels), and removing it gives the plain
+// model's logits again.
+TEST(CudaForward, SaeGateInTheCapturedDecodeStepFollowsTheHooks) {
+  LATHE_REQUIRE_GPU();
+  test::TempDir dir("cuda_sae_decode");
+  const auto model = tiny_model(dir, DType::F32);
+  std::map<std::string, std::shared_ptr<const edit::Sae>> saes;
+  for (std::string arch : {"jumprelu", "topk"}) {
+    test::TestSae spec;
+    spec.architecture = arch;
+    spec.d_in = test::kEmbd;
+    spec.d_sae = 64;
+    spec.k = 8;
+    spec.enc_scale = 3.0f;
+    spec.hook = "blocks.1.hook_resid_mid";
+    test::write_test_sae(dir / arch, spec);
+    saes[arch] = std::make_shared<const edit::Sae>(edit::load_sae(dir / arch));
+  }
+  auto gate = [&](const std::string& arch, const std::string& features) {
+    auto hooks = std::make_shared<ResidualHooks>();
+    hooks->transform(HookSite::parse("blocks.1.resid_mid"),
+                     std::make_shared<edit::SaeGate>(saes.at(arch), edit::parse_sae_features(features, "test"),
+                                                     edit::SaeGateOptions{.clamp_everywhere = true}));
+    return hooks;
+  };
+  const auto ids = some_ids(24, test::kVocab);
+  // Prefill of 4 tokens, then one token per eval(): gate A for 8 steps, gate B for 8, none for 4.
+  auto run = [&](Device device) {
+    Session s(model, {.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32, .device = device}});
+    s.set_hooks(gate("jumprelu", "0:-4,1:-4,2*3"));
+    s.eval(std::span(ids).first(4));
+    std::vector<std::vector<float>> out;
+    for (size_t t = 4; t < ids.size(); ++t) {
+      if (t == 12) s.set_hooks(gate("topk", "0:5,1:5,2:5,3*0"));
+      if (t == 20) s.set_hooks(nullptr);
+      s.eval(std::span(ids).subspan(t, 1));
+      out.emplace_back(s.logits().begin(), s.logits().end());
+    }
+    return out;
+  };
+  auto plain = [&](Device device) {
+    Session s(model, {.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32, .device = device}});
+    s.eval(std::span(ids).first(4));
+    std::vector<std::vector<float>> out;
+    for (size_t t = 4; t < ids.size(); ++t) {
+      s.eval(std::span(ids).subspan(t, 1));
+      out.emplace_back(s.logits().begin(), s.logits().end());
+    }
+    return out;
+  };
+  const auto cpu = run(Device::cpu()), cpu_plain = plain(Device::cpu());
+  const auto gpu = [&] {
+    DeviceHooksEnv env(true);
+    return run(Device::cuda(0));
+  }();
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    EXPECT_LT(nmse(gpu[i], cpu[i]), 1e-8) << "step " << i;
+    // While a gate is on, the CPU's gated logits differ from the plain ones by far more.
+    if (i < 16) {
+      EXPECT_GT(nmse(cpu_plain[i], cpu[i]), 1e-5) << "step " << i << ": the gate changed nothing";
+    }
+  }
 }
 
 // The default SmolLM2 Q4_1 GGUF on both backends with their default settings, each compared with

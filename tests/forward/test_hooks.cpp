@@ -96,6 +96,53 @@ TEST(ResidualHooks, RejectsBadVectorsAndSites) {
   EXPECT_THROW(hooks.captured(id + 1), InvalidArgumentError);
 }
 
+// A transform with a device path, which records what it was asked (no device is touched).
+struct DeviceTransform : RowTransform {
+  bool has_device_path = true;
+  int prepared_for = -1;
+  int64_t applied_rows = 0;
+  int64_t width() const noexcept override { return kEmbd; }
+  std::string describe() const override { return "test transform"; }
+  void apply(float*, int64_t, int64_t) override {}
+  bool prepare_device(int device, int64_t) override {
+    prepared_for = device;
+    return has_device_path;
+  }
+  void apply_on_device(float*, int64_t n_rows, int64_t, void*) override { applied_rows += n_rows; }
+};
+
+// The device path is taken only when every hook of the set has one (adds, projections, captures
+// and plain transforms run on host copies); the generation changes with every change of the set
+// and is never shared by two sets, so a captured decode step knows when to recapture.
+TEST(ResidualHooks, DevicePathOnlyWhenEveryHookHasOneAndGenerationsTrackChanges) {
+  ResidualHooks hooks, other;
+  EXPECT_EQ(hooks.generation(), 0u);
+  EXPECT_TRUE(hooks.on_device(0, 16));  // nothing to run
+  auto t = std::make_shared<DeviceTransform>();
+  hooks.transform({HookPoint::ResidMid, 1}, t);
+  const uint64_t g1 = hooks.generation();
+  EXPECT_NE(g1, 0u);
+  EXPECT_TRUE(hooks.on_device(3, 16));
+  EXPECT_EQ(t->prepared_for, 3);
+  hooks.apply_on_device({HookPoint::ResidMid, 1}, nullptr, 5, kEmbd, nullptr);
+  hooks.apply_on_device({HookPoint::ResidMid, 2}, nullptr, 7, kEmbd, nullptr);  // another site
+  EXPECT_EQ(t->applied_rows, 5);
+  t->has_device_path = false;
+  EXPECT_FALSE(hooks.on_device(3, 16));
+  t->has_device_path = true;
+  hooks.add({HookPoint::ResidPost, 0}, std::vector<float>(kEmbd, 1.0f));
+  EXPECT_FALSE(hooks.on_device(0, 16));  // adds run on the host
+  const uint64_t g2 = hooks.generation();
+  EXPECT_NE(g2, g1);
+  other.transform({HookPoint::ResidMid, 1}, t);
+  EXPECT_NE(other.generation(), g1);
+  EXPECT_NE(other.generation(), g2);
+  hooks.clear();
+  EXPECT_EQ(hooks.generation(), 0u);
+  hooks.capture({HookPoint::ResidPre, 0});
+  EXPECT_FALSE(hooks.on_device(0, 16));
+}
+
 TEST(ResidualHooks, EmptyHooksAndCapturesLeaveLogitsUnchanged) {
   TinyRun run;
   const auto plain = run.logits(nullptr);

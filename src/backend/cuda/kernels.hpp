@@ -152,4 +152,37 @@ void swiglu_16(const float* gate_up, int n_tokens, int n_ff, void* h, Dtype16 ty
 // first on ties, NaN and -inf never taken, -1 if nothing else is left (argmax_logit).
 void argmax_rows(const float* x, int n_rows, int n, int64_t ld, int32_t* out, cudaStream_t stream);
 
+// sae_gate.cu: the SAE feature gate of edit/sae.hpp on device rows (the math is there). Every
+// pointer is device memory; values/scales describe the n_edits edits (scales[e] != 0: an
+// ID*SCALE edit, else ID:VALUE) and w_dec holds their features' decoder rows only ([n_edits][d_in]).
+// ids[e] indexes w_enc_t, b_enc and threshold: standard and jumprelu gates may hold only the
+// edited features there too (ids 0..n_edits-1); topk holds every feature (ids are feature ids:
+// it ranks them all). TopK needs scratch for chunk_rows rows: sae_in [chunk_rows][d_in] and pre
+// [chunk_rows][d_sae]. rows_changed (optional) counts the rows the gate changed.
+struct SaeGateArgs {
+  static constexpr int kStandard = 0, kJumpRelu = 1, kTopK = 2;              // architecture
+  static constexpr int kNoNorm = 0, kConstantNormRescale = 1, kLayerNorm = 2;  // normalization
+  const float* w_enc_t = nullptr;    // [d_sae][d_in] (or [n_edits][d_in], above)
+  const float* b_enc = nullptr;      // [d_sae] (or [n_edits])
+  const float* w_dec = nullptr;      // [n_edits][d_in]
+  const float* b_dec = nullptr;      // [d_in]
+  const float* threshold = nullptr;  // [d_sae] (or [n_edits]), jumprelu
+  const uint32_t* ids = nullptr;
+  const float* values = nullptr;
+  const uint8_t* scales = nullptr;
+  int n_edits = 0, d_in = 0, d_sae = 0, k = 0;
+  int architecture = kStandard, normalization = kNoNorm;
+  bool apply_b_dec_to_input = true, clamp_everywhere = false;
+  int chunk_rows = 0;
+  float* sae_in = nullptr;
+  float* pre = nullptr;
+  unsigned long long* rows_changed = nullptr;
+};
+// Shared memory a row's block needs; sae_gate_prepare() allows it (call once per device, before
+// any capture, when it may exceed 48 KiB).
+size_t sae_gate_shared_bytes(const SaeGateArgs& args);
+void sae_gate_prepare(const SaeGateArgs& args);
+// Gates n_rows rows [n_rows][d_in] in place. Enqueues kernels only (capturable).
+void sae_gate(const SaeGateArgs& args, float* rows, int n_rows, cudaStream_t stream);
+
 }  // namespace lathe::cuda
