@@ -26,6 +26,8 @@ struct ServeArgs {
   bool no_webui = false;
   SessionArgs session;
   std::vector<std::string> loras;
+  ControlVectorArgs control_vectors;
+  SaeArgs sae;
 };
 
 #ifdef LATHE_HAVE_SERVER
@@ -61,6 +63,11 @@ int run_serve(const ServeArgs& args) {
   options.model = args.model;
   options.chat_template = args.template_file;
   options.loras = resolve_loras(args.loras);
+  check_sae_flags(args.sae);
+  if (!args.control_vectors.specs.empty() || !args.control_vectors.layers.empty() || !args.sae.path.empty())
+    options.hooks = [cv = args.control_vectors, sae = args.sae](const Model& model) {
+      return resolve_hooks(cv, sae, model);
+    };
   options.host = args.host;
   options.port = static_cast<int>(args.port);
   const SessionOptions session = resolve_session(args.session);
@@ -110,6 +117,8 @@ Runner add_serve(CLI::App& app) {
   cmd->add_option("--alias", args->alias, "the model's name in answers and /v1/models (default: the file's name)");
   cmd->add_option("--template", args->template_file, "Jinja chat template file to use instead of the model's");
   add_lora_flags(*cmd, args->loras);
+  add_control_vector_flags(*cmd, args->control_vectors);
+  add_sae_flags(*cmd, args->sae);
   cmd->add_option("--shutdown-timeout", args->shutdown_timeout,
                   "seconds running requests may take to finish after SIGINT/SIGTERM before they are cancelled")
       ->capture_default_str();

@@ -445,7 +445,9 @@ int HttpServer::run() {
     for (const auto& lora : model->summary().loras)
       std::fprintf(stderr, "lathe serve: lora %s (scale %g): %zu matrices changed\n", lora.path.c_str(), lora.scale,
                    lora.matrices);
-    service_owner_ = std::make_unique<InferenceService>(model, options_.service);
+    ServiceOptions service = options_.service;
+    if (options_.hooks) service.hooks = options_.hooks(*model);
+    service_owner_ = std::make_unique<InferenceService>(model, service);
   } catch (...) {
     stop_http();
     throw;

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "server/inference.hpp"
@@ -16,6 +18,9 @@ struct ServerOptions {
   std::filesystem::path model;
   std::filesystem::path chat_template;  // replaces the model's own (--template)
   std::vector<LoraSpec> loras;          // merged into the weights at load (--lora)
+  // Makes the residual hooks every request runs (--control-vector, --sae) once the model is
+  // loaded (they are checked against it); empty or returning nullptr: none.
+  std::function<std::shared_ptr<ResidualHooks>(const Model&)> hooks;
   std::string host = "127.0.0.1";
   int port = 8080;
   ServiceOptions service;

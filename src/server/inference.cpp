@@ -98,7 +98,8 @@ std::shared_ptr<Job> InferenceService::submit(const CompletionRequest& request) 
   if (!request.seed_given) seq.options.sampling.seed = random_seed();
   seq.top_logprobs = request.top_logprobs;
   seq.logit_bias = request.logit_bias;
-  seq.reuse_prefix = true;
+  seq.hooks = options_.hooks;
+  seq.reuse_prefix = !options_.hooks;
   if (request.format != ResponseFormat::Text) seq.constraint = make_constraint(model_, request);
   const tokenizer::Tokenizer& tok = internals(*model_).tokenizer;
   Job* raw = job.get();

@@ -30,6 +30,10 @@ struct ServiceOptions {
   uint64_t vram_budget = 0;   // EngineOptions::vram_budget
   ComputeOptions compute;
   size_t max_queue = 64;      // requests waiting for a slot beyond the running ones (--max-queue)
+  // Residual hooks every request runs (--control-vector, --sae), or nullptr. Shared by all
+  // sequences (hooks run on the one stepping thread); requests then do not reuse cached prompt
+  // prefixes, which the scheduler keeps only for sequences without hooks.
+  std::shared_ptr<ResidualHooks> hooks;
 };
 
 // One request's generation, shared by the HTTP thread that reads it and the stepping thread that

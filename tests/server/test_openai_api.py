@@ -406,6 +406,57 @@ def test_api_key_and_cors():
         assert c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
 
 
+def write_random_sae(path, d_in, d_sae, hook, seed=0):
+    """A random standard SAE in SAELens's format (cfg.json + sae_weights.safetensors)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(seed)
+    w_dec = rng.normal(0, 1, (d_sae, d_in)).astype(np.float32)
+    w_dec /= np.linalg.norm(w_dec, axis=1, keepdims=True)
+    path.mkdir()
+    save_file({"W_enc": rng.normal(0, 1 / np.sqrt(d_in), (d_in, d_sae)).astype(np.float32),
+               "b_enc": np.zeros(d_sae, np.float32), "W_dec": w_dec, "b_dec": np.zeros(d_in, np.float32)},
+              str(path / "sae_weights.safetensors"))
+    (path / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d_in, "d_sae": d_sae,
+                                               "dtype": "float32", "normalize_activations": "none",
+                                               "metadata": {"hook_name": hook}}))
+
+
+def write_control_vector(path, n_embd, layers, scale):
+    import gguf
+    import numpy as np
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", "llama")
+    writer.add_int32("controlvector.layer_count", len(layers))
+    for layer in layers:
+        writer.add_tensor(f"direction.{layer}",
+                          (scale * np.sin(np.arange(1, n_embd + 1) * layer)).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_sae_gate_and_control_vector_equal_lathe_run(tmp_path):
+    """--sae and --control-vector on serve: every request runs them, and the greedy answers equal
+    `lathe run` with the same flags (not the plain model's: the edits change the answer). Asked
+    twice, so that the second request would reuse the first's prompt prefix if hooks allowed it."""
+    write_random_sae(tmp_path / "sae", d_in=576, d_sae=64, hook="blocks.8.hook_resid_post")
+    write_control_vector(tmp_path / "cv.gguf", n_embd=576, layers=[12, 13], scale=1.0)
+    question = QUESTIONS[2]
+    run_args = ["-m", MODEL, "--chat", "--system", "", "-p", question, "--temp", "0", "-n", "24", "-t", "1"]
+    plain = run_generated(*run_args)
+    cases = [["--sae", str(tmp_path / "sae"), "--sae-features", "0:40,1:40,2:-40,3:40", "--sae-clamp-everywhere"],
+             ["--control-vector", str(tmp_path / "cv.gguf") + ":3"]]
+    for flags in cases:
+        expected = run_generated(*run_args, *flags)
+        assert expected != plain, f"{flags} do not change the answer: nothing would be tested"
+        with LatheServer("--parallel", "2", "-c", "1024", *flags) as s:
+            c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=120)
+            for _ in range(2):
+                assert chat(c, question).choices[0].message.content == expected, flags
+
+
 def test_sigterm_finishes_or_cancels_within_the_bound():
     s = LatheServer("--shutdown-timeout", "1").__enter__()
     c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=60)
