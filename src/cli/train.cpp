@@ -334,6 +334,7 @@ bool train_loop(Run& run, int64_t total_steps, const TrainArgs& a, const json& s
   ::sigaction(SIGINT, &action, &previous);
   edit::ProgressBar bar("steps", static_cast<size_t>(total_steps), std::cerr, tty);
   const int64_t first = run.steps_done();
+  bar.resume_at(static_cast<size_t>(first));  // --resume: the ETA from the steps this process runs
   const auto start = Clock::now();
   bool stopped = false;
   try {

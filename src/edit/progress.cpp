@@ -26,8 +26,10 @@ std::string ProgressBar::render(bool final) const {
   const double elapsed = std::chrono::duration<double>(now_() - start_).count();
   std::string timing;
   if (final) timing = "in " + format_duration(elapsed);
-  else if (done_ == 0 || elapsed <= 0) timing = "ETA --";  // no rate to extrapolate yet
-  else timing = "ETA " + format_duration(elapsed / static_cast<double>(done_) * static_cast<double>(total_ - done_));
+  else if (done_ <= resumed_at_ || elapsed <= 0) timing = "ETA --";  // no rate to extrapolate yet
+  else
+    timing = "ETA " + format_duration(elapsed / static_cast<double>(done_ - resumed_at_) *
+                                      static_cast<double>(total_ - done_));
   std::string line = fmt::format("{} [{}{}] {}/{} {}", label_, std::string(filled, '#'), std::string(kBarWidth - filled, '.'),
                                  done_, total_, timing);
   if (!status_.empty()) line += " " + status_;
@@ -45,6 +47,11 @@ void ProgressBar::emit(const std::string& line) {
   out_.flush();
   last_shown_ = now_();
   shown_once_ = true;
+}
+
+void ProgressBar::resume_at(size_t done) {
+  done_ = resumed_at_ = std::min(done, total_);
+  start_ = now_();
 }
 
 void ProgressBar::update(size_t done, std::string_view status) {

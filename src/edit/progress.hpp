@@ -25,6 +25,9 @@ class ProgressBar {
   // `now` replaces the steady clock (tests); the ETA is measured from construction.
   ProgressBar(std::string label, size_t total, std::ostream& out, bool is_tty, Clock now = {});
 
+  // A loop resumed at `done` (a training run from its checkpoint): the bar starts there, and the
+  // ETA extrapolates from the rate of the steps done since, not as if those were done in no time.
+  void resume_at(size_t done);
   // `status` is shown after the ETA; line breaks in it become spaces. done is clamped to total.
   void update(size_t done, std::string_view status);
   // Prints the final state with the elapsed time instead of the ETA and ends the line. Idempotent.
@@ -44,6 +47,7 @@ class ProgressBar {
   Clock now_;
   std::chrono::steady_clock::time_point start_, last_shown_;
   size_t done_ = 0;
+  size_t resumed_at_ = 0;  // done_ when the timing started
   std::string status_;
   size_t last_width_ = 0;  // TTY: characters drawn last time, to blank leftovers
   bool shown_once_ = false, finished_ = false;

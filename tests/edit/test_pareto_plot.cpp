@@ -172,6 +172,22 @@ TEST(ProgressBar, NonTtyPrintsOneLinePerUpdateForSmallTotals) {
             "ablate [####################] 10/10 in 2m00s\n");
 }
 
+// A resumed loop: 40 of 100 steps were done by an earlier process; this one takes 3 s a step, so
+// after 2 more steps 58 remain at 3 s (2m54s), not 58 at 6 s / 42 steps (8 s).
+TEST(ProgressBar, ResumedLoopExtrapolatesFromTheStepsSinceTheResume) {
+  FakeClock clock;
+  std::ostringstream out;
+  ProgressBar bar("steps", 100, out, false, clock.clock());
+  clock.advance(30);  // loading before the loop: not part of the rate
+  bar.resume_at(40);
+  bar.update(40, "resumed");
+  clock.advance(6);
+  bar.update(42, "");
+  EXPECT_EQ(out.str(),
+            "steps [########............] 40/100 ETA -- resumed\n"
+            "steps [########............] 42/100 ETA 2m54s\n");
+}
+
 TEST(ProgressBar, NonTtyThrottlesLargeTotalsToOneLineEveryTwoSeconds) {
   FakeClock clock;
   std::ostringstream out;
