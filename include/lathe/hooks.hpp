@@ -51,9 +51,9 @@ class RowTransform {
   // Optional: the same transform on rows in device memory. Without it the CUDA forward pass
   // copies the rows to the host and back around apply(), and cannot replay the decode step as a
   // captured graph. prepare_device() readies what the device path needs on CUDA device `device`
-  // for passes of up to max_rows rows (uploads, scratch); it is called outside any capture, before
-  // the first apply_on_device() and again whenever the device or max_rows could have changed, and
-  // returns false when this transform has no device path (the default). apply_on_device() gets
+  // for passes of up to max_rows rows (uploads, scratch); it is called outside any capture before
+  // every pass that may take the device path (so it must return quickly once ready), and returns
+  // false when this transform has no device path (the default). apply_on_device() gets
   // device rows [n_rows x width] and the pass's cudaStream_t; it may only enqueue work on that
   // stream (no synchronisation, no allocation), so that a captured decode step can contain it.
   virtual bool prepare_device(int device, int64_t max_rows) {
@@ -107,8 +107,9 @@ class ResidualHooks {
   // device rows; only after on_device() returned true for the same device.
   bool on_device(int device, int64_t max_rows);
   void apply_on_device(HookSite site, float* rows, int64_t n_rows, int64_t width, void* stream);
-  // Changes whenever a hook is added or the set cleared; unique across every ResidualHooks of
-  // the process (a captured decode step that ran these hooks is replayed only while it holds).
+  // Changes whenever a hook is added or the set cleared, to a value no other set of the process
+  // had (a copy keeps it until either changes): a captured decode step that ran these hooks is
+  // replayed only while it holds. 0 for an empty set.
   uint64_t generation() const noexcept { return generation_; }
 
  private:
