@@ -1,4 +1,5 @@
 #include "common/test_support.hpp"
+#include "common/torch_peer.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <fstream>
 #include <sstream>
@@ -20,6 +22,12 @@ std::filesystem::path binary_dir() { return LATHE_TEST_BINARY_DIR; }
 std::filesystem::path shared_data_dir() { return source_dir() / "data"; }
 std::filesystem::path default_model() { return LATHE_TEST_MODEL; }
 std::string oracle_python() { return LATHE_TEST_PYTHON; }
+
+std::string torch_peer_python(const char* env_var) {
+  if (const char* env = std::getenv(env_var); env != nullptr && *env != '\0') return env;
+  const auto venv = source_dir() / ".venv-peft" / "bin" / "python";
+  return std::filesystem::exists(venv) ? venv.string() : "";
+}
 std::filesystem::path cli_path() { return LATHE_TEST_CLI; }
 
 namespace {

@@ -7,11 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "common/torch_peer.hpp"
 #include "edit/sae.hpp"
 #include "edit/sae_train.hpp"
 #include "lathe/lathe.hpp"
@@ -28,12 +28,8 @@ test::CommandResult run(const std::string& python, std::vector<std::string> args
 }
 
 std::string saelens_python(std::string& why) {
-  std::string python;
-  if (const char* env = std::getenv("LATHE_SAELENS_PYTHON"); env != nullptr && *env != '\0') {
-    python = env;
-  } else if (const auto venv = test::source_dir() / ".venv-peft" / "bin" / "python"; fs::exists(venv)) {
-    python = venv.string();
-  } else {
+  const std::string python = test::torch_peer_python("LATHE_SAELENS_PYTHON");
+  if (python.empty()) {
     why = "no Python with sae_lens + torch: set LATHE_SAELENS_PYTHON (or create <source>/.venv-peft with them)";
     return "";
   }

@@ -15,13 +15,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "api/model_impl.hpp"
 #include "common/test_support.hpp"
+#include "common/torch_peer.hpp"
 #include "lathe/lathe.hpp"
 #include "train/checkpoint.hpp"
 #include "train/dataset.hpp"
@@ -37,12 +37,8 @@ using nlohmann::json;
 
 // The Python with torch + peft, or "" (the reason in `why`).
 std::string peft_python(std::string& why) {
-  std::string python;
-  if (const char* env = std::getenv("LATHE_PEFT_PYTHON"); env != nullptr && *env != '\0') {
-    python = env;
-  } else if (const auto venv = test::source_dir() / ".venv-peft" / "bin" / "python"; fs::exists(venv)) {
-    python = venv.string();
-  } else {
+  const std::string python = test::torch_peer_python("LATHE_PEFT_PYTHON");
+  if (python.empty()) {
     why = "no Python with torch + peft: set LATHE_PEFT_PYTHON (or create <source>/.venv-peft with torch, "
           "transformers, peft and safetensors)";
     return "";
