@@ -63,11 +63,10 @@ int run_serve(const ServeArgs& args) {
   options.model = args.model;
   options.chat_template = args.template_file;
   options.loras = resolve_loras(args.loras);
-  check_sae_flags(args.sae);
-  if (!args.control_vectors.specs.empty() || !args.control_vectors.layers.empty() || !args.sae.path.empty())
-    options.hooks = [cv = args.control_vectors, sae = args.sae](const Model& model) {
-      return resolve_hooks(cv, sae, model);
-    };
+  check_sae_flags(args.sae);  // before the model loads; the hooks themselves need it loaded
+  options.hooks = [cv = args.control_vectors, sae = args.sae](const Model& model) {
+    return resolve_hooks(cv, sae, model);  // nullptr without --control-vector and --sae
+  };
   options.host = args.host;
   options.port = static_cast<int>(args.port);
   const SessionOptions session = resolve_session(args.session);

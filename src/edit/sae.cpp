@@ -578,9 +578,13 @@ float edited(const SaeFeatureEdit& e, float f, bool clamp_everywhere) {
 }
 }  // namespace
 
-void SaeGate::apply(float* rows, int64_t n_rows, int64_t width) {
+void SaeGate::check_width(int64_t width) const {
   if (width != sae_->d_in)
     throw InvalidArgumentError(fmt::format("{}: rows of {} elements, expected {}", describe(), width, sae_->d_in));
+}
+
+void SaeGate::apply(float* rows, int64_t n_rows, int64_t width) {
+  check_width(width);
   if (edits_.empty()) return;
   const auto d_in = static_cast<size_t>(sae_->d_in), d_sae = static_cast<size_t>(sae_->d_sae);
   if (sae_->architecture != SaeArchitecture::TopK) {
@@ -624,8 +628,7 @@ bool SaeGate::prepare_device(int device, int64_t /*max_rows: topk works in chunk
 }
 
 void SaeGate::apply_on_device(float* rows, int64_t n_rows, int64_t width, void* stream) {
-  if (width != sae_->d_in)
-    throw InvalidArgumentError(fmt::format("{}: rows of {} elements, expected {}", describe(), width, sae_->d_in));
+  check_width(width);
   if (!device_) throw InternalError(fmt::format("{}: apply_on_device() before prepare_device()", describe()));
   if (!edits_.empty()) device_->apply(rows, n_rows, stream);
 }

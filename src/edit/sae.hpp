@@ -139,6 +139,7 @@ class SaeGate : public RowTransform {
   uint64_t rows_changed_on_device() const;
 
  private:
+  void check_width(int64_t width) const;  // InvalidArgumentError unless width == d_in
   void apply_row(float* x);
   void add_decoded_deltas(float* x, double scale) const;
   std::shared_ptr<const Sae> sae_;

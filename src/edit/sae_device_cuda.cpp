@@ -1,7 +1,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/memory.hpp"
@@ -16,8 +15,7 @@ constexpr int kTopKChunkRows = 64;
 class CudaSaeGate final : public SaeGateDevice {
  public:
   CudaSaeGate(const Sae& sae, const std::vector<SaeFeatureEdit>& edits, const SaeGateOptions& options, int device)
-      : device_(device) {
-    cuda::use_device(device);
+      : device_(device) {  // make_sae_gate_device() made `device` current
     const bool topk = sae.architecture == SaeArchitecture::TopK;
     const auto d_in = static_cast<size_t>(sae.d_in);
     const size_t n_edits = edits.size();

@@ -169,14 +169,16 @@ struct CudaForward::Impl {
     }
   }
 
-  // Whether the hooks of every sequence in the pass (if any) have a device path, readying them.
+  // Whether the pass may run its hooks on the device rows (and so take the captured graph): with
+  // LATHE_CUDA_DEVICE_HOOKS=1, when the hooks of every sequence in the pass (if any) have a device
+  // path, readying them; without it, as before that path existed, only when no slot has hooks.
   bool pass_hooks_on_device() {
-    if (hooks.empty()) return true;
+    const auto hooked = [](const ResidualHooks* h) { return h != nullptr && !h->empty(); };
+    if (!device_hooks) return std::none_of(hooks.begin(), hooks.end(), hooked);
     bool all = true;
     for_each_run(row_slot, [&](size_t begin, size_t) {
-      ResidualHooks* h = hooks[row_slot[begin]];
-      if (h == nullptr || h->empty() || !all) return;
-      all = device_hooks && h->on_device(opt.device, opt.max_batch);
+      ResidualHooks* h = hooks.empty() ? nullptr : hooks[row_slot[begin]];
+      if (all && hooked(h)) all = h->on_device(opt.device, opt.max_batch);
     });
     return all;
   }
