@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fine-tune-then-forget experiment of bench/tofu_experiment.sh as a study (issue 25): arms
-# base (the fine-tuned model), NPO, GradDiff, an abliteration-style projection and an SAE gate (a
-# TopK SAE trained here with lathe sae-train, its features chosen by the study), x 3 seeds,
+# base (the fine-tuned model), NPO, GradDiff, an abliteration-style projection and two SAE gates (a
+# TopK SAE trained here with lathe sae-train, its features chosen by the study: by activation and
+# by attribution), x 3 seeds,
 # evaluated on the forget facts and part of the retain facts in English and in Spanish (never
 # trained on: cross-lingual leakage) and on held-out text; then the report checked by an
 # independent script with scipy and statsmodels (tests/oracle/study_oracle.py).

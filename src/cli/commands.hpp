@@ -30,6 +30,6 @@ Runner add_score(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_stats(CLI::App& app);
 Runner add_study(CLI::App& app);
-Runner add_sae_train(CLI::App& app); Runner add_sae_eval(CLI::App& app);
+Runner add_sae_train(CLI::App& app); Runner add_sae_eval(CLI::App& app); Runner add_sae_select(CLI::App& app);
 
 }  // namespace lathe::cli

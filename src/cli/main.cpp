@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
   add(lathe::cli::add_stats);
   add(lathe::cli::add_study);
   add(lathe::cli::add_sae_train), add(lathe::cli::add_sae_eval);
+  add(lathe::cli::add_sae_select);
 
   // A first word that is not an option names a command: say so when lathe has none of that name
   // (CLI11 would only call it an unexpected argument).

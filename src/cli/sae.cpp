@@ -1,8 +1,11 @@
 // lathe sae-train MODEL --hook blocks.N.resid_post --data F -o OUT_DIR: a TopK SAE trained on the
 // residual rows of a data file, written in SAELens's format; lathe sae-eval MODEL --sae DIR
 // --data F: SAELens's quality metrics of an SAE (L0, explained variance, MSE, CE loss recovered,
-// KL, dead features). docs/EDITING.md, "Training an SAE" and "SAE quality".
+// KL, dead features); lathe sae-select MODEL --sae DIR --forget F --retain F: the features a gate
+// should edit to forget one set and keep another (train/sae_select.hpp). docs/EDITING.md,
+// "Training an SAE", "SAE quality" and "Choosing features".
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +28,7 @@
 #include "lathe/error.hpp"
 #include "lathe/lathe.hpp"
 #include "train/dataset.hpp"
+#include "train/sae_select.hpp"
 
 namespace lathe::cli {
 namespace {
@@ -49,6 +53,14 @@ struct SaeEvalArgs {
   std::string model, sae, data, hook;
   int64_t max_length = 1024, limit = 0, threads = 0, skip_first = 0;
   bool raw = false, json = false;
+  std::vector<std::string> loras;
+};
+
+struct SaeSelectArgs {
+  std::string model, sae, forget, retain, hook, by = "attribution", system = "You are a helpful assistant.";
+  int64_t count = 8, max_length = 1024, limit = 0, threads = 0;
+  double value = 0;
+  bool clamp_everywhere = false, raw = false, chat = false, json = false;
   std::vector<std::string> loras;
 };
 
@@ -263,7 +275,115 @@ int run_sae_eval(const SaeEvalArgs& a) {
   return 0;
 }
 
+int run_sae_select(const SaeSelectArgs& a) {
+  check_threads(a.threads);
+  check_max_length(a.max_length);
+  if (a.limit < 0) throw InvalidArgumentError("--limit must be >= 0");
+  if (a.count < 1 || a.count > 65536)
+    throw InvalidArgumentError(fmt::format("--count {} is out of range: it must be in 1..65536", a.count));
+  if (!std::isfinite(a.value)) throw InvalidArgumentError(fmt::format("--value {} must be a finite number", a.value));
+  if (a.raw && a.chat) throw InvalidArgumentError("give --raw or --chat, not both");
+  const auto by = train::parse_feature_criterion(a.by, "--by");
+  const fs::path model_path = resolve_model_path(a.model);
+  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(a.sae));
+  const std::string hook = a.hook.empty() ? sae->hook_name : a.hook;
+  if (hook.empty())
+    throw InvalidArgumentError(fmt::format("{}: cfg.json names no hook point; give it with --sae-hook "
+                                           "(e.g. blocks.5.hook_resid_post)",
+                                           sae->cfg_path.string()));
+  const HookSite site = edit::sae_hook_site(hook, a.hook.empty() ? sae->cfg_path.string() + ": hook_name" : "--sae-hook");
+  for (const auto& [flag, path] : {std::pair{"--forget", a.forget}, std::pair{"--retain", a.retain}})
+    if (!fs::exists(path)) throw NotFoundError(fmt::format("{} {}: no such data file; check the path", flag, path));
+  const auto model = load_model(model_path, a.loras);
+  edit::check_sae_fits(*sae, site, model->summary().n_layer, model->summary().n_embd);
+  train::DataOptions data;
+  data.pair_format = a.raw ? train::PairFormat::Raw : (a.chat ? train::PairFormat::Chat : train::PairFormat::Auto);
+  data.system = a.system;
+  data.max_tokens = static_cast<uint32_t>(a.max_length - 1);
+  data.limit = static_cast<size_t>(a.limit);
+  const auto forget = train::read_training_data(*model, a.forget, data);
+  const auto retain = train::read_training_data(*model, a.retain, data);
+  fmt::print(stderr, "--forget {}: {} examples, {} scored tokens; --retain {}: {} examples, {} scored tokens\n", a.forget,
+             forget.examples.size(), forget.scored_tokens, a.retain, retain.examples.size(), retain.scored_tokens);
+  const edit::SaeFeatureEdit edit{.id = 0, .kind = edit::SaeFeatureEdit::Kind::Set, .value = static_cast<float>(a.value)};
+  const auto t = Clock::now();
+  std::vector<train::SelectedFeature> chosen;
+  {
+    edit::ProgressBar bar("examples", forget.examples.size() + retain.examples.size(), std::cerr,
+                          ::isatty(STDERR_FILENO) != 0);
+    chosen = train::select_sae_features(model, sae, site, forget.examples, retain.examples,
+                                        {.by = by,
+                                         .count = a.count,
+                                         .edit = edit,
+                                         .gate = {.clamp_everywhere = a.clamp_everywhere},
+                                         .compute = {.n_threads = static_cast<int>(a.threads)},
+                                         .on_progress = [&](size_t done, size_t) { bar.update(done, ""); }});
+    bar.finish();
+  }
+  std::vector<std::string> spec;
+  for (const auto& f : chosen) spec.push_back(fmt::format("{}:{}", f.id, a.value));
+  const std::string features = fmt::format("{}", fmt::join(spec, ","));
+  const bool attribution = by == train::FeatureCriterion::Attribution;
+  if (a.json) {
+    auto rows = nlohmann::ordered_json::array();
+    for (const auto& f : chosen)
+      rows.push_back({{"feature", f.id}, {"score", f.score}, {"forget", f.forget}, {"retain", f.retain}});
+    nlohmann::ordered_json out = {{"sae", a.sae},
+                                  {"model", model_path.string()},
+                                  {"hook", site.name()},
+                                  {"by", train::feature_criterion_name(by)},
+                                  {"value", a.value},
+                                  {"clamp_everywhere", a.clamp_everywhere},
+                                  {"features", rows},
+                                  {"sae_features", features},
+                                  {"seconds", seconds_since(t)}};
+    fmt::print("{}\n", out.dump(1));
+    return 0;
+  }
+  fmt::print("sae-select {} at {} by {} [{:.1f} s]\n", a.sae, site.name(), train::feature_criterion_name(by),
+             seconds_since(t));
+  fmt::print("  {:>8}  {:>12}  {:>12}  {:>12}\n", "feature", "score", attribution ? "forget dCE" : "forget mean",
+             attribution ? "retain dCE" : "retain mean");
+  for (const auto& f : chosen)
+    fmt::print("  {:>8}  {:>12.6g}  {:>12.6g}  {:>12.6g}\n", f.id, f.score, f.forget, f.retain);
+  fmt::print("--sae {} --sae-features {}{}\n", a.sae, features, a.clamp_everywhere ? " --sae-clamp-everywhere" : "");
+  return 0;
+}
+
 }  // namespace
+
+Runner add_sae_select(CLI::App& app) {
+  auto a = std::make_shared<SaeSelectArgs>();
+  auto* cmd = app.add_subcommand("sae-select", "Choose the SAE features a gate should edit to forget one data set "
+                                               "and keep another (by attribution or activation)");
+  cmd->add_option("model", a->model, "GGUF file or Hugging Face model directory")->required();
+  cmd->add_option("--sae", a->sae, "SAELens SAE directory (or its cfg.json)")->required();
+  cmd->add_option("--forget", a->forget, "What the gate should make the model forget (data file, as finetune's --data)")
+      ->required();
+  cmd->add_option("--retain", a->retain, "What it should keep (data file)")->required();
+  cmd->add_option("--by", a->by,
+                  "attribution: the features whose clamp to --value most raises the forget set's answer loss beyond "
+                  "the retain set's (first order, from one backward pass per example); activation: those most "
+                  "active on the forget set's answers beyond the retain set's")
+      ->capture_default_str();
+  cmd->add_option("--count", a->count, "How many features")->capture_default_str();
+  cmd->add_option("--value", a->value, "The value the gate sets each feature to (0: ablation)")->capture_default_str();
+  cmd->add_flag("--clamp-everywhere", a->clamp_everywhere,
+                "The gate sets the features at every token, not only where active (as --sae-clamp-everywhere)");
+  cmd->add_option("--sae-hook", a->hook, "Hook point replacing the one cfg.json names");
+  cmd->add_flag("--raw", a->raw, "Prompt/answer pairs as plain text, not chat-formatted");
+  cmd->add_flag("--chat", a->chat, "Prompt/answer pairs through the chat template (the default when there is one)");
+  cmd->add_option("--system", a->system, "System message of chat-formatted pairs")->capture_default_str();
+  cmd->add_option("--max-length", a->max_length, "Longest example in tokens")->capture_default_str();
+  cmd->add_option("--limit", a->limit, "Read at most this many rows of each file (0: all)");
+  cmd->add_flag("--json", a->json, "Print the features as one JSON object on stdout");
+  add_lora_flags(*cmd, a->loras);
+  cmd->add_option("-t,--threads", a->threads, "CPU threads (0: one per physical core)");
+  cmd->footer("Example:\n  lathe sae-select model.gguf --sae saes/l5 --forget forget.jsonl --retain retain.jsonl "
+              "--value -4\n  lathe run model.gguf --sae saes/l5 --sae-features <the printed list> -p \"...\"\n"
+              "See docs/EDITING.md.");
+  return [a] { return run_sae_select(*a); };
+}
 
 Runner add_sae_train(CLI::App& app) {
   auto a = std::make_shared<SaeTrainArgs>();

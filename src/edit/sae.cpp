@@ -664,3 +664,39 @@ void SaeGate::add_decoded_deltas(float* x, double scale) const {
 }
 
 }  // namespace lathe::edit
+
+namespace lathe::edit {
+
+std::vector<double> sae_edit_attribution(const Sae& sae, const float* rows, const float* grads, int64_t n_rows,
+                                         const SaeFeatureEdit& edit, const SaeGateOptions& options,
+                                         cpu::ThreadPool* pool) {
+  std::unique_ptr<cpu::ThreadPool> own;
+  if (pool == nullptr) pool = (own = std::make_unique<cpu::ThreadPool>(1)).get();
+  const auto d_in = static_cast<size_t>(sae.d_in), d_sae = static_cast<size_t>(sae.d_sae);
+  const MatrixView w_dec{DType::F32, reinterpret_cast<const uint8_t*>(sae.w_dec.data()), sae.d_sae, sae.d_in,
+                         d_in * sizeof(float), "W_dec"};
+  std::vector<double> total(d_sae, 0.0);
+  // Blocks of rows bound the memory: two [rows x d_sae] products per block.
+  constexpr int64_t kBlock = 32;
+  std::vector<float> projected(static_cast<size_t>(kBlock) * d_sae);
+  for (int64_t first = 0; first < n_rows; first += kBlock) {
+    const int64_t n = std::min(kBlock, n_rows - first);
+    const float* x = rows + static_cast<size_t>(first) * d_in;
+    const auto f = sae_encode(sae, x, n, pool);
+    // projected[r][j] = W_dec[j] . grad_r
+    cpu::matmul(w_dec, grads + static_cast<size_t>(first) * d_in, n, projected.data(), *pool);
+    for (int64_t r = 0; r < n; ++r) {
+      const double scale = row_norm(sae, x + static_cast<size_t>(r) * d_in).out_scale;
+      if (!std::isfinite(scale)) continue;
+      const float* fr = f.data() + static_cast<size_t>(r) * d_sae;
+      const float* pr = projected.data() + static_cast<size_t>(r) * d_sae;
+      for (size_t j = 0; j < d_sae; ++j) {
+        const float change = edited(edit, fr[j], options.clamp_everywhere) - fr[j];
+        if (change != 0 && std::isfinite(change)) total[j] += scale * double(change) * pr[j];  // NaN: not encodable
+      }
+    }
+  }
+  return total;
+}
+
+}  // namespace lathe::edit

@@ -113,6 +113,17 @@ struct SaeGateOptions {
   bool clamp_everywhere = false;
 };
 
+// Attribution of gate edits to a scalar loss L (attribution patching, first order): for every
+// feature j, the change of L predicted when the gate edits j alone as `edit` says (its id ignored),
+//   sum over rows r of  s(x_r) * (edited(f_rj) - f_rj) * (W_dec[j] . dL/dx_r)
+// with f the SAE's features of x_r and s(x_r) the normalization's output scale: the gate's own
+// change of the row, dotted with the gradient. rows and grads: [n_rows][d_in] (the residual at the
+// SAE's hook and L's gradient there, e.g. from train/lora_pass.hpp's ResidualProbe). Returns
+// [d_sae]. Rows the SAE cannot encode (a zero row under constant_norm_rescale) add nothing.
+std::vector<double> sae_edit_attribution(const Sae& sae, const float* rows, const float* grads, int64_t n_rows,
+                                         const SaeFeatureEdit& edit, const SaeGateOptions& options,
+                                         cpu::ThreadPool* pool = nullptr);
+
 // The gate: x' = x + decode(f') - decode(f) = x + s(x) * (f' - f) @ W_dec with f the SAE's
 // features of x, f' the edited ones and s(x) the normalization's output scale (1, 1/c or std).
 // The reconstruction error stays in the stream, so only the edited features change it; a

@@ -184,7 +184,7 @@ std::vector<std::string> accepted_keys(ArmMethod method) {
                              "weight_decay", "max_grad_norm", "steps", "warmup", "epochs", "targets"});
   if (method == ArmMethod::Projection) keys.push_back("layer");
   if (method == ArmMethod::SaeGate)
-    keys.insert(keys.end(), {"sae", "features", "select", "value", "hook", "clamp_everywhere"});
+    keys.insert(keys.end(), {"sae", "features", "select", "select_by", "value", "hook", "clamp_everywhere"});
   return keys;
 }
 
@@ -234,6 +234,10 @@ ArmConfig parse_arm(const json& value, size_t index, const fs::path& file) {
     arm.sae_features = t.string("features", "");
     arm.sae_select = t.integer("select", 0);
     arm.sae_value = t.number("value", 0.0);
+    const std::string select_by = t.string("select_by", "activation");
+    if (select_by != "activation" && select_by != "attribution")
+      t.fail(t.name("select_by"), fmt::format("is \"{}\"; use \"activation\" or \"attribution\"", select_by));
+    arm.sae_select_by = train::parse_feature_criterion(select_by, t.name("select_by"));
     arm.sae_hook = t.string("hook", "");
     arm.sae_clamp_everywhere = t.boolean("clamp_everywhere", false);
     if (arm.sae_features.empty() == (arm.sae_select == 0))
@@ -241,6 +245,7 @@ ArmConfig parse_arm(const json& value, size_t index, const fs::path& file) {
                                   "features most specific to the forget set)");
     if (arm.sae_select < 0 || arm.sae_select > 65536) t.fail(t.name("select"), "must be in 1..65536");
     if (t.has("value") && arm.sae_select == 0) t.fail(t.name("value"), "goes with select (features carry their own values)");
+    if (t.has("select_by") && arm.sae_select == 0) t.fail(t.name("select_by"), "goes with select");
   }
   return arm;
 }

@@ -24,7 +24,8 @@
 //   name = "proj"; method = "projection"; layer = 15    # the direction mean(forget) - mean(retain)
 //   [[arm]]
 //   name = "gate"; method = "sae"; sae = "sae-dir"; features = "123:-4,77"   # an SAE feature gate
-//   (or select = 8; value = -4: the 8 features most specific to the forget set, clamped to -4)
+//   (or select = 8; value = -4: the 8 features most specific to the forget set, clamped to -4;
+//   select_by = "attribution": those whose clamp most raises the forget loss beyond the retain loss)
 //
 // Relative paths are relative to the configuration file's directory.
 #pragma once
@@ -36,6 +37,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "train/sae_select.hpp"
 
 namespace lathe::study {
 
@@ -65,6 +68,9 @@ struct ArmConfig {
   // Instead of `features`: the `select` features whose mean activation over the forget set's
   // answer positions most exceeds the retain set's, each set to `value` (0: ablated).
   int64_t sae_select = 0;
+  // How: activation (mean activation on forget minus retain) or attribution (the clamp's predicted
+  // effect on the forget loss minus the retain loss); train/sae_select.hpp.
+  train::FeatureCriterion sae_select_by = train::FeatureCriterion::Activation;
   double sae_value = 0;
   nlohmann::json source;   // the arm's table as given (for the journal's fingerprint)
 };

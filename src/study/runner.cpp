@@ -18,6 +18,7 @@
 #include "lathe/lathe.hpp"
 #include "train/dataset.hpp"
 #include "train/evaluate.hpp"
+#include "train/sae_select.hpp"
 #include "train/unlearn.hpp"
 #include "weights/lora.hpp"
 
@@ -253,30 +254,13 @@ void run_unlearn(const ArmConfig& arm, uint64_t seed, const Inputs& in, const St
 }
 
 // Runs `examples` with `hooks` attached only over the positions that predict an answer token.
-void run_answer_positions(const std::shared_ptr<const Model>& model, const std::vector<train::Example>& examples,
-                          const std::shared_ptr<ResidualHooks>& hooks, const ComputeOptions& compute) {
-  size_t longest = 0;
-  for (const auto& e : examples) longest = std::max(longest, e.tokens.size());
-  Session session(model, {.n_ctx = static_cast<uint32_t>(longest), .compute = compute});
-  for (const auto& e : examples) {
-    const auto first = static_cast<size_t>(
-        std::find_if(e.targets.begin(), e.targets.end(), [](int32_t t) { return t >= 0; }) - e.targets.begin());
-    if (first >= e.tokens.size()) continue;
-    session.reset();
-    session.set_hooks(nullptr);
-    if (first > 0) session.eval(std::span<const TokenId>(e.tokens.data(), first));
-    session.set_hooks(hooks);
-    session.eval(std::span<const TokenId>(e.tokens.data() + first, e.tokens.size() - first));
-  }
-}
-
 // The mean residual at `site` over the positions that predict an answer token (targets >= 0).
 std::vector<double> mean_answer_residual(const std::shared_ptr<const Model>& model,
                                          const std::vector<train::Example>& examples, HookSite site,
                                          const ComputeOptions& compute) {
   auto capture = std::make_shared<ResidualHooks>();
   const size_t id = capture->capture(site, CaptureRows::All);
-  run_answer_positions(model, examples, capture, compute);
+  train::run_answer_positions(model, examples, capture, compute);
   return capture->captured(id).mean();
 }
 
@@ -307,54 +291,6 @@ void run_projection(const ArmConfig& arm, const Inputs& in, const StudyConfig& c
   evaluate(in.model, in, c, hooks, result);
 }
 
-// Sums of an SAE's feature activations over the rows it sees (the stream is left as it is).
-class FeatureSums : public RowTransform {
- public:
-  explicit FeatureSums(std::shared_ptr<const edit::Sae> sae)
-      : sae_(std::move(sae)), sums_(static_cast<size_t>(sae_->d_sae), 0.0) {}
-  int64_t width() const noexcept override { return sae_->d_in; }
-  std::string describe() const override { return "feature sums of " + sae_->describe(); }
-  void apply(float* rows, int64_t n_rows, int64_t) override {
-    const auto f = edit::sae_encode(*sae_, rows, n_rows);
-    for (int64_t r = 0; r < n_rows; ++r)
-      for (size_t j = 0; j < sums_.size(); ++j) sums_[j] += f[static_cast<size_t>(r) * sums_.size() + j];
-    rows_ += static_cast<uint64_t>(n_rows);
-  }
-  std::vector<double> means() const {
-    std::vector<double> m(sums_);
-    for (double& x : m) x /= std::max<double>(1.0, static_cast<double>(rows_));
-    return m;
-  }
-
- private:
-  std::shared_ptr<const edit::Sae> sae_;
-  std::vector<double> sums_;
-  uint64_t rows_ = 0;
-};
-
-// The `count` features whose mean activation over the forget set's answer positions most exceeds
-// their mean over the retain set's (only features with a positive difference), most specific first.
-std::vector<std::pair<uint32_t, double>> select_features(const std::shared_ptr<const edit::Sae>& sae, HookSite site,
-                                                         int64_t count, const Inputs& in) {
-  if (in.forget.examples.empty() || in.retain.examples.empty())
-    throw InvalidArgumentError("select needs [train] forget and retain sets to compare");
-  auto mean_features = [&](const std::vector<train::Example>& examples) {
-    auto sums = std::make_shared<FeatureSums>(sae);
-    auto hooks = std::make_shared<ResidualHooks>();
-    hooks->transform(site, sums);
-    run_answer_positions(in.model, examples, hooks, in.compute);
-    return sums->means();
-  };
-  const auto forget = mean_features(in.forget.examples), retain = mean_features(in.retain.examples);
-  std::vector<std::pair<uint32_t, double>> scored;
-  for (size_t j = 0; j < forget.size(); ++j)
-    if (forget[j] - retain[j] > 0) scored.emplace_back(static_cast<uint32_t>(j), forget[j] - retain[j]);
-  std::sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
-  if (scored.size() > static_cast<size_t>(count)) scored.resize(static_cast<size_t>(count));
-  if (scored.empty()) throw InvalidArgumentError(fmt::format("no feature of {} is more active on the forget set than on the retain set", sae->describe()));
-  return scored;
-}
-
 // An SAE feature gate at the SAE's hook point (or the arm's), as `lathe run --sae` applies it,
 // on the features given or on those selected from the [train] sets (computed once per run).
 void run_sae_gate(const ArmConfig& arm, const Inputs& in, const StudyConfig& c, RunResult& result) {
@@ -370,12 +306,23 @@ void run_sae_gate(const ArmConfig& arm, const Inputs& in, const StudyConfig& c, 
   std::vector<edit::SaeFeatureEdit> edits;
   result.train = {{"sae", sae->describe()}, {"hook", site.name()}};
   if (arm.sae_select > 0) {
+    if (in.forget.examples.empty() || in.retain.examples.empty())
+      throw InvalidArgumentError("select needs [train] forget and retain sets to compare");
+    const edit::SaeFeatureEdit edit{.id = 0, .kind = edit::SaeFeatureEdit::Kind::Set,
+                                    .value = static_cast<float>(arm.sae_value)};
+    const train::FeatureSelectOptions options{.by = arm.sae_select_by,
+                                              .count = arm.sae_select,
+                                              .edit = edit,
+                                              .gate = {.clamp_everywhere = arm.sae_clamp_everywhere},
+                                              .compute = in.compute,
+                                              .on_progress = {}};
     json selected = json::array();
-    for (const auto& [id, score] : select_features(sae, site, arm.sae_select, in)) {
-      edits.push_back({.id = id, .kind = edit::SaeFeatureEdit::Kind::Set, .value = static_cast<float>(arm.sae_value)});
-      selected.push_back({{"feature", id}, {"forget_minus_retain", score}});
+    for (const auto& f : train::select_sae_features(in.model, sae, site, in.forget.examples, in.retain.examples, options)) {
+      edits.push_back({.id = f.id, .kind = edit.kind, .value = edit.value});
+      selected.push_back({{"feature", f.id}, {"forget_minus_retain", f.score}, {"forget", f.forget}, {"retain", f.retain}});
     }
     result.train["selected"] = selected;
+    result.train["selected_by"] = train::feature_criterion_name(arm.sae_select_by);
   } else {
     edits = edit::parse_sae_features(arm.sae_features, where + " features");
     edit::check_sae_features(edits, sae->d_sae, where + " features");

@@ -180,7 +180,7 @@ template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head,
-                             cpu::ThreadPool* pool) {
+                             cpu::ThreadPool* pool, std::type_identity_t<ResidualProbe<T>>* probe) {
   const auto& hp = w.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
@@ -194,6 +194,18 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   Pass<T> pass(w, lora, n, pool);
   if (grads && (grads->da.size() != lora.pairs.size() || grads->db.size() != lora.pairs.size()))
     throw InvalidArgumentError("the gradients were not reset for these adapters (LoraGrads::reset)");
+  if (probe && probe->site.point != HookPoint::FinalNorm && probe->site.layer >= w.layers.size())
+    throw InvalidArgumentError(fmt::format("hook site {} is past the model's last layer ({})", probe->site.name(),
+                                           w.layers.size() - 1));
+  // The probe's rows are recorded on the way forward, its gradient on the way back; record_grad
+  // says whether the backward may stop there (no adapter gradients wanted).
+  auto probed = [&](HookPoint point, size_t layer) {
+    return probe && probe->site.point == point && (point == HookPoint::FinalNorm || probe->site.layer == layer);
+  };
+  auto record_grad = [&](const std::vector<T>& dx) {
+    probe->grad = dx;
+    return grads == nullptr;
+  };
 
   // Embeddings (frozen: no gradient).
   std::vector<T> x(static_cast<size_t>(n * d));
@@ -213,6 +225,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   for (size_t il = 0; il < w.layers.size(); ++il) {
     const LayerWeights& lw = w.layers[il];
     Saved<T>& s = saved[il];
+    if (probed(HookPoint::ResidPre, il)) probe->rows = x;
     s.x_in = x;
     s.xn1.resize(x.size());
     s.rstd1.resize(static_cast<size_t>(n));
@@ -256,6 +269,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
 
     s.x_mid = x;
+    if (probed(HookPoint::ResidMid, il)) probe->rows = x;
     s.xn2.resize(x.size());
     s.rstd2.resize(static_cast<size_t>(n));
     rms_norm_forward(x.data(), lw.ffn_norm.data(), n, d, hp.rms_eps, s.xn2.data(), s.rstd2.data());
@@ -276,6 +290,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     swiglu_forward(s.g.data(), s.u.data(), n * ff, s.h.data(), &pass.pool());
     pass.forward(pass.linear(lw.w_down), s.h.data(), proj.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+    if (probed(HookPoint::ResidPost, il)) probe->rows = x;
   }
 
   std::vector<T> xf(x.size()), rstd_f(static_cast<size_t>(n)), logits(static_cast<size_t>(n * vocab));
@@ -285,15 +300,23 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   const double loss = head ? head(logits.data(), n, vocab, dlogits.data())
                            : cross_entropy(logits.data(), n, vocab, targets, dlogits.data(), &pass.pool());
   if (logits_out) *logits_out = logits;
-  if (!grads) return loss;
+  if (probed(HookPoint::FinalNorm, 0)) probe->rows = xf;
+  if (!grads && !probe) return loss;
+  LoraGrads<T> no_grads;  // a probe without adapter gradients: the backward's sums go here
+  if (!grads) {
+    no_grads.reset(lora);
+    grads = &no_grads;
+  }
 
   // Backward: dx is the residual stream's gradient, flowing from the last layer to the first.
   std::vector<T> dxf(x.size(), T(0)), dx(x.size(), T(0));
   frozen_linear_backward(w.output, dlogits.data(), n, dxf.data(), &pass.pool());
+  if (probed(HookPoint::FinalNorm, 0) && record_grad(dxf)) return loss;
   rms_norm_backward(dxf.data(), x.data(), w.output_norm.data(), rstd_f.data(), n, d, dx.data());
   for (size_t il = w.layers.size(); il-- > 0;) {
     const LayerWeights& lw = w.layers[il];
     const Saved<T>& s = saved[il];
+    if (probed(HookPoint::ResidPost, il) && record_grad(dx)) return loss;
     // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
     std::vector<T> dh(static_cast<size_t>(n * ff), T(0)), dg(dh.size()), du(dh.size());
     pass.backward(pass.linear(lw.w_down), s.h.data(), dx.data(), dh.data(), *grads);
@@ -311,6 +334,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
                     *grads);
     }
     rms_norm_backward(dxn.data(), s.x_mid.data(), lw.ffn_norm.data(), s.rstd2.data(), n, d, dx.data());
+    if (probed(HookPoint::ResidMid, il) && record_grad(dx)) return loss;
 
     // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)).
     std::vector<T> dattn(static_cast<size_t>(n * qw), T(0));
@@ -346,6 +370,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
                     {dq.data(), dk.data(), dv.data()}, dxn.data(), *grads);
     }
     rms_norm_backward(dxn.data(), s.x_in.data(), lw.attn_norm.data(), s.rstd1.data(), n, d, dx.data());
+    if (probed(HookPoint::ResidPre, il) && record_grad(dx)) return loss;
   }
   return loss;
 }
@@ -354,9 +379,9 @@ template struct LoraGrads<float>;
 template struct LoraGrads<double>;
 template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
                                              std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*,
-                                             const LossHead<float>&, cpu::ThreadPool*);
+                                             const LossHead<float>&, cpu::ThreadPool*, ResidualProbe<float>*);
 template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
                                               std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*,
-                                              const LossHead<double>&, cpu::ThreadPool*);
+                                              const LossHead<double>&, cpu::ThreadPool*, ResidualProbe<double>*);
 
 }  // namespace lathe::train

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cpu/thread_pool.hpp"
+#include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe::train {
@@ -60,6 +61,16 @@ LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> tar
 template <class T>
 using LossHead = std::function<double(const T* logits, int64_t n, int64_t vocab, T* dlogits)>;
 
+// The residual stream at one hook site of the pass and the loss's gradient with respect to it,
+// both [n x n_embd] (what attribution of a residual edit to the loss needs: train/sae_select.hpp).
+// resid_pre/resid_mid/resid_post of a layer are the rows the engine's hooks of that name see;
+// final_norm, the final RMSNorm's output (the rows the output matrix reads).
+template <class T>
+struct ResidualProbe {
+  HookSite site;
+  std::vector<T> rows, grad;
+};
+
 // One sequence: tokens[t] is the input at position t, targets[t] the token to predict there (-1:
 // not scored, e.g. prompt tokens). Returns the mean cross-entropy over the scored positions;
 // accumulates the adapters' gradients into `grads` (reset it first) when given, and writes the
@@ -67,11 +78,14 @@ using LossHead = std::function<double(const T* logits, int64_t n, int64_t vocab,
 // head's (targets then unused). InvalidArgumentError for an empty sequence, a token outside the
 // vocabulary or adapters whose shapes do not fit the model. `pool`: the threads to use (a run keeps
 // one across its passes); without it the pass starts one thread per physical core. The result does
-// not depend on the number of threads (every sum has one fixed order).
+// not depend on the number of threads (every sum has one fixed order). With `probe`, the rows at
+// its site and their gradient are written into it (without `grads` the backward then stops at the
+// site); InvalidArgumentError for a site past the model's last layer.
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits = nullptr,
-                             const std::type_identity_t<LossHead<T>>& head = {}, cpu::ThreadPool* pool = nullptr);
+                             const std::type_identity_t<LossHead<T>>& head = {}, cpu::ThreadPool* pool = nullptr,
+                             std::type_identity_t<ResidualProbe<T>>* probe = nullptr);
 
 }  // namespace lathe::train

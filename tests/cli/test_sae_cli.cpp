@@ -1,6 +1,7 @@
-// `lathe sae-train` and `lathe sae-eval` through the binary on the tiny llama: the SAE directory in
-// SAELens's format (cfg.json fields, tensors), the same files for the same seed, `lathe run --sae`
-// with it, sae-eval's JSON; every bad hook, missing file or existing output is an `error:`.
+// `lathe sae-train`, `lathe sae-eval` and `lathe sae-select` through the binary on the tiny llama:
+// the SAE directory in SAELens's format (cfg.json fields, tensors), the same files for the same
+// seed, `lathe run --sae` with it, sae-eval's JSON, sae-select's features taken by `lathe run`;
+// every bad hook, missing file, bad flag or existing output is an `error:`.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
+#include "edit/sae_test_support.hpp"
 #include "io/safetensors.hpp"
 
 namespace lathe::test {
@@ -133,6 +135,55 @@ TEST(SaeCli, ErrorsBeforeWork) {
   expect_cli_error(lathe_cli({"sae-eval", w.model.string(), "--sae", (w.dir / "ok").string(), "--data",
                               w.data.string(), "--sae-hook", "blocks.5.resid_post"}),
                    {"blocks.5.resid_post", "layers"});
+}
+
+TEST(SaeCli, SelectPrintsFeaturesThatRunTakes) {
+  Workspace w;
+  write_test_sae(w.dir / "gate", {.architecture = "standard", .d_in = 64, .d_sae = 32,
+                                  .hook = "blocks.1.hook_resid_post", .seed = 4, .enc_scale = 3.0f});
+  const fs::path forget = w.dir / "forget.jsonl", retain = w.dir / "retain.jsonl";
+  write_lines(forget, {R"({"prompt": "the cat", "answer": "sat on a mat"})", R"({"prompt": "a dog", "answer": "ran far away"})"});
+  write_lines(retain, {R"({"prompt": "the sun", "answer": "sat on the dog"})", R"({"prompt": "a mat", "answer": "ran on"})"});
+  auto select = [&](std::vector<std::string> more) {
+    std::vector<std::string> a{"sae-select", w.model.string(), "--sae", (w.dir / "gate").string(), "--forget",
+                               forget.string(), "--retain", retain.string(), "--raw", "-t", "1"};
+    a.insert(a.end(), more.begin(), more.end());
+    return lathe_cli(a);
+  };
+  const auto r = select({"--count", "3", "--value", "-2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto out = json::parse(r.out);
+  EXPECT_EQ(out["by"], "attribution");
+  EXPECT_EQ(out["hook"], "blocks.1.resid_post");
+  const auto& features = out["features"];
+  ASSERT_GE(features.size(), 1u);
+  ASSERT_LE(features.size(), 3u);
+  std::string spec;
+  for (size_t i = 0; i < features.size(); ++i) {
+    EXPECT_GT(features[i]["score"].get<double>(), 0.0);
+    if (i > 0) {
+      EXPECT_GE(features[i - 1]["score"].get<double>(), features[i]["score"].get<double>());
+    }
+    spec += (i ? "," : "") + std::to_string(features[i]["feature"].get<int>()) + ":-2";
+  }
+  EXPECT_EQ(out["sae_features"], spec);
+  // lathe run takes the list.
+  const auto run = lathe_cli({"run", "-m", w.model.string(), "-p", "the cat", "-n", "4", "--temp", "0", "--sae",
+                              (w.dir / "gate").string(), "--sae-features", spec});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  // By activation, as a table ending with the flags to use.
+  const auto table = select({"--by", "activation", "--count", "2"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("by activation"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("--sae-features "), std::string::npos) << table.out;
+  // Bad requests.
+  expect_cli_error(select({"--by", "gradient"}), {"--by", "gradient", "activation or attribution"});
+  expect_cli_error(select({"--count", "0"}), {"--count 0"});
+  expect_cli_error(select({"--value", "nan"}), {"--value"});
+  expect_cli_error(select({"--sae-hook", "blocks.9.resid_post"}), {"blocks.9.resid_post", "layers"});
+  expect_cli_error(lathe_cli({"sae-select", w.model.string(), "--sae", (w.dir / "gate").string(), "--forget",
+                              forget.string(), "--retain", (w.dir / "none.jsonl").string()}),
+                   {"--retain", "none.jsonl", "no such data file"});
 }
 
 }  // namespace

@@ -97,6 +97,13 @@ sae = "sae"
 select = 3
 value = -2
 [[arm]]
+name = "attributed"
+method = "sae"
+sae = "sae"
+select = 2
+select_by = "attribution"
+value = -2
+[[arm]]
 name = "broken"
 method = "sae"
 sae = "no-such-sae"
@@ -127,8 +134,8 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   EXPECT_NE(first.err.find("2 run(s) failed"), std::string::npos) << first.err;
   const auto report = nlohmann::json::parse(read_file(out / "report.json"));
   EXPECT_EQ(report["failed"].size(), 2u);
-  // 3 sets x the 10 pairs of the 5 arms that ran.
-  EXPECT_EQ(report["comparisons"].size(), 30u);
+  // 3 sets x the 15 pairs of the 6 arms that ran.
+  EXPECT_EQ(report["comparisons"].size(), 45u);
   for (const auto& arm : report["arms"])
     if (arm["name"] == "npo") {
       EXPECT_EQ(arm["runs_ok"], 2);
@@ -140,20 +147,22 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
       EXPECT_NE(cmp["method"], "identical") << cmp["arm"];
     }
   // select: the chosen features are in the journal, most specific to the forget set first.
-  bool found = false;
+  int found = 0;
   std::istringstream journal(read_file(out / "journal.jsonl"));
   for (std::string line; std::getline(journal, line);) {
     const auto j = nlohmann::json::parse(line);
-    if (j.value("arm", "") != "picked" || j["seed"] != 1) continue;
-    found = true;
+    const std::string arm = j.value("arm", "");
+    if ((arm != "picked" && arm != "attributed") || j["seed"] != 1) continue;
+    ++found;
+    EXPECT_EQ(j["train"]["selected_by"], arm == "picked" ? "activation" : "attribution");
     const auto& selected = j["train"]["selected"];
     ASSERT_GE(selected.size(), 1u);
-    ASSERT_LE(selected.size(), 3u);
+    ASSERT_LE(selected.size(), arm == "picked" ? 3u : 2u);
     for (size_t i = 1; i < selected.size(); ++i)
       EXPECT_GE(selected[i - 1]["forget_minus_retain"].get<double>(), selected[i]["forget_minus_retain"].get<double>());
     EXPECT_GT(selected.back()["forget_minus_retain"].get<double>(), 0.0);
   }
-  EXPECT_TRUE(found);
+  EXPECT_EQ(found, 2);
 
   if (!oracle_python().empty()) {
     const auto checked = run_oracle("study_oracle.py", {out.string()});
@@ -163,7 +172,7 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   // Again: every successful run comes from the journal; the failed ones are tried again.
   const auto again = ws.study();
   EXPECT_EQ(again.exit_code, 2) << again.err;
-  EXPECT_EQ(count(again.err, "from the journal"), 10u) << again.err;
+  EXPECT_EQ(count(again.err, "from the journal"), 12u) << again.err;
   EXPECT_EQ(count(again.err, "(unlearn)"), 0u) << again.err;
   EXPECT_EQ(count(again.err, "broken seed"), 2u) << again.err;
   EXPECT_EQ(again.out, first.out) << "the same results give the same report";
@@ -173,7 +182,7 @@ TEST(StudyCli, EveryArmRunsFailuresAreReportedAndTheJournalResumes) {
   const auto changed = ws.study();
   EXPECT_EQ(changed.exit_code, 2) << changed.err;
   EXPECT_EQ(count(changed.err, "(unlearn)"), 2u) << changed.err;
-  EXPECT_EQ(count(changed.err, "from the journal"), 8u) << changed.err;
+  EXPECT_EQ(count(changed.err, "from the journal"), 10u) << changed.err;
 }
 
 TEST(StudyCli, AnotherStudysJournalAndForeignDirectoriesAreRefused) {

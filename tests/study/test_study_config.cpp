@@ -117,6 +117,10 @@ TEST(StudyConfig, MistakesAreErrorsNamingTheKey) {
        {"arm[3].value", "select"}},
       {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nselect = 2\nlr = 1",
        {"arm[3].lr", "not a key"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nselect = 2\nselect_by = \"grad\"",
+       {"arm[3].select_by", "\"grad\"", "attribution"}},
+      {"layer = 3", "layer = 3\n[[arm]]\nname = \"g\"\nmethod = \"sae\"\nsae = \"s\"\nfeatures = \"1\"\nselect_by = \"attribution\"",
+       {"arm[3].select_by", "goes with select"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.to);

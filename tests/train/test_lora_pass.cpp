@@ -317,5 +317,105 @@ TEST(LoraPass, BadInputsAreClearErrors) {
   EXPECT_THROW(lora_forward_backward(w, wrong, kTokens, kTargets, nullptr), InvalidArgumentError);
 }
 
+// Records the rows it sees at its site and adds `add` (one row per position) to them.
+class ProbeHook : public RowTransform {
+ public:
+  ProbeHook(int64_t width, std::vector<float> add) : width_(width), add_(std::move(add)) {}
+  int64_t width() const noexcept override { return width_; }
+  std::string describe() const override { return "probe hook"; }
+  void apply(float* rows, int64_t n_rows, int64_t width) override {
+    for (int64_t i = 0; i < n_rows * width; ++i, ++seen_) {
+      rows_.push_back(rows[i]);
+      if (!add_.empty()) rows[i] += add_[seen_];
+    }
+  }
+  std::vector<float> rows_;
+
+ private:
+  int64_t width_;
+  std::vector<float> add_;
+  size_t seen_ = 0;
+};
+
+// The engine's mean cross-entropy over kTargets, with a hook at `site` adding `add` to its rows;
+// the rows the hook saw come back in `rows`.
+double engine_loss(const std::filesystem::path& path, HookSite site, std::vector<float> add, std::vector<float>* rows) {
+  auto model = Model::load(path);
+  const int64_t d = model->summary().n_embd;
+  auto hook = std::make_shared<ProbeHook>(d, std::move(add));
+  auto hooks = std::make_shared<ResidualHooks>();
+  hooks->transform(site, hook);
+  Session session(model, {.n_ctx = 32, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
+  session.set_hooks(hooks);
+  session.eval(kTokens, true);
+  double sum = 0;
+  int scored = 0;
+  for (size_t t = 0; t < kTokens.size(); ++t) {
+    if (kTargets[t] < 0) continue;
+    const auto row = session.logits_at(t);
+    double m = -1e300, z = 0;
+    for (float v : row) m = std::max(m, double(v));
+    for (float v : row) z += std::exp(double(v) - m);
+    sum += m + std::log(z) - row[static_cast<size_t>(kTargets[t])];
+    ++scored;
+  }
+  if (rows) *rows = hook->rows_;
+  return sum / scored;
+}
+
+// The probe's rows are the rows the engine's hook of that name sees, and its gradient is the
+// loss's: the engine's loss moved along the gradient's direction by +-h changes by 2h|g| (to 1%).
+TEST(LoraPass, ProbeGivesTheRowsAndTheLossGradientAtTheSite) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  const LoraSet<double> none;
+  const double base = lora_forward_backward(w, none, kTokens, kTargets, nullptr);
+  for (const char* name : {"blocks.0.resid_pre", "blocks.0.resid_mid", "blocks.0.resid_post", "blocks.1.resid_mid",
+                           "blocks.1.resid_post", "final_norm"}) {
+    SCOPED_TRACE(name);
+    const HookSite site = HookSite::parse(name);
+    ResidualProbe<double> probe{.site = site, .rows = {}, .grad = {}};
+    const double loss = lora_forward_backward(w, none, kTokens, kTargets, nullptr, nullptr, {}, nullptr, &probe);
+    EXPECT_EQ(loss, base);
+    ASSERT_EQ(probe.rows.size(), kTokens.size() * static_cast<size_t>(w.hp.n_embd));
+    ASSERT_EQ(probe.grad.size(), probe.rows.size());
+    std::vector<float> engine_rows;
+    engine_loss(tiny.path, site, {}, &engine_rows);
+    ASSERT_EQ(engine_rows.size(), probe.rows.size());
+    EXPECT_LT(max_abs_diff(engine_rows, probe.rows), 1e-4);
+    double norm = 0;
+    for (double g : probe.grad) norm += g * g;
+    norm = std::sqrt(norm);
+    ASSERT_GT(norm, 1e-3);
+    // A step of 1e-3 of the rows' size: the embeddings (resid_pre 0) are small, and the loss
+    // curves on their scale.
+    double size = 0;
+    for (double x : probe.rows) size += x * x;
+    const double h = 1e-3 * std::sqrt(size);
+    std::vector<float> up(probe.grad.size()), down(probe.grad.size());
+    for (size_t i = 0; i < up.size(); ++i) {
+      up[i] = static_cast<float>(h * probe.grad[i] / norm);
+      down[i] = -up[i];
+    }
+    const double slope = (engine_loss(tiny.path, site, up, nullptr) - engine_loss(tiny.path, site, down, nullptr)) / (2 * h);
+    EXPECT_NEAR(slope, norm, 1e-2 * norm) << "|g| " << norm;
+  }
+  // With adapter gradients asked for too, the probe and the gradients are those of separate passes.
+  const auto lora = random_lora(w, 5);
+  LoraGrads<double> alone, with_probe;
+  alone.reset(lora);
+  with_probe.reset(lora);
+  lora_forward_backward(w, lora, kTokens, kTargets, &alone);
+  ResidualProbe<double> probe{.site = HookSite::parse("blocks.1.resid_mid"), .rows = {}, .grad = {}};
+  lora_forward_backward(w, lora, kTokens, kTargets, &with_probe, nullptr, {}, nullptr, &probe);
+  EXPECT_EQ(alone.da, with_probe.da);
+  EXPECT_EQ(alone.db, with_probe.db);
+  EXPECT_FALSE(probe.grad.empty());
+  ResidualProbe<double> past{.site = HookSite::parse("blocks.2.resid_post"), .rows = {}, .grad = {}};
+  test::expect_error<InvalidArgumentError>(
+      [&] { lora_forward_backward(w, none, kTokens, kTargets, nullptr, nullptr, {}, nullptr, &past); },
+      {"blocks.2.resid_post", "last layer (1)"});
+}
+
 }  // namespace
 }  // namespace lathe::train
