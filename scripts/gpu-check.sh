@@ -19,9 +19,9 @@
 #              the big05/big8 models made above (LATHE_GPU_SERVE_MODELS)
 #   sae        the cost of an SAE feature gate (--sae): lathe bench pp512 / tg128 without a gate and
 #              with random SAEs (bench/make_random_sae.py, 16384 features: standard with 3 edited
-#              features, topk k=32) on the big05 model, the gate on host copies of the rows (the
-#              default) and as kernels on the device rows (LATHE_CUDA_DEVICE_HOOKS=1: decode stays
-#              in the captured graph)
+#              features, topk k=32) on the big05 model, the gate on host copies of the rows
+#              (LATHE_CUDA_DEVICE_HOOKS=0) and as kernels on the device rows (the default: decode
+#              stays in the captured graph)
 #   invariant  the cost of --batch-invariant: pp512, tg128 and 16 x tg128 with and without it, same
 #              binary, on the default model (when carried) and the big05/big8 models made above
 #   matvec     decode mat-vec bandwidth per matrix of the 0.5B and 8B shapes (bench/cuda_matvec_bench.cpp)
@@ -377,7 +377,8 @@ if has sae && [ -f "$WORK/qwen05/config.json" ]; then
       --hook blocks.12.hook_resid_post >"$LOGS/sae_$arch.log" 2>&1 || { tail -5 "$LOGS/sae_$arch.log"; status=1; }
   done
   for mode in none standard topk standard_device topk_device; do
-    sae="${mode%_device}"; hooks_env=(); [ "$mode" = "$sae" ] || hooks_env=(LATHE_CUDA_DEVICE_HOOKS=1)
+    sae="${mode%_device}"; hooks_env=()  # the default: the gate's kernels on the device rows
+    case "$mode" in standard|topk) hooks_env=(LATHE_CUDA_DEVICE_HOOKS=0) ;; esac  # host copies
     args=(); [ "$mode" = none ] || args=(--sae "$WORK/sae_$sae" --sae-features 1,2:-3,3*0.5 --sae-clamp-everywhere)
     log="$LOGS/sae_bench_$mode.json"
     env "${hooks_env[@]}" $LATHE bench -m "$WORK/qwen05" --device cuda -p 512 -n 128 -r 3 "${args[@]}" --json \

@@ -50,10 +50,10 @@ struct CudaForward::Impl {
   // Decode attention applies the biases, Q/K norms and RoPE and stores the K/V row itself, instead
   // of a rope_kv launch before it (LATHE_CUDA_ROPE_IN_ATTENTION=0 keeps the separate launch).
   const bool rope_in_attention = !cuda::turned_off_by_env("LATHE_CUDA_ROPE_IN_ATTENTION");
-  // LATHE_CUDA_DEVICE_HOOKS=1: hooks with a device path (the SAE gate) run on the device rows,
-  // and a decode step with them still replays as the captured graph. Off by default until
-  // scripts/gpu-check.sh has run its tests on a GPU (written without one: docs/EDITING.md).
-  const bool device_hooks = cuda::turned_on_by_env("LATHE_CUDA_DEVICE_HOOKS");
+  // Hooks with a device path (the SAE gate) run on the device rows, and a decode step with them
+  // still replays as the captured graph (LATHE_CUDA_DEVICE_HOOKS=0: host copies of the rows, no
+  // graph, as every other hook; docs/PERFORMANCE.md has both).
+  const bool device_hooks = !cuda::turned_off_by_env("LATHE_CUDA_DEVICE_HOOKS");
   cudaGraphExec_t graph = nullptr;
   uint64_t graph_hooks = 0;  // generation of the hooks the captured step runs (0: none)
 
@@ -169,9 +169,9 @@ struct CudaForward::Impl {
     }
   }
 
-  // Whether the pass may run its hooks on the device rows (and so take the captured graph): with
-  // LATHE_CUDA_DEVICE_HOOKS=1, when the hooks of every sequence in the pass (if any) have a device
-  // path, readying them; without it, as before that path existed, only when no slot has hooks.
+  // Whether the pass may run its hooks on the device rows (and so take the captured graph): when
+  // the hooks of every sequence in the pass (if any) have a device path, readying them; with
+  // LATHE_CUDA_DEVICE_HOOKS=0, only when no slot has hooks.
   bool pass_hooks_on_device() {
     const auto hooked = [](const ResidualHooks* h) { return h != nullptr && !h->empty(); };
     if (!device_hooks) return std::none_of(hooks.begin(), hooks.end(), hooked);

@@ -279,17 +279,18 @@ struct Drift {
 };
 
 // LATHE_CUDA_DEVICE_HOOKS for one scope (CudaForward reads it when it is made, so a test makes its
-// sessions inside the scope): "1" runs device-capable hooks on the device rows, unset the host path.
+// sessions inside the scope): unset (the default) runs device-capable hooks on the device rows,
+// "0" takes the host path.
 struct DeviceHooksEnv {
   explicit DeviceHooksEnv(bool on) {
-    if (on) setenv("LATHE_CUDA_DEVICE_HOOKS", "1", 1);
-    else unsetenv("LATHE_CUDA_DEVICE_HOOKS");
+    if (on) unsetenv("LATHE_CUDA_DEVICE_HOOKS");
+    else setenv("LATHE_CUDA_DEVICE_HOOKS", "0", 1);
   }
   ~DeviceHooksEnv() { unsetenv("LATHE_CUDA_DEVICE_HOOKS"); }
 };
 
-// An SAE feature gate on the device, by either path (host copies of the rows, the default; or the
-// gate's kernels on the device rows, LATHE_CUDA_DEVICE_HOOKS=1): a gate whose edit leaves every
+// An SAE feature gate on the device, by either path (the gate's kernels on the device rows, the
+// default; or host copies of the rows, LATHE_CUDA_DEVICE_HOOKS=0): a gate whose edit leaves every
 // feature as it is (scale 1) gives the logits of no gate at all, bit for bit, on the GPU as on
 // the CPU; a gate that clamps features gives the CPU's gated logits (within the backends'
 // difference) and differs from the plain model by far more; and the path asked for is the one
@@ -347,7 +348,7 @@ TEST(CudaForward, SaeGateOnTheDeviceMatchesTheCpu) {
   }
 }
 
-// Decode steps with an SAE gate on the device rows (LATHE_CUDA_DEVICE_HOOKS=1, so the step still
+// Decode steps with an SAE gate on the device rows (the default, so the step still
 // runs as the captured graph), teacher-forced token by token, give the CPU's gated logits;
 // swapping the gate for another mid-sequence changes the device's logits exactly as the CPU's (the
 // captured step is not replayed with the old gate's kernels), and removing it gives the plain
