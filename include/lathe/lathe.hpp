@@ -70,12 +70,17 @@ struct AppliedLora {
 struct ModelSummary {
   std::string path;
   std::string format;        // "gguf" or "safetensors"
-  std::string architecture;  // "llama", "qwen2", "qwen3", "phi3"
+  std::string architecture;  // "llama", "qwen2", "qwen3", "phi3", "qwen2moe", "qwen3moe", "olmoe"
   std::string weight_type;   // the most common matrix type, e.g. "Q4_1"
   uint32_t n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
   uint32_t n_vocab = 0, n_ctx_train = 0;
   uint64_t n_params = 0;
   uint64_t weight_bytes = 0;  // bytes of tensor data
+  // Mixtures of experts (n_expert 0: dense): experts per layer and per token, and what one token
+  // uses: the parameters and weight bytes with each layer's routed experts counted at
+  // n_expert_used / n_expert (= n_params / weight_bytes for dense models).
+  uint32_t n_expert = 0, n_expert_used = 0;
+  uint64_t n_params_active = 0, weight_bytes_active = 0;
   std::vector<AppliedLora> loras;  // LoadOptions::loras as applied
 };
 

@@ -47,12 +47,18 @@ struct ModelInfo {
   float rms_eps = 0, rope_freq_base = 0;
   bool tied_embeddings = false;
   std::string rope_scaling;  // "" when none
+  // Mixture of experts (n_expert 0: dense): experts per layer, used per token, their widths.
+  uint32_t n_expert = 0, n_expert_used = 0, n_ff_exp = 0, n_ff_shexp = 0;
   std::vector<std::pair<std::string, std::string>> metadata;  // key, short rendering (GGUF kv / config.json)
   TokenizerSummary tokenizer;
   std::vector<TensorSummary> tensors;
 
   uint64_t n_parameters() const;
+  // The parameters one token uses: the routed experts' tensors (GGUF *_exps, Hugging Face
+  // .experts.) count n_expert_used / n_expert of their size; = n_parameters() for dense models.
+  uint64_t n_active_parameters() const;
   uint64_t tensor_bytes() const;
+  uint64_t active_tensor_bytes() const;  // the same weighting of the bytes: read per token
   std::string to_json(int indent = 2) const;
 };
 

@@ -94,6 +94,7 @@ ConvertResult convert_gguf_to_hf(const std::string& gguf_path, const ConvertOpti
                 .managed = is_convert_file});
   const auto file = gguf::File::open(gguf_path);
   const HParams hp = hparams_from_gguf(file);
+  refuse_moe(hp, file.display_name(), "lathe convert");
 
   ConvertResult result;
   std::vector<PlannedTensor> plan;

@@ -58,6 +58,19 @@ ModelSummary summarize(const ModelWeights& w, const std::filesystem::path& path)
   s.n_ctx_train = w.hp.n_ctx_train;
   s.n_params = w.n_params;
   s.weight_bytes = w.weight_bytes;
+  s.n_expert = w.hp.n_expert;
+  s.n_expert_used = w.hp.n_expert_used;
+  // The routed experts' share not read per token.
+  double expert_params = 0, expert_bytes = 0;
+  for (const auto& lw : w.layers)
+    for (const auto* experts : {&lw.exp_gate, &lw.exp_up, &lw.exp_down})
+      for (const auto& m : *experts) {
+        expert_params += double(m.rows) * double(m.cols);
+        expert_bytes += double(m.rows) * double(m.row_bytes);
+      }
+  const double unused = w.hp.is_moe() ? 1.0 - double(w.hp.n_expert_used) / w.hp.n_expert : 0.0;
+  s.n_params_active = static_cast<uint64_t>(double(w.n_params) - unused * expert_params + 0.5);
+  s.weight_bytes_active = static_cast<uint64_t>(double(w.weight_bytes) - unused * expert_bytes + 0.5);
   return s;
 }
 

@@ -23,6 +23,29 @@ uint64_t ModelInfo::n_parameters() const {
   return n;
 }
 
+namespace {
+bool routed_expert_tensor(const std::string& name) {
+  return name.find("_exps") != std::string::npos || name.find(".experts.") != std::string::npos;
+}
+}  // namespace
+
+uint64_t ModelInfo::n_active_parameters() const {
+  double n = 0;
+  for (const auto& t : tensors) {
+    double e = 1;
+    for (auto d : t.shape) e *= static_cast<double>(d);
+    n += n_expert > 0 && routed_expert_tensor(t.name) ? e * n_expert_used / n_expert : e;
+  }
+  return static_cast<uint64_t>(n + 0.5);
+}
+
+uint64_t ModelInfo::active_tensor_bytes() const {
+  double n = 0;
+  for (const auto& t : tensors)
+    n += n_expert > 0 && routed_expert_tensor(t.name) ? double(t.bytes) * n_expert_used / n_expert : double(t.bytes);
+  return static_cast<uint64_t>(n + 0.5);
+}
+
 uint64_t ModelInfo::tensor_bytes() const {
   uint64_t n = 0;
   for (const auto& t : tensors) n += t.bytes;
@@ -46,6 +69,9 @@ std::string ModelInfo::to_json(int indent) const {
                     {"rope_dim", rope_dim},   {"n_vocab", n_vocab},     {"n_ctx_train", n_ctx_train},
                     {"rms_eps", rms_eps},     {"rope_freq_base", rope_freq_base},
                     {"tied_embeddings", tied_embeddings}, {"rope_scaling", rope_scaling}};
+    if (n_expert > 0)
+      j["hparams"].update({{"n_expert", n_expert}, {"n_expert_used", n_expert_used}, {"n_ff_exp", n_ff_exp},
+                           {"n_ff_shexp", n_ff_shexp}});
   }
   auto& md = j["metadata"] = nlohmann::json::object();
   for (const auto& [k, v] : metadata) md[k] = v;
@@ -76,6 +102,10 @@ std::string ModelInfo::to_json(int indent) const {
   nlohmann::json types = nlohmann::json::object();
   for (const auto& [type, cb] : by_type) types[type] = {{"count", cb.first}, {"bytes", cb.second}};
   j["totals"] = {{"tensors", tensors.size()}, {"parameters", n_parameters()}, {"bytes", tensor_bytes()}, {"by_type", types}};
+  if (n_expert > 0) {
+    j["totals"]["active_parameters"] = n_active_parameters();
+    j["totals"]["active_bytes"] = active_tensor_bytes();
+  }
   return j.dump(indent);
 }
 
@@ -96,6 +126,10 @@ void fill_hparams(ModelInfo& info, const HParams& hp) {
   info.rope_freq_base = hp.rope_freq_base;
   info.tied_embeddings = hp.tied_embeddings;
   if (hp.rope_scaling) info.rope_scaling = fmt::format("{} x{}", hp.rope_scaling->type, hp.rope_scaling->factor);
+  info.n_expert = hp.n_expert;
+  info.n_expert_used = hp.n_expert_used;
+  info.n_ff_exp = hp.is_moe() ? hp.n_ff_exp : 0;
+  info.n_ff_shexp = hp.n_ff_shexp;
 }
 
 namespace {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "io/gguf.hpp"
 #include "lathe/error.hpp"
 
@@ -13,19 +15,34 @@ std::string_view arch_name(Arch arch) noexcept {
     case Arch::Qwen2: return "qwen2";
     case Arch::Qwen3: return "qwen3";
     case Arch::Phi3: return "phi3";
+    case Arch::Qwen2Moe: return "qwen2moe";
+    case Arch::Qwen3Moe: return "qwen3moe";
+    case Arch::Olmoe: return "olmoe";
   }
   return "?";
 }
 
-std::string supported_arch_list() { return "llama (also mistral, smollm), qwen2, qwen3, phi3"; }
+std::string supported_arch_list() {
+  return "llama (also mistral, smollm, mixtral), qwen2, qwen3, phi3, qwen2moe (qwen2_moe), qwen3moe (qwen3_moe), olmoe";
+}
 
 Arch arch_from_name(std::string_view name, std::string_view source) {
-  if (name == "llama" || name == "mistral") return Arch::Llama;
+  if (name == "llama" || name == "mistral" || name == "mixtral") return Arch::Llama;
   if (name == "qwen2") return Arch::Qwen2;
   if (name == "qwen3") return Arch::Qwen3;
   if (name == "phi3") return Arch::Phi3;
+  if (name == "qwen2moe" || name == "qwen2_moe") return Arch::Qwen2Moe;
+  if (name == "qwen3moe" || name == "qwen3_moe") return Arch::Qwen3Moe;
+  if (name == "olmoe") return Arch::Olmoe;
   throw UnsupportedError(fmt::format("{}: architecture '{}' is not supported; supported: {}", source, name,
                                      supported_arch_list()));
+}
+
+void refuse_moe(const HParams& hp, std::string_view source, std::string_view what) {
+  if (!hp.is_moe()) return;
+  throw UnsupportedError(fmt::format("{}: {} does not support mixture-of-experts models yet ({}, {} experts, {} per "
+                                     "token); run it with lathe run/chat/bench/serve on the CPU (--device cpu)",
+                                     source, what, arch_name(hp.arch), hp.n_expert, hp.n_expert_used));
 }
 
 namespace {
@@ -53,6 +70,52 @@ void finish_and_validate(HParams& hp, const std::string& source) {
   if (hp.rope_dim > hp.head_dim) bad("rope dimension", fmt::format("({}) exceeds the head dimension ({})", hp.rope_dim, hp.head_dim));
   if (!(hp.rms_eps > 0.0f)) bad("rms epsilon", "must be > 0");
   if (!(hp.rope_freq_base > 0.0f)) bad("rope frequency base", "must be > 0");
+  const bool moe_arch = hp.arch == Arch::Qwen2Moe || hp.arch == Arch::Qwen3Moe || hp.arch == Arch::Olmoe;
+  if (moe_arch && hp.n_expert == 0) bad("expert count", fmt::format("is 0 but {} is a mixture of experts", arch_name(hp.arch)));
+  if (hp.n_expert > 0) {
+    if (hp.n_expert > 4096) bad("expert count", fmt::format("({}) is more than lathe supports (4096)", hp.n_expert));
+    if (hp.n_expert_used == 0 || hp.n_expert_used > hp.n_expert)
+      bad("experts used per token", fmt::format("({}) must be in 1..expert count ({})", hp.n_expert_used, hp.n_expert));
+    if (hp.n_ff_exp == 0) hp.n_ff_exp = hp.n_ff;
+    if (!std::isfinite(hp.expert_weights_scale) || hp.expert_weights_scale < 0)
+      bad("expert weights scale", fmt::format("({}) must be a finite number >= 0", hp.expert_weights_scale));
+  }
+}
+
+// The mixture-of-experts fields of a config.json (transformers' names per model_type).
+template <class OptionalU32, class RequiredU32>
+void read_hf_experts(const nlohmann::json& config, const std::string& model_type, const std::string& source,
+                     HParams& hp, const OptionalU32& optional_u32, const RequiredU32& u32_field) {
+  const auto boolean = [&](const char* field, bool fallback) {
+    const auto it = config.find(field);
+    if (it == config.end() || it->is_null()) return fallback;
+    if (!it->is_boolean()) throw FormatError(fmt::format("{}: field '{}' must be true or false; fix config.json", source, field));
+    return it->get<bool>();
+  };
+  if (model_type == "mixtral") {
+    hp.n_expert = u32_field("num_local_experts");
+    hp.n_expert_used = u32_field("num_experts_per_tok");
+    hp.n_ff_exp = hp.n_ff;
+    hp.expert_weights_norm = true;  // Mixtral always renormalizes its top-2
+  } else if (model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe") {
+    // transformers 5 writes num_local_experts for qwen3_moe; the published configs say num_experts.
+    hp.n_expert = config.contains("num_experts") ? u32_field("num_experts") : u32_field("num_local_experts");
+    hp.n_expert_used = u32_field("num_experts_per_tok");
+    hp.n_ff_exp = model_type == "olmoe" ? hp.n_ff : u32_field("moe_intermediate_size");
+    if (model_type == "qwen2_moe") hp.n_ff_shexp = u32_field("shared_expert_intermediate_size");
+    hp.expert_weights_norm = boolean("norm_topk_prob", false);
+    // Qwen's MoE configs may make some layers dense; lathe's MoE layers are all sparse.
+    if (optional_u32("decoder_sparse_step", 1) != 1)
+      throw UnsupportedError(fmt::format("{}: decoder_sparse_step {} (dense layers between the sparse ones) is not "
+                                         "supported; lathe runs models whose every layer is a mixture of experts",
+                                         source, config.at("decoder_sparse_step").dump()));
+    if (auto it = config.find("mlp_only_layers"); it != config.end() && it->is_array() && !it->empty())
+      throw UnsupportedError(fmt::format("{}: mlp_only_layers {} (dense layers) is not supported; lathe runs models "
+                                         "whose every layer is a mixture of experts",
+                                         source, it->dump()));
+    if (auto it = config.find("clip_qkv"); it != config.end() && !it->is_null())
+      throw UnsupportedError(fmt::format("{}: clip_qkv {} is not supported", source, it->dump()));
+  }
 }
 
 }  // namespace
@@ -88,6 +151,17 @@ HParams hparams_from_gguf(const gguf::File& file) {
   hp.n_ctx_train = optional_u32("context_length", 0);
   hp.rms_eps = optional_f32("attention.layer_norm_rms_epsilon", 1e-5f);
   hp.rope_freq_base = optional_f32("rope.freq_base", 10000.0f);
+  hp.n_expert = optional_u32("expert_count", 0);
+  hp.n_expert_used = optional_u32("expert_used_count", 0);
+  hp.n_ff_exp = optional_u32("expert_feed_forward_length", 0);
+  hp.n_ff_shexp = optional_u32("expert_shared_feed_forward_length", 0);
+  hp.expert_weights_scale = optional_f32("expert_weights_scale", 0.0f);
+  // Whether the chosen experts' probabilities are renormalized: llama.cpp's graphs fix it per
+  // architecture (llama with experts, i.e. Mixtral, and qwen3moe do; qwen2moe and olmoe do not);
+  // an explicit expert_weights_norm key wins.
+  hp.expert_weights_norm = hp.arch == Arch::Llama || hp.arch == Arch::Qwen3Moe;
+  if (const auto* norm = file.find(key("expert_weights_norm"))) hp.expert_weights_norm = norm->as_bool(source + ": " + key("expert_weights_norm"));
+  if (hp.arch == Arch::Qwen2Moe && hp.n_expert > 0 && hp.n_ff_shexp == 0) hp.n_ff_shexp = hp.n_ff;
   uint32_t vocab = optional_u32("vocab_size", 0);
   if (vocab == 0) {
     if (const auto* tokens = file.find("tokenizer.ggml.tokens"))
@@ -169,6 +243,7 @@ HParams hparams_from_hf_config(const nlohmann::json& config, const std::string& 
     const uint32_t head_dim = hp.head_dim ? hp.head_dim : (hp.n_head ? hp.n_embd / hp.n_head : 0);
     hp.rope_dim = static_cast<uint32_t>(static_cast<float>(head_dim) * partial);
   }
+  read_hf_experts(config, model_type, source, hp, optional_u32, u32_field);
   const nlohmann::json* scaling = rope_parameters;
   if (auto it = config.find("rope_scaling"); it != config.end() && it->is_object()) scaling = &*it;
   if (scaling != nullptr) {
@@ -186,6 +261,7 @@ HParams hparams_from_hf_config(const nlohmann::json& config, const std::string& 
 }
 
 nlohmann::json hf_config_from_hparams(const HParams& hp, std::optional<uint32_t> bos_id, std::optional<uint32_t> eos_id) {
+  refuse_moe(hp, "config.json", "writing a Hugging Face configuration");
   static constexpr const char* kArchitectures[] = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                                                    "Phi3ForCausalLM"};
   nlohmann::json c;

@@ -1,5 +1,6 @@
 // Architecture hyper-parameters, read from GGUF metadata or a Hugging Face config.json, in one
-// canonical form. Architectures: llama (Llama 2/3/3.1, Mistral, SmolLM), qwen2, qwen3, phi3.
+// canonical form. Architectures: llama (Llama 2/3/3.1, Mistral, SmolLM; with experts: Mixtral),
+// qwen2, qwen3, phi3, and the mixtures of experts qwen2moe, qwen3moe, olmoe.
 #pragma once
 
 #include <cstdint>
@@ -14,13 +15,13 @@ namespace gguf {
 class File;
 }
 
-enum class Arch { Llama, Qwen2, Qwen3, Phi3 };
+enum class Arch { Llama, Qwen2, Qwen3, Phi3, Qwen2Moe, Qwen3Moe, Olmoe };
 
-// Names as GGUF spells them ("llama", "qwen2", "qwen3", "phi3").
+// Names as GGUF spells them ("llama", "qwen2", "qwen3", "phi3", "qwen2moe", "qwen3moe", "olmoe").
 std::string_view arch_name(Arch arch) noexcept;
 // "llama, qwen2, qwen3, phi3" for error messages.
 std::string supported_arch_list();
-// GGUF general.architecture or HF model_type ("mistral" maps to Llama). Throws UnsupportedError
+// GGUF general.architecture or HF model_type ("mistral" and "mixtral" map to Llama). Throws UnsupportedError
 // naming `source` and listing the supported ones.
 Arch arch_from_name(std::string_view name, std::string_view source);
 
@@ -46,7 +47,23 @@ struct HParams {
   float rope_freq_base = 10000.0f;
   bool tied_embeddings = false;  // output projection reuses token embeddings
   std::optional<RopeScaling> rope_scaling;
+  // Mixture of experts (0 experts: a dense model). Each layer's MLP is a router over n_expert
+  // SwiGLU experts of n_ff_exp, of which the n_expert_used most probable run per token, their
+  // outputs weighted by the router's softmax probabilities (renormalized over the chosen ones when
+  // expert_weights_norm, then multiplied by expert_weights_scale unless it is 0 or 1); plus, with
+  // n_ff_shexp > 0 (qwen2moe), a shared SwiGLU expert gated by sigmoid(w . x).
+  uint32_t n_expert = 0;
+  uint32_t n_expert_used = 0;
+  uint32_t n_ff_exp = 0;
+  uint32_t n_ff_shexp = 0;
+  bool expert_weights_norm = false;
+  float expert_weights_scale = 0.0f;
+  bool is_moe() const noexcept { return n_expert > 0; }
 };
+
+// UnsupportedError for a mixture-of-experts model (a no-op for dense ones) where `what` cannot
+// take one yet ("the CUDA backend", "training", ...); `source` names the model.
+void refuse_moe(const HParams& hp, std::string_view source, std::string_view what);
 
 // Reads "<arch>.*" keys. n_vocab falls back to the token list length; tied_embeddings is true
 // when the file has no output.weight. Missing keys: FormatError naming the file and key.

@@ -61,7 +61,63 @@ std::optional<std::pair<uint32_t, std::string_view>> split_layer(std::string_vie
   return std::pair{layer, name.substr(dot + 1)};
 }
 
+// Mixtures of experts. GGUF stacks each layer's experts in one tensor per matrix
+// (blk.{i}.ffn_gate_exps.weight: [n_expert, n_ff_exp, n_embd]); Hugging Face checkpoints keep one
+// tensor per expert, which lathe names blk.{i}.ffn_gate_exps.{e}.weight, or (transformers' fused
+// layout) one gate_up and one down tensor per layer. Mixtral's files say block_sparse_moe and
+// w1 (gate), w3 (up), w2 (down).
+struct ExpertName {
+  std::string_view gguf;        // after "blk.{i}."
+  std::string_view hf;          // after "model.layers.{i}.mlp."
+  std::string_view hf_mixtral;  // after "model.layers.{i}.block_sparse_moe."; empty: none
+};
+constexpr std::array<ExpertName, 7> kMoeLayer{{
+    {"ffn_gate_inp.weight", "gate.weight", "gate.weight"},
+    {"ffn_gate_shexp.weight", "shared_expert.gate_proj.weight", ""},
+    {"ffn_up_shexp.weight", "shared_expert.up_proj.weight", ""},
+    {"ffn_down_shexp.weight", "shared_expert.down_proj.weight", ""},
+    {"ffn_gate_inp_shexp.weight", "shared_expert_gate.weight", ""},
+    {"ffn_gate_up_exps.weight", "experts.gate_up_proj", "experts.gate_up_proj"},
+    {"ffn_down_exps.weight", "experts.down_proj", "experts.down_proj"},
+}};
+constexpr std::array<ExpertName, 3> kExpert{{
+    {"ffn_gate_exps", "gate_proj.weight", "w1.weight"},
+    {"ffn_up_exps", "up_proj.weight", "w3.weight"},
+    {"ffn_down_exps", "down_proj.weight", "w2.weight"},
+}};
+
+bool is_moe_arch(Arch arch) { return arch == Arch::Qwen2Moe || arch == Arch::Qwen3Moe || arch == Arch::Olmoe; }
+
+// "blk.{i}.<rest>" of an expert tensor -> its Hugging Face name (Llama: Mixtral's names).
+std::optional<std::string> expert_hf_name(Arch arch, uint32_t layer, std::string_view rest) {
+  if (arch != Arch::Llama && !is_moe_arch(arch)) return std::nullopt;
+  const bool mixtral = arch == Arch::Llama;
+  const std::string block = fmt::format("model.layers.{}.{}.", layer, mixtral ? "block_sparse_moe" : "mlp");
+  for (const auto& p : kMoeLayer) {
+    if (p.gguf != rest) continue;
+    const auto hf = mixtral ? p.hf_mixtral : p.hf;
+    if (hf.empty()) return std::nullopt;
+    return block + std::string(hf);
+  }
+  // blk.{i}.ffn_gate_exps.{e}.weight
+  for (const auto& p : kExpert) {
+    if (!rest.starts_with(p.gguf) || rest.size() <= p.gguf.size() + 1 || rest[p.gguf.size()] != '.') continue;
+    std::string_view tail = rest.substr(p.gguf.size() + 1);
+    const auto dot = tail.find('.');
+    if (dot == std::string_view::npos || tail.substr(dot) != ".weight") continue;
+    uint32_t expert = 0;
+    const auto [ptr, ec] = std::from_chars(tail.data(), tail.data() + dot, expert);
+    if (ec != std::errc{} || ptr != tail.data() + dot) continue;
+    return fmt::format("{}experts.{}.{}", block, expert, mixtral ? p.hf_mixtral : p.hf);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+std::string expert_tensor_name(uint32_t layer, std::string_view stacked, uint32_t expert) {
+  return fmt::format("blk.{}.{}.{}.weight", layer, stacked, expert);
+}
 
 std::optional<std::string> hf_to_canonical_name(Arch arch, std::string_view hf_name) {
   for (const auto& p : kGlobal)
@@ -80,6 +136,7 @@ std::optional<std::string> canonical_to_hf_name(Arch arch, std::string_view cano
   for (const auto& p : kGlobal)
     if (p.gguf == canonical_name) return std::string(p.hf);
   if (auto layer = split_layer(canonical_name, "blk.")) {
+    if (auto expert = expert_hf_name(arch, layer->first, layer->second)) return expert;
     for (const auto& p : kLayer) {
       if (layer_gguf_suffix(arch, p.gguf) != layer->second) continue;
       if (arch == Arch::Phi3 && p.gguf == "ffn_up.weight") continue;
@@ -90,7 +147,7 @@ std::optional<std::string> canonical_to_hf_name(Arch arch, std::string_view cano
 }
 
 std::optional<uint32_t> qk_permute_heads(const HParams& hp, std::string_view canonical_name) {
-  if (hp.arch != Arch::Llama) return std::nullopt;  // qwen2/qwen3/phi3 GGUFs keep HF's NeoX layout
+  if (hp.arch != Arch::Llama) return std::nullopt;  // qwen*/phi3/olmoe GGUFs keep HF's NeoX layout
   const auto layer = split_layer(canonical_name, "blk.");
   if (!layer) return std::nullopt;
   if (layer->second == "attn_q.weight" || layer->second == "attn_q.bias") return hp.n_head;

@@ -12,8 +12,15 @@
 
 namespace lathe {
 
+// hf_to_canonical_name knows the dense tensors only (the converter's table); canonical_to_hf_name
+// also the experts' (below).
 std::optional<std::string> hf_to_canonical_name(Arch arch, std::string_view hf_name);
 std::optional<std::string> canonical_to_hf_name(Arch arch, std::string_view canonical_name);
+
+// One expert's matrix of a stacked expert tensor (stacked: "ffn_gate_exps", "ffn_up_exps",
+// "ffn_down_exps") as lathe names it when a Hugging Face checkpoint stores experts one by one:
+// "blk.{layer}.{stacked}.{expert}.weight".
+std::string expert_tensor_name(uint32_t layer, std::string_view stacked, uint32_t expert);
 
 // llama.cpp's converter reorders the rows of Llama-family Q and K projections so that RoPE can
 // rotate adjacent pairs (GGUF) instead of halves (Hugging Face). Which heads count this tensor has

@@ -209,6 +209,10 @@ int bench(const BenchArgs& args) {
                      {"weight_type", s.weight_type},
                      {"n_params", s.n_params},
                      {"model_bytes", s.weight_bytes},
+                     {"n_experts", s.n_expert},
+                     {"n_experts_used", s.n_expert_used},
+                     {"n_params_active", s.n_params_active},
+                     {"model_bytes_active", s.weight_bytes_active},
                      {"backend", backend},
                      {"device", device},
                      {"n_batch", session_options.compute.n_batch},
@@ -231,9 +235,14 @@ int bench(const BenchArgs& args) {
   fmt::print("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
   for (const TestResult& t : results)
     fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", name, human_bytes(s.weight_bytes),
-               human_count(s.n_params),
+               s.n_expert > 0 ? fmt::format("{} ({} active)", human_count(s.n_params), human_count(s.n_params_active))
+                              : human_count(s.n_params),
                (backend == "cpu" ? std::string("CPU") : backend) + (compute.batch_invariant ? " batch-invariant" : ""),
                threads, t.name, t.mean, t.stddev);
+  if (s.n_expert > 0)
+    fmt::print("\n{} experts per layer, {} per token: {} of weights read per generated token (the routed experts' "
+               "share of a batch's reads grows with the experts its tokens choose)\n",
+               s.n_expert, s.n_expert_used, human_bytes(s.weight_bytes_active));
   return 0;
 }
 

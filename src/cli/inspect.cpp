@@ -47,6 +47,9 @@ void print_text(const ModelInfo& m, bool show_metadata) {
     fmt::print("layers:          {}\n", m.n_layer);
     fmt::print("embedding:       {}\n", m.n_embd);
     fmt::print("feed-forward:    {}\n", m.n_ff);
+    if (m.n_expert > 0)
+      fmt::print("experts:         {} per layer, {} per token (width {}{})\n", m.n_expert, m.n_expert_used, m.n_ff_exp,
+                 m.n_ff_shexp > 0 ? fmt::format("; shared expert width {}", m.n_ff_shexp) : "");
     fmt::print("heads:           {} (kv {}, head dim {}, rope dim {})\n", m.n_head, m.n_head_kv, m.head_dim, m.rope_dim);
     fmt::print("vocab:           {}\n", m.n_vocab);
     fmt::print("context (train): {}\n", m.n_ctx_train);
@@ -76,6 +79,9 @@ void print_text(const ModelInfo& m, bool show_metadata) {
   }
   fmt::print("\ntotals:          {} tensors, {} parameters, {}\n", m.tensors.size(), human_count(m.n_parameters()),
              human_bytes(m.tensor_bytes()));
+  if (m.n_expert > 0)
+    fmt::print("active per token: {} parameters, {} of weights read\n", human_count(m.n_active_parameters()),
+               human_bytes(m.active_tensor_bytes()));
   for (const auto& [type, cb] : by_type)
     fmt::print("  {:<6} {:>5} tensors  {:>10}\n", type, cb.first, human_bytes(cb.second));
 }

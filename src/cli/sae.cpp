@@ -316,6 +316,7 @@ int run_sae_select(const SaeSelectArgs& a) {
                                          .count = a.count,
                                          .edit = edit,
                                          .gate = {.clamp_everywhere = a.clamp_everywhere},
+                                         .rows = train::FeatureSelectOptions::Rows::Answers,
                                          .compute = {.n_threads = static_cast<int>(a.threads)},
                                          .on_progress = [&](size_t done, size_t) { bar.update(done, ""); }});
     bar.finish();

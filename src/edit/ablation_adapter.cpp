@@ -111,6 +111,8 @@ double low_rank_approximation(const std::vector<float>& m, int64_t rows, int64_t
 
 AblationAdapter ablation_adapter(const ModelWeights& weights, const RefusalDirections& directions,
                                  const AblationParams& params, bool norm_preserving, int rank) {
+  // llama.cpp's adapters name one matrix per target; the experts of a GGUF share a stacked tensor.
+  refuse_moe(weights.hp, weights.source, "an abliteration edit as a LoRA adapter (--lora-out)");
   if (rank < 1 || rank > 64)
     throw InvalidArgumentError(fmt::format("the adapter rank {} is outside 1..64 (--lora-rank)", rank));
   if (directions.n_layer != weights.hp.n_layer || directions.n_embd != weights.hp.n_embd)

@@ -31,18 +31,50 @@ struct EditedTensor {
   DType type;
   std::span<const uint8_t> bytes;
   bool written = false;
+  std::vector<uint8_t> stacked;  // a stacked expert tensor put back together (bytes points here)
 };
 using EditedTensors = std::map<std::string, EditedTensor, std::less<>>;
 
+// Every view of a layer: its matrices, the router, the experts, the shared expert.
+void layer_views(const LayerWeights& lw, std::vector<const MatrixView*>& views) {
+  lw.for_each_matrix([&](const MatrixView& m) { views.push_back(&m); });
+  for (const MatrixView* m : {&lw.router, &lw.shexp_gate, &lw.shexp_up, &lw.shexp_down})
+    if (m->data != nullptr) views.push_back(m);
+  for (const auto* experts : {&lw.exp_gate, &lw.exp_up, &lw.exp_down})
+    for (const auto& m : *experts) views.push_back(&m);
+}
+
 EditedTensors edited_tensors(const ModelWeights& w) {
   std::vector<const MatrixView*> views = {&w.token_embd, &w.output};
-  for (const auto& lw : w.layers)
-    lw.for_each_matrix([&](const MatrixView& m) { views.push_back(&m); });
+  for (const auto& lw : w.layers) layer_views(lw, views);
   EditedTensors edited;
+  // A stacked expert tensor (GGUF) with any expert edited is written whole: every expert's bytes
+  // in expert order, the edited ones from their buffers, the others from the file.
+  std::map<std::string, std::vector<const MatrixView*>, std::less<>> stacks;
+  for (const auto* v : views)
+    if (auto stacked = stacked_expert_of(v->name)) {
+      auto& experts = stacks[std::string(stacked->first)];
+      if (experts.size() <= stacked->second) experts.resize(stacked->second + 1, nullptr);
+      experts[stacked->second] = v;
+    }
   for (const auto* v : views) {
     if (v->data == nullptr || !is_editable(w, *v)) continue;
+    if (const auto stacked = stacked_expert_of(v->name)) {
+      const std::string name(stacked->first);
+      if (edited.contains(name)) continue;
+      EditedTensor t{v->type, {}, false, {}};
+      for (const auto* expert : stacks[name]) {
+        if (expert == nullptr)
+          throw InternalError(fmt::format("{}: an expert of {} has no view; reload the model", w.source, name));
+        const auto* begin = expert->data;
+        t.stacked.insert(t.stacked.end(), begin, begin + static_cast<size_t>(expert->rows) * expert->row_bytes);
+      }
+      t.bytes = t.stacked;
+      edited.emplace(name, std::move(t));
+      continue;
+    }
     const size_t size = static_cast<size_t>(v->rows) * v->row_bytes;
-    edited.emplace(std::string(v->name), EditedTensor{v->type, {v->data, size}});
+    edited.emplace(std::string(v->name), EditedTensor{v->type, {v->data, size}, false, {}});
   }
   return edited;
 }

@@ -43,8 +43,13 @@ Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx
   v_.resize(n * kv_width);
   if (!w_.layers.empty() && w_.layers[0].fused_qkv()) qkv_.resize(n * (q_width + 2 * kv_width));
   attn_.resize(n * q_width);
-  gate_.resize(n * 2 * size_t{hp.n_ff});
-  up_.resize(n * hp.n_ff);
+  const size_t widest_ff = std::max({size_t{hp.n_ff}, size_t{hp.n_ff_exp}, size_t{hp.n_ff_shexp}});
+  gate_.resize(n * 2 * widest_ff);
+  up_.resize(n * widest_ff);
+  if (hp.is_moe()) {
+    router_logits_.resize(n * hp.n_expert);
+    routed_.resize(n * hp.n_embd);
+  }
   proj_.resize(n * hp.n_embd);
   pos_.resize(n);
   kv_.resize(n);
@@ -141,10 +146,15 @@ void Forward::attention_block(const LayerWeights& lw, uint32_t layer, int64_t n_
   for (int64_t t = 0; t < n_tokens; ++t) {
     float* q = q_.data() + t * q_width;
     float* k = k_.data() + t * kv_width;
-    if (!lw.q_norm.empty())
-      for (int64_t h = 0; h < n_head; ++h) cpu::rms_norm(q + h * head_dim, lw.q_norm.data(), head_dim, hp.rms_eps, q + h * head_dim);
-    if (!lw.k_norm.empty())
-      for (int64_t h = 0; h < n_head_kv; ++h) cpu::rms_norm(k + h * head_dim, lw.k_norm.data(), head_dim, hp.rms_eps, k + h * head_dim);
+    // Qwen3 normalizes each head (norm weights of head_dim), OLMoE the whole projection.
+    if (!lw.q_norm.empty()) {
+      const int64_t width = static_cast<int64_t>(lw.q_norm.size());
+      for (int64_t at = 0; at < q_width; at += width) cpu::rms_norm(q + at, lw.q_norm.data(), width, hp.rms_eps, q + at);
+    }
+    if (!lw.k_norm.empty()) {
+      const int64_t width = static_cast<int64_t>(lw.k_norm.size());
+      for (int64_t at = 0; at < kv_width; at += width) cpu::rms_norm(k + at, lw.k_norm.data(), width, hp.rms_eps, k + at);
+    }
     const int64_t pos = pos_[t];
     KvCacheView& kv = *kv_[t];
     cpu::apply_rope(q, static_cast<int32_t>(n_head), static_cast<int32_t>(head_dim), pos, w_.rope);
@@ -183,6 +193,10 @@ void Forward::mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPoo
   const int64_t n_embd = hp.n_embd, n_ff = hp.n_ff;
   for (int64_t t = 0; t < n_tokens; ++t)
     cpu::rms_norm(x_.data() + t * n_embd, lw.ffn_norm.data(), n_embd, hp.rms_eps, xn_.data() + t * n_embd);
+  if (lw.moe()) {
+    moe_block(lw, n_tokens, pool);
+    return;
+  }
   if (lw.fused_gate_up()) {
     // Phi-3: one matrix whose first n_ff rows are the gate and the next n_ff the up projection.
     cpu::matmul(lw.w_gate_up, xn_.data(), n_tokens, gate_.data(), pool);
@@ -198,6 +212,71 @@ void Forward::mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPoo
   }
   cpu::silu_mul(gate_.data(), up_.data(), n_tokens * n_ff, gate_.data());
   cpu::matmul(lw.w_down, gate_.data(), n_tokens, proj_.data(), pool);
+  cpu::add_inplace(x_.data(), proj_.data(), n_tokens * n_embd);
+}
+
+void Forward::moe_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool) {
+  const auto& hp = w_.hp;
+  const int64_t n_embd = hp.n_embd, n_expert = hp.n_expert, n_used = hp.n_expert_used, ff = hp.n_ff_exp;
+  // Routing: softmax over every expert's logit, the n_used most probable kept (ties: the lower
+  // index), their probabilities renormalized when the architecture says so, then scaled.
+  cpu::matmul(lw.router, xn_.data(), n_tokens, router_logits_.data(), pool);
+  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(n_expert));  // (token, weight)
+  std::vector<int32_t> order(static_cast<size_t>(n_expert));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float* p = router_logits_.data() + t * n_expert;
+    const float top = *std::max_element(p, p + n_expert);
+    float sum = 0;
+    for (int64_t e = 0; e < n_expert; ++e) sum += (p[e] = std::exp(p[e] - top));
+    for (int64_t e = 0; e < n_expert; ++e) p[e] /= sum;
+    for (int64_t e = 0; e < n_expert; ++e) order[static_cast<size_t>(e)] = static_cast<int32_t>(e);
+    std::partial_sort(order.begin(), order.begin() + n_used, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float chosen = 0;
+    for (int64_t k = 0; k < n_used; ++k) chosen += p[order[static_cast<size_t>(k)]];
+    for (int64_t k = 0; k < n_used; ++k) {
+      const int32_t e = order[static_cast<size_t>(k)];
+      float weight = hp.expert_weights_norm ? p[e] / chosen : p[e];
+      if (hp.expert_weights_scale != 0.0f && hp.expert_weights_scale != 1.0f) weight *= hp.expert_weights_scale;
+      by_expert[static_cast<size_t>(e)].emplace_back(t, weight);
+    }
+  }
+  // Each expert once over the tokens routed to it: gather their rows, SwiGLU, scatter-add.
+  std::fill(proj_.begin(), proj_.begin() + n_tokens * n_embd, 0.0f);
+  for (int64_t e = 0; e < n_expert; ++e) {
+    const auto& routed = by_expert[static_cast<size_t>(e)];
+    if (routed.empty()) continue;
+    const auto m = static_cast<int64_t>(routed.size());
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(routed_.data() + i * n_embd, xn_.data() + routed[static_cast<size_t>(i)].first * n_embd,
+                  sizeof(float) * n_embd);
+    cpu::matmul(lw.exp_gate[static_cast<size_t>(e)], routed_.data(), m, gate_.data(), pool);
+    cpu::matmul(lw.exp_up[static_cast<size_t>(e)], routed_.data(), m, up_.data(), pool);
+    cpu::silu_mul(gate_.data(), up_.data(), m * ff, gate_.data());
+    cpu::matmul(lw.exp_down[static_cast<size_t>(e)], gate_.data(), m, routed_.data(), pool);
+    for (int64_t i = 0; i < m; ++i) {
+      const auto [t, weight] = routed[static_cast<size_t>(i)];
+      float* out = proj_.data() + t * n_embd;
+      const float* y = routed_.data() + i * n_embd;
+      for (int64_t j = 0; j < n_embd; ++j) out[j] += weight * y[j];
+    }
+  }
+  // qwen2moe: the shared expert on every token, scaled by sigmoid(w . x).
+  if (lw.shexp_gate.data != nullptr) {
+    const int64_t shared_ff = hp.n_ff_shexp;
+    cpu::matmul(lw.shexp_gate, xn_.data(), n_tokens, gate_.data(), pool);
+    cpu::matmul(lw.shexp_up, xn_.data(), n_tokens, up_.data(), pool);
+    cpu::silu_mul(gate_.data(), up_.data(), n_tokens * shared_ff, gate_.data());
+    cpu::matmul(lw.shexp_down, gate_.data(), n_tokens, routed_.data(), pool);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double dot = 0;
+      for (int64_t j = 0; j < n_embd; ++j) dot += double(lw.shexp_gate_inp[static_cast<size_t>(j)]) * xn_[t * n_embd + j];
+      const auto gate = static_cast<float>(1.0 / (1.0 + std::exp(-dot)));
+      float* out = proj_.data() + t * n_embd;
+      const float* y = routed_.data() + t * n_embd;
+      for (int64_t j = 0; j < n_embd; ++j) out[j] += gate * y[j];
+    }
+  }
   cpu::add_inplace(x_.data(), proj_.data(), n_tokens * n_embd);
 }
 

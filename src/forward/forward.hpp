@@ -1,7 +1,8 @@
-// One forward pass of the Llama family (llama, qwen2, qwen3, phi3) on the CPU, written to be read
-// top to bottom like llama2.c's run.c: embed -> per layer (RMSNorm, Q/K/V [+bias] [+per-head
-// norm], RoPE, grouped-query attention over the KV cache, output projection, residual, RMSNorm,
-// SwiGLU MLP, residual) -> final norm -> logits. Architecture differences are data (which tensors
+// One forward pass of the Llama family (llama, qwen2, qwen3, phi3; the mixtures of experts
+// Mixtral, qwen2moe, qwen3moe, olmoe) on the CPU, written to be read top to bottom like llama2.c's
+// run.c: embed -> per layer (RMSNorm, Q/K/V [+bias] [+Q/K norm], RoPE, grouped-query attention
+// over the KV cache, output projection, residual, RMSNorm, SwiGLU MLP or a mixture of SwiGLU
+// experts, residual) -> final norm -> logits. Architecture differences are data (which tensors
 // the layer has, the rope table), not separate code paths.
 #pragma once
 
@@ -47,6 +48,8 @@ class Forward {
   // Runs each sequence's hooks of `site` on its rows of `rows` (row r belongs to row_slot[r]).
   void run_hooks(HookSite site, float* rows, std::span<const uint32_t> row_slot, std::span<const uint8_t> row_ends);
   void mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool);
+  // The mixture-of-experts MLP on xn_ (already normalized): adds its output to x_.
+  void moe_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool);
 
   const ModelWeights& w_;
   ResidentLayers resident_;
@@ -66,8 +69,10 @@ class Forward {
   std::vector<float> q_, k_, v_;  // projections (q: n_head*head_dim; k, v: n_head_kv*head_dim)
   std::vector<float> qkv_;    // fused projection output (Phi-3)
   std::vector<float> attn_;   // attention output (n_head*head_dim)
-  std::vector<float> gate_, up_;  // MLP (n_ff each; gate_up fused: 2*n_ff in gate_)
+  std::vector<float> gate_, up_;  // MLP (n_ff each; gate_up fused: 2*n_ff in gate_; experts: the widest FFN)
   std::vector<float> proj_;   // output of the block's last projection (n_embd)
+  // Mixture of experts: router logits (n_expert), and the rows routed to one expert (n_embd).
+  std::vector<float> router_logits_, routed_;
 };
 
 }  // namespace lathe

@@ -314,6 +314,7 @@ void run_sae_gate(const ArmConfig& arm, const Inputs& in, const StudyConfig& c, 
                                               .count = arm.sae_select,
                                               .edit = edit,
                                               .gate = {.clamp_everywhere = arm.sae_clamp_everywhere},
+                                              .rows = train::FeatureSelectOptions::Rows::Answers,
                                               .compute = in.compute,
                                               .on_progress = {}};
     json selected = json::array();

@@ -156,6 +156,7 @@ const MatrixView& target_matrix(const ModelWeights& w, uint32_t layer, std::stri
 
 LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> targets, int64_t rank, double alpha,
                          uint64_t seed) {
+  refuse_moe(w.hp, w.source, "training");
   if (rank < 1) throw InvalidArgumentError(fmt::format("the LoRA rank {} must be at least 1", rank));
   LoraSet<float> lora;
   lora.rank = rank;
@@ -182,6 +183,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
                              std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head,
                              cpu::ThreadPool* pool, std::type_identity_t<ResidualProbe<T>>* probe) {
   const auto& hp = w.hp;
+  refuse_moe(hp, w.source, "training (and gradient attribution)");
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
   if (targets.size() != tokens.size())

@@ -95,8 +95,15 @@ std::vector<double> sae_feature_effects(const std::shared_ptr<const Model>& mode
     if (e.scored() > 0) {
       ResidualProbe<float> probe{.site = site, .rows = {}, .grad = {}};
       lora_forward_backward(weights, no_adapters, e.tokens, e.targets, nullptr, nullptr, {}, &pool, &probe);
-      const auto effects = edit::sae_edit_attribution(sae, probe.rows.data(), probe.grad.data(),
-                                                      static_cast<int64_t>(e.tokens.size()), options.edit,
+      const size_t first =
+          options.rows == FeatureSelectOptions::Rows::All
+              ? 0
+              : static_cast<size_t>(std::find_if(e.targets.begin(), e.targets.end(), [](int32_t t) { return t >= 0; }) -
+                                    e.targets.begin());
+      const size_t width = static_cast<size_t>(sae.d_in);
+      const auto effects = edit::sae_edit_attribution(sae, probe.rows.data() + first * width,
+                                                      probe.grad.data() + first * width,
+                                                      static_cast<int64_t>(e.tokens.size() - first), options.edit,
                                                       options.gate, &pool);
       for (size_t j = 0; j < mean.size(); ++j) mean[j] += effects[j];
       ++used;

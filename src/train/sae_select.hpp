@@ -8,8 +8,8 @@
 //   the SAE's hook and the gradient of the example's mean answer cross-entropy there come from one
 //   forward and backward of the training pass (train/lora_pass.hpp); edit/sae.hpp's
 //   sae_edit_attribution turns them into every feature's first-order change of that loss
-//   (attribution patching). effect(set) = the mean over the set's examples; score = effect(forget)
-//   - effect(retain).
+//   (attribution patching), counting the rows from the first answer position on (Rows below).
+//   effect(set) = the mean over the set's examples; score = effect(forget) - effect(retain).
 // Either way the `count` features of highest positive score, highest first (ties: lower id).
 #pragma once
 
@@ -38,6 +38,12 @@ struct FeatureSelectOptions {
   // is ignored) and the gate's options.
   edit::SaeFeatureEdit edit{.id = 0, .kind = edit::SaeFeatureEdit::Kind::Set, .value = 0};
   edit::SaeGateOptions gate;
+  // Attribution: the rows whose edit is counted. Answers (the default): the positions from the
+  // first scored one on, the rows that predict the answer, as the activation criterion reads
+  // them; an SAE is often trained without the first position's attention-sink row, whose huge
+  // activations it encodes badly, and counting the prompt rows ranks features by what they do
+  // there. All: every row, the gate's whole first-order effect (what the tests check).
+  enum class Rows { Answers, All } rows = Rows::Answers;
   ComputeOptions compute;  // the sessions of the activation criterion; its thread count for both
   // Called after each example of either set (done, total).
   std::function<void(size_t done, size_t total)> on_progress;
@@ -57,8 +63,8 @@ std::vector<SelectedFeature> select_sae_features(const std::shared_ptr<const Mod
                                                  const FeatureSelectOptions& options);
 
 // The mean over `examples` of each feature's predicted change of the example's mean answer
-// cross-entropy when the gate edits that feature alone (attribution, above). Examples without a
-// scored token are skipped. on_progress after each example.
+// cross-entropy when the gate edits that feature alone on options.rows (attribution, above).
+// Examples without a scored token are skipped. on_example after each example.
 std::vector<double> sae_feature_effects(const std::shared_ptr<const Model>& model, const edit::Sae& sae, HookSite site,
                                         const std::vector<Example>& examples, const FeatureSelectOptions& options,
                                         const std::function<void()>& on_example = {});

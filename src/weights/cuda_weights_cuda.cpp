@@ -62,6 +62,7 @@ void CudaWeights::refresh(const MatrixView& host, const cuda::DeviceMatrix& dm) 
 }
 
 std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device) {
+  refuse_moe(w.hp, w.source, "the CUDA backend");
   std::lock_guard lock(w.device_copies->mutex);
   auto& slot = w.device_copies->by_device[device];
   if (slot) return std::static_pointer_cast<CudaWeights>(slot);

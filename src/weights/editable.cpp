@@ -34,7 +34,15 @@ auto matrices_of(Weights& weights, uint32_t layer, EditComponent component) {
   }
   auto& lw = weights.layers[layer];
   std::vector<View*> views;
-  views.push_back(component == EditComponent::AttnOutput ? &lw.wo : &lw.w_down);
+  if (component == EditComponent::AttnOutput) {
+    views.push_back(&lw.wo);
+  } else if (lw.moe()) {
+    // Every expert's down projection writes into the residual stream, and so does the shared one.
+    for (auto& down : lw.exp_down) views.push_back(&down);
+    if (lw.shexp_down.data != nullptr) views.push_back(&lw.shexp_down);
+  } else {
+    views.push_back(&lw.w_down);
+  }
   return views;
 }
 }  // namespace

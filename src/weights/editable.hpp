@@ -23,8 +23,9 @@ std::string_view component_name(EditComponent component) noexcept;  // "attn_out
 // InvalidArgumentError listing the accepted names.
 EditComponent parse_component(std::string_view name);
 
-// The views of one component in one layer: one matrix for dense models (a vector so that MoE
-// experts fit the same shape later). Throws NotFoundError when the layer index is out of range.
+// The views of one component in one layer: one matrix for dense models; for a mixture of experts'
+// mlp_down, every expert's down projection in expert order, then the shared expert's (qwen2moe).
+// Throws NotFoundError when the layer index is out of range.
 std::vector<MatrixView*> component_matrices(ModelWeights& weights, uint32_t layer, EditComponent component);
 std::vector<const MatrixView*> component_matrices(const ModelWeights& weights, uint32_t layer,
                                                        EditComponent component);

@@ -1,5 +1,6 @@
 #include "weights/model_weights.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <fmt/format.h>
 #include <functional>
@@ -138,6 +139,41 @@ class Loader {
     return matrix(require(name), rows, cols);
   }
 
+  // Each expert's [rows x cols] matrix of `stacked` (ffn_gate_exps, ffn_up_exps, ffn_down_exps)
+  // of layer il: slices of the stacked [n_expert, rows, cols] tensor (GGUF), else one tensor per
+  // expert (Hugging Face checkpoints).
+  std::vector<MatrixView> experts(uint32_t il, std::string_view stacked, uint32_t n_expert, uint64_t rows,
+                                  uint64_t cols) const {
+    std::vector<MatrixView> views;
+    views.reserve(n_expert);
+    if (auto t = find(fmt::format("blk.{}.{}.weight", il, stacked))) {
+      if (t->shape.size() != 3 || t->shape[0] != n_expert || t->shape[1] != rows || t->shape[2] != cols) {
+        throw FormatError(fmt::format("{}: tensor {} has shape {} but the model's hyper-parameters need [{}, {}, {}] "
+                                      "(experts, rows, cols); the file and its configuration disagree",
+                                      source_.display_name(), t->name, shape_text(t->shape), n_expert, rows, cols));
+      }
+      const size_t expert_bytes = t->data.size() / n_expert;
+      for (uint32_t e = 0; e < n_expert; ++e) {
+        RawTensor slice{stacked_expert_view_name(t->name, e), t->type, {rows, cols},
+                        t->data.subspan(e * expert_bytes, expert_bytes)};
+        if (expert_bytes * n_expert != t->data.size()) slice.data = t->data;  // matrix() names the size error
+        views.push_back(matrix(slice, rows, cols));
+      }
+      return views;
+    }
+    for (uint32_t e = 0; e < n_expert; ++e) {
+      const std::string name = expert_tensor_name(il, stacked, e);
+      if (!find(name)) {
+        throw FormatError(fmt::format("{}: expert {} of layer {} is missing: no tensor {} (nor the stacked {}); the "
+                                      "checkpoint is incomplete: re-download or re-convert it",
+                                      source_.display_name(), e, il, source_.stored_name(name),
+                                      source_.stored_name(fmt::format("blk.{}.{}.weight", il, stacked))));
+      }
+      views.push_back(matrix(name, rows, cols));
+    }
+    return views;
+  }
+
   std::vector<float> vector(const RawTensor& t, uint64_t n) const {
     if (t.shape.size() != 1 || t.shape[0] != n) {
       throw FormatError(fmt::format("{}: tensor {} has shape {} but the model's hyper-parameters need [{}]",
@@ -178,6 +214,25 @@ class Loader {
 
 std::string layer_name(uint32_t layer, std::string_view suffix) { return fmt::format("blk.{}.{}", layer, suffix); }
 
+// A mixture-of-experts MLP: the router, every expert, and qwen2moe's shared expert.
+void load_experts(const Loader& loader, const HParams& hp, uint32_t il, LayerWeights& lw) {
+  auto name = [&](std::string_view suffix) { return layer_name(il, suffix); };
+  const uint64_t n_embd = hp.n_embd, ff = hp.n_ff_exp;
+  lw.router = loader.matrix(name("ffn_gate_inp.weight"), hp.n_expert, n_embd);
+  lw.exp_gate = loader.experts(il, "ffn_gate_exps", hp.n_expert, ff, n_embd);
+  lw.exp_up = loader.experts(il, "ffn_up_exps", hp.n_expert, ff, n_embd);
+  lw.exp_down = loader.experts(il, "ffn_down_exps", hp.n_expert, n_embd, ff);
+  if (hp.n_ff_shexp > 0) {
+    lw.shexp_gate = loader.matrix(name("ffn_gate_shexp.weight"), hp.n_ff_shexp, n_embd);
+    lw.shexp_up = loader.matrix(name("ffn_up_shexp.weight"), hp.n_ff_shexp, n_embd);
+    lw.shexp_down = loader.matrix(name("ffn_down_shexp.weight"), n_embd, hp.n_ff_shexp);
+    // GGUF stores the shared expert's gate as a vector, Hugging Face as a [1, n_embd] matrix.
+    auto gate = loader.require(name("ffn_gate_inp_shexp.weight"));
+    if (gate.shape.size() == 2 && gate.shape[0] == 1) gate.shape = {gate.shape[1]};
+    lw.shexp_gate_inp = loader.vector(gate, n_embd);
+  }
+}
+
 LayerWeights load_layer(const Loader& loader, const HParams& hp, uint32_t il) {
   const uint64_t n_embd = hp.n_embd, head_dim = hp.head_dim;
   const uint64_t q_rows = hp.n_head * head_dim, kv_rows = hp.n_head_kv * head_dim;
@@ -197,16 +252,23 @@ LayerWeights load_layer(const Loader& loader, const HParams& hp, uint32_t il) {
   lw.bv = loader.optional_vector(name("attn_v.bias"), kv_rows);
   if (hp.arch == Arch::Qwen2 && (lw.bq.empty() || lw.bk.empty() || lw.bv.empty()))
     loader.require(name(lw.bq.empty() ? "attn_q.bias" : lw.bk.empty() ? "attn_k.bias" : "attn_v.bias"));
-  lw.q_norm = loader.optional_vector(name("attn_q_norm.weight"), head_dim);
-  lw.k_norm = loader.optional_vector(name("attn_k_norm.weight"), head_dim);
-  if (hp.arch == Arch::Qwen3 && (lw.q_norm.empty() || lw.k_norm.empty()))
+  if (hp.arch == Arch::Qwen2Moe && (lw.bq.empty() || lw.bk.empty() || lw.bv.empty()))
+    loader.require(name(lw.bq.empty() ? "attn_q.bias" : lw.bk.empty() ? "attn_k.bias" : "attn_v.bias"));
+  // Q/K norms: per head (qwen3, qwen3moe) or over the whole projection (olmoe).
+  const bool whole_row_norms = hp.arch == Arch::Olmoe;
+  lw.q_norm = loader.optional_vector(name("attn_q_norm.weight"), whole_row_norms ? q_rows : head_dim);
+  lw.k_norm = loader.optional_vector(name("attn_k_norm.weight"), whole_row_norms ? kv_rows : head_dim);
+  if ((hp.arch == Arch::Qwen3 || hp.arch == Arch::Qwen3Moe || hp.arch == Arch::Olmoe) &&
+      (lw.q_norm.empty() || lw.k_norm.empty()))
     loader.require(name(lw.q_norm.empty() ? "attn_q_norm.weight" : "attn_k_norm.weight"));
   lw.wo = loader.matrix(name("attn_output.weight"), n_embd, q_rows);
   if (const auto bias = loader.find(name("attn_output.bias"))) {
     throw UnsupportedError(fmt::format("tensor {} (an attention output bias) is not supported by the {} architecture",
                                        bias->name, arch_name(hp.arch)));
   }
-  if (auto gate = loader.find(name("ffn_gate.weight"))) {
+  if (hp.is_moe()) {
+    load_experts(loader, hp, il, lw);
+  } else if (auto gate = loader.find(name("ffn_gate.weight"))) {
     lw.w_gate = loader.matrix(*gate, hp.n_ff, n_embd);
     lw.w_up = loader.matrix(name("ffn_up.weight"), hp.n_ff, n_embd);
   } else if (hp.arch == Arch::Phi3) {
@@ -214,7 +276,7 @@ LayerWeights load_layer(const Loader& loader, const HParams& hp, uint32_t il) {
   } else {
     loader.require(name("ffn_gate.weight"));
   }
-  lw.w_down = loader.matrix(name("ffn_down.weight"), n_embd, hp.n_ff);
+  if (!hp.is_moe()) lw.w_down = loader.matrix(name("ffn_down.weight"), n_embd, hp.n_ff);
   return lw;
 }
 
@@ -305,6 +367,21 @@ ModelWeights build(std::shared_ptr<TensorSource> source, HParams hp, const Weigh
 }
 
 }  // namespace
+
+std::string stacked_expert_view_name(std::string_view tensor, uint32_t expert) {
+  return fmt::format("{} (expert {})", tensor, expert);
+}
+
+std::optional<std::pair<std::string_view, uint32_t>> stacked_expert_of(std::string_view view_name) {
+  constexpr std::string_view kMark = " (expert ";
+  const auto at = view_name.rfind(kMark);
+  if (at == std::string_view::npos || !view_name.ends_with(')')) return std::nullopt;
+  const std::string_view digits = view_name.substr(at + kMark.size(), view_name.size() - 1 - at - kMark.size());
+  uint32_t expert = 0;
+  const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), expert);
+  if (digits.empty() || ec != std::errc{} || ptr != digits.data() + digits.size()) return std::nullopt;
+  return std::pair{view_name.substr(0, at), expert};
+}
 
 ModelWeights load_model_weights(const std::filesystem::path& path, const WeightLoadOptions& options) {
   if (std::filesystem::is_directory(path)) {

@@ -30,12 +30,22 @@ struct LayerWeights {
   // Separate gate/up or one fused matrix (Phi-3: gate rows, then up rows).
   MatrixView w_gate, w_up, w_gate_up;
   MatrixView w_down;
+  // Mixture of experts (HParams::is_moe(); the dense w_gate/w_up/w_down are then absent): the
+  // router [n_expert x n_embd] and every expert's gate/up [n_ff_exp x n_embd] and down
+  // [n_embd x n_ff_exp], views into GGUF's stacked tensors or one tensor each (Hugging Face).
+  MatrixView router;
+  std::vector<MatrixView> exp_gate, exp_up, exp_down;
+  // qwen2moe's shared expert (absent elsewhere) and its gate, a vector w: scaled by sigmoid(w . x).
+  MatrixView shexp_gate, shexp_up, shexp_down;
+  std::vector<float> shexp_gate_inp;
 
   bool fused_qkv() const noexcept { return wqkv.data != nullptr; }
   bool fused_gate_up() const noexcept { return w_gate_up.data != nullptr; }
+  bool moe() const noexcept { return router.data != nullptr; }
 
   // f(view) for every matrix this layer has, in one fixed order (absent ones skipped): the one
-  // list of a layer's matrices, used by device upload, requantization and export.
+  // list of a layer's matrices, used by device upload, requantization and export. The experts'
+  // matrices are not in it: what uses it refuses mixtures of experts (refuse_moe) for now.
   template <class F>
   void for_each_matrix(F&& f) {
     for (MatrixView* m : {&wq, &wk, &wv, &wqkv, &wo, &w_gate, &w_up, &w_gate_up, &w_down})
@@ -82,6 +92,11 @@ struct ModelWeights {
 struct WeightLoadOptions {
   bool check_tensors = false;  // scan every tensor for NaN/Inf (FormatError naming the first bad tensor)
 };
+
+// A view of one expert of a stacked expert tensor (GGUF's ffn_*_exps) is named
+// "<tensor name> (expert <e>)": that tensor's name and e; nullopt for any other view's name.
+std::optional<std::pair<std::string_view, uint32_t>> stacked_expert_of(std::string_view view_name);
+std::string stacked_expert_view_name(std::string_view tensor, uint32_t expert);
 
 // The CPU forward pass's weights seam (weights/layer_source.hpp).
 using LayerSource = LayerSourceOf<LayerWeights>;

@@ -22,6 +22,7 @@ void requantize_matrices(ModelWeights& w, DType type, int n_threads) {
 
 void requantize_matrices(ModelWeights& w, DType type, int n_threads,
                          const std::function<bool(const MatrixView&)>& which) {
+  refuse_moe(w.hp, w.source, "re-quantizing loaded weights");
   if (!can_quantize(type))
     throw UnsupportedError(fmt::format("cannot quantize to {}: lathe quantizes to F32, F16, BF16, Q8_0, Q4_0, Q4_1",
                                        dtype_name(type)));

@@ -33,6 +33,9 @@ struct TinyModel {
     writer.add_tensor(name, type, std::move(shape_ggml), buffers.back());
   }
 
+  // Nothing yet: metadata and tensors are the caller's (tests/common/tiny_moe.hpp).
+  struct Empty {};
+  explicit TinyModel(Empty) {}
   // A complete 2-layer llama, except the tensor named `skip` and with `override_name` reshaped.
   explicit TinyModel(const std::string& skip = "", DType matrix_type = DType::F32) {
     writer.set("general.architecture", gguf::Value::str("llama"));

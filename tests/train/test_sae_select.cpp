@@ -63,6 +63,7 @@ TEST(SaeSelect, AttributionPredictsTheLossChangeOfEachFeaturesEdit) {
                                      .count = 8,
                                      .edit = {.id = 0, .kind = edit::SaeFeatureEdit::Kind::Scale, .value = 0.999f},
                                      .gate = {},
+                                     .rows = FeatureSelectOptions::Rows::All,
                                      .compute = kExact,
                                      .on_progress = {}};
   const auto predicted = sae_feature_effects(f.model, *f.sae, f.site, f.forget, options);
@@ -97,6 +98,7 @@ TEST(SaeSelect, BothCriteriaRankByForgetMinusRetain) {
                                        .count = 5,
                                        .edit = {.id = 0, .kind = edit::SaeFeatureEdit::Kind::Set, .value = 0.0f},
                                        .gate = {},
+                                       .rows = FeatureSelectOptions::Rows::Answers,
                                        .compute = kExact,
                                        .on_progress = [&](size_t done, size_t total) {
                                          EXPECT_EQ(done, ++calls);
@@ -114,6 +116,11 @@ TEST(SaeSelect, BothCriteriaRankByForgetMinusRetain) {
       }
     }
     if (by == FeatureCriterion::Attribution) {
+      // The prompt rows' edits count only with Rows::All.
+      auto all_rows = options;
+      all_rows.rows = FeatureSelectOptions::Rows::All;
+      EXPECT_NE(sae_feature_effects(f.model, *f.sae, f.site, f.forget, all_rows),
+                sae_feature_effects(f.model, *f.sae, f.site, f.forget, options));
       // The scores are the per-set effects' difference.
       const auto forget = sae_feature_effects(f.model, *f.sae, f.site, f.forget, options);
       const auto retain = sae_feature_effects(f.model, *f.sae, f.site, f.retain, options);
