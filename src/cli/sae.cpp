@@ -108,6 +108,17 @@ std::shared_ptr<const Model> load_model(const fs::path& model_path, const std::v
   return model;
 }
 
+// The SAE of --sae and its hook point: --sae-hook when given, else the one its cfg.json names.
+std::pair<std::shared_ptr<const edit::Sae>, HookSite> load_sae_at_hook(const std::string& path, const std::string& hook_flag) {
+  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(path));
+  const std::string hook = hook_flag.empty() ? sae->hook_name : hook_flag;
+  if (hook.empty())
+    throw InvalidArgumentError(fmt::format("{}: cfg.json names no hook point; give it with --sae-hook "
+                                           "(e.g. blocks.5.hook_resid_post)",
+                                           sae->cfg_path.string()));
+  return {sae, edit::sae_hook_site(hook, hook_flag.empty() ? sae->cfg_path.string() + ": hook_name" : "--sae-hook")};
+}
+
 int run_sae_train(const SaeTrainArgs& a) {
   check_threads(a.threads);
   check_max_length(a.max_length);
@@ -219,13 +230,7 @@ int run_sae_eval(const SaeEvalArgs& a) {
     throw InvalidArgumentError(fmt::format("--skip-first {} is out of range: it must be in 0..--max-length - 1 ({})",
                                            a.skip_first, a.max_length - 1));
   const fs::path model_path = resolve_model_path(a.model);
-  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(a.sae));
-  const std::string hook = a.hook.empty() ? sae->hook_name : a.hook;
-  if (hook.empty())
-    throw InvalidArgumentError(fmt::format("{}: cfg.json names no hook point; give it with --sae-hook "
-                                           "(e.g. blocks.5.hook_resid_post)",
-                                           sae->cfg_path.string()));
-  const HookSite site = edit::sae_hook_site(hook, a.hook.empty() ? sae->cfg_path.string() + ": hook_name" : "--sae-hook");
+  const auto [sae, site] = load_sae_at_hook(a.sae, a.hook);
   if (!fs::exists(a.data)) throw NotFoundError(fmt::format("--data {}: no such data file; check the path", a.data));
   const auto model = load_model(model_path, a.loras);
   edit::check_sae_fits(*sae, site, model->summary().n_layer, model->summary().n_embd);
@@ -285,13 +290,7 @@ int run_sae_select(const SaeSelectArgs& a) {
   if (a.raw && a.chat) throw InvalidArgumentError("give --raw or --chat, not both");
   const auto by = train::parse_feature_criterion(a.by, "--by");
   const fs::path model_path = resolve_model_path(a.model);
-  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(a.sae));
-  const std::string hook = a.hook.empty() ? sae->hook_name : a.hook;
-  if (hook.empty())
-    throw InvalidArgumentError(fmt::format("{}: cfg.json names no hook point; give it with --sae-hook "
-                                           "(e.g. blocks.5.hook_resid_post)",
-                                           sae->cfg_path.string()));
-  const HookSite site = edit::sae_hook_site(hook, a.hook.empty() ? sae->cfg_path.string() + ": hook_name" : "--sae-hook");
+  const auto [sae, site] = load_sae_at_hook(a.sae, a.hook);
   for (const auto& [flag, path] : {std::pair{"--forget", a.forget}, std::pair{"--retain", a.retain}})
     if (!fs::exists(path)) throw NotFoundError(fmt::format("{} {}: no such data file; check the path", flag, path));
   const auto model = load_model(model_path, a.loras);
