@@ -345,7 +345,8 @@ ModelWeights build(std::shared_ptr<TensorSource> source, HParams hp, const Weigh
   } else {
     w.output = w.token_embd;  // tied embeddings
   }
-  w.layers.reserve(hp.n_layer);
+  // No reserve(n_layer): the block count is the file's word, and a corrupt one (billions) must end
+  // at the first layer whose tensors are missing, not in an allocation of that many layers.
   for (uint32_t il = 0; il < hp.n_layer; ++il) w.layers.push_back(load_layer(loader, hp, il));
   w.rope = make_rope(hp, loader, *source);
   source->for_each([&](const RawTensor& t) {

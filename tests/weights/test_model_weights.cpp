@@ -54,6 +54,21 @@ TEST(ModelWeights, MissingTensorIsNamed) {
   }
 }
 
+// A block count far beyond the file's layers (a corrupt file; found by the model_weights fuzz
+// target, which ran out of memory reserving four billion layers) names the first missing layer's
+// tensor, without allocating for the layers that are not there.
+TEST(ModelWeights, ABlockCountBeyondTheTensorsNamesTheFirstMissingLayer) {
+  test::TempDir dir("tiny_blocks");
+  TinyModel tiny;
+  tiny.writer.set("llama.block_count", gguf::Value::u32(4'000'000'000u));
+  try {
+    load_model_weights(tiny.write(dir, "blocks.gguf"));
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.2.attn_norm.weight is missing"), std::string::npos) << e.what();
+  }
+}
+
 // In a Hugging Face directory a missing tensor is named as that directory's files name it, not by
 // lathe's canonical (GGUF) name.
 TEST(ModelWeights, MissingTensorOfAHuggingFaceDirectoryHasItsName) {
