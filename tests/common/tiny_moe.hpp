@@ -14,7 +14,8 @@ namespace lathe::test {
 inline constexpr uint32_t kMoeExperts = 8, kMoeFf = 32, kMoeSharedFf = 64;
 
 inline std::filesystem::path write_tiny_moe(const TempDir& dir, const std::string& arch,
-                                            DType matrix_type = DType::F32, const std::string& name = "") {
+                                            DType matrix_type = DType::F32, const std::string& name = "",
+                                            uint32_t layers = kLayers) {
   TinyModel m{TinyModel::Empty{}};
   m.rng.seed(11);
   const bool olmoe = arch == "olmoe", qwen2moe = arch == "qwen2moe", qwen3moe = arch == "qwen3moe";
@@ -23,7 +24,7 @@ inline std::filesystem::path write_tiny_moe(const TempDir& dir, const std::strin
   auto& w = m.writer;
   w.set("general.architecture", gguf::Value::str(arch));
   const auto key = [&](const std::string& k) { return arch + "." + k; };
-  w.set(key("block_count"), gguf::Value::u32(kLayers));
+  w.set(key("block_count"), gguf::Value::u32(layers));
   w.set(key("embedding_length"), gguf::Value::u32(kEmbd));
   w.set(key("feed_forward_length"), gguf::Value::u32(kMoeFf));
   w.set(key("attention.head_count"), gguf::Value::u32(heads));
@@ -40,7 +41,7 @@ inline std::filesystem::path write_tiny_moe(const TempDir& dir, const std::strin
   m.tensor("token_embd.weight", {kEmbd, kTinyTokens}, matrix_type);
   m.tensor("output_norm.weight", {kEmbd});
   m.tensor("output.weight", {kEmbd, kTinyTokens}, matrix_type);
-  for (uint32_t i = 0; i < kLayers; ++i) {
+  for (uint32_t i = 0; i < layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     m.tensor(p + "attn_norm.weight", {kEmbd});
     m.tensor(p + "ffn_norm.weight", {kEmbd});

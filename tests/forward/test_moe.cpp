@@ -8,6 +8,7 @@
 // writes the stacked tensors back) and the refusals of what does not take experts yet.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -17,6 +18,7 @@
 #include "lathe/error.hpp"
 #include "lathe/lathe.hpp"
 #include "edit/ablation.hpp"
+#include "edit/control_vector.hpp"
 #include "edit/export.hpp"
 #include "weights/editable.hpp"
 #include "weights/model_weights.hpp"
@@ -40,10 +42,17 @@ std::vector<std::vector<TokenId>> sequences() {
 }
 
 // lathe's logits of every position, then llama.cpp's report on the same file and sequences.
+// With `control_vector` ("FILE:SCALE"), both engines steer with it.
 nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& model_path, KvType kv, const char* llama_kv,
-                       const std::filesystem::path& reference = {}) {
+                       const std::filesystem::path& reference = {}, const std::string& control_vector = "") {
   const auto model = Model::load(model_path);
   Session session(model, {.n_ctx = 64, .compute = {.n_threads = 1, .kv_type = kv}});
+  if (!control_vector.empty()) {
+    auto hooks = std::make_shared<ResidualHooks>();
+    edit::add_control_vectors(*hooks, {edit::parse_control_vector_spec(control_vector)}, model->summary().n_layer,
+                              model->summary().n_embd, std::nullopt);
+    session.set_hooks(hooks);
+  }
   const auto seqs = sequences();
   for (size_t i = 0; i < seqs.size(); ++i) {
     session.reset();
@@ -59,6 +68,7 @@ nlohmann::json compare(const test::TempDir& dir, const std::filesystem::path& mo
                                    "--lathe-dir", dir.path().string(), "--threads", "1", "--kv-type", llama_kv,
                                    "--reference-kv-type", llama_kv};
   if (!reference.empty()) args.insert(args.end(), {"--reference", reference.string()});
+  if (!control_vector.empty()) args.insert(args.end(), {"--control-vector", control_vector});
   const auto r = test::run_oracle("llama_cpp_compare.py", args);
   if (r.exit_code != 0) throw std::runtime_error("llama_cpp_compare.py failed: " + r.err);
   auto report = nlohmann::json::parse(r.out);
@@ -95,6 +105,43 @@ TEST(MoeVsLlamaCpp, Q8_0WithinLlamaCppsQuantizationNoise) {
     const auto& noise = report["peer_noise"];
     EXPECT_GE(m["top1_agreement"].get<double>(), noise["top1_agreement"].get<double>() - 0.03);
     EXPECT_LE(m["mean_abs_diff"].get<double>(), 1.5 * noise["mean_abs_diff"].get<double>() + 1e-6);
+  }
+}
+
+// Residual hooks between mixture-of-experts blocks: a control vector on the outputs of layers 1
+// and 2 of a 3-layer model (so layer 2's router sees the steered stream) gives llama.cpp's
+// steered logits (llama_set_adapter_cvec), and moves them well beyond the engines' difference.
+TEST(MoeVsLlamaCpp, AControlVectorSteersAsInLlamaCpp) {
+  for (const char* arch : kArchs) {
+    SCOPED_TRACE(arch);
+    test::TempDir dir("moe_cvec");
+    const auto path = test::write_tiny_moe(dir, arch, DType::F32, "", 3);
+    edit::ControlVector cv{.n_embd = test::kEmbd, .model_hint = arch, .directions = {}};
+    std::mt19937 rng(4);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (uint32_t layer : {1u, 2u}) {
+      std::vector<float> v(test::kEmbd);
+      for (auto& x : v) x = normal(rng);
+      cv.directions[layer] = v;
+    }
+    edit::write_control_vector(dir / "cv.gguf", cv);
+    auto first_logits = [&] {
+      const auto bytes = test::read_file(dir / "logits_0.f32");
+      std::vector<float> v(bytes.size() / sizeof(float));
+      std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+      return v;
+    };
+    compare(dir, path, KvType::F32, "f32");
+    const auto plain = first_logits();
+    const auto steered = compare(dir, path, KvType::F32, "f32", {}, (dir / "cv.gguf").string() + ":0.8");
+    const auto& m = steered["lathe_vs_llama"];
+    EXPECT_EQ(m["top1_agreement"].get<double>(), 1.0);
+    EXPECT_LT(m["mean_abs_diff"].get<double>(), 1e-4 * m["mean_abs_logit"].get<double>());
+    // The vector matters: it moves the logits far more than the engines differ.
+    const auto moved = first_logits();
+    double change = 0;
+    for (size_t i = 0; i < plain.size(); ++i) change += std::abs(double(moved[i]) - plain[i]);
+    EXPECT_GT(change / static_cast<double>(plain.size()), 1e3 * m["mean_abs_diff"].get<double>());
   }
 }
 

@@ -5,6 +5,7 @@ quantization noise.
 Usage: llama_cpp_compare.py --model Q.gguf [--reference F32.gguf] --sequences SEQS.json
                             --lathe-dir DIR [--greedy-prompts PROMPTS.json --greedy-n 64] [--threads 2]
                             [--kv-type f16|f32|q8_0] [--reference-kv-type f16|f32|q8_0]
+                            [--control-vector CV.gguf:SCALE]
 
 SEQS.json: a JSON list of token-id lists, each evaluated teacher-forced in one batch.
 DIR/logits_<i>.f32: lathe's logits for sequence i (float32, [n_tokens x n_vocab]).
@@ -14,7 +15,8 @@ how far llama.cpp's quantized run is from llama.cpp's F32 run ("peer_noise"): bo
 quantize activations to 8 bits for quantized weights, and a one-ulp difference anywhere flips
 roundings that cascade through the layers, so two correct engines differ by about this much.
 --kv-type: llama.cpp's KV cache type for --model (default f16). --reference-kv-type: the
-reference run's (default f16); without --reference the reference is --model itself, so the
+reference run's (default f16); --control-vector: llama.cpp's control vector (llama_set_adapter_cvec,
+direction.N added to layer N's output, N >= 1, scaled) on every run. Without --reference the reference is --model itself, so the
 peer noise is what the KV cache type alone changes. Flash attention is on for every run when
 any run keeps a q8_0 cache (llama.cpp needs it for a quantized V cache).
 
@@ -36,6 +38,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_peer import KV_TYPES, load_llama, system_info  # noqa: E402
+
+
+def apply_control_vector(llm, spec):
+    """llama.cpp's control vector, as its common library loads one: direction.N (gguf-py's reader)
+    times the scale at offset (N - 1) * n_embd of a buffer for layers 1..n_layer - 1."""
+    import ctypes
+    import llama_cpp
+    from gguf import GGUFReader
+    path, _, scale = spec.rpartition(":")
+    if not path:
+        path, scale = spec, "1"
+    n_embd = llama_cpp.llama_model_n_embd(llm.model)
+    n_layer = llama_cpp.llama_model_n_layer(llm.model)
+    data = np.zeros(n_embd * n_layer, dtype=np.float32)
+    for tensor in GGUFReader(path).tensors:
+        layer = int(tensor.name.split(".")[1])
+        if 1 <= layer < n_layer:
+            data[(layer - 1) * n_embd:layer * n_embd] += float(scale) * np.asarray(tensor.data, dtype=np.float32)
+    pointer = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    if llama_cpp.llama_set_adapter_cvec(llm.ctx, pointer, data.size, n_embd, 1, n_layer - 1) != 0:
+        raise SystemExit(f"llama.cpp refused the control vector {path}")
+    llm._lathe_cvec = data  # llama.cpp copies it, but keep it alive with the context anyway
 
 
 class Metrics:
@@ -87,6 +111,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kv-type", choices=sorted(KV_TYPES), default="f16")
     p.add_argument("--reference-kv-type", choices=sorted(KV_TYPES))
+    p.add_argument("--control-vector")
     args = p.parse_args()
     if args.reference_kv_type and not args.reference:
         args.reference = args.model
@@ -106,6 +131,8 @@ def main():
         llm = load_llama(path, n_ctx=n_ctx, n_batch=n_batch, threads=args.threads, logits_all=True, kv_type=kv_type,
                          flash_attn=flash_attn, extra_buffers=False)
         progress(f"loaded {path} (KV cache {kv_type})")
+        if args.control_vector:
+            apply_control_vector(llm, args.control_vector)
         return llm
 
     llm = load(args.model, args.kv_type)
