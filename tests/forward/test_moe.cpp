@@ -20,6 +20,11 @@
 #include "edit/ablation.hpp"
 #include "edit/control_vector.hpp"
 #include "edit/export.hpp"
+#include "arch/tensor_names.hpp"
+#include "backend/cpu/thread_pool.hpp"
+#include "forward/forward.hpp"
+#include "io/safetensors.hpp"
+#include "runtime/kv_cache.hpp"
 #include "weights/editable.hpp"
 #include "weights/model_weights.hpp"
 #include "weights/weight_cache.hpp"
@@ -330,6 +335,116 @@ TEST(Moe, AblateSearchesAndExportsEveryExpert) {
   for (uint32_t e = 0; e < test::kMoeExperts; ++e)
     EXPECT_NE(bytes_of(edited.layers[1].exp_down[e]), bytes_of(original.layers[1].exp_down[e])) << "expert " << e;
   EXPECT_EQ(bytes_of(edited.layers[1].exp_gate[0]), bytes_of(original.layers[1].exp_gate[0]));
+}
+
+// The tiny GGUF rewritten as a Hugging Face directory, as transformers saves one: config.json and
+// model.safetensors with one tensor per expert under transformers' names (qwen2moe's shared gate
+// as a [1, n_embd] matrix). Not for Mixtral, whose GGUF Q/K rows are in llama.cpp's order.
+std::filesystem::path write_hf_copy(const test::TempDir& dir, const std::filesystem::path& gguf_path, Arch arch,
+                                    const std::string& model_type) {
+  const auto file = gguf::File::open(gguf_path);
+  const HParams hp = hparams_from_gguf(file);
+  safetensors::Writer writer;
+  for (const auto& t : file.tensors()) {
+    const std::vector<uint64_t> shape(t.shape.rbegin(), t.shape.rend());
+    const auto data = file.tensor_data(t);
+    for (const char* stacked : {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"}) {
+      const auto at = t.name.find(stacked);
+      if (at == std::string::npos) continue;
+      const uint32_t layer = static_cast<uint32_t>(std::stoul(t.name.substr(4)));
+      const size_t each = data.size() / shape[0];
+      for (uint32_t e = 0; e < shape[0]; ++e)
+        writer.add_tensor(*canonical_to_hf_name(arch, expert_tensor_name(layer, stacked, e)), DType::F32,
+                          {shape[1], shape[2]}, data.subspan(e * each, each));
+    }
+    if (t.name.find("_exps") != std::string::npos) continue;
+    const auto hf = canonical_to_hf_name(arch, t.name);
+    if (!hf) throw std::runtime_error("no Hugging Face name for " + t.name);
+    const bool shared_gate = t.name.find("ffn_gate_inp_shexp") != std::string::npos;
+    writer.add_tensor(*hf, DType::F32, shared_gate ? std::vector<uint64_t>{1, shape[0]} : shape, data);
+  }
+  const auto out = dir / ("hf-" + model_type);
+  std::filesystem::create_directories(out);
+  writer.write(out / "model.safetensors");
+  nlohmann::json config = {{"model_type", model_type},
+                           {"hidden_size", hp.n_embd},
+                           {"intermediate_size", hp.n_ff},
+                           {"num_hidden_layers", hp.n_layer},
+                           {"num_attention_heads", hp.n_head},
+                           {"num_key_value_heads", hp.n_head_kv},
+                           {"head_dim", hp.head_dim},
+                           {"vocab_size", hp.n_vocab},
+                           {"rms_norm_eps", hp.rms_eps},
+                           {"rope_theta", hp.rope_freq_base},
+                           {"tie_word_embeddings", false},
+                           {"num_experts", hp.n_expert},
+                           {"num_experts_per_tok", hp.n_expert_used},
+                           {"norm_topk_prob", hp.expert_weights_norm}};
+  if (model_type != "olmoe") config["moe_intermediate_size"] = hp.n_ff_exp;
+  if (model_type == "qwen2_moe") config["shared_expert_intermediate_size"] = hp.n_ff_shexp;
+  test::write_file(out / "config.json", config.dump(2));
+  return out;
+}
+
+std::vector<float> forward_logits(const ModelWeights& w, const std::vector<TokenId>& tokens) {
+  cpu::ThreadPool pool(1);
+  KvCache kv(w.hp, 64, KvFormat::F32);
+  Forward forward(w, 64, 64);
+  Batch batch;
+  batch.add_chunk(0, tokens, 0, /*all_logits=*/true, true, true);
+  KvCacheView* caches[] = {&kv.view()};
+  std::vector<float> logits(tokens.size() * static_cast<size_t>(w.output.rows));
+  forward.forward(batch, caches, {}, logits.data(), pool);
+  return logits;
+}
+
+// The Hugging Face layout of the same weights (one tensor per expert) computes the same logits
+// as the GGUF (stacked experts), bit for bit; an abliteration of the HF copy exports every edited
+// expert into its own tensor of the written directory.
+TEST(Moe, HuggingFaceExpertsLoadEditAndExportAsTheirGgufTwins) {
+  test::TempDir dir("moe_hf");
+  const std::pair<const char*, const char*> archs[] = {{"qwen2moe", "qwen2_moe"}, {"qwen3moe", "qwen3_moe"},
+                                                       {"olmoe", "olmoe"}};
+  for (const auto& [arch, model_type] : archs) {
+    SCOPED_TRACE(arch);
+    const auto gguf_path = test::write_tiny_moe(dir, arch);
+    auto from_gguf = load_model_weights(gguf_path);
+    const auto hf_dir = write_hf_copy(dir, gguf_path, from_gguf.hp.arch, model_type);
+    auto from_hf = load_model_weights(hf_dir);
+    EXPECT_EQ(from_hf.format, "safetensors");
+    EXPECT_EQ(from_hf.hp.n_expert, from_gguf.hp.n_expert);
+    EXPECT_EQ(from_hf.hp.expert_weights_norm, from_gguf.hp.expert_weights_norm);
+    const auto ids = sequences()[0];
+    EXPECT_EQ(forward_logits(from_hf, ids), forward_logits(from_gguf, ids));
+
+    const EditComponent components[] = {EditComponent::MlpDown};
+    make_editable(from_hf, components);
+    edit::RefusalDirections directions;
+    directions.n_layer = test::kLayers;
+    directions.n_embd = test::kEmbd;
+    for (uint32_t l = 0; l < test::kLayers; ++l) {
+      std::vector<double> v(test::kEmbd, 0.0);
+      v[l + 3] = 1.0;
+      directions.per_layer.push_back(v);
+    }
+    edit::AblationParams params;
+    params.components[EditComponent::MlpDown] = {.max_weight = 1.0, .max_weight_position = 0, .min_weight = 1.0,
+                                                 .min_weight_distance = 4};
+    edit::apply_ablation(from_hf, directions, params, false);
+    const auto out = dir / (std::string("edited-") + arch);
+    edit::export_model(from_hf, out);
+    const auto exported = load_model_weights(out);
+    for (uint32_t l = 0; l < test::kLayers; ++l) {
+      const auto edited = component_matrices(from_hf, l, EditComponent::MlpDown);
+      const auto written = component_matrices(exported, l, EditComponent::MlpDown);
+      ASSERT_EQ(written.size(), edited.size());
+      for (size_t i = 0; i < edited.size(); ++i) {
+        EXPECT_EQ(bytes_of(*written[i]), bytes_of(*edited[i])) << written[i]->name;
+        EXPECT_NE(bytes_of(*written[i]), bytes_of(*component_matrices(from_gguf, l, EditComponent::MlpDown)[i]))
+            << written[i]->name << " was edited";
+      }
+    }
+  }
 }
 
 }  // namespace
