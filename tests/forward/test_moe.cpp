@@ -20,6 +20,8 @@
 #include "edit/ablation.hpp"
 #include "edit/control_vector.hpp"
 #include "edit/export.hpp"
+#include "edit/sae.hpp"
+#include "edit/sae_test_support.hpp"
 #include "arch/tensor_names.hpp"
 #include "backend/cpu/thread_pool.hpp"
 #include "forward/forward.hpp"
@@ -445,6 +447,42 @@ TEST(Moe, HuggingFaceExpertsLoadEditAndExportAsTheirGgufTwins) {
       }
     }
   }
+}
+
+// An SAE gate between mixture-of-experts blocks: with no feature changed (scale 1) the logits are
+// the ungated model's bit for bit (the reconstruction error stays in the stream); a clamp changes
+// them, and the gate counts the rows it changed.
+TEST(Moe, AnSaeGateBetweenExpertBlocksKeepsTheStreamUnlessItEdits) {
+  test::TempDir dir("moe_sae");
+  const auto model = Model::load(test::write_tiny_moe(dir, "qwen3moe"));
+  test::write_test_sae(dir / "sae", {.architecture = "standard", .d_in = test::kEmbd, .d_sae = 32,
+                                     .hook = "blocks.0.hook_resid_post", .seed = 2, .enc_scale = 3.0f});
+  auto sae = std::make_shared<const edit::Sae>(edit::load_sae(dir / "sae"));
+  const auto ids = sequences()[0];
+  auto logits = [&](std::shared_ptr<ResidualHooks> hooks) {
+    Session session(model, {.n_ctx = 64, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
+    if (hooks) session.set_hooks(hooks);
+    session.eval(ids, true);
+    std::vector<float> all;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      const auto row = session.logits_at(t);
+      all.insert(all.end(), row.begin(), row.end());
+    }
+    return all;
+  };
+  const auto plain = logits(nullptr);
+  auto gated = [&](std::vector<edit::SaeFeatureEdit> edits) {
+    auto gate = std::make_shared<edit::SaeGate>(sae, std::move(edits), edit::SaeGateOptions{.clamp_everywhere = true});
+    auto hooks = std::make_shared<ResidualHooks>();
+    hooks->transform(HookSite::parse("blocks.0.resid_post"), gate);
+    return std::pair{logits(hooks), gate->rows_changed()};
+  };
+  const auto [same, unchanged_rows] = gated({{0, edit::SaeFeatureEdit::Kind::Scale, 1.0f}, {5, edit::SaeFeatureEdit::Kind::Scale, 1.0f}});
+  EXPECT_EQ(same, plain);
+  EXPECT_EQ(unchanged_rows, 0u);
+  const auto [clamped, changed_rows] = gated({{0, edit::SaeFeatureEdit::Kind::Set, -4.0f}, {5, edit::SaeFeatureEdit::Kind::Set, 3.0f}});
+  EXPECT_EQ(changed_rows, ids.size());
+  EXPECT_NE(clamped, plain);
 }
 
 }  // namespace
