@@ -17,6 +17,7 @@
 
 #include "arch/hparams.hpp"
 #include "arch/tensor_names.hpp"
+#include "common/model_logits.hpp"
 #include "common/spawn.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
@@ -64,13 +65,7 @@ std::vector<json> json_lines(const fs::path& path) {
 std::vector<float> logits_of(const fs::path& model, const std::vector<LoraSpec>& loras) {
   Session session(Model::load(model, {.loras = loras}), {.n_ctx = 32, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
   const std::vector<TokenId> ids = {28, 1, 4, 2, 7, 26, 11, 0, 3, 29};
-  session.eval(ids, true);
-  std::vector<float> all;
-  for (size_t t = 0; t < ids.size(); ++t) {
-    const auto row = session.logits_at(t);
-    all.insert(all.end(), row.begin(), row.end());
-  }
-  return all;
+  return session_logits(session, ids);
 }
 
 TEST(TrainCli, FinetuneWritesTheAdapterALogPeftFilesAndTheMergedModel) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "common/model_logits.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_moe.hpp"
 #include "lathe/error.hpp"
@@ -23,10 +24,7 @@
 #include "edit/sae.hpp"
 #include "edit/sae_test_support.hpp"
 #include "arch/tensor_names.hpp"
-#include "backend/cpu/thread_pool.hpp"
-#include "forward/forward.hpp"
 #include "io/safetensors.hpp"
-#include "runtime/kv_cache.hpp"
 #include "weights/editable.hpp"
 #include "weights/model_weights.hpp"
 #include "weights/weight_cache.hpp"
@@ -388,18 +386,6 @@ std::filesystem::path write_hf_copy(const test::TempDir& dir, const std::filesys
   return out;
 }
 
-std::vector<float> forward_logits(const ModelWeights& w, const std::vector<TokenId>& tokens) {
-  cpu::ThreadPool pool(1);
-  KvCache kv(w.hp, 64, KvFormat::F32);
-  Forward forward(w, 64, 64);
-  Batch batch;
-  batch.add_chunk(0, tokens, 0, /*all_logits=*/true, true, true);
-  KvCacheView* caches[] = {&kv.view()};
-  std::vector<float> logits(tokens.size() * static_cast<size_t>(w.output.rows));
-  forward.forward(batch, caches, {}, logits.data(), pool);
-  return logits;
-}
-
 // The Hugging Face layout of the same weights (one tensor per expert) computes the same logits
 // as the GGUF (stacked experts), bit for bit; an abliteration of the HF copy exports every edited
 // expert into its own tensor of the written directory.
@@ -417,7 +403,7 @@ TEST(Moe, HuggingFaceExpertsLoadEditAndExportAsTheirGgufTwins) {
     EXPECT_EQ(from_hf.hp.n_expert, from_gguf.hp.n_expert);
     EXPECT_EQ(from_hf.hp.expert_weights_norm, from_gguf.hp.expert_weights_norm);
     const auto ids = sequences()[0];
-    EXPECT_EQ(forward_logits(from_hf, ids), forward_logits(from_gguf, ids));
+    EXPECT_EQ(test::forward_logits(from_hf, ids), test::forward_logits(from_gguf, ids));
 
     const EditComponent components[] = {EditComponent::MlpDown};
     make_editable(from_hf, components);
@@ -462,13 +448,7 @@ TEST(Moe, AnSaeGateBetweenExpertBlocksKeepsTheStreamUnlessItEdits) {
   auto logits = [&](std::shared_ptr<ResidualHooks> hooks) {
     Session session(model, {.n_ctx = 64, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
     if (hooks) session.set_hooks(hooks);
-    session.eval(ids, true);
-    std::vector<float> all;
-    for (size_t t = 0; t < ids.size(); ++t) {
-      const auto row = session.logits_at(t);
-      all.insert(all.end(), row.begin(), row.end());
-    }
-    return all;
+    return test::session_logits(session, ids);
   };
   const auto plain = logits(nullptr);
   auto gated = [&](std::vector<edit::SaeFeatureEdit> edits) {

@@ -11,13 +11,11 @@
 #include <random>
 #include <vector>
 
+#include "common/model_logits.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
-#include "backend/cpu/thread_pool.hpp"
 #include "core/quant.hpp"
-#include "forward/forward.hpp"
 #include "io/gguf.hpp"
-#include "runtime/kv_cache.hpp"
 #include "lathe/lathe.hpp"
 #include "train/lora_pass.hpp"
 #include "weights/lora.hpp"
@@ -72,13 +70,7 @@ std::vector<float> session_logits(const std::filesystem::path& model_path, const
   LoadOptions options;
   options.loras = loras;
   Session session(Model::load(model_path, options), {.n_ctx = 32, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
-  session.eval(kTokens, true);
-  std::vector<float> all;
-  for (size_t t = 0; t < kTokens.size(); ++t) {
-    const auto row = session.logits_at(t);
-    all.insert(all.end(), row.begin(), row.end());
-  }
-  return all;
+  return test::session_logits(session, kTokens);
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
@@ -168,17 +160,7 @@ TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
 }
 
 // The CPU engine's forward pass (forward/forward.cpp) on `w`, logits of every token of kTokens.
-std::vector<float> engine_logits(const ModelWeights& w) {
-  cpu::ThreadPool pool(1);
-  KvCache kv(w.hp, 32, KvFormat::F32);
-  Forward forward(w, 32, 32);
-  Batch batch;
-  batch.add_chunk(0, kTokens, 0, /*all_logits=*/true, true, true);
-  KvCacheView* caches[] = {&kv.view()};
-  std::vector<float> logits(kTokens.size() * static_cast<size_t>(w.output.rows));
-  forward.forward(batch, caches, {}, logits.data(), pool);
-  return logits;
-}
+std::vector<float> engine_logits(const ModelWeights& w) { return test::forward_logits(w, kTokens); }
 
 // Tiny models of the other architectures, written here as GGUF: Qwen2 (Q/K/V biases, untied
 // output), Qwen3 (per-head Q/K norms, head_dim set explicitly), Phi-3 (fused QKV and gate/up,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/model_logits.hpp"
 #include "common/test_support.hpp"
 #include "common/tiny_model.hpp"
 #include "core/quant.hpp"
@@ -245,13 +246,7 @@ TEST(Lora, QkAdaptersGiveTheSameFunctionOnGgufAndHuggingFaceFiles) {
     LoadOptions options;
     if (with_adapter) options.loras = {{tiny.dir / "qk.gguf", 1.0f}};
     Session session(Model::load(path, options), {.n_ctx = 16, .compute = {.n_threads = 1, .kv_type = KvType::F32}});
-    session.eval(ids, true);
-    std::vector<float> all;
-    for (size_t t = 0; t < ids.size(); ++t) {
-      const auto row = session.logits_at(t);
-      all.insert(all.end(), row.begin(), row.end());
-    }
-    return all;
+    return test::session_logits(session, ids);
   };
   const auto gguf_plain = logits(tiny.path, false), gguf_lora = logits(tiny.path, true);
   const auto hf_lora = logits(tiny.dir / "hf", true);
