@@ -49,6 +49,8 @@ Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx
   if (hp.is_moe()) {
     router_logits_.resize(n * hp.n_expert);
     routed_.resize(n * hp.n_embd);
+    by_expert_.resize(hp.n_expert);
+    expert_order_.resize(hp.n_expert);
   }
   proj_.resize(n * hp.n_embd);
   pos_.resize(n);
@@ -221,8 +223,9 @@ void Forward::moe_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPoo
   // Routing: softmax over every expert's logit, the n_used most probable kept (ties: the lower
   // index), their probabilities renormalized when the architecture says so, then scaled.
   cpu::matmul(lw.router, xn_.data(), n_tokens, router_logits_.data(), pool);
-  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(n_expert));  // (token, weight)
-  std::vector<int32_t> order(static_cast<size_t>(n_expert));
+  auto& by_expert = by_expert_;  // (token, weight)
+  auto& order = expert_order_;
+  for (auto& routed : by_expert) routed.clear();
   for (int64_t t = 0; t < n_tokens; ++t) {
     float* p = router_logits_.data() + t * n_expert;
     const float top = *std::max_element(p, p + n_expert);

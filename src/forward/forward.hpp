@@ -71,8 +71,12 @@ class Forward {
   std::vector<float> attn_;   // attention output (n_head*head_dim)
   std::vector<float> gate_, up_;  // MLP (n_ff each; gate_up fused: 2*n_ff in gate_; experts: the widest FFN)
   std::vector<float> proj_;   // output of the block's last projection (n_embd)
-  // Mixture of experts: router logits (n_expert), and the rows routed to one expert (n_embd).
+  // Mixture of experts: router logits (n_expert), and the rows routed to one expert (n_embd); per
+  // expert, the (token, weight) pairs of the current layer, and the experts by probability (kept
+  // across calls so that routing allocates nothing once warm).
   std::vector<float> router_logits_, routed_;
+  std::vector<std::vector<std::pair<int64_t, float>>> by_expert_;
+  std::vector<int32_t> expert_order_;
 };
 
 }  // namespace lathe

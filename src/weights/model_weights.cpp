@@ -152,13 +152,12 @@ class Loader {
                                       "(experts, rows, cols); the file and its configuration disagree",
                                       source_.display_name(), t->name, shape_text(t->shape), n_expert, rows, cols));
       }
+      // Each slice is one expert's [rows x cols] matrix; matrix() checks its type and byte size.
       const size_t expert_bytes = t->data.size() / n_expert;
-      for (uint32_t e = 0; e < n_expert; ++e) {
-        RawTensor slice{stacked_expert_view_name(t->name, e), t->type, {rows, cols},
-                        t->data.subspan(e * expert_bytes, expert_bytes)};
-        if (expert_bytes * n_expert != t->data.size()) slice.data = t->data;  // matrix() names the size error
-        views.push_back(matrix(slice, rows, cols));
-      }
+      for (uint32_t e = 0; e < n_expert; ++e)
+        views.push_back(matrix(RawTensor{stacked_expert_view_name(t->name, e), t->type, {rows, cols},
+                                         t->data.subspan(e * expert_bytes, expert_bytes)},
+                               rows, cols));
       return views;
     }
     for (uint32_t e = 0; e < n_expert; ++e) {
