@@ -40,3 +40,15 @@ function(lathe_pch_exclude_special_sources target)
     endif()
   endforeach()
 endfunction()
+
+# Unity builds: a target's sources are compiled BATCH at a time as one translation unit, so that
+# the header-only code they all instantiate is generated once per batch. Files in one batch share
+# a translation unit: their file-local names (anonymous namespaces, statics) must differ.
+option(LATHE_UNITY "Compile the front doors' sources a few at a time as unity sources" ON)
+
+# lathe_unity(TARGET BATCH)
+function(lathe_unity target batch)
+  if(LATHE_UNITY)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${batch})
+  endif()
+endfunction()

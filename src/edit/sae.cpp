@@ -23,8 +23,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kCfgName = "cfg.json";
-constexpr std::string_view kWeightsName = "sae_weights.safetensors";
 // cfg.json files are a few kilobytes; anything far larger is not one (and is not read whole).
 constexpr uint64_t kMaxCfgBytes = 16u << 20;
 // Bounds on the dimensions, far above published SAEs (d_in 16k, d_sae 16M), so that products of
@@ -46,13 +44,13 @@ SaeFiles locate(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))
     throw NotFoundError(fmt::format("{}: no such SAE directory or file; give the directory holding {} and {}",
-                                    path.string(), kCfgName, kWeightsName));
+                                    path.string(), kSaeConfigFileName, kSaeWeightsFileName));
   const std::filesystem::path dir = std::filesystem::is_directory(path, ec) ? path : path.parent_path();
-  SaeFiles files{dir / kCfgName, dir / kWeightsName};
+  SaeFiles files{dir / kSaeConfigFileName, dir / kSaeWeightsFileName};
   for (const auto& f : {files.cfg, files.weights})
     if (!std::filesystem::is_regular_file(f, ec))
       throw NotFoundError(fmt::format("{}: the SAE has no {} (an SAELens SAE directory holds {} and {})",
-                                      dir.string(), f.filename().string(), kCfgName, kWeightsName));
+                                      dir.string(), f.filename().string(), kSaeConfigFileName, kSaeWeightsFileName));
   return files;
 }
 

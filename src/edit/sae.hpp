@@ -42,6 +42,10 @@ namespace lathe::edit {
 
 class SaeGateDevice;
 
+// The two files of an SAE directory (SAELens's names).
+inline constexpr std::string_view kSaeConfigFileName = "cfg.json";
+inline constexpr std::string_view kSaeWeightsFileName = "sae_weights.safetensors";
+
 enum class SaeArchitecture { Standard, JumpRelu, TopK };
 enum class SaeNormalization { None, ConstantNormRescale, LayerNorm };
 

@@ -34,7 +34,9 @@ double normal(uint64_t& state) {
   return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
 }
 
-float dot(const float* a, const float* b, int64_t n) {
+// One sum in index order (the trainer's results are pinned to it; edit/sae.cpp's dot for the gate
+// sums four chains).
+float dot_in_order(const float* a, const float* b, int64_t n) {
   float s = 0;
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
@@ -60,15 +62,17 @@ int64_t top_indices(const float* v, int64_t n, int64_t kk, const std::vector<cha
   return m;
 }
 
+}  // namespace
+
+// Named, not anonymous: SaeTrainer::State (declared in the header) holds Params, and a class with
+// external linkage must not have fields of a type with internal linkage (-Wsubobject-linkage).
+namespace sae_train_detail {
 struct Param {
   std::vector<float> w, g, m, v;
   explicit Param(size_t n = 0) : w(n), g(n), m(n), v(n) {}
 };
-
-constexpr std::string_view kCfgName = "cfg.json";
-constexpr std::string_view kWeightsName = "sae_weights.safetensors";
-
-}  // namespace
+}  // namespace sae_train_detail
+using sae_train_detail::Param;
 
 // --- collection --------------------------------------------------------------------------------
 
@@ -294,11 +298,11 @@ SaeStepReport SaeTrainer::step() {
   s.pool.parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t t = 0; t < K; ++t)
-        if (s.val[b * K + t] > 0) gf[b * K + t] = dot(s.gy.data() + b * D, s.w_dec.w.data() + s.idx[b * K + t] * D, D);
+        if (s.val[b * K + t] > 0) gf[b * K + t] = dot_in_order(s.gy.data() + b * D, s.w_dec.w.data() + s.idx[b * K + t] * D, D);
       if (auxk)
         for (int64_t t = 0; t < s.aux_n[b]; ++t)
           if (s.aux_val[b * k_aux + t] > 0)
-            gf_aux[b * k_aux + t] = dot(s.g_aux.data() + b * D, s.w_dec.w.data() + s.aux_idx[b * k_aux + t] * D, D);
+            gf_aux[b * k_aux + t] = dot_in_order(s.g_aux.data() + b * D, s.w_dec.w.data() + s.aux_idx[b * k_aux + t] * D, D);
       // h_b = sum over the row's active latents of g_pre W_enc[:, j] (b_dec's encoder-side gradient).
       float* h = s.h.data() + b * D;
       for (int64_t t = 0; t < K; ++t)
@@ -333,7 +337,7 @@ SaeStepReport SaeTrainer::step() {
     for (int64_t j = j0; j < j1; ++j) {
       const float* w = s.w_dec.w.data() + j * D;
       float* g = s.w_dec.g.data() + j * D;
-      axpy(-dot(g, w, D), w, g, D);
+      axpy(-dot_in_order(g, w, D), w, g, D);
     }
   });
   // Adam (torch.optim.Adam, no weight decay), then W_dec rows back to unit norm.
@@ -396,7 +400,7 @@ Sae SaeTrainer::sae(const std::string& hook_name) const {
 
 // --- SAELens files ---------------------------------------------------------------------------
 
-bool is_sae_file_name(std::string_view name) { return name == kCfgName || name == kWeightsName; }
+bool is_sae_file_name(std::string_view name) { return name == kSaeConfigFileName || name == kSaeWeightsFileName; }
 
 void write_sae(const Sae& sae, const std::filesystem::path& dir, const json& metadata) {
   json cfg = {{"architecture", std::string(sae_architecture_name(sae.architecture))},
@@ -424,9 +428,9 @@ void write_sae(const Sae& sae, const std::filesystem::path& dir, const json& met
   writer.add_tensor("W_dec", DType::F32, {d_sae, d_in}, bytes(sae.w_dec));
   writer.add_tensor("b_dec", DType::F32, {d_in}, bytes(sae.b_dec));
   StagedDirectory staged(dir);
-  writer.write(staged.staging() / kWeightsName);
+  writer.write(staged.staging() / kSaeWeightsFileName);
   const std::string text = cfg.dump(2) + "\n";
-  AtomicFileWriter file(staged.staging() / kCfgName);
+  AtomicFileWriter file(staged.staging() / kSaeConfigFileName);
   file.write(text.data(), text.size());
   file.commit();
   staged.commit([](std::string_view name) { return is_sae_file_name(name); });

@@ -21,7 +21,11 @@
 
 namespace lathe {
 
-namespace {
+// A named namespace, not an anonymous one: Sampler::State (declared in the public header) holds
+// Candidate and CandidateSet, and a class with external linkage must not have fields of a type
+// with internal linkage (GCC's -Wsubobject-linkage, which fires once this file is compiled inside
+// a unity source, cmake/Pch.cmake).
+namespace sampler_detail {
 
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
@@ -200,7 +204,9 @@ class CandidateSet {
   std::vector<Candidate> ranked_, rest_;
 };
 
-}  // namespace
+}  // namespace sampler_detail
+
+using namespace sampler_detail;
 
 void validate(const SamplingOptions& o) {
   if (!std::isfinite(o.temperature) || o.temperature < 0.0f)
