@@ -56,6 +56,7 @@ struct TrainArgs {
   std::vector<std::string> targets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
   int64_t rank = 8;
   double alpha = 16;
+  double lora_dropout = 0;
   double lr = 1e-4, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, max_grad_norm = 1.0;
   int64_t steps = 0, warmup = 0, grad_accum = 1, save_every = 0;
   double epochs = 0;
@@ -110,6 +111,9 @@ void add_common_flags(CLI::App& cmd, TrainArgs& a, double default_lr) {
       ->capture_default_str();
   cmd.add_option("--lora-rank", a.rank, "LoRA rank r")->capture_default_str();
   cmd.add_option("--lora-alpha", a.alpha, "LoRA alpha (the update is scaled by alpha / r)")->capture_default_str();
+  cmd.add_option("--lora-dropout", a.lora_dropout,
+                 "Dropout on the adapters' input while training, as PEFT's lora_dropout (0: off)")
+      ->capture_default_str();
   cmd.add_option("--lr", a.lr, "Peak learning rate (AdamW)")->capture_default_str();
   cmd.add_option("--weight-decay", a.weight_decay, "AdamW's decoupled weight decay")->capture_default_str();
   cmd.add_option("--adam-beta1", a.beta1, "AdamW beta1")->capture_default_str();
@@ -138,6 +142,8 @@ train::FinetuneOptions finetune_options(const TrainArgs& a) {
   if (a.rank < 1 || a.rank > 1024)
     throw InvalidArgumentError(fmt::format("--lora-rank {} is out of range: it must be in 1..1024", a.rank));
   if (!(a.alpha > 0)) throw InvalidArgumentError(fmt::format("--lora-alpha {} must be > 0", a.alpha));
+  if (!(a.lora_dropout >= 0 && a.lora_dropout < 1))
+    throw InvalidArgumentError(fmt::format("--lora-dropout {} is outside [0, 1)", a.lora_dropout));
   if (!(a.lr > 0 && a.lr < 1)) throw InvalidArgumentError(fmt::format("--lr {} is outside (0, 1)", a.lr));
   if (!(a.weight_decay >= 0)) throw InvalidArgumentError("--weight-decay must be >= 0");
   if (!(a.beta1 >= 0 && a.beta1 < 1) || !(a.beta2 >= 0 && a.beta2 < 1))
@@ -168,6 +174,7 @@ train::FinetuneOptions finetune_options(const TrainArgs& a) {
   o.targets = a.targets;
   o.rank = a.rank;
   o.alpha = a.alpha;
+  o.lora_dropout = a.lora_dropout;
   o.adamw = {.lr = a.lr, .beta1 = a.beta1, .beta2 = a.beta2, .eps = a.eps, .weight_decay = a.weight_decay};
   o.grad_accumulation = a.grad_accum;
   o.max_grad_norm = a.max_grad_norm;
@@ -264,6 +271,8 @@ json settings_of(const TrainArgs& a, const train::FinetuneOptions& o, const fs::
             {"system", a.system},
             {"max_length", a.max_length},
             {"limit", a.limit}};
+  // Only when on, so that the checkpoints of runs from before the flag still resume.
+  if (o.lora_dropout > 0) s["lora_dropout"] = o.lora_dropout;
   json loras = json::array();
   for (const auto& spec : resolve_loras(a.loras))
     loras.push_back({{"fingerprint", file_fingerprint(spec.path)}, {"scale", spec.scale}});
@@ -383,7 +392,7 @@ void write_outputs(const TrainArgs& a, Model& model, const train::LoraSet<float>
   fmt::print(stderr, "wrote {} (LoRA GGUF, {} matrices, rank {}, alpha {}): apply it with --lora {}\n", a.output,
              adapter.pairs.size(), lora.rank, lora.alpha, a.output);
   if (!a.peft_out.empty()) {
-    train::write_peft_adapter(lora, weights, a.peft_out, fs::absolute(model_path).string());
+    train::write_peft_adapter(lora, weights, a.peft_out, fs::absolute(model_path).string(), a.lora_dropout);
     fmt::print(stderr, "wrote {} (PEFT adapter_config.json + adapter_model.safetensors)\n", a.peft_out);
   }
   if (!a.merge_out.empty()) {

@@ -43,6 +43,8 @@ void check_options(const FinetuneOptions& o) {
   if (o.warmup_steps < 0 || o.warmup_steps > o.steps)
     throw InvalidArgumentError(fmt::format("{} warm-up steps for {} steps", o.warmup_steps, o.steps));
   if (o.targets.empty()) throw InvalidArgumentError("no LoRA targets given");
+  if (!(o.lora_dropout >= 0 && o.lora_dropout < 1))
+    throw InvalidArgumentError(fmt::format("the LoRA dropout {} is outside [0, 1)", o.lora_dropout));
   if (o.n_threads < 0 || o.n_threads > 4096)
     throw InvalidArgumentError(fmt::format("{} threads is outside 0..4096 (0: one per physical core)", o.n_threads));
 }
@@ -150,7 +152,10 @@ StepReport FinetuneRun::step() {
   double loss = 0;
   for (int64_t k = 0; k < options_.grad_accumulation; ++k) {
     const Example& e = examples_[order_.next()];
-    loss += lora_forward_backward(weights_, optimizer_.lora(), e.tokens, e.targets, &grads_, nullptr, {}, pool_.get());
+    // LoRA dropout: a mask per pass, drawn from the seed and the pass's place in the run.
+    const LoraDropout dropout{options_.lora_dropout, dropout_seed(options_.seed, optimizer_.steps_done(), k)};
+    loss += lora_forward_backward(weights_, optimizer_.lora(), e.tokens, e.targets, &grads_, nullptr, {}, pool_.get(),
+                                  nullptr, dropout);
   }
   const float scale = 1.0f / static_cast<float>(options_.grad_accumulation);
   for (size_t p = 0; p < grads_.da.size(); ++p)

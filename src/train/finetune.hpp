@@ -61,6 +61,7 @@ struct FinetuneOptions {
   std::vector<std::string> targets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
   int64_t rank = 8;
   double alpha = 16;
+  double lora_dropout = 0;  // PEFT's lora_dropout (train/lora_pass.hpp: LoraDropout), training passes only
   AdamWOptions adamw = {.lr = 1e-3};
   int64_t steps = 100;           // optimizer steps
   int64_t grad_accumulation = 1;  // examples per optimizer step

@@ -17,6 +17,14 @@
 namespace lathe::train {
 namespace {
 
+uint64_t mix64(uint64_t z) noexcept {  // splitmix64's finalizer
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
+
 // The matrices of a layer by GGUF name (absent ones skipped).
 std::vector<std::pair<std::string_view, const MatrixView*>> layer_matrices(const LayerWeights& lw) {
   std::vector<std::pair<std::string_view, const MatrixView*>> out;
@@ -39,9 +47,9 @@ struct Linear {
 template <class T>
 class Pass {
  public:
-  Pass(const ModelWeights& w, const LoraSet<T>& lora, int64_t n, cpu::ThreadPool* pool)
+  Pass(const ModelWeights& w, const LoraSet<T>& lora, int64_t n, cpu::ThreadPool* pool, LoraDropout dropout)
       : lora_(lora), n_(n), own_pool_(pool ? nullptr : std::make_unique<cpu::ThreadPool>()),
-        pool_(pool ? *pool : *own_pool_), xa_(lora.pairs.size()) {
+        pool_(pool ? *pool : *own_pool_), xa_(lora.pairs.size()), dropout_(dropout) {
     for (size_t p = 0; p < lora.pairs.size(); ++p) {
       const auto& pair = lora.pairs[p];
       const MatrixView& m = target_matrix(w, pair.layer, pair.target);
@@ -94,18 +102,46 @@ class Pass {
  private:
   void adapter_forward(const Linear<T>& l, const T* x, T* y) {
     if (l.pair < 0) return;
-    const auto& p = lora_.pairs[static_cast<size_t>(l.pair)];
-    auto& xa = xa_[static_cast<size_t>(l.pair)];
+    const auto i = static_cast<size_t>(l.pair);
+    const auto& p = lora_.pairs[i];
+    auto& xa = xa_[i];
     xa.assign(static_cast<size_t>(n_ * lora_.rank), T(0));
-    lora_forward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, n_, y, xa.data());
+    lora_forward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), dropped(i, p.in, x), n_, y,
+                 xa.data());
   }
 
+  // With dropout the adapter's input is the masked x, made again in the backward from the x the
+  // layer keeps (the mask is a function of the seed): nothing more is kept per adapter, and the
+  // input's gradient through the adapter takes the same mask.
   void adapter_backward(const Linear<T>& l, const T* x, const T* dy, T* dx, LoraGrads<T>& grads) {
     if (l.pair < 0) return;
     const auto i = static_cast<size_t>(l.pair);
     const auto& p = lora_.pairs[i];
-    lora_backward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, xa_[i].data(), dy, n_,
-                  grads.da[i].data(), grads.db[i].data(), dx);
+    if (dropout_.p <= 0) {
+      lora_backward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x, xa_[i].data(), dy, n_,
+                    grads.da[i].data(), grads.db[i].data(), dx);
+      return;
+    }
+    const T* x_masked = dropped(i, p.in, x);
+    dx_adapter_.assign(static_cast<size_t>(n_ * p.in), T(0));
+    lora_backward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x_masked, xa_[i].data(), dy, n_,
+                  grads.da[i].data(), grads.db[i].data(), dx_adapter_.data());
+    const T keep_scale = static_cast<T>(1.0 / (1.0 - dropout_.p));
+    for (int64_t t = 0; t < n_; ++t)
+      for (int64_t c = 0; c < p.in; ++c)
+        if (dropout_.keeps(i, t, c)) dx[t * p.in + c] += keep_scale * dx_adapter_[static_cast<size_t>(t * p.in + c)];
+  }
+
+  // x itself without dropout; else x with adapter i's mask applied, in a buffer reused by every
+  // adapter (valid until the next call).
+  const T* dropped(size_t i, int64_t in, const T* x) {
+    if (dropout_.p <= 0) return x;
+    const T keep_scale = static_cast<T>(1.0 / (1.0 - dropout_.p));
+    x_masked_.resize(static_cast<size_t>(n_ * in));
+    for (int64_t t = 0; t < n_; ++t)
+      for (int64_t c = 0; c < in; ++c)
+        x_masked_[static_cast<size_t>(t * in + c)] = dropout_.keeps(i, t, c) ? keep_scale * x[t * in + c] : T(0);
+    return x_masked_.data();
   }
 
   const LoraSet<T>& lora_;
@@ -115,6 +151,8 @@ class Pass {
   std::unique_ptr<cpu::ThreadPool> own_pool_;
   cpu::ThreadPool& pool_;
   std::vector<std::vector<T>> xa_;
+  LoraDropout dropout_;
+  std::vector<T> x_masked_, dx_adapter_;  // dropout's scratch
 };
 
 // What one layer's backward needs from its forward.
@@ -131,6 +169,21 @@ void add_bias(auto* rows, const std::vector<float>& bias, int64_t n, int64_t wid
 }
 
 }  // namespace
+
+bool LoraDropout::keeps(size_t pair, int64_t token, int64_t col) const noexcept {
+  uint64_t h = mix64(seed + kGolden * (static_cast<uint64_t>(pair) + 1));
+  h = mix64(h ^ (kGolden * (static_cast<uint64_t>(token) + 1)));
+  h = mix64(h ^ static_cast<uint64_t>(col));
+  const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+  return u >= p;
+}
+
+uint64_t dropout_seed(uint64_t run_seed, int64_t step, int64_t example, int64_t stream) noexcept {
+  uint64_t h = mix64(run_seed ^ 0x6c6f7261dull);  // "lora" + d: not the adapters' init stream
+  h = mix64(h ^ (kGolden * static_cast<uint64_t>(step + 1)));
+  h = mix64(h ^ (kGolden * static_cast<uint64_t>(example + 1)));
+  return mix64(h ^ static_cast<uint64_t>(stream));
+}
 
 template <class T>
 void LoraGrads<T>::reset(const LoraSet<T>& lora) {
@@ -181,9 +234,12 @@ template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head,
-                             cpu::ThreadPool* pool, std::type_identity_t<ResidualProbe<T>>* probe) {
+                             cpu::ThreadPool* pool, std::type_identity_t<ResidualProbe<T>>* probe,
+                             LoraDropout dropout) {
   const auto& hp = w.hp;
   refuse_moe(hp, w.source, "training (and gradient attribution)");
+  if (!(dropout.p >= 0 && dropout.p < 1))
+    throw InvalidArgumentError(fmt::format("LoRA dropout {} is outside [0, 1)", dropout.p));
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) throw InvalidArgumentError("a training sequence has no tokens");
   if (targets.size() != tokens.size())
@@ -193,7 +249,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   const AttentionShape shape{.n = n, .heads = heads, .kv_heads = kv_heads, .head_dim = hd};
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(t);
-  Pass<T> pass(w, lora, n, pool);
+  Pass<T> pass(w, lora, n, pool, dropout);
   if (grads && (grads->da.size() != lora.pairs.size() || grads->db.size() != lora.pairs.size()))
     throw InvalidArgumentError("the gradients were not reset for these adapters (LoraGrads::reset)");
   if (probe && probe->site.point != HookPoint::FinalNorm && probe->site.layer >= w.layers.size())
@@ -381,9 +437,9 @@ template struct LoraGrads<float>;
 template struct LoraGrads<double>;
 template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
                                              std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*,
-                                             const LossHead<float>&, cpu::ThreadPool*, ResidualProbe<float>*);
+                                             const LossHead<float>&, cpu::ThreadPool*, ResidualProbe<float>*, LoraDropout);
 template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
                                               std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*,
-                                              const LossHead<double>&, cpu::ThreadPool*, ResidualProbe<double>*);
+                                              const LossHead<double>&, cpu::ThreadPool*, ResidualProbe<double>*, LoraDropout);
 
 }  // namespace lathe::train

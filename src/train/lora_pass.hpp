@@ -61,6 +61,22 @@ LoraSet<float> init_lora(const ModelWeights& w, std::span<const std::string> tar
 template <class T>
 using LossHead = std::function<double(const T* logits, int64_t n, int64_t vocab, T* dlogits)>;
 
+// LoRA dropout (PEFT's lora_dropout) for one training pass: each input value of an adapted product
+// is zeroed on the adapter's path with probability p (the frozen product still reads it) and the
+// kept ones are scaled by 1 / (1 - p), so y = x W^T + s B A (m * x) with the mask m. The mask is
+// a pure function of (seed, adapter, token, column), not of a generator's state or of the thread
+// count: one seed per pass gives the same masks on every run, a resumed one included.
+struct LoraDropout {
+  double p = 0;  // 0: off
+  uint64_t seed = 0;
+  // Whether the value (token, col) of adapter `pair`'s input is kept.
+  bool keeps(size_t pair, int64_t token, int64_t col) const noexcept;
+};
+
+// A pass's dropout seed from its run's seed and where the pass is in the run (optimizer step,
+// example within the step, which data set): distinct passes, independent masks.
+uint64_t dropout_seed(uint64_t run_seed, int64_t step, int64_t example, int64_t stream = 0) noexcept;
+
 // The residual stream at one hook site of the pass and the loss's gradient with respect to it,
 // both [n x n_embd] (what attribution of a residual edit to the loss needs: train/sae_select.hpp).
 // resid_pre/resid_mid/resid_post of a layer are the rows the engine's hooks of that name see;
@@ -80,12 +96,13 @@ struct ResidualProbe {
 // one across its passes); without it the pass starts one thread per physical core. The result does
 // not depend on the number of threads (every sum has one fixed order). With `probe`, the rows at
 // its site and their gradient are written into it (without `grads` the backward then stops at the
-// site); InvalidArgumentError for a site past the model's last layer.
+// site); InvalidArgumentError for a site past the model's last layer. `dropout` (training passes):
+// LoRA dropout on every adapter's input, above; InvalidArgumentError for p outside [0, 1).
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits = nullptr,
                              const std::type_identity_t<LossHead<T>>& head = {}, cpu::ThreadPool* pool = nullptr,
-                             std::type_identity_t<ResidualProbe<T>>* probe = nullptr);
+                             std::type_identity_t<ResidualProbe<T>>* probe = nullptr, LoraDropout dropout = {});
 
 }  // namespace lathe::train

@@ -33,7 +33,8 @@ std::span<const uint8_t> bytes_of(const std::vector<float>& v) {
 }  // namespace
 
 std::vector<std::filesystem::path> write_peft_adapter(const LoraSet<float>& lora, const ModelWeights& weights,
-                                                      const std::filesystem::path& dir, const std::string& base_model) {
+                                                      const std::filesystem::path& dir, const std::string& base_model,
+                                                      double lora_dropout) {
   std::vector<std::vector<float>> b_hf;  // B in Hugging Face row order, alive until the write
   b_hf.reserve(lora.pairs.size());
   std::set<std::string> modules;
@@ -58,7 +59,7 @@ std::vector<std::filesystem::path> write_peft_adapter(const LoraSet<float>& lora
       {"base_model_name_or_path", base_model},
       {"r", lora.rank},
       {"lora_alpha", lora.alpha},
-      {"lora_dropout", 0.0},
+      {"lora_dropout", lora_dropout},
       {"bias", "none"},
       {"fan_in_fan_out", false},
       {"inference_mode", true},

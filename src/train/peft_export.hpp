@@ -15,9 +15,11 @@
 namespace lathe::train {
 
 // Writes the two files into `dir` (created when missing; the caller checks it with check_output),
-// each atomically. `base_model` goes to base_model_name_or_path. UnsupportedError naming the
-// matrix when a target has no Hugging Face module name. Returns the files written.
+// each atomically. `base_model` goes to base_model_name_or_path, `lora_dropout` (the training's) to
+// lora_dropout. UnsupportedError naming the matrix when a target has no Hugging Face module name.
+// Returns the files written.
 std::vector<std::filesystem::path> write_peft_adapter(const LoraSet<float>& lora, const ModelWeights& weights,
-                                                      const std::filesystem::path& dir, const std::string& base_model);
+                                                      const std::filesystem::path& dir, const std::string& base_model,
+                                                      double lora_dropout = 0);
 
 }  // namespace lathe::train

@@ -155,7 +155,7 @@ UnlearnRun::UnlearnRun(const ModelWeights& weights, const std::vector<Example>& 
     for (const auto& e : retain) retain_ref_.push_back(reference_logprobs(weights, e, pool_.get()));
 }
 
-double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& grads) {
+double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& grads, LoraDropout dropout) {
   const double per_example = 1.0 / static_cast<double>(options_.train.grad_accumulation);
   const double n_scored = static_cast<double>(f.scored());
   LossHead<float> head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
@@ -180,10 +180,11 @@ double UnlearnRun::forget_term(const Example& f, size_t fi, LoraGrads<float>& gr
     }
     return 0.0;
   };
-  return lora_forward_backward(weights_, optimizer_.lora(), f.tokens, f.targets, &grads, nullptr, head, pool_.get());
+  return lora_forward_backward(weights_, optimizer_.lora(), f.tokens, f.targets, &grads, nullptr, head, pool_.get(),
+                               nullptr, dropout);
 }
 
-double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& grads) {
+double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& grads, LoraDropout dropout) {
   const double weight = options_.alpha / static_cast<double>(options_.train.grad_accumulation);
   LossHead<float> head = [&](const float* z, int64_t n, int64_t vocab, float* d) -> double {
     if (options_.retain_loss == RetainLoss::Kl) return kl_to_reference(z, n, vocab, r.targets, retain_ref_[ri], weight, d);
@@ -191,7 +192,8 @@ double UnlearnRun::retain_term(const Example& r, size_t ri, LoraGrads<float>& gr
     for (int64_t i = 0; i < n * vocab; ++i) d[i] = static_cast<float>(d[i] * weight);
     return nll;
   };
-  return lora_forward_backward(weights_, optimizer_.lora(), r.tokens, r.targets, &grads, nullptr, head, pool_.get());
+  return lora_forward_backward(weights_, optimizer_.lora(), r.tokens, r.targets, &grads, nullptr, head, pool_.get(),
+                               nullptr, dropout);
 }
 
 UnlearnStep UnlearnRun::step() {
@@ -199,11 +201,16 @@ UnlearnStep UnlearnRun::step() {
   grads_.reset(optimizer_.lora());
   double forget_loss = 0, retain_loss = 0;
   for (int64_t k = 0; k < options_.train.grad_accumulation; ++k) {
+    // LoRA dropout: a mask per pass, drawn from the seed and the pass's place in the run.
+    const auto dropout = [&](int64_t stream) {
+      return LoraDropout{options_.train.lora_dropout,
+                         dropout_seed(options_.train.seed, optimizer_.steps_done(), k, stream)};
+    };
     const size_t fi = forget_cycle_.next();
-    forget_loss += forget_term(forget_[fi], fi, grads_);
+    forget_loss += forget_term(forget_[fi], fi, grads_, dropout(0));
     if (options_.objective == Objective::GradAscent) continue;
     const size_t ri = retain_cycle_.next();
-    retain_loss += retain_term(retain_[ri], ri, grads_);
+    retain_loss += retain_term(retain_[ri], ri, grads_, dropout(1));
   }
   const auto applied = optimizer_.apply(grads_);
   const double per_example = 1.0 / static_cast<double>(options_.train.grad_accumulation);

@@ -57,8 +57,8 @@ class UnlearnRun {
   void restore(const TrainState& state);
 
  private:
-  double forget_term(const Example& f, size_t fi, LoraGrads<float>& grads);
-  double retain_term(const Example& r, size_t ri, LoraGrads<float>& grads);
+  double forget_term(const Example& f, size_t fi, LoraGrads<float>& grads, LoraDropout dropout);
+  double retain_term(const Example& r, size_t ri, LoraGrads<float>& grads, LoraDropout dropout);
 
   const ModelWeights& weights_;
   const std::vector<Example>& forget_;

@@ -143,7 +143,9 @@ TEST(TrainCli, FinetuneWritesTheAdapterALogPeftFilesAndTheMergedModel) {
 
 TEST(TrainCli, InterruptedRunResumesToTheSameAdapterFile) {
   Workspace s;
-  const std::vector<std::string> steps = {"--steps", "300", "--save-every", "5000", "--lora-targets", "attn_q,ffn_down"};
+  // With LoRA dropout: its masks follow the seed and the step, so a resumed run draws the same.
+  const std::vector<std::string> steps = {"--steps",        "300",           "--save-every", "5000",
+                                          "--lora-targets", "attn_q,ffn_down", "--lora-dropout", "0.1"};
   auto with = [&](const std::string& out, std::vector<std::string> more) {
     auto a = steps;
     a.insert(a.end(), more.begin(), more.end());
@@ -187,6 +189,39 @@ TEST(TrainCli, InterruptedRunResumesToTheSameAdapterFile) {
   const auto lines = json_lines(log);
   ASSERT_EQ(lines.size(), 300u);  // the log goes on where it stopped
   for (size_t i = 0; i < lines.size(); ++i) EXPECT_EQ(lines[i]["step"], i + 1);
+}
+
+// --lora-dropout: the same seed gives the same adapter file, dropout changes it, PEFT's
+// adapter_config.json says it, unlearn takes it too, and values outside [0, 1) are refused.
+TEST(TrainCli, LoraDropoutRepeatsWithItsSeedAndReachesThePeftConfig) {
+  Workspace s;
+  const std::vector<std::string> common = {"--steps", "20", "--lora-targets", "attn_v,ffn_up"};
+  auto with = [&](const std::string& out, std::vector<std::string> more) {
+    auto a = common;
+    a.insert(a.end(), more.begin(), more.end());
+    return s.finetune(out, a);
+  };
+  const auto first = lathe_cli(with("d1.gguf", {"--lora-dropout", "0.2", "--peft-out", (s.dir / "peft").string()}));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_EQ(lathe_cli(with("d2.gguf", {"--lora-dropout", "0.2"})).exit_code, 0);
+  ASSERT_EQ(lathe_cli(with("plain.gguf", {})).exit_code, 0);
+  EXPECT_EQ(read_file(s.dir / "d1.gguf"), read_file(s.dir / "d2.gguf"));
+  EXPECT_NE(read_file(s.dir / "d1.gguf"), read_file(s.dir / "plain.gguf"));
+  EXPECT_EQ(json::parse(read_file(s.dir / "peft" / "adapter_config.json"))["lora_dropout"], 0.2);
+
+  std::vector<std::string> files;
+  for (const std::string name : {"u1.gguf", "u2.gguf"}) {
+    const auto r = lathe_cli({"unlearn", s.model.string(), "--forget", s.forget.string(), "--retain", s.retain.string(),
+                              "--steps", "4", "--lora-rank", "2", "--lora-dropout", "0.3", "-o",
+                              (s.dir / name).string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    files.push_back(read_file(s.dir / name));
+  }
+  EXPECT_EQ(files[0], files[1]);
+
+  for (const std::string bad : {"1", "-0.5", "nan"})
+    expect_cli_error(lathe_cli(with("bad.gguf", {"--lora-dropout", bad})), {"--lora-dropout"});
+  EXPECT_FALSE(fs::exists(s.dir / "bad.gguf"));
 }
 
 TEST(TrainCli, UnlearnRunsEachObjectiveAndLogsBothTerms) {

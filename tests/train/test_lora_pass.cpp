@@ -159,6 +159,122 @@ TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
   EXPECT_LT(diff / size, 1e-4);
 }
 
+// LoRA dropout (LoraDropout): with a fixed seed the pass is a function of the adapters, and its
+// gradients are that function's (central differences through the same masks, every pair: the
+// earlier layers' gradients pass through the later adapters' masked input gradients); p = 0 is no
+// dropout to the bit; a seed repeats to the bit and another draws other masks.
+TEST(LoraPass, DropoutGradientsAreTheMaskedPassGradient) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  auto lora = random_lora(w, 5);
+  const LoraDropout dropout{0.3, 77};
+  LoraGrads<double> grads;
+  grads.reset(lora);
+  const double loss = lora_forward_backward(w, lora, kTokens, kTargets, &grads, nullptr, {}, nullptr, nullptr, dropout);
+  std::mt19937 rng(19);
+  const double h = 1e-6;
+  double worst = 0, largest = 0;
+  for (size_t p = 0; p < lora.pairs.size(); ++p) {
+    for (int which = 0; which < 2; ++which) {
+      auto& values = which == 0 ? lora.pairs[p].a : lora.pairs[p].b;
+      const auto& analytic = which == 0 ? grads.da[p] : grads.db[p];
+      for (int sample = 0; sample < 3; ++sample) {
+        const size_t i = rng() % values.size();
+        const double keep = values[i];
+        const auto loss_at = [&](double v) {
+          values[i] = v;
+          return lora_forward_backward(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, dropout);
+        };
+        const double numeric = (loss_at(keep + h) - loss_at(keep - h)) / (2 * h);
+        values[i] = keep;
+        worst = std::max(worst, std::abs(numeric - analytic[i]));
+        largest = std::max(largest, std::abs(analytic[i]));
+      }
+    }
+  }
+  EXPECT_GT(largest, 1e-4);
+  EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+
+  LoraGrads<double> plain, zero_p, again, other;
+  for (auto* g : {&plain, &zero_p, &again, &other}) g->reset(lora);
+  const double loss_plain = lora_forward_backward(w, lora, kTokens, kTargets, &plain);
+  EXPECT_EQ(lora_forward_backward(w, lora, kTokens, kTargets, &zero_p, nullptr, {}, nullptr, nullptr, {0.0, 77}),
+            loss_plain);
+  EXPECT_EQ(zero_p.da, plain.da);
+  EXPECT_EQ(zero_p.db, plain.db);
+  EXPECT_NE(loss, loss_plain);
+  EXPECT_EQ(lora_forward_backward(w, lora, kTokens, kTargets, &again, nullptr, {}, nullptr, nullptr, dropout), loss);
+  EXPECT_EQ(again.da, grads.da);
+  EXPECT_NE(lora_forward_backward(w, lora, kTokens, kTargets, &other, nullptr, {}, nullptr, nullptr, {0.3, 78}), loss);
+
+  // The float pass with dropout gives the same bits on any number of threads.
+  const auto lora_f = to_float(lora);
+  cpu::ThreadPool one(1), three(3);
+  LoraGrads<float> g1, g3;
+  g1.reset(lora_f);
+  g3.reset(lora_f);
+  EXPECT_EQ(lora_forward_backward(w, lora_f, kTokens, kTargets, &g1, nullptr, {}, &one, nullptr, dropout),
+            lora_forward_backward(w, lora_f, kTokens, kTargets, &g3, nullptr, {}, &three, nullptr, dropout));
+  EXPECT_EQ(g1.da, g3.da);
+  EXPECT_EQ(g1.db, g3.db);
+
+  for (double bad : {-0.1, 1.0, std::nan("")})
+    test::expect_error<InvalidArgumentError>(
+        [&] { lora_forward_backward(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, {bad, 1}); },
+        {"LoRA dropout", "[0, 1)"});
+}
+
+// The masks drop the asked share of values, independently per adapter, and the kept values are
+// scaled by 1 / (1 - p) (inverted dropout, as torch's nn.Dropout in PEFT): with a small adapter (its
+// effect on the logits nearly linear), the mean over many masks of the logits' change is the
+// change without dropout, while one mask alone is far from it.
+TEST(LoraPass, DropoutDropsItsShareAndKeepsTheAdapterEffectOnAverage) {
+  for (double p : {0.1, 0.5}) {
+    const LoraDropout d{p, 1234};
+    size_t dropped = 0, differ = 0;
+    const size_t n = 200000;
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t token = static_cast<int64_t>(i / 500), col = static_cast<int64_t>(i % 500);
+      dropped += !d.keeps(0, token, col);
+      differ += d.keeps(0, token, col) != d.keeps(1, token, col);
+    }
+    const double share = double(dropped) / n;
+    EXPECT_NEAR(share, p, 4 * std::sqrt(p * (1 - p) / n)) << "p " << p;
+    EXPECT_NEAR(double(differ) / n, 2 * p * (1 - p), 0.01) << "p " << p << ": two adapters' masks are independent";
+  }
+
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  auto lora = random_lora(w, 5);
+  for (auto& pair : lora.pairs)
+    for (double& b : pair.b) b *= 1e-3;
+  LoraSet<double> none = lora;
+  none.pairs.clear();
+  std::vector<double> base, full, one_mask, sum;
+  lora_forward_backward(w, none, kTokens, kTargets, nullptr, &base);
+  lora_forward_backward(w, lora, kTokens, kTargets, nullptr, &full);
+  const int kMasks = 400;
+  for (int k = 0; k < kMasks; ++k) {
+    std::vector<double> logits;
+    lora_forward_backward(w, lora, kTokens, kTargets, nullptr, &logits, {}, nullptr, nullptr,
+                          {0.5, static_cast<uint64_t>(1000 + k)});
+    if (k == 0) one_mask = logits;
+    if (sum.empty()) sum.assign(logits.size(), 0.0);
+    for (size_t i = 0; i < logits.size(); ++i) sum[i] += logits[i];
+  }
+  double err_mean = 0, err_one = 0, size = 0;
+  for (size_t i = 0; i < sum.size(); ++i) {
+    const double change = full[i] - base[i];
+    err_mean += std::pow(sum[i] / kMasks - full[i], 2);
+    err_one += std::pow(one_mask[i] - full[i], 2);
+    size += change * change;
+  }
+  std::cout << "dropout 0.5: one mask's logit change off by " << std::sqrt(err_one / size) << ", the mean of "
+            << kMasks << " masks by " << std::sqrt(err_mean / size) << " (relative)\n";
+  EXPECT_GT(std::sqrt(err_one / size), 0.3);
+  EXPECT_LT(std::sqrt(err_mean / size), 0.1);
+}
+
 // The CPU engine's forward pass (forward/forward.cpp) on `w`, logits of every token of kTokens.
 std::vector<float> engine_logits(const ModelWeights& w) { return test::forward_logits(w, kTokens); }
 
