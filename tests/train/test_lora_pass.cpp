@@ -107,16 +107,11 @@ TEST(LoraPass, ForwardIsTheInferenceEnginesFunction) {
   EXPECT_GT(max_abs_diff(plain, logits), 0.05);  // the adapters matter
 }
 
-TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
-  Tiny tiny;
-  const auto w = load_model_weights(tiny.path);
-  auto lora = random_lora(w, 5);
-  LoraGrads<double> grads;
-  grads.reset(lora);
-  const double loss = lora_forward_backward(w, lora, kTokens, kTargets, &grads);
-  EXPECT_GT(loss, 0.0);
-  // Central differences of the double loss on sampled entries of every pair's A and B.
-  std::mt19937 rng(9);
+// The analytic gradients `grads` of the float64 pass against central differences of its loss on 3
+// sampled entries (from `seed`) of every pair's A and B, through the same dropout masks.
+void expect_central_differences(const ModelWeights& w, LoraSet<double>& lora, const LoraGrads<double>& grads,
+                                uint32_t seed, LoraDropout dropout = {}) {
+  std::mt19937 rng(seed);
   const double h = 1e-6;
   double worst = 0, largest = 0;
   for (size_t p = 0; p < lora.pairs.size(); ++p) {
@@ -126,12 +121,12 @@ TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
       for (int sample = 0; sample < 3; ++sample) {
         const size_t i = rng() % values.size();
         const double keep = values[i];
-        values[i] = keep + h;
-        const double up = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
-        values[i] = keep - h;
-        const double down = lora_forward_backward(w, lora, kTokens, kTargets, nullptr);
+        const auto loss_at = [&](double v) {
+          values[i] = v;
+          return lora_forward_backward(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, dropout);
+        };
+        const double numeric = (loss_at(keep + h) - loss_at(keep - h)) / (2 * h);
         values[i] = keep;
-        const double numeric = (up - down) / (2 * h);
         worst = std::max(worst, std::abs(numeric - analytic[i]));
         largest = std::max(largest, std::abs(analytic[i]));
       }
@@ -139,6 +134,17 @@ TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
   }
   EXPECT_GT(largest, 1e-4);  // gradients that are not all zero
   EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+}
+
+TEST(LoraPass, AdapterGradientsAreTheLossGradient) {
+  Tiny tiny;
+  const auto w = load_model_weights(tiny.path);
+  auto lora = random_lora(w, 5);
+  LoraGrads<double> grads;
+  grads.reset(lora);
+  const double loss = lora_forward_backward(w, lora, kTokens, kTargets, &grads);
+  EXPECT_GT(loss, 0.0);
+  expect_central_differences(w, lora, grads, 9);
 
   // The float32 pass against the float64 one.
   const auto lora_f = to_float(lora);
@@ -171,29 +177,7 @@ TEST(LoraPass, DropoutGradientsAreTheMaskedPassGradient) {
   LoraGrads<double> grads;
   grads.reset(lora);
   const double loss = lora_forward_backward(w, lora, kTokens, kTargets, &grads, nullptr, {}, nullptr, nullptr, dropout);
-  std::mt19937 rng(19);
-  const double h = 1e-6;
-  double worst = 0, largest = 0;
-  for (size_t p = 0; p < lora.pairs.size(); ++p) {
-    for (int which = 0; which < 2; ++which) {
-      auto& values = which == 0 ? lora.pairs[p].a : lora.pairs[p].b;
-      const auto& analytic = which == 0 ? grads.da[p] : grads.db[p];
-      for (int sample = 0; sample < 3; ++sample) {
-        const size_t i = rng() % values.size();
-        const double keep = values[i];
-        const auto loss_at = [&](double v) {
-          values[i] = v;
-          return lora_forward_backward(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, dropout);
-        };
-        const double numeric = (loss_at(keep + h) - loss_at(keep - h)) / (2 * h);
-        values[i] = keep;
-        worst = std::max(worst, std::abs(numeric - analytic[i]));
-        largest = std::max(largest, std::abs(analytic[i]));
-      }
-    }
-  }
-  EXPECT_GT(largest, 1e-4);
-  EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+  expect_central_differences(w, lora, grads, 19, dropout);
 
   LoraGrads<double> plain, zero_p, again, other;
   for (auto* g : {&plain, &zero_p, &again, &other}) g->reset(lora);
