@@ -16,6 +16,7 @@
 #include "lathe/error.hpp"
 #include "forward/cuda_linear.hpp"
 #include "forward/cuda_scratch.hpp"
+#include "forward/moe_routing.hpp"
 #include "weights/cuda_weights.hpp"
 
 namespace lathe {
@@ -66,6 +67,8 @@ struct CudaForward::Impl {
   std::vector<int32_t> positions_host, slots_host;
   bool one_token_per_slot = true;               // a pure decode step (RoPE may fold into attention)
   std::vector<std::pair<int, int>> logit_stretches;  // (first row, count) of rows that keep logits
+  ExpertRoutes routes;                          // the current layer's (mixtures of experts)
+  std::vector<std::pair<size_t, int>> expert_spans;  // ... as spans of the uploaded routes
 
   Impl(const ModelWeights& weights, const CudaForwardOptions& o) : w(weights), hp(weights.hp), opt(o) {
     if (opt.max_batch == 0 || opt.kv.n_slots == 0 || opt.kv.n_ctx == 0 || opt.kv.k_tables == nullptr)
@@ -97,7 +100,7 @@ struct CudaForward::Impl {
     v_tab = opt.kv.v_tables;
     rope_table = make_device_rope_table(w.rope, opt.kv.n_ctx);
     scratch = std::make_unique<CudaScratch>(hp, *dw, opt.max_batch, multiprocessors, opt.batch_invariant);
-    products = std::make_unique<CudaLinear>(*scratch, *blas, stream, hp.rms_eps, n_embd, n_ff, opt.batch_invariant);
+    products = std::make_unique<CudaLinear>(*scratch, *blas, stream, hp.rms_eps, n_embd, opt.batch_invariant);
     logits.n_vocab = n_vocab;
     grow_logits(1);
   }
@@ -337,6 +340,85 @@ struct CudaForward::Impl {
     else linear({{L.w_down, {}, scratch->x, n_embd}}, scratch->h, n_ff, n, Epilogue::Add);
   }
 
+  // A mixture-of-experts block (forward/moe_routing.hpp has the routing): the router's logits go
+  // to the host, which routes (the CPU's code, so both backends pick the same experts from the
+  // same logits) and uploads each expert's tokens and weights; then each chosen expert runs once
+  // over its gathered rows, mat-vecs up to 8 of them and cuBLAS above, and its output rows are
+  // added to their tokens' residual rows. qwen2moe's shared expert runs on every row, weighted by
+  // sigmoid(w . x) from the router's extra column. The host round trip per layer keeps such steps
+  // out of the captured graph (forward()).
+  void moe_block(const CudaLayerWeights& L, uint32_t il, int n) {
+    const int64_t n_expert = hp.n_expert, cols = scratch->moe_cols;
+    if (L.exp_gate.size() != static_cast<size_t>(n_expert) || L.exp_up.size() != L.exp_gate.size() ||
+        L.exp_down.size() != L.exp_gate.size() || L.shared_expert() != (cols > n_expert) ||
+        (L.shared_expert() && L.shexp_gate_inp.qs == nullptr))
+      throw InternalError(fmt::format("CUDA forward: layer {} has {} experts (the model {}) or a shared expert where "
+                                      "the scratch has none",
+                                      il, L.exp_gate.size(), n_expert));
+    float* xn = scratch->xn;
+    cuda::rms_norm(scratch->x, n_embd, L.ffn_norm, n, static_cast<int>(n_embd), hp.rms_eps, xn, n_embd, stream);
+    auto* logits = scratch->moe_logits.as<float>();
+    if (L.shared_expert())
+      linear({{L.router, {}, logits, cols}, {L.shexp_gate_inp, {}, logits + n_expert, cols}}, xn, n_embd, n,
+             Epilogue::Store);
+    else
+      linear({{L.router, {}, logits, cols}}, xn, n_embd, n, Epilogue::Store);
+    auto* host_logits = scratch->moe_logits_host.as<float>();
+    cuda::check(cudaMemcpyAsync(host_logits, logits, size_t(n) * cols * sizeof(float), cudaMemcpyDeviceToHost, stream),
+                "reading the router logits");
+    cuda::check(cudaStreamSynchronize(stream), "routing the tokens to experts");
+    route_tokens(hp, host_logits, cols, n, routes);
+
+    // Routes as the device reads them: every expert's tokens, then the shared expert's (all rows);
+    // the weights in the same order after max_routes values.
+    const size_t max_routes = (size_t{hp.n_expert_used} + 1) * opt.max_batch;
+    auto* host_ids = scratch->moe_routes_host.as<int32_t>();
+    auto* host_weights = reinterpret_cast<float*>(host_ids + max_routes);
+    std::vector<std::pair<size_t, int>>& spans = expert_spans;  // (first route, count) per expert
+    spans.assign(static_cast<size_t>(n_expert), {0, 0});
+    size_t at = 0;
+    for (int64_t e = 0; e < n_expert; ++e) {
+      const auto& routed = routes.by_expert[static_cast<size_t>(e)];
+      spans[static_cast<size_t>(e)] = {at, static_cast<int>(routed.size())};
+      for (const auto& [token, weight] : routed) {
+        host_ids[at] = static_cast<int32_t>(token);
+        host_weights[at++] = weight;
+      }
+    }
+    const size_t shared_at = at;
+    if (L.shared_expert())
+      for (int t = 0; t < n; ++t) {
+        host_ids[at] = t;
+        host_weights[at++] = static_cast<float>(1.0 / (1.0 + std::exp(-double(host_logits[t * cols + n_expert]))));
+      }
+    auto* ids = scratch->moe_routes.as<int32_t>();
+    auto* weights = reinterpret_cast<float*>(ids + max_routes);
+    cuda::check(cudaMemcpyAsync(ids, host_ids, at * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+                "copying the expert routes");
+    cuda::check(cudaMemcpyAsync(weights, host_weights, at * sizeof(float), cudaMemcpyHostToDevice, stream),
+                "copying the expert routes");
+
+    auto* rows = scratch->moe_rows.as<float>();
+    auto* out = scratch->moe_out.as<float>();
+    const int width = static_cast<int>(n_embd);
+    for (int64_t e = 0; e < n_expert; ++e) {
+      const auto [first, m] = spans[static_cast<size_t>(e)];
+      if (m == 0) continue;
+      const auto ei = static_cast<size_t>(e);
+      const int64_t ff = L.exp_gate[ei].rows;
+      cuda::gather_rows(xn, n_embd, ids + first, m, width, rows, stream);
+      linear({{L.exp_gate[ei], L.exp_up[ei], scratch->h, ff}}, rows, n_embd, m, Epilogue::SwiGLU);
+      linear({{L.exp_down[ei], {}, out, n_embd}}, scratch->h, ff, m, Epilogue::Store);
+      cuda::scatter_add_rows(out, ids + first, weights + first, m, width, scratch->x, n_embd, stream);
+    }
+    if (L.shared_expert()) {
+      const int64_t ff = L.shexp_gate.rows;
+      linear({{L.shexp_gate, L.shexp_up, scratch->h, ff}}, xn, n_embd, n, Epilogue::SwiGLU);
+      linear({{L.shexp_down, {}, out, n_embd}}, scratch->h, ff, n, Epilogue::Store);
+      cuda::scatter_add_rows(out, ids + shared_at, weights + shared_at, n, width, scratch->x, n_embd, stream);
+    }
+  }
+
   // The whole pass over the n rows of the current plan, whose ids, positions and slots are
   // already on the device; logits for the rows in logit_stretches.
   void forward_pass(int n) {
@@ -346,7 +428,8 @@ struct CudaForward::Impl {
       hook(HookPoint::ResidPre, il, scratch->x, row_slot, row_ends);
       attention_block(L, il, n);
       hook(HookPoint::ResidMid, il, scratch->x, row_slot, row_ends);
-      mlp_block(L, n);
+      if (L.moe()) moe_block(L, il, n);
+      else mlp_block(L, n);
       hook(HookPoint::ResidPost, il, scratch->x, row_slot, row_ends);
       layers->release(il);
     }
@@ -487,8 +570,10 @@ struct CudaForward::Impl {
     const uint64_t hooks_generation = h != nullptr ? h->generation() : 0;
     hooks_on_device = pass_hooks_on_device();
     // The captured step: one token that keeps its logits, with no hooks or hooks that run on the
-    // device (the same plan every time), over weights that stay where the capture saw them.
-    if (n == 1 && rows == 1 && hooks_on_device && layers->resident()) decode_step_graph(hooks_generation);
+    // device (the same plan every time), over weights that stay where the capture saw them. Not
+    // for mixtures of experts: their routing reads the router's logits on the host (moe_block).
+    if (n == 1 && rows == 1 && hooks_on_device && layers->resident() && !hp.is_moe())
+      decode_step_graph(hooks_generation);
     else forward_pass(n);
     finish_run(rows);
   }

@@ -21,7 +21,7 @@ class CudaLinear {
   // the pass has (ComputeOptions::batch_invariant), so that a token's result never depends on
   // the batch.
   CudaLinear(CudaScratch& scratch, const cuda::Blas& blas, cudaStream_t stream, float rms_eps, int64_t n_embd,
-             int64_t n_ff, bool batch_invariant = false);
+             bool batch_invariant = false);
 
   // y (per target) = W x for n tokens. With `norm`, x is first RMS-normalized with those
   // weights: fused into the mat-vec and the 8-bit rounding for up to 8 tokens (two launches fewer
@@ -57,7 +57,7 @@ class CudaLinear {
   const cuda::Blas& blas_;
   cudaStream_t stream_;
   float eps_;
-  int64_t n_embd_, n_ff_;
+  int64_t n_embd_;
   // Prefill: the RMSNorms, SwiGLU and attention write the cuBLAS products' 16-bit inputs themselves
   // (LATHE_CUDA_WRITE16=0: float32 rows, converted by a separate kernel, to measure the gain).
   bool write16_direct_;

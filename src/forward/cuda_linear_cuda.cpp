@@ -15,13 +15,12 @@ using cuda::Epilogue;
 using cuda::MatvecTarget;
 
 CudaLinear::CudaLinear(CudaScratch& scratch, const cuda::Blas& blas, cudaStream_t stream, float rms_eps,
-                       int64_t n_embd, int64_t n_ff, bool batch_invariant)
+                       int64_t n_embd, bool batch_invariant)
     : s_(scratch),
       blas_(blas),
       stream_(stream),
       eps_(rms_eps),
       n_embd_(n_embd),
-      n_ff_(n_ff),
       write16_direct_(!cuda::turned_off_by_env("LATHE_CUDA_WRITE16")),
       batch_invariant_(batch_invariant) {}
 
@@ -130,14 +129,15 @@ cuda::GemmInput CudaLinear::operator()(std::initializer_list<MatvecTarget> targe
   };
   for (const auto& t : targets) {
     if (ep == Epilogue::SwiGLU) {
-      cuda::gemm(blas_, t.a, input_for(t.a), s_.gu, 2 * n_ff_, 0.0f, s_.gemm, stream_);
-      cuda::gemm(blas_, t.b, input_for(t.b), s_.gu + n_ff_, 2 * n_ff_, 0.0f, s_.gemm, stream_);
+      const int64_t ff = t.a.rows;  // the dense FFN's width, or an expert's
+      cuda::gemm(blas_, t.a, input_for(t.a), s_.gu, 2 * ff, 0.0f, s_.gemm, stream_);
+      cuda::gemm(blas_, t.b, input_for(t.b), s_.gu + ff, 2 * ff, 0.0f, s_.gemm, stream_);
       if (swiglu_out16 != Dtype16::None && targets.size() == 1) {
         // The products above have read act16 (stream order): h may overwrite it.
-        cuda::swiglu_16(s_.gu, n, static_cast<int>(n_ff_), act16_for(n, n_ff_), swiglu_out16, stream_);
-        return cuda::gemm_input_written(n, n_ff_, swiglu_out16);
+        cuda::swiglu_16(s_.gu, n, static_cast<int>(ff), act16_for(n, ff), swiglu_out16, stream_);
+        return cuda::gemm_input_written(n, ff, swiglu_out16);
       }
-      cuda::swiglu(s_.gu, n, static_cast<int>(n_ff_), t.y, stream_);
+      cuda::swiglu(s_.gu, n, static_cast<int>(ff), t.y, stream_);
     } else {
       cuda::gemm(blas_, t.a, input_for(t.a), t.y, t.ldy, ep == Epilogue::Add ? 1.0f : 0.0f, s_.gemm, stream_);
     }

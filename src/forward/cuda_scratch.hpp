@@ -29,8 +29,8 @@ struct CudaScratch {
   float* xn = nullptr;     // [B][n_embd] normalized rows (when not fused into a product)
   float* qkv = nullptr;    // [B][q + 2 kv] the attention's inputs
   float* attn = nullptr;   // [B][q] the attention's output
-  float* gu = nullptr;     // [B][2 n_ff] gate and up products (cuBLAS path only)
-  float* h = nullptr;      // [B][max(n_ff, n_embd)] SwiGLU output; also gathers logit rows
+  float* gu = nullptr;     // [B][2 ff] gate and up products (cuBLAS path only; ff: the widest FFN)
+  float* h = nullptr;      // [B][max(ff, n_embd)] SwiGLU output; also gathers logit rows
   int8_t* q8 = nullptr;    // [B][widest input] 8-bit rows for the mat-vec kernels
   float* ds = nullptr;     // ... and their scales and sums
   float* split_scratch = nullptr;  // decode attention's partial sums over token splits
@@ -42,10 +42,23 @@ struct CudaScratch {
   cuda::DeviceBuffer argmax_dev;  // greedy ids, max_batch
   cuda::PinnedBuffer argmax_host;
 
+  // Mixture of experts (empty otherwise): router logits [B][moe_cols] (n_expert, and qwen2moe's
+  // shared-expert gate in the last column), read on the host to route; one expert's gathered
+  // input rows and output rows [B][n_embd] each; the routes as the device reads them, tokens then
+  // weights, (n_expert_used + 1) * B of each (the shared expert's come last).
+  int64_t moe_cols = 0;
+  cuda::DeviceBuffer moe_logits, moe_rows, moe_out, moe_routes;
+  cuda::PinnedBuffer moe_logits_host, moe_routes_host;
+
   int32_t* d_tokens() const { return io.as<int32_t>(); }
   int32_t* d_positions() const { return io.as<int32_t>() + max_batch; }
   int32_t* d_slots() const { return io.as<int32_t>() + 2 * max_batch; }
-  uint64_t bytes() const { return act.bytes() + io.bytes() + argmax_dev.bytes(); }
+  uint64_t bytes() const {
+    return act.bytes() + io.bytes() + argmax_dev.bytes() + moe_logits.bytes() + moe_rows.bytes() + moe_out.bytes() +
+           moe_routes.bytes();
+  }
+  // The widest feed-forward layer: the dense one's, or an expert's or the shared expert's.
+  static int64_t widest_ff(const HParams& hp);
 
   // The token-splits the decode attention may need at once (see decode_splits).
   static size_t split_slots(uint32_t max_batch, int multiprocessors, uint32_t n_head_kv);

@@ -19,11 +19,15 @@ size_t CudaScratch::split_slots(uint32_t max_batch, int multiprocessors, uint32_
   return std::max<size_t>(max_batch, 2 * static_cast<size_t>(multiprocessors) / n_head_kv + 1);
 }
 
+int64_t CudaScratch::widest_ff(const HParams& hp) {
+  return std::max({int64_t{hp.n_ff}, int64_t{hp.n_ff_exp}, int64_t{hp.n_ff_shexp}});
+}
+
 CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch_, int multiprocessors,
                          bool matvec_only)
     : max_batch(max_batch_) {
   const size_t B = max_batch;
-  const int64_t n_embd = hp.n_embd, n_ff = hp.n_ff, head_dim = hp.head_dim;
+  const int64_t n_embd = hp.n_embd, n_ff = widest_ff(hp), head_dim = hp.head_dim;
   const int64_t q_w = int64_t{hp.n_head} * head_dim, kv_w = int64_t{hp.n_head_kv} * head_dim;
   const int64_t widest_input = std::max({n_embd, q_w, n_ff});
   struct Part {
@@ -73,6 +77,17 @@ CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_
   hook_rows = cuda::PinnedBuffer(B * n_embd * sizeof(float), "hook rows");
   argmax_dev = cuda::DeviceBuffer(B * sizeof(int32_t), "greedy token ids");
   argmax_host = cuda::PinnedBuffer(B * sizeof(int32_t), "greedy token ids");
+  if (hp.is_moe()) {
+    moe_cols = int64_t{hp.n_expert} + (hp.n_ff_shexp > 0 ? 1 : 0);
+    const size_t logits_bytes = B * moe_cols * sizeof(float);
+    const size_t routes_bytes = 2 * (size_t{hp.n_expert_used} + 1) * B * 4;
+    moe_logits = cuda::DeviceBuffer(logits_bytes, "router logits");
+    moe_logits_host = cuda::PinnedBuffer(logits_bytes, "router logits");
+    moe_rows = cuda::DeviceBuffer(B * n_embd * sizeof(float), "rows routed to an expert");
+    moe_out = cuda::DeviceBuffer(B * n_embd * sizeof(float), "an expert's output rows");
+    moe_routes = cuda::DeviceBuffer(routes_bytes, "expert routes");
+    moe_routes_host = cuda::PinnedBuffer(routes_bytes, "expert routes");
+  }
 }
 
 bool CudaLogits::grow(uint32_t rows) {

@@ -49,8 +49,6 @@ Forward::Forward(const ModelWeights& weights, uint32_t max_batch, uint32_t n_ctx
   if (hp.is_moe()) {
     router_logits_.resize(n * hp.n_expert);
     routed_.resize(n * hp.n_embd);
-    by_expert_.resize(hp.n_expert);
-    expert_order_.resize(hp.n_expert);
   }
   proj_.resize(n * hp.n_embd);
   pos_.resize(n);
@@ -219,31 +217,10 @@ void Forward::mlp_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPoo
 
 void Forward::moe_block(const LayerWeights& lw, int64_t n_tokens, cpu::ThreadPool& pool) {
   const auto& hp = w_.hp;
-  const int64_t n_embd = hp.n_embd, n_expert = hp.n_expert, n_used = hp.n_expert_used, ff = hp.n_ff_exp;
-  // Routing: softmax over every expert's logit, the n_used most probable kept (ties: the lower
-  // index), their probabilities renormalized when the architecture says so, then scaled.
+  const int64_t n_embd = hp.n_embd, n_expert = hp.n_expert, ff = hp.n_ff_exp;
   cpu::matmul(lw.router, xn_.data(), n_tokens, router_logits_.data(), pool);
-  auto& by_expert = by_expert_;  // (token, weight)
-  auto& order = expert_order_;
-  for (auto& routed : by_expert) routed.clear();
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    float* p = router_logits_.data() + t * n_expert;
-    const float top = *std::max_element(p, p + n_expert);
-    float sum = 0;
-    for (int64_t e = 0; e < n_expert; ++e) sum += (p[e] = std::exp(p[e] - top));
-    for (int64_t e = 0; e < n_expert; ++e) p[e] /= sum;
-    for (int64_t e = 0; e < n_expert; ++e) order[static_cast<size_t>(e)] = static_cast<int32_t>(e);
-    std::partial_sort(order.begin(), order.begin() + n_used, order.end(),
-                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
-    float chosen = 0;
-    for (int64_t k = 0; k < n_used; ++k) chosen += p[order[static_cast<size_t>(k)]];
-    for (int64_t k = 0; k < n_used; ++k) {
-      const int32_t e = order[static_cast<size_t>(k)];
-      float weight = hp.expert_weights_norm ? p[e] / chosen : p[e];
-      if (hp.expert_weights_scale != 0.0f && hp.expert_weights_scale != 1.0f) weight *= hp.expert_weights_scale;
-      by_expert[static_cast<size_t>(e)].emplace_back(t, weight);
-    }
-  }
+  route_tokens(hp, router_logits_.data(), n_expert, n_tokens, routes_);
+  const auto& by_expert = routes_.by_expert;  // (token, weight)
   // Each expert once over the tokens routed to it: gather their rows, SwiGLU, scatter-add.
   std::fill(proj_.begin(), proj_.begin() + n_tokens * n_embd, 0.0f);
   for (int64_t e = 0; e < n_expert; ++e) {

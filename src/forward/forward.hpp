@@ -13,6 +13,7 @@
 #include "backend/cpu/thread_pool.hpp"
 #include "core/kv_format.hpp"
 #include "forward/batch.hpp"
+#include "forward/moe_routing.hpp"
 #include "lathe/hooks.hpp"
 #include "weights/model_weights.hpp"
 
@@ -71,12 +72,10 @@ class Forward {
   std::vector<float> attn_;   // attention output (n_head*head_dim)
   std::vector<float> gate_, up_;  // MLP (n_ff each; gate_up fused: 2*n_ff in gate_; experts: the widest FFN)
   std::vector<float> proj_;   // output of the block's last projection (n_embd)
-  // Mixture of experts: router logits (n_expert), and the rows routed to one expert (n_embd); per
-  // expert, the (token, weight) pairs of the current layer, and the experts by probability (kept
-  // across calls so that routing allocates nothing once warm).
+  // Mixture of experts: router logits (n_expert), the rows routed to one expert (n_embd), and the
+  // current layer's routes.
   std::vector<float> router_logits_, routed_;
-  std::vector<std::vector<std::pair<int64_t, float>>> by_expert_;
-  std::vector<int32_t> expert_order_;
+  ExpertRoutes routes_;
 };
 
 }  // namespace lathe

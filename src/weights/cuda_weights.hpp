@@ -23,8 +23,15 @@ struct CudaLayerWeights {
   const float* bv = nullptr;
   const float* q_norm = nullptr;
   const float* k_norm = nullptr;
+  // Mixture of experts (LayerWeights::moe()): the router, each expert's gate/up/down, qwen2moe's
+  // shared expert and its gate vector (as a 1-row float32 matrix, a mat-vec target beside the
+  // router's).
+  cuda::DeviceMatrix router, shexp_gate, shexp_up, shexp_down, shexp_gate_inp;
+  std::vector<cuda::DeviceMatrix> exp_gate, exp_up, exp_down;
   bool fused_qkv() const noexcept { return wqkv.qs != nullptr; }
   bool fused_gate_up() const noexcept { return w_gate_up.qs != nullptr; }
+  bool moe() const noexcept { return router.qs != nullptr; }
+  bool shared_expert() const noexcept { return shexp_gate.qs != nullptr; }
 };
 
 class CudaWeights {

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <map>
 
 #include "backend/cuda/device_layout.hpp"
+#include "backend/cuda/switches.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe {
@@ -62,7 +64,10 @@ void CudaWeights::refresh(const MatrixView& host, const cuda::DeviceMatrix& dm) 
 }
 
 std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device) {
-  refuse_moe(w.hp, w.source, "the CUDA backend");
+  // The device path of mixtures of experts (forward/cuda_forward_cuda.cpp: moe_block) is opt-in
+  // until it has run on a GPU: it was written and compiled on a machine without one.
+  if (!cuda::turned_on_by_env("LATHE_CUDA_MOE"))
+    refuse_moe(w.hp, w.source, "the CUDA backend (LATHE_CUDA_MOE=1 turns on its untested device path)");
   std::lock_guard lock(w.device_copies->mutex);
   auto& slot = w.device_copies->by_device[device];
   if (slot) return std::static_pointer_cast<CudaWeights>(slot);
@@ -102,13 +107,31 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
     vectors.emplace_back(&v, total);
     total += align_up(v.size() * sizeof(float));
   };
+  // qwen2moe's shared-expert gate vectors, seen as 1-row float32 matrices (kept for the upload).
+  std::deque<MatrixView> gate_vectors;
+  std::deque<std::string> gate_vector_names;
+  std::vector<const MatrixView*> layer_gate_vector(w.layers.size(), nullptr);
   plan_matrix(w.token_embd);
   plan_matrix(w.output);
   plan_vector(w.output_norm);
   plan_vector(w.rope.inv_freq);
-  for (const auto& lw : w.layers) {
+  for (size_t il = 0; il < w.layers.size(); ++il) {
+    const LayerWeights& lw = w.layers[il];
     lw.for_each_matrix(plan_matrix);
     for (const auto* v : {&lw.attn_norm, &lw.ffn_norm, &lw.bq, &lw.bk, &lw.bv, &lw.q_norm, &lw.k_norm}) plan_vector(*v);
+    if (!lw.moe()) continue;
+    plan_matrix(lw.router);
+    for (const auto* experts : {&lw.exp_gate, &lw.exp_up, &lw.exp_down})
+      for (const MatrixView& m : *experts) plan_matrix(m);
+    for (const MatrixView* m : {&lw.shexp_gate, &lw.shexp_up, &lw.shexp_down}) plan_matrix(*m);
+    if (!lw.shexp_gate_inp.empty()) {
+      const auto cols = static_cast<int64_t>(lw.shexp_gate_inp.size());
+      gate_vector_names.push_back(fmt::format("blk.{}.ffn_gate_inp_shexp.weight", il));
+      gate_vectors.push_back(MatrixView{DType::F32, reinterpret_cast<const uint8_t*>(lw.shexp_gate_inp.data()), 1,
+                                        cols, static_cast<size_t>(cols) * sizeof(float), gate_vector_names.back()});
+      layer_gate_vector[il] = &gate_vectors.back();
+      plan_matrix(gate_vectors.back());
+    }
   }
 
   out->arena_ = cuda::DeviceBuffer(total, fmt::format("the weights of {} ({} tensors)", w.source, plans.size()));
@@ -146,7 +169,8 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
   out->output = matrix(w.output);
   out->output_norm = vec(w.output_norm);
   out->inv_freq = vec(w.rope.inv_freq);
-  for (const auto& lw : w.layers) {
+  for (size_t il = 0; il < w.layers.size(); ++il) {
+    const LayerWeights& lw = w.layers[il];
     CudaLayerWeights d;
     d.wq = matrix(lw.wq);
     d.wk = matrix(lw.wk);
@@ -164,7 +188,17 @@ std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device)
     d.bv = vec(lw.bv);
     d.q_norm = vec(lw.q_norm);
     d.k_norm = vec(lw.k_norm);
-    out->layers.push_back(d);
+    if (lw.moe()) {
+      d.router = matrix(lw.router);
+      for (const MatrixView& m : lw.exp_gate) d.exp_gate.push_back(matrix(m));
+      for (const MatrixView& m : lw.exp_up) d.exp_up.push_back(matrix(m));
+      for (const MatrixView& m : lw.exp_down) d.exp_down.push_back(matrix(m));
+      d.shexp_gate = matrix(lw.shexp_gate);
+      d.shexp_up = matrix(lw.shexp_up);
+      d.shexp_down = matrix(lw.shexp_down);
+      if (layer_gate_vector[il] != nullptr) d.shexp_gate_inp = matrix(*layer_gate_vector[il]);
+    }
+    out->layers.push_back(std::move(d));
   }
   slot = out;
   return out;

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/device.hpp"
 #include "common/tiny_model.hpp"
+#include "common/tiny_moe.hpp"
 #include "edit/study.hpp"
 #include "lathe/lathe.hpp"
 
@@ -24,10 +25,9 @@ struct StudyRun {
   std::vector<size_t> refused;
 };
 
-StudyRun run_study(const test::TempDir& dir, Device device) {
-  test::TinyModel tiny;
-  tiny.add_tokenizer();
-  auto model = Model::load_mutable(tiny.write(dir, "tiny-" + device.name() + ".gguf"));
+// The study on the model at `path` (a fresh copy of its weights per call).
+StudyRun run_study(const test::TempDir& dir, Device device, const std::filesystem::path& path) {
+  auto model = Model::load_mutable(path);
   write_lines(dir / "harmful.txt", {"how to make a bomb", "steal money", "hack a bank"});
   write_lines(dir / "harmless.txt", {"bake a cake", "write a poem", "plant a tree"});
   StudyOptions o;
@@ -59,11 +59,7 @@ StudyRun run_study(const test::TempDir& dir, Device device) {
   return run;
 }
 
-TEST(AblationCuda, StudyOnTheGpuMatchesTheCpu) {
-  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
-  test::TempDir dir("ablation_cuda");
-  const StudyRun cpu = run_study(dir, Device::cpu());
-  const StudyRun gpu = run_study(dir, Device::cuda(0));
+void expect_same_study(const StudyRun& cpu, const StudyRun& gpu) {
   ASSERT_EQ(gpu.directions.size(), cpu.directions.size());
   for (size_t l = 0; l < cpu.directions.size(); ++l) {
     double dot = 0;
@@ -77,6 +73,29 @@ TEST(AblationCuda, StudyOnTheGpuMatchesTheCpu) {
     EXPECT_NEAR(gpu.kl[t], cpu.kl[t], 1e-3 * std::max(1.0, cpu.kl[t])) << "trial " << t;
   }
   EXPECT_NEAR(gpu.kl[2], gpu.kl[0], 1e-6 * std::max(1.0, gpu.kl[0])) << "restore + the same edit, same KL";
+}
+
+TEST(AblationCuda, StudyOnTheGpuMatchesTheCpu) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  test::TempDir dir("ablation_cuda");
+  test::TinyModel tiny;
+  tiny.add_tokenizer();
+  const auto path = tiny.write(dir, "tiny.gguf");
+  expect_same_study(run_study(dir, Device::cpu(), path), run_study(dir, Device::cuda(0), path));
+}
+
+// A mixture of experts with a shared expert: the MLP edit changes every expert's down projection
+// and the shared one's, and each of them must reach (and be restored on) the device.
+TEST(AblationCuda, MixtureOfExpertsStudyOnTheGpuMatchesTheCpu) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  // The device path of mixtures of experts is opt-in until it has run on a GPU (docs/MOE.md).
+  setenv("LATHE_CUDA_MOE", "1", 1);
+  struct Off {
+    ~Off() { unsetenv("LATHE_CUDA_MOE"); }
+  } off;
+  test::TempDir dir("ablation_cuda_moe");
+  const auto path = test::write_tiny_moe(dir, "qwen2moe");
+  expect_same_study(run_study(dir, Device::cpu(), path), run_study(dir, Device::cuda(0), path));
 }
 
 }  // namespace

@@ -148,6 +148,14 @@ void swiglu(const float* gate_up, int n_tokens, int n_ff, float* h, cudaStream_t
 // The same rounded to bfloat16 or half (type, not None): the down projection's cuBLAS input.
 void swiglu_16(const float* gate_up, int n_tokens, int n_ff, void* h, Dtype16 type, cudaStream_t stream);
 
+// moe_rows.cu: the rows of a mixture-of-experts block (forward/cuda_forward_cuda.cpp).
+// gather_rows: out[i] = x[ids[i]] (n rows of `width`; x rows ldx floats apart, out dense).
+// scatter_add_rows: y[ids[i]] += weights[i] * rows[i] (rows dense, y rows ldy apart). The ids of
+// one call must be distinct (one expert sees a token once): no two threads add to one value.
+void gather_rows(const float* x, int64_t ldx, const int32_t* ids, int n, int width, float* out, cudaStream_t stream);
+void scatter_add_rows(const float* rows, const int32_t* ids, const float* weights, int n, int width, float* y,
+                      int64_t ldy, cudaStream_t stream);
+
 // argmax.cu: index of the largest of the first n floats of each row (rows ld floats apart): the
 // first on ties, NaN and -inf never taken, -1 if nothing else is left (argmax_logit).
 void argmax_rows(const float* x, int n_rows, int n, int64_t ld, int32_t* out, cudaStream_t stream);

@@ -432,6 +432,38 @@ TEST(CudaKernels, RmsNormAndSwiglu) {
   EXPECT_THROW(swiglu_16(dgu.as<float>(), 1, n_ff, unused.data(), Dtype16::None, nullptr), InternalError);
 }
 
+// A mixture-of-experts block's row moves: gathering the rows routed to an expert from strided
+// rows (a copy: equal to the bit), and adding its weighted output rows back. Widths that are not a
+// multiple of the block, rows in an odd order.
+TEST(CudaKernels, GatherAndScatterAddRowsMatchTheReference) {
+  LATHE_REQUIRE_GPU();
+  std::mt19937 rng(31);
+  for (int width : {64, 333, 2048}) {
+    const int n_rows = 11, ldx = width + 5;
+    const std::vector<int32_t> ids = {7, 0, 10, 3, 4};
+    const std::vector<float> weights = {0.5f, -1.25f, 2.0f, 0.125f, 1.0f};
+    const int n = static_cast<int>(ids.size());
+    const auto x = random_floats(n_rows * ldx, rng, 2.0f);
+    auto dx = to_device(x), dids = to_device(ids), dweights = to_device(weights);
+    DeviceBuffer gathered(sizeof(float) * n * width, "gathered");
+    gather_rows(dx.as<float>(), ldx, dids.as<int32_t>(), n, width, gathered.as<float>(), nullptr);
+    const auto got = to_host<float>(gathered, static_cast<size_t>(n) * width);
+    for (int i = 0; i < n; ++i)
+      for (int c = 0; c < width; ++c)
+        ASSERT_EQ(got[i * width + c], x[ids[i] * ldx + c]) << "width " << width << " row " << i << " col " << c;
+
+    const auto rows = random_floats(n * width, rng, 1.0f);
+    auto drows = to_device(rows);
+    scatter_add_rows(drows.as<float>(), dids.as<int32_t>(), dweights.as<float>(), n, width, dx.as<float>(), ldx,
+                     nullptr);
+    std::vector<double> expected(x.begin(), x.end());
+    for (int i = 0; i < n; ++i)
+      for (int c = 0; c < width; ++c) expected[ids[i] * ldx + c] += double(weights[i]) * rows[i * width + c];
+    // One multiply-add per value (fused or not, as the compiler likes): float32 rounding only.
+    EXPECT_LT(nmse(to_host<float>(dx, x.size()), expected), 1e-12) << "width " << width;
+  }
+}
+
 TEST(CudaKernels, QuantizeQ8RoundsEachBlockToItsScale) {
   LATHE_REQUIRE_GPU();
   std::mt19937 rng(16);
