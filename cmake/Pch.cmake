@@ -44,7 +44,7 @@ endfunction()
 # Unity builds: a target's sources are compiled BATCH at a time as one translation unit, so that
 # the header-only code they all instantiate is generated once per batch. Files in one batch share
 # a translation unit: their file-local names (anonymous namespaces, statics) must differ.
-option(LATHE_UNITY "Compile the front doors' sources a few at a time as unity sources" ON)
+option(LATHE_UNITY "Compile the library's and the CLI's sources a few at a time as unity sources" ON)
 
 # lathe_unity(TARGET BATCH)
 function(lathe_unity target batch)
