@@ -8,6 +8,7 @@
 #include "arch/hparams.hpp"
 #include "backend/cpu/thread_pool.hpp"
 #include "core/quant.hpp"
+#include "core/splitmix.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe::edit {
@@ -78,13 +79,8 @@ double low_rank_approximation(const std::vector<float>& m, int64_t rows, int64_t
   cpu::ThreadPool pool;
   // A fixed start (splitmix64 values in [-0.5, 0.5)): the same adapter on every machine.
   Columns q(static_cast<size_t>(cols * k)), y;
-  uint64_t state = 0x9e3779b97f4a7c15ull;
-  for (double& x : q) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    x = static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53 - 0.5;
-  }
+  uint64_t state = kSplitmixGamma;
+  for (double& x : q) x = static_cast<double>(splitmix64_next(state) >> 11) * 0x1.0p-53 - 0.5;
   orthonormalize(q, cols, k);
   // Subspace iteration: each round multiplies the error of the subspace by (s_{k+1} / s_k)^2.
   constexpr int kRounds = 12;

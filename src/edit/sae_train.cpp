@@ -9,6 +9,7 @@
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/thread_pool.hpp"
 #include "core/matrix.hpp"
+#include "core/splitmix.hpp"
 #include "io/output_path.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
@@ -18,13 +19,8 @@ namespace {
 
 using nlohmann::json;
 
-// splitmix64: a portable generator (the same draws on every standard library).
-uint64_t next_random(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+// splitmix64 (core/splitmix.hpp): the same draws on every standard library.
+uint64_t next_random(uint64_t& state) { return splitmix64_next(state); }
 
 double uniform01(uint64_t& state) { return (static_cast<double>(next_random(state) >> 11) + 0.5) * 0x1.0p-53; }
 

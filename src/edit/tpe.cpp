@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include "core/splitmix.hpp"
 #include "lathe/error.hpp"
 
 namespace lathe::edit {
@@ -18,12 +19,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // splitmix64: spreads (seed, history size) over the 64-bit seed of the engine, so neighbouring
 // seeds and history sizes give unrelated streams.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+uint64_t splitmix64(uint64_t x) { return splitmix64_next(x); }
 
 // mt19937_64's output sequence is fixed by the standard; std::uniform_real_distribution and
 // std::normal_distribution are not, so the draws from it are our own.

@@ -11,19 +11,12 @@
 #include <utility>
 
 #include "core/quant.hpp"
+#include "core/splitmix.hpp"
 #include "lathe/error.hpp"
 #include "train/ops.hpp"
 
 namespace lathe::train {
 namespace {
-
-uint64_t mix64(uint64_t z) noexcept {  // splitmix64's finalizer
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
 
 // The matrices of a layer by GGUF name (absent ones skipped).
 std::vector<std::pair<std::string_view, const MatrixView*>> layer_matrices(const LayerWeights& lw) {
@@ -171,18 +164,18 @@ void add_bias(auto* rows, const std::vector<float>& bias, int64_t n, int64_t wid
 }  // namespace
 
 bool LoraDropout::keeps(size_t pair, int64_t token, int64_t col) const noexcept {
-  uint64_t h = mix64(seed + kGolden * (static_cast<uint64_t>(pair) + 1));
-  h = mix64(h ^ (kGolden * (static_cast<uint64_t>(token) + 1)));
-  h = mix64(h ^ static_cast<uint64_t>(col));
+  uint64_t h = splitmix64_mix(seed + kSplitmixGamma * (static_cast<uint64_t>(pair) + 1));
+  h = splitmix64_mix(h ^ (kSplitmixGamma * (static_cast<uint64_t>(token) + 1)));
+  h = splitmix64_mix(h ^ static_cast<uint64_t>(col));
   const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // uniform in [0, 1)
   return u >= p;
 }
 
 uint64_t dropout_seed(uint64_t run_seed, int64_t step, int64_t example, int64_t stream) noexcept {
-  uint64_t h = mix64(run_seed ^ 0x6c6f7261dull);  // "lora" + d: not the adapters' init stream
-  h = mix64(h ^ (kGolden * static_cast<uint64_t>(step + 1)));
-  h = mix64(h ^ (kGolden * static_cast<uint64_t>(example + 1)));
-  return mix64(h ^ static_cast<uint64_t>(stream));
+  uint64_t h = splitmix64_mix(run_seed ^ 0x6c6f7261dull);  // "lora" + d: not the adapters' init stream
+  h = splitmix64_mix(h ^ (kSplitmixGamma * static_cast<uint64_t>(step + 1)));
+  h = splitmix64_mix(h ^ (kSplitmixGamma * static_cast<uint64_t>(example + 1)));
+  return splitmix64_mix(h ^ static_cast<uint64_t>(stream));
 }
 
 template <class T>
