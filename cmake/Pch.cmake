@@ -47,8 +47,16 @@ endfunction()
 option(LATHE_UNITY "Compile the library's and the CLI's sources a few at a time as unity sources" ON)
 
 # lathe_unity(TARGET BATCH)
+# CUDA sources stay one per unit: newer CMake (3.31+, the GPU machine's) batches them too, and the
+# kernel files share file-local names (kThreads, kWarps); CMake 3.25 here never batched them.
 function(lathe_unity target batch)
   if(LATHE_UNITY)
     set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${batch})
+    get_target_property(sources ${target} SOURCES)
+    foreach(source IN LISTS sources)
+      if(source MATCHES "\\.cu$")
+        set_source_files_properties(${source} TARGET_DIRECTORY ${target} PROPERTIES SKIP_UNITY_BUILD_INCLUSION ON)
+      endif()
+    endforeach()
   endif()
 endfunction()
