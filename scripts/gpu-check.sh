@@ -3,7 +3,8 @@
 # short table last. Stages (LATHE_GPU_STAGES, comma-separated; default: all but big8):
 #   build      CUDA build for sm_90 (only the targets the later stages need)
 #   kernels    every CUDA kernel vs the CPU reference (tests/backend/cuda)
-#   forward    CUDA vs CPU on whole models, hooks, batching, 100-generation memory check, batch
+#   forward    CUDA vs CPU on whole models, hooks, batching, 100-generation memory check, layer
+#              streaming vs resident (tests/forward/test_cuda_stream.cpp), batch
 #              invariance of the scheduler's mixed passes (tests/forward/test_cuda_batch.cpp)
 #   tiny_hf    CPU and CUDA forward vs transformers on tiny models of every architecture
 #   big05      Qwen2.5-0.5B-shaped random bf16 model: logits vs transformers, HF speed, lathe bench
@@ -76,7 +77,7 @@ if has build; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DLATHE_ORACLE_PYTHON="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
   # LATHE_GPU_BUILD_TARGETS builds fewer (a short call: only what its stages run).
-  targets=(${LATHE_GPU_BUILD_TARGETS:-lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_vs_transformers
+  targets=(${LATHE_GPU_BUILD_TARGETS:-lathe_cli test_cuda_kernels test_cuda_forward test_cuda_batch test_cuda_stream test_vs_transformers
     test_cuda_vs_hf_big test_device_layout test_ablation_cuda test_sae_cuda api_engine_budget_test lathe_bench_cuda_matvec
     lathe_bench_mixed})
   ninja -C build-gpu -j "$(nproc)" "${targets[@]}" >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUT/build.log" | head -60; exit 1; }
@@ -155,6 +156,8 @@ if has forward; then
   grep -E 'token-identical|differs from|steps$' "$LOGS/batch.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   [ -n "$BASE" ] && run_gtest forward_base "forward CUDA vs CPU (baseline)" "$BASE_SRC/build/tests/forward/test_cuda_forward" --gtest_filter=-*DefaultModel*
   grep -E '^(F32|F16|BF16|Q8_0|Q4_0|Q4_1) n_batch' "$LOGS/forward.log" | tr '\n' ';' | sed 's/^/    /'; echo
+  run_gtest stream "layer streaming: streamed vs resident tokens" $T/forward/test_cuda_stream $default_filter
+  grep -E 'layers streamed|streamed with room' "$LOGS/stream.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
   run_gtest ablation "abliteration study on CUDA vs CPU" build-gpu/tests/edit/test_ablation_cuda
   run_gtest budget "engine GPU memory budget (--vram-budget)" build-gpu/tests/api/api_engine_budget_test $default_filter
   grep -E '^budget ' "$LOGS/budget.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true

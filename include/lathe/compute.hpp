@@ -42,7 +42,13 @@ struct ComputeOptions {
   // groups of up to 8 tokens and decode attention with a fixed split for every row. Costs prefill
   // speed (docs/PERFORMANCE.md); decode of up to 8 sequences runs as before.
   bool batch_invariant = false;
+  // GPU memory the engine may hold for weights + KV cache + scratch (CUDA only; 0: no limit).
+  // Layers that do not fit beside the KV cache and scratch stream from host memory as each pass
+  // runs (docs/STREAMING.md); kVramBudgetAuto: as much as is free, less 1 GiB.
+  uint64_t vram_budget = 0;
 };
+
+inline constexpr uint64_t kVramBudgetAuto = UINT64_MAX;
 
 // InvalidArgumentError naming the field when n_batch is 0 or n_threads negative.
 void validate(const ComputeOptions& options);

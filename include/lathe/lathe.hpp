@@ -143,6 +143,13 @@ struct MemoryUse {
   uint64_t kv = 0;          // KV cache
   uint64_t scratch = 0;     // activations, logits
   uint64_t free = 0, total = 0;  // the device's free and total memory after allocation (0 on the CPU)
+  // Layer streaming (CUDA with ComputeOptions::vram_budget, docs/STREAMING.md): layers streamed of
+  // n_layers, the device slots they take turns in (each slot_bytes, counted in `weights`), their
+  // pinned host copies and the seconds making those took; min_budget: the least vram_budget this
+  // engine runs in (every layer streamed through two slots).
+  uint32_t streamed_layers = 0, n_layers = 0, slots = 0;
+  uint64_t slot_bytes = 0, pinned_host = 0, min_budget = 0;
+  double pinning_seconds = 0;
 };
 
 // One conversation's state: the tokens evaluated so far and their keys/values.

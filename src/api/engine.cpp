@@ -16,7 +16,8 @@ std::string gib(uint64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<d
 uint64_t engine_bytes(const runtime::EngineMemory& m) { return m.weights + m.kv + m.scratch; }
 
 // The engine within EngineOptions::vram_budget: as asked, or (n_ctx left to lathe) with the
-// context shortened, 256 tokens at a time, to the longest that fits. The KV cache grows linearly
+// context shortened, 256 tokens at a time, to the longest that fits; weights larger than the
+// budget stream instead. The KV cache grows linearly
 // with the context; the scratch hardly depends on it, so the first estimate is nearly exact and
 // the loop only corrects a rounding.
 std::unique_ptr<runtime::Engine> engine_within_budget(const Model& model, EngineOptions& options, bool context_given) {
@@ -30,11 +31,13 @@ std::unique_ptr<runtime::Engine> engine_within_budget(const Model& model, Engine
     throw InvalidArgumentError(fmt::format("a GPU memory budget (EngineOptions::vram_budget, --vram-budget) applies to a "
                                            "CUDA device; this engine runs on {}",
                                            options.compute.device.name()));
-  const uint64_t file_weights = model.summary().weight_bytes;
-  if (file_weights > budget)
-    throw InvalidArgumentError(fmt::format("the GPU memory budget (--vram-budget) of {} is smaller than {}'s weights "
-                                           "alone ({}): raise it, or use a smaller weight type",
-                                           gib(budget), model.summary().path, gib(file_weights)));
+  // Weights larger than the budget stream (docs/STREAMING.md) at the context asked: the forward
+  // pass keeps what fits of them beside the KV cache and says the least budget when that is
+  // nothing.
+  if (model.summary().weight_bytes > budget) {
+    options.compute.vram_budget = budget;
+    return make();
+  }
   constexpr uint32_t kStep = 256;
   for (;;) {
     auto engine = make();
@@ -81,7 +84,7 @@ const Model& Engine::model() const noexcept { return *impl_->model; }
 const EngineOptions& Engine::options() const noexcept { return impl_->options; }
 MemoryUse Engine::memory_use() const {
   const runtime::EngineMemory m = impl_->engine->memory();
-  return {m.device, m.weights, m.kv, m.scratch, m.free, m.total};
+  return public_memory_use(m);
 }
 
 }  // namespace lathe

@@ -37,6 +37,23 @@ struct Model::Impl {
 // The context a session or engine gets when none is asked for: the training context, at most 4096.
 uint32_t default_context(const Model& model, uint32_t requested);
 
+// An engine's memory as the public API reports it.
+inline MemoryUse public_memory_use(const runtime::EngineMemory& m) {
+  return {.device = m.device,
+          .weights = m.weights,
+          .kv = m.kv,
+          .scratch = m.scratch,
+          .free = m.free,
+          .total = m.total,
+          .streamed_layers = m.streamed_layers,
+          .n_layers = m.n_layers,
+          .slots = m.slots,
+          .slot_bytes = m.slot_bytes,
+          .pinned_host = m.pinned_host,
+          .min_budget = m.min_budget,
+          .pinning_seconds = m.pinning_seconds};
+}
+
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   SessionOptions options;

@@ -107,7 +107,7 @@ const SessionOptions& Session::options() const noexcept { return impl_->options;
 
 MemoryUse Session::memory_use() const {
   const runtime::EngineMemory m = impl_->engine->memory();
-  return {m.device, m.weights, m.kv, m.scratch, m.free, m.total};
+  return public_memory_use(m);
 }
 const Model& Session::model() const noexcept { return *impl_->model; }
 

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/cuda/device.hpp"
 #include "cli/commands.hpp"
 #include "cli/format.hpp"
 #include "cli/generation.hpp"
@@ -199,8 +200,13 @@ int bench(const BenchArgs& args) {
                                      static_cast<uint32_t>(args.parallel), args.reps, session.hooks()));
 
   const ModelSummary& s = model->summary();
+  const MemoryUse memory = session.memory_use();
+  // Streaming: the pinned host-to-device rate, measured now, and the floor it sets on a pass
+  // (every streamed byte crosses once per pass).
+  const double h2d_gbps = memory.streamed_layers > 0 ? cuda::pinned_host_to_device_gbps(compute.device.index) : 0;
+  const double floor_s = h2d_gbps > 0 ? static_cast<double>(memory.pinned_host) / (h2d_gbps * 1e9) : 0;
   if (args.json) {
-    const std::string device = session.memory_use().device;
+    const std::string device = memory.device;
     nlohmann::json out = nlohmann::json::array();
     for (const TestResult& t : results)
       out.push_back({{"model", s.path},
@@ -218,6 +224,16 @@ int bench(const BenchArgs& args) {
                      {"n_batch", session_options.compute.n_batch},
                      {"kv_type", args.session.kv_type},
                      {"batch_invariant", session_options.compute.batch_invariant},
+                     {"vram_budget", session_options.compute.vram_budget == kVramBudgetAuto
+                                         ? nlohmann::json("auto")
+                                         : nlohmann::json(session_options.compute.vram_budget)},
+                     {"streamed_layers", memory.streamed_layers},
+                     {"n_layers", memory.n_layers},
+                     {"streamed_bytes_per_pass", memory.pinned_host},
+                     {"pinning_seconds", memory.pinning_seconds},
+                     {"h2d_gbps", h2d_gbps},
+                     {"floor_s_per_pass", floor_s},
+                     {"device_weight_bytes", memory.weights},
                      {"threads", threads},
                      {"test", t.name},
                      {"n_prompt", t.n_prompt},
@@ -239,6 +255,12 @@ int bench(const BenchArgs& args) {
                               : human_count(s.n_params),
                (backend == "cpu" ? std::string("CPU") : backend) + (compute.batch_invariant ? " batch-invariant" : ""),
                threads, t.name, t.mean, t.stddev);
+  if (memory.streamed_layers > 0)
+    fmt::print("\nstreaming {} of {} layers: {} per pass over a {:.1f} GB/s pinned link (measured now), a floor of {:.3f} "
+               "s per pass ({:.2f} t/s at batch 1); host copies pinned in {:.1f} s ({:.2f} s/GiB)\n",
+               memory.streamed_layers, memory.n_layers, human_bytes(memory.pinned_host), h2d_gbps, floor_s,
+               floor_s > 0 ? 1.0 / floor_s : 0.0, memory.pinning_seconds,
+               memory.pinned_host > 0 ? memory.pinning_seconds / (static_cast<double>(memory.pinned_host) / (1ull << 30)) : 0.0);
   if (s.n_expert > 0)
     fmt::print("\n{} experts per layer, {} per token: {} of weights read per generated token (the routed experts' "
                "share of a batch's reads grows with the experts its tokens choose)\n",

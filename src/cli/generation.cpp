@@ -8,6 +8,7 @@
 #include <random>
 #include <utility>
 
+#include "cli/format.hpp"
 #include "edit/control_vector.hpp"
 #include "edit/sae.hpp"
 #include "io/file_spec.hpp"
@@ -64,7 +65,7 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved) {
     fmt::print(stderr, "seed: {} (repeat this run with --seed {})\n", resolved.seed, resolved.seed);
 }
 
-void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help) {
+void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help, bool with_vram_budget) {
   cmd.add_option("-t,--threads", args.n_threads,
                  fmt::format("CPU threads; 0 = one per physical core ({} here)", default_cpu_threads()))
       ->capture_default_str();
@@ -72,6 +73,11 @@ void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& devi
   cmd.add_flag("--batch-invariant", args.batch_invariant,
                "make each sequence's results independent of the batch it runs in (CUDA: per-token kernels, slower "
                "prefill; the CPU is always batch-invariant)");
+  if (with_vram_budget)
+    cmd.add_option("--vram-budget", args.vram_budget,
+                   "GPU memory for weights, KV cache and scratch, e.g. 4G (K/M/G/T: powers of 1024), or auto (what is "
+                   "free, less 1 GiB); the layers that do not fit stream from host memory in every pass "
+                   "(docs/STREAMING.md). serve: without -c the context per slot shrinks first while the weights fit");
 }
 
 ComputeOptions resolve_compute(const ComputeArgs& args) {
@@ -85,6 +91,13 @@ ComputeOptions resolve_compute(const ComputeArgs& args) {
     options.device = Device::parse(args.device);
   } catch (const InvalidArgumentError& e) {
     throw InvalidArgumentError(fmt::format("--device: {}", e.what()));
+  }
+  if (!args.vram_budget.empty()) {
+    if (!options.device.is_cuda())
+      throw InvalidArgumentError(fmt::format("--vram-budget {} applies to a GPU; this runs on {} (add --device cuda)",
+                                             args.vram_budget, options.device.name()));
+    options.vram_budget =
+        args.vram_budget == "auto" ? kVramBudgetAuto : parse_size(args.vram_budget, "--vram-budget", uint64_t{1} << 50);
   }
   // More threads than CPUs compute the same results, only slower: say so rather than refuse.
   const int cpus = available_cpus();
@@ -147,6 +160,12 @@ void report_device_memory(const Session& session) {
   auto mib = [](uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); };
   fmt::print(stderr, "{}: weights {}, KV cache {}, scratch {}; {} free of {}\n", m.device, mib(m.weights), mib(m.kv),
              mib(m.scratch), mib(m.free), mib(m.total));
+  if (m.streamed_layers > 0)
+    fmt::print(stderr,
+               "streaming {} of {} layers through {} slots of {} on the GPU, from {} of pinned host memory (made in "
+               "{:.1f} s); the least --vram-budget that runs: {}\n",
+               m.streamed_layers, m.n_layers, m.slots, mib(m.slot_bytes), mib(m.pinned_host), m.pinning_seconds,
+               mib(m.min_budget));
 }
 
 void add_control_vector_flags(CLI::App& cmd, ControlVectorArgs& args) {

@@ -20,7 +20,6 @@ namespace {
 
 struct ServeArgs {
   std::string model, template_file, host = "127.0.0.1", api_key, api_key_file, max_body_size = "32M", cors_origin, alias;
-  std::string vram_budget;  // empty: no limit
   int64_t port = 8080, parallel = 4, max_queue = 64;
   double shutdown_timeout = 5;
   bool no_webui = false;
@@ -76,11 +75,11 @@ int run_serve(const ServeArgs& args) {
   options.service.max_queue = static_cast<size_t>(args.max_queue);
   options.api_key = args.api_key_file.empty() ? args.api_key : read_key_file(args.api_key_file);
   options.max_body_bytes = parse_size(args.max_body_size, "--max-body-size", uint64_t{64} << 30);
-  if (!args.vram_budget.empty()) {
-    if (!session.compute.device.is_cuda())
-      throw InvalidArgumentError(fmt::format("--vram-budget {} applies to a GPU; this server runs on {} (add --device cuda)",
-                                             args.vram_budget, session.compute.device.name()));
-    options.service.vram_budget = parse_size(args.vram_budget, "--vram-budget", uint64_t{1} << 50);
+  // A given budget is the server's (the context shrinks to fit while the weights do, else layers
+  // stream); auto streams what does not fit in the free memory at the asked context.
+  if (session.compute.vram_budget != kVramBudgetAuto) {
+    options.service.vram_budget = session.compute.vram_budget;
+    options.service.compute.vram_budget = 0;
   }
   options.cors_origin = args.cors_origin;
   options.webui = !args.no_webui;
@@ -108,9 +107,6 @@ Runner add_serve(CLI::App& app) {
   cmd->add_option("--api-key-file", args->api_key_file, "file whose first line is the key");
   cmd->add_option("--max-body-size", args->max_body_size, "largest request body (bytes, or with K/M/G); larger: 413")
       ->capture_default_str();
-  cmd->add_option("--vram-budget", args->vram_budget,
-                  "GPU memory the server may hold (weights, KV cache, scratch), e.g. 20G; without -c the context "
-                  "per slot is shortened to fit, with -c a budget it does not fit is an error");
   cmd->add_option("--cors-origin", args->cors_origin, "allow browser pages from this origin (or *) to call the API");
   cmd->add_flag("--no-webui", args->no_webui, "do not serve the web chat page at /");
   cmd->add_option("--alias", args->alias, "the model's name in answers and /v1/models (default: the file's name)");

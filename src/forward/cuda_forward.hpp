@@ -39,6 +39,10 @@ struct CudaForwardOptions {
   uint32_t max_batch = 1;  // tokens per call
   DeviceKvView kv;
   bool batch_invariant = false;  // ComputeOptions::batch_invariant
+  // GPU memory for weights + KV cache + scratch (ComputeOptions::vram_budget; 0: no limit, every
+  // layer resident; kVramBudgetAuto: what is free). Layers that do not fit stream
+  // (docs/STREAMING.md).
+  uint64_t vram_budget = 0;
 };
 
 // Device memory held, by purpose.
@@ -47,6 +51,12 @@ struct CudaMemoryUse {
   std::string device_name;
   uint64_t weights = 0, kv = 0, scratch = 0;  // scratch: activations, logits, partial sums
   uint64_t free = 0, total = 0;                // of the whole device, after allocation
+  // Streaming (docs/STREAMING.md): layers streamed of all, the slots they take turns in (counted in
+  // `weights`), their pinned host copies and the time making those took, and the least budget
+  // that would run this engine streamed (every layer streamed through two slots).
+  uint32_t streamed_layers = 0, n_layers = 0, slots = 0;
+  uint64_t slot_bytes = 0, pinned_host = 0, min_budget = 0;
+  double pinning_seconds = 0;
 };
 
 class CudaForward {

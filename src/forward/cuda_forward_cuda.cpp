@@ -14,10 +14,13 @@
 #include "backend/cuda/memory.hpp"
 #include "backend/cuda/switches.hpp"
 #include "lathe/error.hpp"
+#include "forward/cuda_layer_stream.hpp"
 #include "forward/cuda_linear.hpp"
 #include "forward/cuda_scratch.hpp"
 #include "forward/moe_routing.hpp"
+#include "lathe/compute.hpp"
 #include "weights/cuda_weights.hpp"
+#include "weights/stream_plan.hpp"
 
 namespace lathe {
 
@@ -30,6 +33,8 @@ struct CudaForward::Impl {
   CudaForwardOptions opt;
   std::shared_ptr<CudaWeights> dw;
   std::unique_ptr<ResidentLayersOf<CudaLayerWeights>> resident;
+  std::unique_ptr<StreamedCudaLayers> streamed;  // when some layers stream (docs/STREAMING.md)
+  uint64_t min_budget = 0;                       // the least --vram-budget streaming runs in
   CudaLayerSource* layers = nullptr;  // where each layer's weights come from (the weights seam)
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::Blas> blas;
@@ -84,29 +89,62 @@ struct CudaForward::Impl {
     cuda::check(cudaGetDeviceProperties(&prop, opt.device), "reading the device properties");
     multiprocessors = prop.multiProcessorCount;
     device_name = prop.name;
-    dw = CudaWeights::get(w, opt.device);
-    resident = std::make_unique<ResidentLayersOf<CudaLayerWeights>>(dw->layers);
-    layers = resident.get();
     n_embd = hp.n_embd;
     q_w = int64_t{hp.n_head} * head_dim;
     kv_w = int64_t{hp.n_head_kv} * head_dim;
     qkv_w = q_w + 2 * kv_w;
     n_ff = hp.n_ff;
-    n_vocab = dw->output.rows;
+    n_vocab = w.output.rows;
 
+    // The scratch first: what the weights may take of a budget is what it and the KV cache leave.
+    const CudaWeightsSizes sizes = CudaWeights::sizes(w);
     cuda::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a CUDA stream");
     blas = std::make_unique<cuda::Blas>(stream);
     k_tab = opt.kv.k_tables;
     v_tab = opt.kv.v_tables;
     rope_table = make_device_rope_table(w.rope, opt.kv.n_ctx);
-    scratch = std::make_unique<CudaScratch>(hp, *dw, opt.max_batch, multiprocessors, opt.batch_invariant);
+    scratch = std::make_unique<CudaScratch>(hp, sizes.shape, opt.max_batch, multiprocessors, opt.batch_invariant);
     products = std::make_unique<CudaLinear>(*scratch, *blas, stream, hp.rms_eps, n_embd, opt.batch_invariant);
     logits.n_vocab = n_vocab;
     grow_logits(1);
+    dw = CudaWeights::get(w, opt.device, streaming_plan(sizes));
+    if (dw->n_streamed > 0) {
+      streamed = std::make_unique<StreamedCudaLayers>(dw, stream);
+      layers = streamed.get();
+    } else {
+      resident = std::make_unique<ResidentLayersOf<CudaLayerWeights>>(dw->layers);
+      layers = resident.get();
+    }
+  }
+
+  // Which layers stream (empty: none) under opt.vram_budget: the room left for weights is the
+  // budget less the KV cache and the scratch (all allocated by now); `auto` takes what is free,
+  // less a margin for cuBLAS's workspace and the captured graphs.
+  std::vector<bool> streaming_plan(const CudaWeightsSizes& sizes) {
+    const uint64_t others =
+        opt.kv.bytes + opt.kv.table_bytes + scratch->bytes() + rope_table.bytes() + logits.dev.bytes();
+    const uint64_t largest_layer = sizes.layers.empty() ? 0 : *std::max_element(sizes.layers.begin(), sizes.layers.end());
+    min_budget = others + sizes.always_resident + std::min<uint64_t>(sizes.layers.size(), 2) * largest_layer;
+    // LATHE_CUDA_STREAM_LAYERS=all streams every layer whatever the budget: the tests run the
+    // streaming path on models that fit (tests/forward/test_cuda_stream.cpp, scripts/gpu-check.sh).
+    if (const char* env = std::getenv("LATHE_CUDA_STREAM_LAYERS"); env != nullptr && std::string(env) == "all")
+      return plan_layer_streaming(sizes.always_resident, sizes.layers, UINT64_MAX, 2, 0).streamed;
+    if (opt.vram_budget == 0) return {};
+    uint64_t room = 0;
+    if (opt.vram_budget == kVramBudgetAuto) {
+      constexpr uint64_t kMargin = uint64_t{1} << 30;
+      const uint64_t free = cuda::mem_info().free;
+      room = free > kMargin ? free - kMargin : 0;
+    } else {
+      room = opt.vram_budget > others ? opt.vram_budget - others : 0;
+    }
+    const StreamPlan plan = plan_layer_streaming(sizes.always_resident, sizes.layers, room, 2, UINT32_MAX, "--vram-budget");
+    return plan.n_streamed > 0 ? plan.streamed : std::vector<bool>{};
   }
 
   ~Impl() {
     if (stream != nullptr) cudaStreamSynchronize(stream);
+    streamed.reset();
     if (graph != nullptr) cudaGraphExecDestroy(graph);
     products.reset();
     blas.reset();
@@ -422,6 +460,7 @@ struct CudaForward::Impl {
   // The whole pass over the n rows of the current plan, whose ids, positions and slots are
   // already on the device; logits for the rows in logit_stretches.
   void forward_pass(int n) {
+    layers->begin_pass();
     cuda::embed_rows(dw->token_embd, scratch->d_tokens(), n, scratch->x, stream);
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
       const CudaLayerWeights& L = layers->acquire(il);
@@ -572,7 +611,7 @@ struct CudaForward::Impl {
     // The captured step: one token that keeps its logits, with no hooks or hooks that run on the
     // device (the same plan every time), over weights that stay where the capture saw them. Not
     // for mixtures of experts: their routing reads the router's logits on the host (moe_block).
-    if (n == 1 && rows == 1 && hooks_on_device && layers->resident() && !hp.is_moe())
+    if (n == 1 && rows == 1 && hooks_on_device && layers->capturable() && !hp.is_moe())
       decode_step_graph(hooks_generation);
     else forward_pass(n);
     finish_run(rows);
@@ -596,7 +635,14 @@ CudaMemoryUse CudaForward::memory() const {
   CudaMemoryUse m;
   m.device = s.opt.device;
   m.device_name = s.device_name;
-  m.weights = s.dw->bytes;
+  m.weights = s.dw->bytes + (s.streamed ? s.streamed->device_bytes() : 0);
+  m.n_layers = static_cast<uint32_t>(s.dw->layers.size());
+  m.streamed_layers = s.dw->n_streamed;
+  m.slots = s.streamed ? s.streamed->slots() : 0;
+  m.slot_bytes = s.streamed ? s.streamed->slot_bytes() : 0;
+  m.pinned_host = s.dw->pinned_bytes;
+  m.pinning_seconds = s.dw->image_seconds;
+  m.min_budget = s.min_budget;
   m.kv = s.opt.kv.bytes;
   m.scratch = s.scratch->bytes() + s.logits.dev.bytes() + s.opt.kv.table_bytes + s.rope_table.bytes();
   cuda::use_device(s.opt.device);

@@ -20,7 +20,7 @@ struct CudaScratch {
   // Activations for max_batch tokens of a model with these shapes; `multiprocessors` sizes the
   // decode attention's token-split partial sums. `matvec_only`: every product runs as mat-vecs of
   // up to 8 tokens (batch-invariant passes), so cuBLAS's buffers are not needed.
-  CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch, int multiprocessors,
+  CudaScratch(const HParams& hp, const CudaWeightsShape& dw, uint32_t max_batch, int multiprocessors,
               bool matvec_only = false);
 
   uint32_t max_batch = 0;

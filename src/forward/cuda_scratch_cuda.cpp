@@ -23,7 +23,7 @@ int64_t CudaScratch::widest_ff(const HParams& hp) {
   return std::max({int64_t{hp.n_ff}, int64_t{hp.n_ff_exp}, int64_t{hp.n_ff_shexp}});
 }
 
-CudaScratch::CudaScratch(const HParams& hp, const CudaWeights& dw, uint32_t max_batch_, int multiprocessors,
+CudaScratch::CudaScratch(const HParams& hp, const CudaWeightsShape& dw, uint32_t max_batch_, int multiprocessors,
                          bool matvec_only)
     : max_batch(max_batch_) {
   const size_t B = max_batch;

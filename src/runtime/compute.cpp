@@ -30,6 +30,10 @@ void validate(const ComputeOptions& options) {
   if (options.n_batch == 0) throw InvalidArgumentError("n_batch (-b/--batch-size) must be at least 1");
   if (options.n_threads < 0)
     throw InvalidArgumentError(fmt::format("threads (-t/--threads) must be >= 0 (got {})", options.n_threads));
+  if (options.vram_budget != 0 && !options.device.is_cuda())
+    throw InvalidArgumentError(fmt::format("a GPU memory budget (--vram-budget, ComputeOptions::vram_budget) applies to "
+                                           "a CUDA device; this runs on {} (add --device cuda)",
+                                           options.device.name()));
 }
 
 int available_cpus() noexcept { return cpu::available_cpus(); }

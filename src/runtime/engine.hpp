@@ -41,6 +41,10 @@ struct EngineMemory {
   uint64_t weights = 0;      // device copy of the weights (0 on the CPU: they stay mapped)
   uint64_t kv = 0, scratch = 0;
   uint64_t free = 0, total = 0;  // device memory (0 on the CPU)
+  // Streaming (CUDA, docs/STREAMING.md; see CudaMemoryUse).
+  uint32_t streamed_layers = 0, n_layers = 0, slots = 0;
+  uint64_t slot_bytes = 0, pinned_host = 0, min_budget = 0;
+  double pinning_seconds = 0;
 };
 
 class Engine {

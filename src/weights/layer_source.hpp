@@ -17,9 +17,15 @@ class LayerSourceOf {
   // Layer `layer`'s weights, valid until release(layer).
   virtual const Layer& acquire(uint32_t layer) = 0;
   virtual void release(uint32_t layer) = 0;
-  // Whether every layer stays at one address for the source's lifetime (a captured CUDA graph,
-  // which fixes every weight address, may only replay over such a source).
+  // Whether every layer stays at one address for the source's lifetime, with nothing to do per pass.
   virtual bool resident() const noexcept = 0;
+  // Called at the top of every forward pass, before the first acquire (a streaming source starts
+  // its first copies here).
+  virtual void begin_pass() {}
+  // Whether a captured CUDA graph may replay the pass's use of the source: every weight address
+  // fixed, and all the source's work (copies included) ordered on the device streams, so that the
+  // capture records it.
+  virtual bool capturable() const noexcept { return resident(); }
 };
 
 // Every layer already in place: acquire is an index, release nothing.

@@ -1,6 +1,7 @@
 // EngineOptions::vram_budget (`lathe serve --vram-budget`): an engine holds at most that much GPU
 // memory. Left to lathe, the context shrinks until the engine fits; a given context that does not
-// fit, or weights alone over the budget, is an error saying what would fit. On the CPU a budget is
+// fit is an error saying what would fit; weights alone over the budget stream
+// (tests/forward/test_cuda_stream.cpp), and below streaming's minimum are an error saying it. On the CPU a budget is
 // refused. The GPU cases skip without a device (scripts/gpu-check.sh runs them). The tiny synthetic
 // model, with a trained context of 4096 tokens so that the default context can shrink: no model
 // file needs to travel to the GPU machine.
@@ -92,7 +93,8 @@ TEST(EngineBudget, GivenContextOrWeightsOverTheBudgetAreErrors) {
   const int fits = std::stoi(given.substr(at + 4));
   EXPECT_TRUE(fits == 2048 || fits == 1792) << given;
   const std::string weights = refusal(model, {.n_slots = 1, .compute = gpu, .vram_budget = 1024});  // < its weights
-  EXPECT_NE(weights.find("weights alone"), std::string::npos) << weights;
+  EXPECT_NE(weights.find("--vram-budget"), std::string::npos) << weights;
+  EXPECT_NE(weights.find("streaming them needs at least"), std::string::npos) << weights;
 }
 
 }  // namespace

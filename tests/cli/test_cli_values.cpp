@@ -239,17 +239,25 @@ TEST(CliValues, ContextAboveTheTrainedOneWarns) {
   EXPECT_EQ(within.err.find("warning"), std::string::npos) << within.err;
 }
 
-// --vram-budget is for a GPU: on the CPU, or with a value that is not a size, the server refuses
-// at once, naming the flag (test_engine_budget checks what it does on a GPU).
+// --vram-budget is for a GPU: on the CPU, or with a value that is not a size, every command that
+// runs a model refuses at once, naming the flag (test_engine_budget and test_cuda_stream check
+// what it does on a GPU).
 TEST(CliValues, VramBudgetIsRefusedOnTheCpuAndWhenNotASize) {
   LATHE_REQUIRE_MODEL();
-  const auto cpu = lathe_cli({"serve", "-m", default_model().string(), "--port", "0", "--vram-budget", "8G"});
-  EXPECT_EQ(cpu.exit_code, 1) << cpu.err;
-  EXPECT_NE(cpu.err.find("error: --vram-budget 8G applies to a GPU"), std::string::npos) << cpu.err;
-  const auto bad = lathe_cli({"serve", "-m", default_model().string(), "--port", "0", "--device", "cuda", "--vram-budget",
-                              "lots"});
-  EXPECT_EQ(bad.exit_code, 1) << bad.err;
-  EXPECT_NE(bad.err.find("error: --vram-budget 'lots' is not a size"), std::string::npos) << bad.err;
+  const std::string model = default_model().string();
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"serve", "-m", model, "--port", "0"}, {"run", "-m", model, "-p", "hi", "-n", "1"}, {"bench", "-m", model}}) {
+    auto cpu = command;
+    cpu.insert(cpu.end(), {"--vram-budget", "8G"});
+    const auto refused = lathe_cli(cpu);
+    EXPECT_EQ(refused.exit_code, 1) << command[0] << ": " << refused.err;
+    EXPECT_NE(refused.err.find("error: --vram-budget 8G applies to a GPU"), std::string::npos) << refused.err;
+    auto bad = command;
+    bad.insert(bad.end(), {"--device", "cuda", "--vram-budget", "lots"});
+    const auto not_size = lathe_cli(bad);
+    EXPECT_EQ(not_size.exit_code, 1) << command[0] << ": " << not_size.err;
+    EXPECT_NE(not_size.err.find("error: --vram-budget 'lots' is not a size"), std::string::npos) << not_size.err;
+  }
 }
 
 // --batch-invariant (a CUDA mode; test_cuda_batch checks what it does there) is accepted by the

@@ -36,10 +36,10 @@ struct TinyModel {
   // Nothing yet: metadata and tensors are the caller's (tests/common/tiny_moe.hpp).
   struct Empty {};
   explicit TinyModel(Empty) {}
-  // A complete 2-layer llama, except the tensor named `skip` and with `override_name` reshaped.
-  explicit TinyModel(const std::string& skip = "", DType matrix_type = DType::F32) {
+  // A complete llama of `layers` layers (2 by default), except the tensor named `skip`.
+  explicit TinyModel(const std::string& skip = "", DType matrix_type = DType::F32, uint32_t layers = kLayers) {
     writer.set("general.architecture", gguf::Value::str("llama"));
-    writer.set("llama.block_count", gguf::Value::u32(kLayers));
+    writer.set("llama.block_count", gguf::Value::u32(layers));
     writer.set("llama.embedding_length", gguf::Value::u32(kEmbd));
     writer.set("llama.feed_forward_length", gguf::Value::u32(kFf));
     writer.set("llama.attention.head_count", gguf::Value::u32(kHeads));
@@ -52,7 +52,7 @@ struct TinyModel {
     };
     add("token_embd.weight", {kEmbd, kVocab}, matrix_type);
     add("output_norm.weight", {kEmbd});
-    for (uint32_t i = 0; i < kLayers; ++i) {
+    for (uint32_t i = 0; i < layers; ++i) {
       const std::string p = "blk." + std::to_string(i) + ".";
       add(p + "attn_norm.weight", {kEmbd});
       add(p + "ffn_norm.weight", {kEmbd});

@@ -1,6 +1,7 @@
 // Abliteration on the CUDA backend: the same study on the tiny model run with device = cuda:0
 // must give the CPU study's directions, baseline and trial numbers, which holds only if every
-// edit and every restore reaches the device copy of the weights (weights/device_sync.hpp).
+// edit and every restore reaches the device copy of the weights (weights/device_sync.hpp), also
+// when the layers stream.
 // Skips without a CUDA device.
 #include <gtest/gtest.h>
 
@@ -82,6 +83,22 @@ TEST(AblationCuda, StudyOnTheGpuMatchesTheCpu) {
   tiny.add_tokenizer();
   const auto path = tiny.write(dir, "tiny.gguf");
   expect_same_study(run_study(dir, Device::cpu(), path), run_study(dir, Device::cuda(0), path));
+}
+
+// Every layer streamed (docs/STREAMING.md): the edits and restores reach the streamed layers'
+// host copies, which every pass copies in.
+TEST(AblationCuda, StudyWithStreamedLayersMatchesTheCpu) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  test::TempDir dir("ablation_cuda_streamed");
+  test::TinyModel tiny("", DType::F32, 4);
+  tiny.add_tokenizer();
+  const auto path = tiny.write(dir, "tiny4.gguf");
+  const StudyRun cpu = run_study(dir, Device::cpu(), path);
+  setenv("LATHE_CUDA_STREAM_LAYERS", "all", 1);
+  struct Off {
+    ~Off() { unsetenv("LATHE_CUDA_STREAM_LAYERS"); }
+  } off;
+  expect_same_study(cpu, run_study(dir, Device::cuda(0), path));
 }
 
 // A mixture of experts with a shared expert: the MLP edit changes every expert's down projection

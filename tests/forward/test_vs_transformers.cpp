@@ -10,7 +10,9 @@
 // runs this); skips elsewhere.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -29,8 +31,17 @@ class VsTransformers : public ::testing::TestWithParam<std::tuple<std::string, s
 
 TEST_P(VsTransformers, LogitsMatch) {
   const std::string arch = std::get<0>(GetParam());
-  const Device device = Device::parse(std::get<1>(GetParam()));
+  // "cuda-streamed": every layer streams through two device slots (docs/STREAMING.md).
+  const bool streamed = std::get<1>(GetParam()) == "cuda-streamed";
+  const Device device = streamed ? Device::cuda(0) : Device::parse(std::get<1>(GetParam()));
   if (device.is_cuda() && cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  if (streamed) setenv("LATHE_CUDA_STREAM_LAYERS", "all", 1);
+  struct StreamOff {
+    bool on;
+    ~StreamOff() {
+      if (on) unsetenv("LATHE_CUDA_STREAM_LAYERS");
+    }
+  } stream_off{streamed};
   test::TempDir dir("hf_tiny_" + arch);
   std::vector<TokenId> ids;
   for (int i = 0; i < 80; ++i) ids.push_back((i * 7919 + 13) % 32000);
@@ -77,7 +88,10 @@ TEST_P(VsTransformers, LogitsMatch) {
     }
     agree += best_ours == best_ref;
   }
-  std::cout << arch << " (" << device.name() << "): max |diff| " << max_diff << " (max |logit| " << max_ref << "), top-1 " << agree << "/"
+  if (streamed) {
+    EXPECT_EQ(session.memory_use().streamed_layers, model->summary().n_layer);
+  }
+  std::cout << arch << " (" << device.name() << (streamed ? ", streamed" : "") << "): max |diff| " << max_diff << " (max |logit| " << max_ref << "), top-1 " << agree << "/"
             << ids.size() << "\n";
   EXPECT_LE(max_diff, 1e-3 * std::max(1.0, max_ref));
   EXPECT_EQ(agree, ids.size());
@@ -86,7 +100,12 @@ TEST_P(VsTransformers, LogitsMatch) {
 INSTANTIATE_TEST_SUITE_P(Archs, VsTransformers,
                          ::testing::Combine(::testing::Values("llama", "llama3", "qwen2", "qwen3", "phi3", "mixtral",
                                                               "qwen2moe", "qwen3moe", "olmoe"),
-                                            ::testing::Values("cpu", "cuda")));
+                                            ::testing::Values("cpu", "cuda", "cuda-streamed")),
+                         [](const ::testing::TestParamInfo<VsTransformers::ParamType>& info) {
+                           std::string name = std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;  // e.g. qwen2_cuda_streamed (a --gtest_filter picks a device)
+                         });
 
 }  // namespace
 }  // namespace lathe

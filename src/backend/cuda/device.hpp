@@ -21,5 +21,9 @@ bool built_with_cuda() noexcept;
 std::vector<DeviceInfo> list_devices();
 // Why list_devices() is empty, as advice for the user ("" when devices exist).
 std::string no_device_reason();
+// The rate of host-to-device copies from pinned memory on cuda:`device`, in GB/s (10^9 bytes),
+// measured with `bytes`-long copies after a warm-up: the link that layer streaming waits on
+// (docs/STREAMING.md). 0 without CUDA; DeviceError / OutOfMemoryError when the buffers fail.
+double pinned_host_to_device_gbps(int device, uint64_t bytes = uint64_t{256} << 20);
 
 }  // namespace lathe::cuda

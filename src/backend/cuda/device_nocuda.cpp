@@ -9,4 +9,6 @@ std::string no_device_reason() {
          "-DLATHE_CUDA=ON";
 }
 
+double pinned_host_to_device_gbps(int, uint64_t) { return 0; }
+
 }  // namespace lathe::cuda
