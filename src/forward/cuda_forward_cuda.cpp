@@ -287,6 +287,19 @@ struct CudaForward::Impl {
       linear({{L.wq, {}, qkv, qkv_w}, {L.wk, {}, qkv + q_w, qkv_w}, {L.wv, {}, qkv + q_w + kv_w, qkv_w}}, scratch->x,
              n_embd, n, Epilogue::Store, L.attn_norm);
     }
+    // OLMoE normalizes the whole Q and K projections (norm weights of q_w and kv_w values), not
+    // each head: in place here, so that RoPE (rope_kv or decode attention) sees no norms. qwen3's
+    // per-head norms stay in those kernels.
+    const bool whole_qk_norm = L.q_norm != nullptr && w.layers[il].q_norm.size() != static_cast<size_t>(head_dim);
+    if (whole_qk_norm) {
+      if (L.bq != nullptr || L.bk != nullptr)
+        throw UnsupportedError(fmt::format("{}: Q/K biases before whole-projection Q/K norms are not supported on "
+                                           "CUDA; use --device cpu",
+                                           w.source));
+      float* qkv = scratch->qkv;
+      cuda::rms_norm(qkv, qkv_w, L.q_norm, n, static_cast<int>(q_w), hp.rms_eps, qkv, qkv_w, stream);
+      cuda::rms_norm(qkv + q_w, qkv_w, L.k_norm, n, static_cast<int>(kv_w), hp.rms_eps, qkv + q_w, qkv_w, stream);
+    }
     cuda::RopeKvArgs r;
     r.qkv = scratch->qkv;
     r.ld = qkv_w;
@@ -297,8 +310,8 @@ struct CudaForward::Impl {
     r.bq = L.bq;
     r.bk = L.bk;
     r.bv = L.bv;
-    r.q_norm = L.q_norm;
-    r.k_norm = L.k_norm;
+    r.q_norm = whole_qk_norm ? nullptr : L.q_norm;
+    r.k_norm = whole_qk_norm ? nullptr : L.k_norm;
     r.eps = hp.rms_eps;
     r.inv_freq = dw->inv_freq;
     r.rope_dim = w.rope.rope_dim;
