@@ -164,9 +164,15 @@ if has forward; then
   grep -E '^SmolLM2' "$LOGS/forward.log" | sed 's/^/    /' | tee -a "$OUT/summary.md" || true
 fi
 if has tiny_hf; then
+  # llama.cpp's converter for the converted-GGUF checks (LlamaCppConverter), from the carried
+  # .gl/llama.cpp.tar.xz (bench/llama_cpp_cuda.sh pack); without it those tests skip.
+  if [ -f .gl/llama.cpp.tar.xz ] && [ -z "${LATHE_LLAMA_CPP_DIR:-}" ]; then
+    mkdir -p "$WORK/llama-src" && tar -xJf .gl/llama.cpp.tar.xz -C "$WORK/llama-src" \
+      && export LATHE_LLAMA_CPP_DIR="$WORK/llama-src/llama.cpp"
+  fi
   # LATHE_CUDA_MOE=1: the mixtures of experts' device path (opt-in until checked here, docs/MOE.md).
   LATHE_CUDA_MOE=1 run_gtest tiny_hf "tiny models vs transformers" $T/forward/test_vs_transformers
-  grep -E '^(llama|llama3|qwen2|qwen3|phi3|mixtral|qwen2moe|qwen3moe|olmoe) \(' "$LOGS/tiny_hf.log" | sed 's/^/    /' || true
+  grep -E '^(llama|llama3|qwen2|qwen3|phi3|mixtral|qwen2moe|qwen3moe|olmoe) (\(|converted)' "$LOGS/tiny_hf.log" | sed 's/^/    /' || true
 fi
 
 # big SHAPE NAME: random model, transformers reference + speed, lathe vs transformers, lathe bench.

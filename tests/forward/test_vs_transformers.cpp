@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "backend/cuda/device.hpp"
@@ -106,6 +108,63 @@ INSTANTIATE_TEST_SUITE_P(Archs, VsTransformers,
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;  // e.g. qwen2_cuda_streamed (a --gtest_filter picks a device)
                          });
+
+// llama.cpp's converter (convert_hf_to_gguf.py) on the same tiny mixtures of experts: its GGUF
+// (stacked expert tensors, Mixtral's Q/K rows permuted) must give lathe the logits of the
+// safetensors directory it came from, float32 both. The Qwen and OLMoE models carry the qwen3
+// tokenizer, whose pre-tokenizer the converter knows (it refuses llama2's for those
+// architectures); Mixtral takes llama2's. Needs torch + transformers (as above) and a llama.cpp
+// source tree in $LATHE_LLAMA_CPP_DIR (the llama-cpp-python sdist's vendor/llama.cpp; on the GPU
+// machine scripts/gpu-check.sh unpacks the carried one); skips without them.
+class LlamaCppConverter : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LlamaCppConverter, GgufLogitsEqualTheSafetensorsPath) {
+  const std::string arch = GetParam();
+  const char* llama_cpp = std::getenv("LATHE_LLAMA_CPP_DIR");
+  if (llama_cpp == nullptr || !std::filesystem::exists(std::filesystem::path(llama_cpp) / "convert_hf_to_gguf.py"))
+    GTEST_SKIP() << "no llama.cpp source tree: set LATHE_LLAMA_CPP_DIR to one (with convert_hf_to_gguf.py)";
+  std::string python = test::torch_peer_python("LATHE_TRANSFORMERS_PYTHON");
+  if (python.empty()) python = test::oracle_python();
+  test::TempDir dir("hf_convert_" + arch);
+  std::vector<TokenId> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back((i * 7919 + 13) % 32000);
+  test::write_file(dir / "ids.json", nlohmann::json(ids).dump());
+  const std::string tokenizer = arch == "mixtral" ? "llama2" : "qwen3";
+  auto r = test::run_command({python, (test::source_dir() / "tests" / "oracle" / "hf_tiny_model.py").string(), "--arch",
+                              arch, "--out", (dir / "model").string(), "--tokenizer-dir",
+                              (test::shared_data_dir() / "tokenizers" / tokenizer).string(), "--tokens",
+                              (dir / "ids.json").string(), "--logits-out", (dir / "ref.f32").string()},
+                             std::chrono::seconds{540});
+  if (r.exit_code == 3) GTEST_SKIP() << "torch/transformers not installed: " << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::filesystem::path gguf = dir / "converted.gguf";
+  r = test::run_command({"env", "PYTHONPATH=" + (std::filesystem::path(llama_cpp) / "gguf-py").string(), python,
+                         (std::filesystem::path(llama_cpp) / "convert_hf_to_gguf.py").string(), (dir / "model").string(),
+                         "--outfile", gguf.string(), "--outtype", "f32"},
+                        std::chrono::seconds{540});
+  ASSERT_EQ(r.exit_code, 0) << "convert_hf_to_gguf.py failed:\n" << r.err;
+
+  const SessionOptions options{.n_ctx = 64, .compute = {.n_threads = 2, .kv_type = KvType::F32}};
+  Session from_dir(Model::load(dir / "model"), options), from_gguf(Model::load(gguf), options);
+  EXPECT_EQ(from_gguf.model().summary().format, "gguf");
+  EXPECT_GT(from_gguf.model().summary().n_expert, 0u);
+  from_dir.eval(ids, true);
+  from_gguf.eval(ids, true);
+  double max_diff = 0, max_logit = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const auto a = from_dir.logits_at(t), b = from_gguf.logits_at(t);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t v = 0; v < a.size(); ++v) {
+      max_diff = std::max(max_diff, double(std::abs(a[v] - b[v])));
+      max_logit = std::max(max_logit, double(std::abs(a[v])));
+    }
+  }
+  std::cout << arch << " converted by llama.cpp: max |diff| " << max_diff << " (max |logit| " << max_logit << ")\n";
+  EXPECT_LE(max_diff, 1e-4 * std::max(1.0, max_logit));
+}
+
+INSTANTIATE_TEST_SUITE_P(MixturesOfExperts, LlamaCppConverter,
+                         ::testing::Values("mixtral", "qwen2moe", "qwen3moe", "olmoe"));
 
 }  // namespace
 }  // namespace lathe
