@@ -298,7 +298,8 @@ struct CudaForward::Impl {
                                            w.source));
       float* qkv = scratch->qkv;
       cuda::rms_norm(qkv, qkv_w, L.q_norm, n, static_cast<int>(q_w), hp.rms_eps, qkv, qkv_w, stream);
-      cuda::rms_norm(qkv + q_w, qkv_w, L.k_norm, n, static_cast<int>(kv_w), hp.rms_eps, qkv + q_w, qkv_w, stream);
+      if (L.k_norm != nullptr)
+        cuda::rms_norm(qkv + q_w, qkv_w, L.k_norm, n, static_cast<int>(kv_w), hp.rms_eps, qkv + q_w, qkv_w, stream);
     }
     cuda::RopeKvArgs r;
     r.qkv = scratch->qkv;
