@@ -6,6 +6,8 @@
 #include <fstream>
 
 #include "api/model_impl.hpp"
+#include "forward/batch.hpp"
+#include "runtime/engine.hpp"
 #include "core/quant.hpp"
 
 namespace lathe::edit {
@@ -296,37 +298,6 @@ void append_logprobs(std::span<const float> logits, std::vector<float>& out) {
   for (size_t v = 0; v < n_vocab; ++v) lp[v] = logits[v] - log_z;
 }
 
-// The KL positions of every harmless prompt: after the prompt, then after each token of its
-// continuation (teacher forcing). With `greedy_up_to` > 0 the continuations are made here, from
-// the session's own greedy picks, up to that many tokens and never past an end-of-generation
-// token; otherwise the given ones are fed.
-std::vector<float> position_logprobs(Session& session, const std::vector<std::vector<TokenId>>& prompts,
-                                     std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to) {
-  std::vector<float> out;
-  if (greedy_up_to > 0 || continuations.size() != prompts.size()) continuations.assign(prompts.size(), {});
-  session.reset();
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    eval_reusing_prefix(session, prompts[i]);
-    append_logprobs(session.logits(), out);
-    auto& continuation = continuations[i];
-    for (size_t j = 0;; ++j) {
-      if (greedy_up_to > 0) {
-        if (j >= greedy_up_to) break;
-        const TokenId next = session.greedy_token();
-        if (next < 0 || session.model().is_end_of_generation(next)) break;
-        continuation.push_back(next);
-      } else if (j >= continuation.size()) {
-        break;
-      }
-      session.eval(std::span<const TokenId>(&continuation[j], 1));
-      append_logprobs(session.logits(), out);
-    }
-  }
-  // The KV rows of the last prompt belong to these weights; the next call must recompute them.
-  session.reset();
-  return out;
-}
-
 // KL(P || Q) of two log-probability rows, in float64, clamped at 0 (rounding can dip below).
 double kl_of_rows(const float* p, const float* q, size_t n_vocab) {
   double kl = 0;
@@ -398,19 +369,152 @@ TrialEvaluator::Refusals count_refusals(Engine& engine, const std::vector<std::v
 
 }  // namespace
 
+std::vector<float> position_logprobs(Session& session, const std::vector<std::vector<TokenId>>& prompts,
+                                     std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to) {
+  std::vector<float> out;
+  if (greedy_up_to > 0 || continuations.size() != prompts.size()) continuations.assign(prompts.size(), {});
+  session.reset();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    eval_reusing_prefix(session, prompts[i]);
+    append_logprobs(session.logits(), out);
+    auto& continuation = continuations[i];
+    for (size_t j = 0;; ++j) {
+      if (greedy_up_to > 0) {
+        if (j >= greedy_up_to) break;
+        const TokenId next = session.greedy_token();
+        if (next < 0 || session.model().is_end_of_generation(next)) break;
+        continuation.push_back(next);
+      } else if (j >= continuation.size()) {
+        break;
+      }
+      session.eval(std::span<const TokenId>(&continuation[j], 1));
+      append_logprobs(session.logits(), out);
+    }
+  }
+  // The KV rows of the last prompt belong to these weights; the next call must recompute them.
+  session.reset();
+  return out;
+}
+
+std::vector<float> position_logprobs_batched(runtime::Engine& engine, const Model& model,
+                                             const std::vector<std::vector<TokenId>>& prompts,
+                                             std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to) {
+  if (greedy_up_to > 0 || continuations.size() != prompts.size()) continuations.assign(prompts.size(), {});
+  const size_t n_vocab = model.n_vocab();
+  const uint32_t n_samplable = internals(model).n_samplable();
+  const size_t per_pass = engine.max_batch();
+  std::vector<std::vector<float>> rows(prompts.size());  // each prompt's positions
+  std::vector<int32_t> picks(per_pass);
+  Batch batch;
+  std::vector<size_t> owner;  // the prompt of each logits row of the pass
+  // Runs the batch, appends each logits row to its prompt's and, for greedy continuations, writes
+  // each row's argmax into next[prompt].
+  std::vector<TokenId> next(prompts.size(), -1);
+  auto run = [&] {
+    engine.forward(batch);
+    const float* logits = engine.logits();
+    for (size_t r = 0; r < owner.size(); ++r)
+      append_logprobs(std::span<const float>(logits + r * n_vocab, n_vocab), rows[owner[r]]);
+    if (greedy_up_to > 0) {
+      engine.argmax(static_cast<uint32_t>(owner.size()), n_samplable, picks.data());
+      for (size_t r = 0; r < owner.size(); ++r) next[owner[r]] = picks[r];
+    }
+  };
+  for (size_t first = 0; first < prompts.size(); first += engine.n_slots()) {
+    const size_t end = std::min(prompts.size(), first + engine.n_slots());
+    // The prompts of this group, chunk by chunk: each pass takes up to per_pass tokens, a prompt
+    // continuing where the last pass left it; the last token of each keeps its logits.
+    std::vector<size_t> done(end - first, 0);
+    for (bool more = true; more;) {
+      batch.clear();
+      owner.clear();
+      more = false;
+      for (size_t i = first; i < end; ++i) {
+        size_t& d = done[i - first];
+        const size_t left = prompts[i].size() - d;
+        if (left == 0) continue;
+        if (batch.size() == per_pass) {
+          more = true;
+          break;
+        }
+        const size_t n = std::min(left, per_pass - batch.size());
+        const bool last = n == left;
+        batch.add_chunk(static_cast<uint32_t>(i - first), std::span<const TokenId>(prompts[i]).subspan(d, n),
+                        static_cast<uint32_t>(d), false, last, last);
+        if (last) owner.push_back(i);
+        d += n;
+        more = more || !last;
+      }
+      if (!batch.empty()) run();
+    }
+    // Then one continuation token of every prompt that has one left, per pass.
+    for (size_t j = 0;; ++j) {
+      batch.clear();
+      owner.clear();
+      for (size_t i = first; i < end; ++i) {
+        auto& continuation = continuations[i];
+        if (greedy_up_to > 0) {
+          if (j >= greedy_up_to || continuation.size() != j) continue;  // stopped earlier
+          if (next[i] < 0 || model.is_end_of_generation(next[i])) continue;
+          continuation.push_back(next[i]);
+        } else if (j >= continuation.size()) {
+          continue;
+        }
+        batch.add(continuation[j], static_cast<uint32_t>(i - first), static_cast<uint32_t>(prompts[i].size() + j),
+                  Batch::kLogits | Batch::kEndsInput);
+        owner.push_back(i);
+      }
+      if (batch.empty()) break;
+      run();
+    }
+  }
+  std::vector<float> out;
+  for (const auto& r : rows) out.insert(out.end(), r.begin(), r.end());
+  return out;
+}
+
+namespace {
+
+// The engine of the batched KL passes: a slot per prompt, up to 64, each holding the longest prompt
+// and its continuation.
+std::unique_ptr<runtime::Engine> make_kl_engine(const Model& model, const std::vector<std::vector<TokenId>>& harmless,
+                                                const EvaluationSettings& settings) {
+  size_t longest = 0;
+  for (const auto& prompt : harmless) longest = std::max(longest, prompt.size());
+  constexpr size_t kMaxSlots = 64;
+  return runtime::make_engine(internals(model).weights,
+                              {.compute = settings.compute,
+                               .n_slots = static_cast<uint32_t>(std::min(harmless.size(), kMaxSlots)),
+                               .n_ctx = static_cast<uint32_t>(longest + settings.kl_tokens - 1)});
+}
+
+}  // namespace
+
 TrialEvaluator::TrialEvaluator(std::shared_ptr<const Model> model, std::vector<std::vector<TokenId>> harmful,
                                std::vector<std::vector<TokenId>> harmless, EvaluationSettings settings)
     : model_(std::move(model)),
       harmful_(std::move(harmful)),
       harmless_(std::move(harmless)),
-      settings_(std::move(settings)),
-      session_(model_, {.n_ctx = kl_context(*model_, harmless_, settings_.kl_tokens), .compute = settings_.compute}) {
+      settings_(std::move(settings)) {
   if (harmful_.empty()) throw InvalidArgumentError("the harmful validation set is empty");
   if (harmless_.empty()) throw InvalidArgumentError("the harmless validation set is empty");
   for (const auto* set : {&harmful_, &harmless_})
     for (const auto& prompt : *set)
       if (prompt.empty()) throw InvalidArgumentError("a validation prompt has no tokens; drop empty prompts");
-  original_logprobs_ = position_logprobs(session_, harmless_, continuations_, settings_.kl_tokens - 1);
+  const uint32_t n_ctx = kl_context(*model_, harmless_, settings_.kl_tokens);
+  if (settings_.compute.device.is_cuda())
+    kl_engine_ = make_kl_engine(*model_, harmless_, settings_);
+  else
+    session_ = std::make_unique<Session>(model_, SessionOptions{.n_ctx = n_ctx, .compute = settings_.compute});
+  original_logprobs_ = kl_positions(continuations_, settings_.kl_tokens - 1);
+}
+
+TrialEvaluator::~TrialEvaluator() = default;
+
+std::vector<float> TrialEvaluator::kl_positions(std::vector<std::vector<TokenId>>& continuations,
+                                                uint32_t greedy_up_to) {
+  if (kl_engine_) return position_logprobs_batched(*kl_engine_, *model_, harmless_, continuations, greedy_up_to);
+  return position_logprobs(*session_, harmless_, continuations, greedy_up_to);
 }
 
 TrialEvaluator::Refusals TrialEvaluator::refusals() const {
@@ -420,7 +524,7 @@ TrialEvaluator::Refusals TrialEvaluator::refusals() const {
 
 TrialEvaluator::KlDivergence TrialEvaluator::kl_divergences() {
   auto fed = continuations_;
-  const auto edited = position_logprobs(session_, harmless_, fed, 0);
+  const auto edited = kl_positions(fed, 0);
   return compare_positions(original_logprobs_, edited, continuations_, model_->n_vocab());
 }
 
@@ -447,9 +551,15 @@ TrialEvaluator::Refusals TrialEvaluator::refusals_of(const std::shared_ptr<const
 TrialEvaluator::KlDivergence TrialEvaluator::kl_divergences_of(const std::shared_ptr<const Model>& other) const {
   if (!other) throw InvalidArgumentError("kl_divergences_of needs a loaded model");
   require_same_vocabulary(*model_, *other);
-  Session session(other, {.n_ctx = session_.n_ctx(), .compute = settings_.compute});
   auto fed = continuations_;
-  const auto edited = position_logprobs(session, harmless_, fed, 0);
+  std::vector<float> edited;
+  if (settings_.compute.device.is_cuda()) {
+    const auto engine = make_kl_engine(*other, harmless_, settings_);
+    edited = position_logprobs_batched(*engine, *other, harmless_, fed, 0);
+  } else {
+    Session session(other, {.n_ctx = kl_context(*model_, harmless_, settings_.kl_tokens), .compute = settings_.compute});
+    edited = position_logprobs(session, harmless_, fed, 0);
+  }
   return compare_positions(original_logprobs_, edited, continuations_, model_->n_vocab());
 }
 

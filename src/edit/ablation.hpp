@@ -16,6 +16,10 @@
 #include "lathe/lathe.hpp"
 #include "weights/editable.hpp"
 
+namespace lathe::runtime {
+class Engine;
+}
+
 namespace lathe::edit {
 
 struct RefusalDirections {
@@ -113,6 +117,9 @@ class TrialEvaluator {
  public:
   TrialEvaluator(std::shared_ptr<const Model> model, std::vector<std::vector<TokenId>> harmful,
                  std::vector<std::vector<TokenId>> harmless, EvaluationSettings settings);
+  ~TrialEvaluator();
+  TrialEvaluator(const TrialEvaluator&) = delete;
+  TrialEvaluator& operator=(const TrialEvaluator&) = delete;
   struct Refusals {
     double rate = 0;
     size_t refused = 0, total = 0;
@@ -141,10 +148,15 @@ class TrialEvaluator {
   KlDivergence kl_divergences_of(const std::shared_ptr<const Model>& other) const;
 
  private:
+  std::vector<float> kl_positions(std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to);
   std::shared_ptr<const Model> model_;
   std::vector<std::vector<TokenId>> harmful_, harmless_;
   EvaluationSettings settings_;
-  Session session_;
+  // The KL prefills: on the CPU a session that re-uses each prompt's common prefix with the one
+  // before (fewest tokens); on a GPU an engine with a slot per prompt (up to 64), every prompt's
+  // prefill and every continuation step of all of them in shared passes (kl_positions_batched).
+  std::unique_ptr<Session> session_;
+  std::unique_ptr<runtime::Engine> kl_engine_;
   // The refusal generations' engine: made at the first refusals() and reused by every trial (no
   // new KV caches, scratch or CUDA graph capture per trial; edits change the weights in place).
   mutable std::unique_ptr<Engine> engine_;
@@ -152,6 +164,19 @@ class TrialEvaluator {
   // log-softmax of every KL position, prompt after prompt, [sum of positions x n_vocab].
   std::vector<float> original_logprobs_;
 };
+
+// The log-softmax of every KL position of `prompts` (after each prompt, then after each token of
+// its continuation), prompt after prompt, [positions x n_vocab]: what TrialEvaluator compares.
+// With greedy_up_to > 0 the continuations are the model's own greedy tokens, up to that many and
+// never past an end-of-generation token (written into `continuations`); else the given ones are
+// fed. The session form evaluates one prompt at a time re-using the common prefix with the one
+// before; the engine form runs engine.n_slots() prompts at once, their prefill chunks and then
+// one continuation token of each in shared passes. The CPU gives both the same bytes.
+std::vector<float> position_logprobs(Session& session, const std::vector<std::vector<TokenId>>& prompts,
+                                     std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to);
+std::vector<float> position_logprobs_batched(runtime::Engine& engine, const Model& model,
+                                             const std::vector<std::vector<TokenId>>& prompts,
+                                             std::vector<std::vector<TokenId>>& continuations, uint32_t greedy_up_to);
 
 // The refusals of `model` on `harmful` as TrialEvaluator::refusals() counts them, on an engine of
 // its own (lathe ablate-eval without KL). InvalidArgumentError for an empty set.

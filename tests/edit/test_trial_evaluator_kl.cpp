@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "api/model_impl.hpp"
 #include "common/test_support.hpp"
 #include "edit/ablation.hpp"
+#include "runtime/engine.hpp"
 #include "lathe/chat.hpp"
 #include "lathe/lathe.hpp"
 #include "lathe/quantize.hpp"
@@ -94,6 +96,40 @@ TEST(TrialEvaluatorKl, RefusesZeroTokens) {
   const auto p = small_sets(*model);
   test::expect_error<InvalidArgumentError>([&] { TrialEvaluator(model, p.harmful, p.harmless, settings(0)); },
                                            {"kl_tokens", "at least 1"});
+}
+
+// The batched KL passes (a GPU's: several prompts per pass, prefill chunks then one continuation
+// token of each) against the session's one prompt at a time: on the CPU, which is batch-invariant,
+// the same greedy continuations and the same bytes. Two slots for five prompts (three groups) and
+// 7 tokens per pass split every prompt across passes and mix several prompts in one.
+TEST(TrialEvaluatorKl, BatchedPassesGiveTheSessionsBytes) {
+  LATHE_REQUIRE_MODEL();
+  auto model = Model::load(test::default_model());
+  std::vector<std::vector<TokenId>> prompts;
+  for (const char* text : {"Name three colours.", "What is 2 + 2?", "Say hello in French.", "Hi",
+                           "Describe the water cycle in one sentence, please."})
+    prompts.push_back(chat_prompt_tokens(*model, text, {}));
+  size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, p.size());
+  constexpr uint32_t kContinuation = 3;
+  Session session(model, {.n_ctx = 512, .compute = settings(1).compute});
+  auto engine = runtime::make_engine(internals(*model).weights,
+                                     {.compute = {.n_batch = 7, .n_threads = 2},
+                                      .n_slots = 2,
+                                      .n_ctx = static_cast<uint32_t>(longest + kContinuation)});
+  std::vector<std::vector<TokenId>> by_session, batched;
+  const auto session_rows = position_logprobs(session, prompts, by_session, kContinuation);
+  const auto batched_rows = position_logprobs_batched(*engine, *model, prompts, batched, kContinuation);
+  EXPECT_EQ(batched, by_session);
+  size_t fed = 0;
+  for (const auto& c : by_session) fed += c.size();
+  EXPECT_GT(fed, 0u) << "no continuation token was fed: the test would not cover that step";
+  ASSERT_EQ(batched_rows.size(), session_rows.size());
+  EXPECT_EQ(batched_rows, session_rows);
+  // Fed continuations (what every trial evaluates): the same again.
+  auto fed_session = by_session, fed_batched = by_session;
+  EXPECT_EQ(position_logprobs_batched(*engine, *model, prompts, fed_batched, 0),
+            position_logprobs(session, prompts, fed_session, 0));
 }
 
 }  // namespace
