@@ -119,21 +119,25 @@ class Pass {
     dx_adapter_.assign(static_cast<size_t>(n_ * p.in), T(0));
     lora_backward(p.a.data(), p.b.data(), lora_.rank, p.in, p.out, lora_.factor(), x_masked, xa_[i].data(), dy, n_,
                   grads.da[i].data(), grads.db[i].data(), dx_adapter_.data());
+    // The mask dropped() just drew for this x (kept_), not drawn again.
     const T keep_scale = static_cast<T>(1.0 / (1.0 - dropout_.p));
-    for (int64_t t = 0; t < n_; ++t)
-      for (int64_t c = 0; c < p.in; ++c)
-        if (dropout_.keeps(i, t, c)) dx[t * p.in + c] += keep_scale * dx_adapter_[static_cast<size_t>(t * p.in + c)];
+    for (size_t j = 0; j < kept_.size(); ++j)
+      if (kept_[j]) dx[j] += keep_scale * dx_adapter_[j];
   }
 
   // x itself without dropout; else x with adapter i's mask applied, in a buffer reused by every
-  // adapter (valid until the next call).
+  // adapter (valid until the next call), the mask itself in kept_.
   const T* dropped(size_t i, int64_t in, const T* x) {
     if (dropout_.p <= 0) return x;
     const T keep_scale = static_cast<T>(1.0 / (1.0 - dropout_.p));
     x_masked_.resize(static_cast<size_t>(n_ * in));
+    kept_.resize(x_masked_.size());
     for (int64_t t = 0; t < n_; ++t)
-      for (int64_t c = 0; c < in; ++c)
-        x_masked_[static_cast<size_t>(t * in + c)] = dropout_.keeps(i, t, c) ? keep_scale * x[t * in + c] : T(0);
+      for (int64_t c = 0; c < in; ++c) {
+        const auto j = static_cast<size_t>(t * in + c);
+        kept_[j] = dropout_.keeps(i, t, c) ? 1 : 0;
+        x_masked_[j] = kept_[j] ? keep_scale * x[t * in + c] : T(0);
+      }
     return x_masked_.data();
   }
 
@@ -146,6 +150,7 @@ class Pass {
   std::vector<std::vector<T>> xa_;
   LoraDropout dropout_;
   std::vector<T> x_masked_, dx_adapter_;  // dropout's scratch
+  std::vector<uint8_t> kept_;             // ... and the mask of the last dropped()
 };
 
 // What one layer's backward needs from its forward.
