@@ -65,7 +65,7 @@ void announce_seed(const SamplingArgs& args, const SamplingOptions& resolved) {
     fmt::print(stderr, "seed: {} (repeat this run with --seed {})\n", resolved.seed, resolved.seed);
 }
 
-void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help, bool with_vram_budget) {
+void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& device_help) {
   cmd.add_option("-t,--threads", args.n_threads,
                  fmt::format("CPU threads; 0 = one per physical core ({} here)", default_cpu_threads()))
       ->capture_default_str();
@@ -73,11 +73,10 @@ void add_compute_flags(CLI::App& cmd, ComputeArgs& args, const std::string& devi
   cmd.add_flag("--batch-invariant", args.batch_invariant,
                "make each sequence's results independent of the batch it runs in (CUDA: per-token kernels, slower "
                "prefill; the CPU is always batch-invariant)");
-  if (with_vram_budget)
-    cmd.add_option("--vram-budget", args.vram_budget,
-                   "GPU memory for weights, KV cache and scratch, e.g. 4G (K/M/G/T: powers of 1024), or auto (what is "
-                   "free, less 1 GiB); the layers that do not fit stream from host memory in every pass "
-                   "(docs/STREAMING.md). serve: without -c the context per slot shrinks first while the weights fit");
+  cmd.add_option("--vram-budget", args.vram_budget,
+                 "GPU memory for weights, KV cache and scratch, e.g. 4G (K/M/G/T: powers of 1024), or auto (what is "
+                 "free, less 1 GiB); the layers that do not fit stream from host memory in every pass "
+                 "(docs/STREAMING.md). serve: without -c the context per slot shrinks first while the weights fit");
 }
 
 ComputeOptions resolve_compute(const ComputeArgs& args) {

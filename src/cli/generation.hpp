@@ -37,10 +37,9 @@ struct ComputeArgs {
   bool batch_invariant = false;
   std::string vram_budget;  // empty: none; SIZE or auto
 };
-// -t/--threads, --device, --batch-invariant, and --vram-budget when with_vram_budget.
+// -t/--threads, --device, --batch-invariant, --vram-budget.
 void add_compute_flags(CLI::App& cmd, ComputeArgs& args,
-                       const std::string& device_help = "where to compute: cpu, cuda or cuda:N (see `lathe devices`)",
-                       bool with_vram_budget = true);
+                       const std::string& device_help = "where to compute: cpu, cuda or cuda:N (see `lathe devices`)");
 // Threads in 0..4096 and a device lathe knows (InvalidArgumentError naming the flag otherwise).
 ComputeOptions resolve_compute(const ComputeArgs& args);
 

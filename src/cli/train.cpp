@@ -597,8 +597,7 @@ Runner add_score(CLI::App& app) {
   cmd->add_option("--limit", args->limit, "Read at most this many rows (0: all)");
   cmd->add_option("--json", args->json_out, "Write the summary and every example's scores to this JSON file");
   cmd->add_flag("--force", args->force, "Replace an existing --json file");
-  add_compute_flags(*cmd, args->compute, "where to compute: cpu, cuda or cuda:N (see `lathe devices`)",
-                    /*with_vram_budget=*/false);
+  add_compute_flags(*cmd, args->compute);
   return [args] { return run_score(*args); };
 }
 

@@ -260,6 +260,22 @@ TEST(CliValues, VramBudgetIsRefusedOnTheCpuAndWhenNotASize) {
   }
 }
 
+// --vram-budget is offered by every command that runs a model on a GPU, and not by finetune and
+// unlearn, which train on the CPU only.
+TEST(CliValues, VramBudgetIsAFlagOfTheGpuCommandsOnly) {
+  for (const char* command : {"run", "chat", "bench", "serve", "ablate", "ablate-eval", "cvector", "score"}) {
+    const auto help = lathe_cli({command, "--help"});
+    EXPECT_EQ(help.exit_code, 0) << command << ": " << help.err;
+    EXPECT_NE(help.out.find("--vram-budget"), std::string::npos) << command;
+  }
+  for (const char* command : {"finetune", "unlearn"}) {
+    const auto help = lathe_cli({command, "--help"});
+    EXPECT_EQ(help.exit_code, 0) << command << ": " << help.err;
+    EXPECT_NE(help.out.find("--device"), std::string::npos) << command;  // the help was read
+    EXPECT_EQ(help.out.find("--vram-budget"), std::string::npos) << command;
+  }
+}
+
 // --batch-invariant (a CUDA mode; test_cuda_batch checks what it does there) is accepted by the
 // commands that run a model, and on the CPU, always batch-invariant, changes nothing.
 TEST(CliValues, BatchInvariantFlagChangesNothingOnTheCpu) {
