@@ -233,7 +233,8 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits_out, const std::type_identity_t<LossHead<T>>& head,
                              cpu::ThreadPool* pool, std::type_identity_t<ResidualProbe<T>>* probe,
-                             LoraDropout dropout) {
+                             LoraDropout dropout, const std::type_identity_t<ReftSet<T>>* reft,
+                             std::type_identity_t<ReftGrads<T>>* reft_grads) {
   const auto& hp = w.hp;
   refuse_moe(hp, w.source, "training (and gradient attribution)");
   if (!(dropout.p >= 0 && dropout.p < 1))
@@ -260,8 +261,33 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
   };
   auto record_grad = [&](const std::vector<T>& dx) {
     probe->grad = dx;
-    return grads == nullptr;
+    return grads == nullptr && reft_grads == nullptr;
   };
+  // ReFT: the site of each layer (-1: none), the prompt's positions, each site's saved rows.
+  std::vector<int> reft_site(w.layers.size(), -1);
+  std::vector<int64_t> reft_at;
+  std::vector<std::vector<T>> reft_saved;
+  if (reft) {
+    if (reft->width != d)
+      throw InvalidArgumentError(fmt::format("ReFT interventions of width {} on a model of width {}", reft->width, d));
+    for (size_t i = 0; i < reft->sites.size(); ++i) {
+      const auto layer = reft->sites[i].layer;
+      if (layer >= w.layers.size())
+        throw InvalidArgumentError(fmt::format("ReFT intervention at layer {}: the model has layers 0..{}", layer,
+                                               w.layers.size() - 1));
+      reft_site[layer] = static_cast<int>(i);
+    }
+    int64_t prompt_len = n;
+    for (int64_t t = 0; t < n; ++t)
+      if (targets[t] >= 0) {
+        prompt_len = t + 1;
+        break;
+      }
+    reft_at = reft_positions(reft->first, reft->last, prompt_len);
+    reft_saved.resize(reft->sites.size());
+    if (reft_grads && (reft_grads->dr.size() != reft->sites.size()))
+      throw InvalidArgumentError("the ReFT gradients were not reset for these interventions (ReftGrads::reset)");
+  }
 
   // Embeddings (frozen: no gradient).
   std::vector<T> x(static_cast<size_t>(n * d));
@@ -346,6 +372,10 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     swiglu_forward(s.g.data(), s.u.data(), n * ff, s.h.data(), &pass.pool());
     pass.forward(pass.linear(lw.w_down), s.h.data(), proj.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+    if (reft_site[il] >= 0) {
+      const auto i = static_cast<size_t>(reft_site[il]);
+      reft_forward<T>(reft->sites[i], reft->rank, d, reft_at, x.data(), reft_saved[i]);
+    }
     if (probed(HookPoint::ResidPost, il)) probe->rows = x;
   }
 
@@ -357,7 +387,7 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
                            : cross_entropy(logits.data(), n, vocab, targets, dlogits.data(), &pass.pool());
   if (logits_out) *logits_out = logits;
   if (probed(HookPoint::FinalNorm, 0)) probe->rows = xf;
-  if (!grads && !probe) return loss;
+  if (!grads && !probe && !reft_grads) return loss;
   LoraGrads<T> no_grads;  // a probe without adapter gradients: the backward's sums go here
   if (!grads) {
     no_grads.reset(lora);
@@ -373,6 +403,12 @@ double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std:
     const LayerWeights& lw = w.layers[il];
     const Saved<T>& s = saved[il];
     if (probed(HookPoint::ResidPost, il) && record_grad(dx)) return loss;
+    if (reft_site[il] >= 0) {  // the gradient crosses the intervention even when its own is not wanted
+      const auto i = static_cast<size_t>(reft_site[il]);
+      reft_backward<T>(reft->sites[i], reft->rank, d, reft_at, reft_saved[i], dx.data(),
+                       reft_grads ? reft_grads->dr[i].data() : nullptr, reft_grads ? reft_grads->dw[i].data() : nullptr,
+                       reft_grads ? reft_grads->db[i].data() : nullptr);
+    }
     // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
     std::vector<T> dh(static_cast<size_t>(n * ff), T(0)), dg(dh.size()), du(dh.size());
     pass.backward(pass.linear(lw.w_down), s.h.data(), dx.data(), dh.data(), *grads);
@@ -435,9 +471,11 @@ template struct LoraGrads<float>;
 template struct LoraGrads<double>;
 template double lora_forward_backward<float>(const ModelWeights&, const LoraSet<float>&, std::span<const int32_t>,
                                              std::span<const int32_t>, LoraGrads<float>*, std::vector<float>*,
-                                             const LossHead<float>&, cpu::ThreadPool*, ResidualProbe<float>*, LoraDropout);
+                                             const LossHead<float>&, cpu::ThreadPool*, ResidualProbe<float>*, LoraDropout,
+                                             const ReftSet<float>*, ReftGrads<float>*);
 template double lora_forward_backward<double>(const ModelWeights&, const LoraSet<double>&, std::span<const int32_t>,
                                               std::span<const int32_t>, LoraGrads<double>*, std::vector<double>*,
-                                              const LossHead<double>&, cpu::ThreadPool*, ResidualProbe<double>*, LoraDropout);
+                                              const LossHead<double>&, cpu::ThreadPool*, ResidualProbe<double>*, LoraDropout,
+                                              const ReftSet<double>*, ReftGrads<double>*);
 
 }  // namespace lathe::train

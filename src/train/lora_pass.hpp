@@ -16,6 +16,7 @@
 
 #include "backend/cpu/thread_pool.hpp"
 #include "lathe/hooks.hpp"
+#include "train/reft.hpp"
 #include "weights/model_weights.hpp"
 
 namespace lathe::train {
@@ -98,11 +99,18 @@ struct ResidualProbe {
 // its site and their gradient are written into it (without `grads` the backward then stops at the
 // site); InvalidArgumentError for a site past the model's last layer. `dropout` (training passes):
 // LoRA dropout on every adapter's input, above; InvalidArgumentError for p outside [0, 1).
+// `reft` (train/reft.hpp): LoReFT interventions at their layers' outputs, on the positions of the
+// prompt — the tokens up to and including the first scored position (the last prompt token
+// predicts the first answer token); every token when none is scored. Their gradients accumulate
+// into `reft_grads` (reset it first) when given. The probe of a layer's resid_post sees its rows
+// after the intervention. InvalidArgumentError for sites past the last layer or of another width.
 template <class T>
 double lora_forward_backward(const ModelWeights& w, const LoraSet<T>& lora, std::span<const int32_t> tokens,
                              std::span<const int32_t> targets, std::type_identity_t<LoraGrads<T>>* grads,
                              std::type_identity_t<std::vector<T>>* logits = nullptr,
                              const std::type_identity_t<LossHead<T>>& head = {}, cpu::ThreadPool* pool = nullptr,
-                             std::type_identity_t<ResidualProbe<T>>* probe = nullptr, LoraDropout dropout = {});
+                             std::type_identity_t<ResidualProbe<T>>* probe = nullptr, LoraDropout dropout = {},
+                             const std::type_identity_t<ReftSet<T>>* reft = nullptr,
+                             std::type_identity_t<ReftGrads<T>>* reft_grads = nullptr);
 
 }  // namespace lathe::train
