@@ -47,7 +47,7 @@ endfunction()
 option(LATHE_UNITY "Compile the library's and the CLI's sources a few at a time as unity sources" ON)
 
 # lathe_unity(TARGET BATCH)
-# CUDA sources stay one per unit: newer CMake (3.31+, the GPU machine's) batches them too, and the
+# CUDA sources stay one per unit: CMake 4.4 (the GPU machine's) batches them too, and the
 # kernel files share file-local names (kThreads, kWarps); CMake 3.25 here never batched them.
 function(lathe_unity target batch)
   if(LATHE_UNITY)
