@@ -7,6 +7,7 @@
 
 #include "arch/hparams.hpp"
 #include "backend/cpu/thread_pool.hpp"
+#include "core/gram_schmidt.hpp"
 #include "core/quant.hpp"
 #include "core/splitmix.hpp"
 #include "lathe/error.hpp"
@@ -18,21 +19,7 @@ namespace {
 using Columns = std::vector<double>;
 
 // Modified Gram-Schmidt on k columns of length n; a column that vanishes (rank < k) is set to 0.
-void orthonormalize(Columns& q, int64_t n, int k) {
-  for (int j = 0; j < k; ++j) {
-    double* qj = q.data() + j * n;
-    for (int i = 0; i < j; ++i) {
-      const double* qi = q.data() + i * n;
-      double dot = 0;
-      for (int64_t t = 0; t < n; ++t) dot += qi[t] * qj[t];
-      for (int64_t t = 0; t < n; ++t) qj[t] -= dot * qi[t];
-    }
-    double norm = 0;
-    for (int64_t t = 0; t < n; ++t) norm += qj[t] * qj[t];
-    norm = std::sqrt(norm);
-    for (int64_t t = 0; t < n; ++t) qj[t] = norm > 1e-300 ? qj[t] / norm : 0.0;
-  }
-}
+void orthonormalize(Columns& q, int64_t n, int k) { gram_schmidt(q.data(), k, n, 1e-300); }
 
 // y_j = M q_j for a row-major [rows x cols] M (y: k columns of length rows).
 void multiply(cpu::ThreadPool& pool, const std::vector<float>& m, int64_t rows, int64_t cols, const Columns& q, int k,

@@ -7,6 +7,7 @@
 #include <random>
 #include <set>
 
+#include "core/gram_schmidt.hpp"
 #include "core/splitmix.hpp"
 #include "lathe/error.hpp"
 
@@ -27,23 +28,10 @@ void ReftGrads<T>::reset(const ReftSet<T>& reft) {
 template <class T>
 void orthonormalize_rows(std::vector<T>& r, int64_t rank, int64_t width) {
   std::vector<double> rows(r.begin(), r.end());
-  for (int64_t i = 0; i < rank; ++i) {
-    double* ri = rows.data() + i * width;
-    for (int64_t j = 0; j < i; ++j) {
-      const double* rj = rows.data() + j * width;
-      double dot = 0;
-      for (int64_t c = 0; c < width; ++c) dot += ri[c] * rj[c];
-      for (int64_t c = 0; c < width; ++c) ri[c] -= dot * rj[c];
-    }
-    double norm = 0;
-    for (int64_t c = 0; c < width; ++c) norm += ri[c] * ri[c];
-    norm = std::sqrt(norm);
-    if (!(norm > 1e-12))
-      throw InvalidArgumentError(fmt::format("ReFT: row {} of the rotation R is (nearly) a combination of the rows "
-                                             "before it; R needs {} independent rows",
-                                             i, rank));
-    for (int64_t c = 0; c < width; ++c) ri[c] /= norm;
-  }
+  if (const int64_t row = gram_schmidt(rows.data(), rank, width, 1e-12); row >= 0)
+    throw InvalidArgumentError(fmt::format("ReFT: row {} of the rotation R is (nearly) a combination of the rows "
+                                           "before it; R needs {} independent rows",
+                                           row, rank));
   std::transform(rows.begin(), rows.end(), r.begin(), [](double v) { return static_cast<T>(v); });
 }
 

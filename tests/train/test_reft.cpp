@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -32,6 +33,27 @@ ReftSet<double> to_double(const ReftSet<float>& f) {
   for (const auto& s : f.sites)
     d.sites.push_back({s.layer, {s.r.begin(), s.r.end()}, {s.w.begin(), s.w.end()}, {s.b.begin(), s.b.end()}});
   return d;
+}
+
+// Central differences of `loss` (which reads `values`) on 4 random entries of `values`, against
+// `analytic`: the worst difference and the largest analytic value seen, accumulated.
+struct Agreement {
+  double worst = 0, largest = 0;
+};
+void compare_entries(std::vector<double>& values, const std::vector<double>& analytic,
+                     const std::function<double()>& loss, std::mt19937& rng, Agreement& agreement) {
+  const double h = 1e-6;
+  for (int sample = 0; sample < 4; ++sample) {
+    const size_t i = rng() % values.size();
+    const double keep = values[i];
+    values[i] = keep + h;
+    const double up = loss();
+    values[i] = keep - h;
+    const double down = loss();
+    values[i] = keep;
+    agreement.worst = std::max(agreement.worst, std::abs((up - down) / (2 * h) - analytic[i]));
+    agreement.largest = std::max(agreement.largest, std::abs(analytic[i]));
+  }
 }
 
 double dot(const double* a, const double* b, int64_t n) {
@@ -118,29 +140,19 @@ TEST(Reft, GradientsAreTheLossGradient) {
   EXPECT_GT(moved, 1e-3) << "the interventions changed nothing";
 
   std::mt19937 rng(13);
-  const double h = 1e-6;
-  double worst = 0, largest = 0;
+  Agreement agreement;
+  const auto loss_now = [&] {
+    return lora_forward_backward<double>(w, no_lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, {},
+                                         &reft);
+  };
   for (size_t s = 0; s < reft.sites.size(); ++s) {
-    for (int which = 0; which < 3; ++which) {
-      auto& values = which == 0 ? reft.sites[s].r : which == 1 ? reft.sites[s].w : reft.sites[s].b;
-      const auto& analytic = which == 0 ? grads.dr[s] : which == 1 ? grads.dw[s] : grads.db[s];
-      for (int sample = 0; sample < 4; ++sample) {
-        const size_t i = rng() % values.size();
-        const double keep = values[i];
-        const auto loss_at = [&](double v) {
-          values[i] = v;
-          return lora_forward_backward<double>(w, no_lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr,
-                                               {}, &reft);
-        };
-        const double numeric = (loss_at(keep + h) - loss_at(keep - h)) / (2 * h);
-        values[i] = keep;
-        worst = std::max(worst, std::abs(numeric - analytic[i]));
-        largest = std::max(largest, std::abs(analytic[i]));
-      }
-    }
+    compare_entries(reft.sites[s].r, grads.dr[s], loss_now, rng, agreement);
+    compare_entries(reft.sites[s].w, grads.dw[s], loss_now, rng, agreement);
+    compare_entries(reft.sites[s].b, grads.db[s], loss_now, rng, agreement);
   }
-  EXPECT_GT(largest, 1e-4);
-  EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+  EXPECT_GT(agreement.largest, 1e-4);
+  EXPECT_LT(agreement.worst / agreement.largest, 1e-6) << "worst " << agreement.worst << ", largest "
+                                                       << agreement.largest;
 }
 
 // A LoRA adapter below a fixed intervention: its gradient is the loss's through the intervention
@@ -170,27 +182,15 @@ TEST(Reft, LoraGradientsFlowThroughAFixedIntervention) {
   LoraGrads<double> grads;
   grads.reset(lora);
   lora_forward_backward<double>(w, lora, kTokens, kTargets, &grads, nullptr, {}, nullptr, nullptr, {}, &reft);
-  const double h = 1e-6;
-  double worst = 0, largest = 0;
-  for (int which = 0; which < 2; ++which) {
-    auto& values = which == 0 ? lora.pairs[0].a : lora.pairs[0].b;
-    const auto& analytic = which == 0 ? grads.da[0] : grads.db[0];
-    for (int sample = 0; sample < 4; ++sample) {
-      const size_t i = rng() % values.size();
-      const double keep = values[i];
-      const auto loss_at = [&](double v) {
-        values[i] = v;
-        return lora_forward_backward<double>(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, {},
-                                             &reft);
-      };
-      const double numeric = (loss_at(keep + h) - loss_at(keep - h)) / (2 * h);
-      values[i] = keep;
-      worst = std::max(worst, std::abs(numeric - analytic[i]));
-      largest = std::max(largest, std::abs(analytic[i]));
-    }
-  }
-  EXPECT_GT(largest, 1e-4);
-  EXPECT_LT(worst / largest, 1e-6) << "worst " << worst << ", largest " << largest;
+  Agreement agreement;
+  const auto loss_now = [&] {
+    return lora_forward_backward<double>(w, lora, kTokens, kTargets, nullptr, nullptr, {}, nullptr, nullptr, {}, &reft);
+  };
+  compare_entries(lora.pairs[0].a, grads.da[0], loss_now, rng, agreement);
+  compare_entries(lora.pairs[0].b, grads.db[0], loss_now, rng, agreement);
+  EXPECT_GT(agreement.largest, 1e-4);
+  EXPECT_LT(agreement.worst / agreement.largest, 1e-6) << "worst " << agreement.worst << ", largest "
+                                                       << agreement.largest;
 }
 
 TEST(Reft, SitesMustFitTheModel) {
