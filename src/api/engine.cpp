@@ -17,9 +17,8 @@ uint64_t engine_bytes(const runtime::EngineMemory& m) { return m.weights + m.kv 
 
 // The engine within EngineOptions::vram_budget: as asked, or (n_ctx left to lathe) with the
 // context shortened, 256 tokens at a time, to the longest that fits; weights larger than the
-// budget stream instead. The KV cache grows linearly
-// with the context; the scratch hardly depends on it, so the first estimate is nearly exact and
-// the loop only corrects a rounding.
+// budget stream instead. The KV cache grows linearly with the context; the scratch hardly depends
+// on it, so the first estimate is nearly exact and the loop only corrects a rounding.
 std::unique_ptr<runtime::Engine> engine_within_budget(const Model& model, EngineOptions& options, bool context_given) {
   const auto make = [&] {
     return runtime::make_engine(internals(model).weights,

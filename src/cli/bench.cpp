@@ -255,12 +255,14 @@ int bench(const BenchArgs& args) {
                               : human_count(s.n_params),
                (backend == "cpu" ? std::string("CPU") : backend) + (compute.batch_invariant ? " batch-invariant" : ""),
                threads, t.name, t.mean, t.stddev);
-  if (memory.streamed_layers > 0)
+  if (memory.streamed_layers > 0) {
+    const double pinned_gib = static_cast<double>(memory.pinned_host) / (1ull << 30);
     fmt::print("\nstreaming {} of {} layers: {} per pass over a {:.1f} GB/s pinned link (measured now), a floor of {:.3f} "
                "s per pass ({:.2f} t/s at batch 1); host copies pinned in {:.1f} s ({:.2f} s/GiB)\n",
                memory.streamed_layers, memory.n_layers, human_bytes(memory.pinned_host), h2d_gbps, floor_s,
                floor_s > 0 ? 1.0 / floor_s : 0.0, memory.pinning_seconds,
-               memory.pinned_host > 0 ? memory.pinning_seconds / (static_cast<double>(memory.pinned_host) / (1ull << 30)) : 0.0);
+               pinned_gib > 0 ? memory.pinning_seconds / pinned_gib : 0.0);
+  }
   if (s.n_expert > 0)
     fmt::print("\n{} experts per layer, {} per token: {} of weights read per generated token (the routed experts' "
                "share of a batch's reads grows with the experts its tokens choose)\n",

@@ -130,9 +130,10 @@ CudaWeightsSizes CudaWeights::sizes(const ModelWeights& w) {
 
 std::shared_ptr<CudaWeights> CudaWeights::get(const ModelWeights& w, int device, const std::vector<bool>& streamed) {
   // The device path of mixtures of experts (forward/cuda_forward_cuda.cpp: moe_block) is opt-in
-  // until it has run on a GPU: it was written and compiled on a machine without one.
+  // until its last fix (OLMoE's whole-projection Q/K norms, docs/MOE.md) has run on a GPU.
   if (!cuda::turned_on_by_env("LATHE_CUDA_MOE"))
-    refuse_moe(w.hp, w.source, "the CUDA backend (LATHE_CUDA_MOE=1 turns on its untested device path)");
+    refuse_moe(w.hp, w.source,
+               "the CUDA backend (LATHE_CUDA_MOE=1 turns on its device path, whose last fix has not yet run on a GPU)");
   if (!streamed.empty() && streamed.size() != w.layers.size())
     throw InternalError(fmt::format("CudaWeights::get: {} streaming marks for {} layers", streamed.size(),
                                     w.layers.size()));

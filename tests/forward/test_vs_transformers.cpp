@@ -4,7 +4,7 @@
 // gate_up), and the mixtures of experts mixtral, qwen2moe (shared expert), qwen3moe and olmoe
 // (whole-projection q/k norms), one tensor per expert as transformers saves them. float32 weights
 // and an F32 KV cache: logits must agree to float rounding. The CUDA backend refuses the mixtures
-// of experts unless LATHE_CUDA_MOE=1 turns on their device path (not yet run on a GPU): the cuda
+// of experts unless LATHE_CUDA_MOE=1 turns on their device path (its last fix not yet run on a GPU): the cuda
 // cases check the refusal, or with the switch the logits (scripts/gpu-check.sh sets it).
 // Needs torch + transformers in the oracle Python (the GPU machine has them, scripts/gpu-check.sh
 // runs this); skips elsewhere.
