@@ -43,7 +43,7 @@
 # stage's models, of those made: default "qwen05 llama8b"), LATHE_GPU_BUILD_TARGETS (the ninja
 # targets of the build stage: default every one the stages use), LATHE_GPU_KERNELS=sae (the
 # kernels stage runs only the SAE gate's tests), LATHE_GPU_FORWARD_FILTER (a gtest filter for the
-# forward stage's test_cuda_forward).
+# forward stage's test_cuda_forward), LATHE_GPU_TINY_HF_FILTER (a gtest filter for the tiny_hf stage).
 # The GPU image lacks the PCRE2 and ICU headers: run `scripts/gpu-deps.sh` here first, which
 # downloads Debian's packages into .deps/, and carry .deps with the call.
 set -uo pipefail
@@ -171,7 +171,11 @@ if has tiny_hf; then
       && export LATHE_LLAMA_CPP_DIR="$WORK/llama-src/llama.cpp"
   fi
   # LATHE_CUDA_MOE=1: the mixtures of experts' device path (opt-in until checked here, docs/MOE.md).
-  LATHE_CUDA_MOE=1 run_gtest tiny_hf "tiny models vs transformers" $T/forward/test_vs_transformers
+  # LATHE_GPU_TINY_HF_FILTER: a gtest filter, e.g. '*LogitsMatch*cuda*' (the GPU cases only; every
+  # case builds its model with transformers, so the whole stage takes minutes).
+  tiny_filter=""
+  [ -n "${LATHE_GPU_TINY_HF_FILTER:-}" ] && tiny_filter="--gtest_filter=${LATHE_GPU_TINY_HF_FILTER}"
+  LATHE_CUDA_MOE=1 run_gtest tiny_hf "tiny models vs transformers" $T/forward/test_vs_transformers $tiny_filter
   grep -E '^(llama|llama3|qwen2|qwen3|phi3|mixtral|qwen2moe|qwen3moe|olmoe) (\(|converted)' "$LOGS/tiny_hf.log" | sed 's/^/    /' || true
 fi
 
