@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "backend/cuda/device.hpp"
+#include "common/scoped_env.hpp"
 #include "common/tiny_model.hpp"
 #include "common/tiny_moe.hpp"
 #include "edit/study.hpp"
@@ -94,10 +95,7 @@ TEST(AblationCuda, StudyWithStreamedLayersMatchesTheCpu) {
   tiny.add_tokenizer();
   const auto path = tiny.write(dir, "tiny4.gguf");
   const StudyRun cpu = run_study(dir, Device::cpu(), path);
-  setenv("LATHE_CUDA_STREAM_LAYERS", "all", 1);
-  struct Off {
-    ~Off() { unsetenv("LATHE_CUDA_STREAM_LAYERS"); }
-  } off;
+  const test::ScopedEnv stream_all("LATHE_CUDA_STREAM_LAYERS", "all");
   expect_same_study(cpu, run_study(dir, Device::cuda(0), path));
 }
 
@@ -106,10 +104,7 @@ TEST(AblationCuda, StudyWithStreamedLayersMatchesTheCpu) {
 TEST(AblationCuda, MixtureOfExpertsStudyOnTheGpuMatchesTheCpu) {
   if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
   // The device path of mixtures of experts is opt-in until it has run on a GPU (docs/MOE.md).
-  setenv("LATHE_CUDA_MOE", "1", 1);
-  struct Off {
-    ~Off() { unsetenv("LATHE_CUDA_MOE"); }
-  } off;
+  const test::ScopedEnv moe_on("LATHE_CUDA_MOE", "1");
   test::TempDir dir("ablation_cuda_moe");
   const auto path = test::write_tiny_moe(dir, "qwen2moe");
   expect_same_study(run_study(dir, Device::cpu(), path), run_study(dir, Device::cuda(0), path));

@@ -13,6 +13,7 @@
 
 #include "common/require_gpu.hpp"
 #include "common/test_support.hpp"
+#include "common/scoped_env.hpp"
 #include "common/tiny_model.hpp"
 #include "common/tiny_moe.hpp"
 #include "edit/sae.hpp"
@@ -191,10 +192,7 @@ TEST(CudaForward, BatchedGreedyGenerationMatchesTheCpu) {
 TEST(CudaForward, MixtureOfExpertsMatchesTheCpu) {
   LATHE_REQUIRE_GPU();
   // The device path of mixtures of experts is opt-in until it has run on a GPU (docs/MOE.md).
-  setenv("LATHE_CUDA_MOE", "1", 1);
-  struct Off {
-    ~Off() { unsetenv("LATHE_CUDA_MOE"); }
-  } off;
+  const test::ScopedEnv moe_on("LATHE_CUDA_MOE", "1");
   test::TempDir dir("cuda_moe");
   for (const std::string arch : {"llama", "qwen2moe", "qwen3moe", "olmoe"}) {
     for (DType type : {DType::F32, DType::Q8_0}) {
@@ -350,13 +348,9 @@ struct Drift {
 // LATHE_CUDA_DEVICE_HOOKS for one scope (CudaForward reads it when it is made, so a test makes its
 // sessions inside the scope): unset (the default) runs device-capable hooks on the device rows,
 // "0" takes the host path.
-struct DeviceHooksEnv {
-  explicit DeviceHooksEnv(bool on) {
-    if (on) unsetenv("LATHE_CUDA_DEVICE_HOOKS");
-    else setenv("LATHE_CUDA_DEVICE_HOOKS", "0", 1);
-  }
-  ~DeviceHooksEnv() { unsetenv("LATHE_CUDA_DEVICE_HOOKS"); }
-};
+test::ScopedEnv device_hooks_env(bool on) {
+  return {"LATHE_CUDA_DEVICE_HOOKS", on ? std::nullopt : std::optional<std::string>("0")};
+}
 
 // An SAE feature gate on the device, by either path (the gate's kernels on the device rows, the
 // default; or host copies of the rows, LATHE_CUDA_DEVICE_HOOKS=0): a gate whose edit leaves every
@@ -393,7 +387,7 @@ TEST(CudaForward, SaeGateOnTheDeviceMatchesTheCpu) {
   const auto cpu_gated = logits(Device::cpu(), gate("0:-3,1:-3,2:-3,3:-3"));
   for (bool on_device : {false, true}) {
     SCOPED_TRACE(on_device ? "gate kernels on the device rows" : "gate on host copies");
-    DeviceHooksEnv env(on_device);
+    const auto env = device_hooks_env(on_device);
     const auto gpu_plain = logits(Device::cuda(0), nullptr);
     const auto gpu_same = logits(Device::cuda(0), gate("0*1,1*1,2*1"));
     {
@@ -472,7 +466,7 @@ TEST(CudaForward, SaeGateInTheCapturedDecodeStepFollowsTheHooks) {
   };
   const auto cpu = run(Device::cpu()), cpu_plain = plain(Device::cpu());
   const auto gpu = [&] {
-    DeviceHooksEnv env(true);
+    const auto env = device_hooks_env(true);
     return run(Device::cuda(0));
   }();
   for (size_t i = 0; i < gpu.size(); ++i) {

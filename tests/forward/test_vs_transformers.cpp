@@ -13,12 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "backend/cuda/device.hpp"
+#include "common/scoped_env.hpp"
 #include "common/test_support.hpp"
 #include "common/torch_peer.hpp"
 #include "lathe/error.hpp"
@@ -37,13 +39,8 @@ TEST_P(VsTransformers, LogitsMatch) {
   const bool streamed = std::get<1>(GetParam()) == "cuda-streamed";
   const Device device = streamed ? Device::cuda(0) : Device::parse(std::get<1>(GetParam()));
   if (device.is_cuda() && cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
-  if (streamed) setenv("LATHE_CUDA_STREAM_LAYERS", "all", 1);
-  struct StreamOff {
-    bool on;
-    ~StreamOff() {
-      if (on) unsetenv("LATHE_CUDA_STREAM_LAYERS");
-    }
-  } stream_off{streamed};
+  std::optional<test::ScopedEnv> stream_all;
+  if (streamed) stream_all.emplace("LATHE_CUDA_STREAM_LAYERS", "all");
   test::TempDir dir("hf_tiny_" + arch);
   std::vector<TokenId> ids;
   for (int i = 0; i < 80; ++i) ids.push_back((i * 7919 + 13) % 32000);

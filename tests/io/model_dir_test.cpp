@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "common/scoped_env.hpp"
 #include "common/test_support.hpp"
 #include "io/safetensors.hpp"
 #include "lathe/error.hpp"
@@ -26,28 +27,6 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed * 17 + i * 5);
   return v;
 }
-
-// Sets an environment variable for the scope of a test, restoring the previous value.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      ::setenv(name, value->c_str(), 1);
-    else
-      ::unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_)
-      ::setenv(name_, old_->c_str(), 1);
-    else
-      ::unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 struct Tensors {
   std::vector<std::vector<uint8_t>> storage;
@@ -279,22 +258,22 @@ TEST(ModelDirResolve, HubCacheUsesRefsMain) {
   make_snapshot(cache, "models--acme--tiny-lm", "1111");
   const auto wanted = make_snapshot(cache, "models--acme--tiny-lm", "2222");
   write_ref(cache, "models--acme--tiny-lm", "2222\n");
-  ScopedEnv hub("HF_HUB_CACHE", cache.string());
+  test::ScopedEnv hub("HF_HUB_CACHE", cache.string());
   EXPECT_EQ(resolve_model_path("acme/tiny-lm"), wanted);
 }
 
 TEST(ModelDirResolve, HubCacheSingleSnapshotWithoutRefs) {
   TempDir dir("md-hub1");
   const auto wanted = make_snapshot(dir / "hub", "models--acme--solo", "abcd");
-  ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
+  test::ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
   EXPECT_EQ(resolve_model_path("acme/solo"), wanted);
 }
 
 TEST(ModelDirResolve, HfHomeFallback) {
   TempDir dir("md-hfhome");
   const auto wanted = make_snapshot(dir / "home" / "hub", "models--acme--homed", "beef");
-  ScopedEnv hub("HF_HUB_CACHE", std::nullopt);
-  ScopedEnv home("HF_HOME", (dir / "home").string());
+  test::ScopedEnv hub("HF_HUB_CACHE", std::nullopt);
+  test::ScopedEnv home("HF_HOME", (dir / "home").string());
   EXPECT_EQ(resolve_model_path("acme/homed"), wanted);
 }
 
@@ -302,14 +281,14 @@ TEST(ModelDirResolve, AmbiguousSnapshotsWithoutRefs) {
   TempDir dir("md-hub2");
   make_snapshot(dir / "hub", "models--acme--two", "aaaa");
   make_snapshot(dir / "hub", "models--acme--two", "bbbb");
-  ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
+  test::ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
   expect_error<NotFoundError>([&] { resolve_model_path("acme/two"); }, {"acme/two", "aaaa", "bbbb", "pass the snapshot"});
 }
 
 TEST(ModelDirResolve, NotFoundListsPathsTried) {
   TempDir dir("md-hub3");
   fs::create_directories(dir / "hub");
-  ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
+  test::ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
   expect_error<NotFoundError>([&] { resolve_model_path("acme/missing"); },
                               {"acme/missing", (dir / "hub" / "models--acme--missing" / "refs" / "main").string(),
                                "$HF_HUB_CACHE", "huggingface-cli download"});
@@ -321,7 +300,7 @@ TEST(ModelDirResolve, ResolvedSnapshotOpens) {
   Tensors t;
   t.writer.write(snapshot / "model.safetensors");
   write_ref(dir / "hub", "models--acme--full", "c0ffee");
-  ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
+  test::ScopedEnv hub("HF_HUB_CACHE", (dir / "hub").string());
   const auto model = ModelDir::open(resolve_model_path("acme/full"));
   expect_tensors_match(model, t);
 }
