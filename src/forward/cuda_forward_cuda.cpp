@@ -123,8 +123,7 @@ struct CudaForward::Impl {
   std::vector<bool> streaming_plan(const CudaWeightsSizes& sizes) {
     const uint64_t others =
         opt.kv.bytes + opt.kv.table_bytes + scratch->bytes() + rope_table.bytes() + logits.dev.bytes();
-    const uint64_t largest_layer = sizes.layers.empty() ? 0 : *std::max_element(sizes.layers.begin(), sizes.layers.end());
-    min_budget = others + sizes.always_resident + std::min<uint64_t>(sizes.layers.size(), 2) * largest_layer;
+    min_budget = others + streaming_minimum(sizes.always_resident, sizes.layers);
     // LATHE_CUDA_STREAM_LAYERS=all streams every layer whatever the budget: the tests run the
     // streaming path on models that fit (tests/forward/test_cuda_stream.cpp, scripts/gpu-check.sh).
     if (const char* env = std::getenv("LATHE_CUDA_STREAM_LAYERS"); env != nullptr && std::string(env) == "all")

@@ -25,6 +25,11 @@ std::vector<uint32_t> streamed_layers(uint32_t n_layers, uint32_t n_streamed) {
   return out;
 }
 
+uint64_t streaming_minimum(uint64_t always_resident, std::span<const uint64_t> layer_bytes, uint32_t slots) {
+  const uint64_t largest = layer_bytes.empty() ? 0 : *std::max_element(layer_bytes.begin(), layer_bytes.end());
+  return always_resident + std::min<uint64_t>(layer_bytes.size(), slots) * largest;
+}
+
 StreamPlan plan_layer_streaming(uint64_t always_resident, std::span<const uint64_t> layer_bytes, uint64_t room,
                                 uint32_t slots, uint32_t max_resident, const char* what_budget) {
   const auto n_layers = static_cast<uint32_t>(layer_bytes.size());
@@ -33,7 +38,7 @@ StreamPlan plan_layer_streaming(uint64_t always_resident, std::span<const uint64
   StreamPlan plan;
   plan.streamed.assign(n_layers, false);
   const uint64_t largest = n_layers == 0 ? 0 : *std::max_element(layer_bytes.begin(), layer_bytes.end());
-  plan.min_bytes = always_resident + std::min<uint64_t>(n_layers, slots) * largest;
+  plan.min_bytes = streaming_minimum(always_resident, layer_bytes, slots);
   if (all <= room && max_resident >= n_layers) {
     plan.device_bytes = all;
     return plan;

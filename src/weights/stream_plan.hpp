@@ -31,6 +31,10 @@ StreamPlan plan_layer_streaming(uint64_t always_resident, std::span<const uint64
                                 uint32_t slots = 2, uint32_t max_resident = UINT32_MAX,
                                 const char* what_budget = "--vram-budget");
 
+// The least room streaming runs in: the always-resident part and `slots` slots of the largest
+// layer (fewer slots when there are fewer layers). StreamPlan::min_bytes.
+uint64_t streaming_minimum(uint64_t always_resident, std::span<const uint64_t> layer_bytes, uint32_t slots = 2);
+
 // The layers streamed when `n_streamed` of `n_layers` stream (see above), in increasing order.
 std::vector<uint32_t> streamed_layers(uint32_t n_layers, uint32_t n_streamed);
 
